@@ -1,0 +1,105 @@
+//! `mlwatch demo`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::demo::{self, DemoOptions};
+use crate::query;
+use crate::storage::Storage;
+
+/// Arguments of `mlwatch demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output folder.
+    #[arg(long, value_name = "DIR", default_value = "./mlwatch-data")]
+    pub data: PathBuf,
+    /// Number of prediction events to produce.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub events: u64,
+    /// Number of one-minute event-time windows the events span.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub windows: u64,
+    /// Only start the in-process broker, print its address and wait for Ctrl-C,
+    /// so an outside producer and `mlwatch run` can use it.
+    #[arg(long)]
+    pub serve_broker: bool,
+}
+
+pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if args.serve_broker {
+        return serve_broker().await;
+    }
+    if args.events == 0 {
+        anyhow::bail!("--events must be at least 1");
+    }
+    eprintln!(
+        "mlwatch demo: in-process Kafka broker, {} events over {} one-minute windows; `{}` shifts half-way.",
+        args.events,
+        args.windows,
+        demo::SHIFTED_FEATURE
+    );
+    let summary = demo::run_demo(&DemoOptions {
+        data: args.data.clone(),
+        events: args.events,
+        windows: args.windows,
+    })
+    .await?;
+    let c = &summary.counters;
+    println!(
+        "consumed {} records ({} events) in {:.1}s; {} windows closed, {} drift results, {} dead letters",
+        c.records,
+        c.events,
+        summary.seconds,
+        c.windows_closed,
+        c.drift_rows,
+        c.dead_letters.values().sum::<u64>()
+    );
+    let storage = Storage::open(&args.data.display().to_string(), &Default::default())?;
+    let ctx = query::new_context(Default::default());
+    query::register_tables(&ctx, &storage)?;
+    let per_window = ctx
+        .sql(&format!(
+            "SELECT window_start, {} FROM drift_results WHERE model = '{}' GROUP BY window_start ORDER BY window_start",
+            demo::NUMERIC
+                .iter()
+                .map(|f| format!(
+                    "max(CASE WHEN feature = '{f}' THEN (CASE WHEN drifted THEN 'DRIFT' ELSE '.' END) END) AS {f}"
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            demo::MODEL
+        ))
+        .await?
+        .collect()
+        .await?;
+    println!("\nDrift by window (KS vs reference, p < threshold = DRIFT):");
+    print!("{}", super::sql::render(&per_window, super::sql::Format::Table)?);
+    let totals = ctx
+        .sql("SELECT feature, count(*) FILTER (WHERE drifted) AS drifted_windows, count(*) AS windows FROM drift_results GROUP BY feature ORDER BY feature")
+        .await?
+        .collect()
+        .await?;
+    println!("\nPer feature:");
+    print!("{}", super::sql::render(&totals, super::sql::Format::Table)?);
+    println!(
+        "\nResults are Parquet under {}; try:\n  mlwatch sql --data {} \"SELECT feature, count(*) FILTER (WHERE drifted) FROM drift_results GROUP BY feature\"",
+        args.data.display(),
+        args.data.display()
+    );
+    Ok(())
+}
+
+async fn serve_broker() -> anyhow::Result<()> {
+    let cluster = rdkafka::mocking::MockCluster::new(1)?;
+    let config = crate::Config::from_toml_str("")?;
+    demo::create_topics(&cluster, &config)?;
+    println!("{}", cluster.bootstrap_servers());
+    eprintln!(
+        "In-process Kafka broker up (topics {}, {}, {}). Point producers and `MLWATCH__KAFKA__BROKERS` at the address above; Ctrl-C stops it.",
+        config.kafka.predictions_topic, config.kafka.features_topic, config.kafka.outcomes_topic
+    );
+    tokio::signal::ctrl_c().await?;
+    drop(cluster);
+    Ok(())
+}

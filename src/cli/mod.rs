@@ -1,0 +1,57 @@
+//! Command-line interface (clap). One file per command group.
+
+mod demo;
+mod run;
+mod sql;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Kafka-native monitoring of ML models: drift, A/B tests, registry, tracking.
+#[derive(Debug, Parser)]
+#[command(name = "mlwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// Log more (-v: debug, -vv: trace). MLWATCH_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The tracing filter implied by `-v`.
+    pub fn log_level(&self) -> &'static str {
+        match self.verbose {
+            0 => "mlwatch=info,warn",
+            1 => "mlwatch=debug,info",
+            _ => "trace",
+        }
+    }
+}
+
+/// mlwatch commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume events from Kafka and write windowed drift results (long-running; Ctrl-C drains and exits).
+    Run(run::RunArgs),
+    /// Run SQL over the output tables (drift_results, dead_letters).
+    Sql(sql::SqlArgs),
+    /// Run the whole pipeline on an in-process Kafka broker with synthetic data.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the parsed command.
+pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(a) => run::run(a).await,
+        Command::Sql(a) => sql::run(a).await,
+        Command::Demo(a) => demo::run(a).await,
+    }
+}
+
+/// Loads the config from an optional file (shared by commands).
+pub(crate) fn load_config(path: Option<&PathBuf>) -> anyhow::Result<crate::Config> {
+    Ok(crate::Config::load(path.map(|p| p.as_path()))?)
+}

@@ -1,0 +1,73 @@
+//! `mlwatch run`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::sync::watch;
+
+use crate::pipeline::{self, RunControl, StopMode};
+
+/// Arguments of `mlwatch run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML); layered over the embedded defaults.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Stop after this long without records, closing every open window
+    /// (for backfills and tests), e.g. "10s".
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub until_idle: Option<Duration>,
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = super::load_config(args.config.as_ref())?;
+    if args.print_config {
+        println!("{}", config.to_masked_toml());
+        return Ok(());
+    }
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: draining, writing the checkpoint and committing");
+        let _ = tx.send(Some(StopMode::Interrupt));
+        // Keep the sender alive so the pipeline sees a stable value.
+        std::future::pending::<()>().await;
+    });
+    let summary = pipeline::run(
+        config,
+        RunControl {
+            stop: rx,
+            idle_exit: args.until_idle,
+            progress: None,
+        },
+    )
+    .await?;
+    eprintln!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

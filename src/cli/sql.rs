@@ -1,0 +1,75 @@
+//! `mlwatch sql`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use datafusion::arrow::array::RecordBatch;
+
+use crate::query;
+use crate::storage::Storage;
+
+/// Output formats of `mlwatch sql`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per row (JSON lines).
+    Json,
+}
+
+/// Arguments of `mlwatch sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The SQL statement. Tables: drift_results, dead_letters.
+    pub query: String,
+    /// Storage root to query (path or URL); defaults to storage.url of the config.
+    #[arg(long, value_name = "URL")]
+    pub data: Option<String>,
+    /// Configuration file (for storage.url and its options).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
+    let config = super::load_config(args.config.as_ref())?;
+    let url = args.data.unwrap_or(config.storage.url.clone());
+    let storage = Storage::open(&url, &config.storage.options)?;
+    let ctx = query::new_context(config.drift.ks_method);
+    query::register_tables(&ctx, &storage)?;
+    let batches = ctx.sql(&args.query).await?.collect().await?;
+    print!("{}", render(&batches, args.format)?);
+    Ok(())
+}
+
+/// Renders batches in `format`.
+pub fn render(batches: &[RecordBatch], format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Table => format!("{}\n", datafusion::arrow::util::pretty::pretty_format_batches(batches)?),
+        Format::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+            }
+            String::from_utf8(buf)?
+        }
+        Format::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow_json::LineDelimitedWriter::new(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            String::from_utf8(buf)?
+        }
+    })
+}

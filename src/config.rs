@@ -1,0 +1,281 @@
+//! Configuration: embedded `config/mlwatch.toml`, then an optional file, then
+//! `MLWATCH__SECTION__KEY` environment variables (figment layers).
+//!
+//! Every struct denies unknown fields, so a misspelt key is an error that
+//! names it (and the layer it came from) instead of a silently ignored line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::stats::ks::KsMethod;
+
+/// The embedded defaults (also the documentation of every key).
+pub const DEFAULT_TOML: &str = include_str!("../config/mlwatch.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection and topics.
+    pub kafka: KafkaConfig,
+    /// Output storage.
+    pub storage: StorageConfig,
+    /// Event-time windows.
+    pub window: WindowConfig,
+    /// Checkpointing and offset commits.
+    pub checkpoint: CheckpointConfig,
+    /// Drift tests.
+    pub drift: DriftConfig,
+    /// Monitored models by name.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+/// Kafka settings mlwatch reasons about, plus a pass-through table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topic of prediction events.
+    pub predictions_topic: String,
+    /// Topic of feature events.
+    pub features_topic: String,
+    /// Topic of outcome events.
+    pub outcomes_topic: String,
+    /// "earliest" or "latest".
+    pub auto_offset_reset: OffsetReset,
+    /// Consumer session timeout.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Most records per decoded batch.
+    pub max_batch_records: usize,
+    /// Longest wait before a partial batch is processed.
+    #[serde(with = "humantime_serde")]
+    pub poll_timeout: Duration,
+    /// librdkafka settings passed through verbatim.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Where a new consumer group starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// From the oldest retained record.
+    Earliest,
+    /// Only records produced after joining.
+    Latest,
+}
+
+/// Output storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root URL or local path of every output table.
+    pub url: String,
+    /// object_store options passed through (secrets belong in the environment).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Event-time windows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Tumbling window size.
+    #[serde(with = "humantime_serde")]
+    pub size: Duration,
+    /// Allowed lateness behind the newest event time per partition.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Rows kept per window, model and version.
+    pub sample_size: usize,
+}
+
+/// Checkpointing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Time between checkpoints.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Dead letters buffered before a checkpoint is forced.
+    pub max_dead_letters: usize,
+}
+
+/// Drift tests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftConfig {
+    /// p-value below which a result is drifted.
+    pub p_value_threshold: f64,
+    /// KS p-value method.
+    pub ks_method: KsMethod,
+    /// Fewest current values for a feature to be tested.
+    pub min_current: usize,
+}
+
+/// One monitored model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Reference sample: a Parquet or CSV file (path or URL), one column per feature.
+    pub reference: String,
+    /// Type of the `prediction` field.
+    #[serde(default = "default_prediction")]
+    pub prediction: FeatureType,
+    /// Declared features and their types; this fixes the Arrow schema.
+    pub features: BTreeMap<String, FeatureType>,
+}
+
+fn default_prediction() -> FeatureType {
+    FeatureType::Numeric
+}
+
+/// Type of a feature or prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureType {
+    /// A number (JSON number; numeric strings are accepted).
+    Numeric,
+    /// A category (JSON string, number or bool; stored as a string).
+    Categorical,
+}
+
+impl Config {
+    /// Loads the layered configuration: defaults, then `file`, then env.
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Error::Config(format!("config file {} does not exist", path.display())));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("MLWATCH__").split("__"));
+        Self::from_figment(fig)
+    }
+
+    /// Builds a config from defaults plus a TOML string (tests, demo).
+    pub fn from_toml_str(toml: &str) -> Result<Self> {
+        let fig = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml));
+        Self::from_figment(fig)
+    }
+
+    fn from_figment(fig: Figment) -> Result<Self> {
+        let cfg: Config = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            Error::Config(msgs.join("; "))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::Config(format!("`{key}`: {why}")));
+        if self.window.size.as_millis() == 0 {
+            return bad("window.size", "must be positive");
+        }
+        if self.window.sample_size == 0 {
+            return bad("window.sample_size", "must be at least 1");
+        }
+        if self.kafka.max_batch_records == 0 {
+            return bad("kafka.max_batch_records", "must be at least 1");
+        }
+        if !(self.drift.p_value_threshold > 0.0 && self.drift.p_value_threshold < 1.0) {
+            return bad("drift.p_value_threshold", "must be in (0, 1)");
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return bad("kafka.brokers", "must not be empty");
+        }
+        for (name, model) in &self.models {
+            if !valid_name(name) {
+                return bad(
+                    &format!("models.{name}"),
+                    "model names use letters, digits, '_', '-' and '.', at most 128 characters",
+                );
+            }
+            if model.features.is_empty() {
+                return bad(&format!("models.{name}.features"), "declare at least one feature");
+            }
+            for feature in model.features.keys() {
+                if !valid_name(feature) {
+                    return bad(
+                        &format!("models.{name}.features.{feature}"),
+                        "feature names use letters, digits, '_', '-' and '.'",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with pass-through options masked
+    /// (they may hold credentials).
+    pub fn to_masked_toml(&self) -> String {
+        let mut c = self.clone();
+        for v in c.kafka.options.values_mut().chain(c.storage.options.values_mut()) {
+            *v = "***".into();
+        }
+        toml_string(&c)
+    }
+}
+
+fn toml_string(c: &Config) -> String {
+    // figment can serialise back through serde_json; TOML output is only for
+    // people, so JSON pretty-printing is an acceptable stand-in.
+    serde_json::to_string_pretty(c).unwrap_or_default()
+}
+
+/// Names used in paths and SQL: `[A-Za-z0-9_.-]{1,128}`, not starting with '.'.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!(c.window.size, Duration::from_secs(60));
+        assert!(c.models.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml_str("[window]\nsise = \"1m\"").unwrap_err().to_string();
+        assert!(err.contains("sise"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::from_toml_str("[window]\nsize = \"soon\"").unwrap_err().to_string();
+        assert!(err.contains("size"), "{err}");
+        let err = Config::from_toml_str("[drift]\np_value_threshold = 2.0").unwrap_err().to_string();
+        assert!(err.contains("drift.p_value_threshold"), "{err}");
+    }
+
+    #[test]
+    fn models_parse() {
+        let c = Config::from_toml_str(
+            "[models.fraud]\nreference = \"r.csv\"\n[models.fraud.features]\namount = \"numeric\"\ncountry = \"categorical\"",
+        )
+        .unwrap();
+        assert_eq!(c.models["fraud"].features["country"], FeatureType::Categorical);
+    }
+}

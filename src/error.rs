@@ -1,0 +1,58 @@
+//! The crate's error type: one variant per subsystem, each carrying fields.
+
+use std::path::PathBuf;
+
+/// Result alias used across mlwatch.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error mlwatch returns from its library API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid; the message names the key.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Kafka client error (connection, subscription, commit).
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Arrow error while decoding or building batches.
+    #[error("arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// Parquet encoding error.
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// DataFusion planning or execution error.
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// Object store error after retries.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// A statistical kernel rejected its input.
+    #[error("statistics: {0}")]
+    Stats(#[from] crate::stats::StatsError),
+    /// Reading a local file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A reference sample cannot be used.
+    #[error("reference for model `{model}` ({location}): {reason}")]
+    Reference {
+        /// The model.
+        model: String,
+        /// Where the reference was read from.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The stored checkpoint cannot be read.
+    #[error("checkpoint {location}: {reason}")]
+    Checkpoint {
+        /// Object path of the checkpoint.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,27 @@
+//! # mlwatch
+//!
+//! Kafka-native monitoring of machine-learning models in production.
+//!
+//! Events flow `ingest` (rdkafka consumer) → [`event`] (JSON to Arrow) →
+//! [`window`] (event-time windows, bounded samples) → [`monitor`] (drift
+//! tests through DataFusion, using the [`udf`] SQL functions over the pure
+//! [`stats`] kernels) → [`storage`] (atomic Parquet writes to an object
+//! store), and [`query`] exposes the output tables to SQL. The [`pipeline`]
+//! ties the stages together and owns checkpointing; [`demo`] runs it
+//! against an in-process broker. See `ARCHITECTURE.md`.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod event;
+pub mod monitor;
+pub mod pipeline;
+pub mod query;
+pub mod stats;
+pub mod storage;
+pub mod udf;
+pub mod window;
+
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,25 @@
+//! The `mlwatch` binary: parse arguments, set up logging, run, map errors to
+//! an exit code. Everything else lives in the library.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = mlwatch::cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MLWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level()));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match rt.block_on(mlwatch::cli::execute(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

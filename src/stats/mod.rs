@@ -1,0 +1,73 @@
+//! Pure statistical kernels and mergeable summaries.
+//!
+//! Nothing in this module touches Arrow, DataFusion or tokio: every function
+//! takes plain slices and returns a result struct with named fields, so the
+//! kernels can be tested against the reference libraries (see
+//! `../shared/oracle`) and reused from SQL functions (`crate::udf`), window
+//! state (`crate::window`) and the CLI alike.
+//!
+//! * [`ks`]: two-sample Kolmogorov-Smirnov test, matching `scipy.stats.ks_2samp`
+//!   (exact and asymptotic p-values and scipy's `auto` switch).
+//! * [`kolmogorov`]: the one-sample Kolmogorov distribution for finite `n`
+//!   (`scipy.stats.kstwo`), used by the asymptotic KS p-value.
+//! * [`sample`]: a deterministic, mergeable bottom-k row sample, the bounded
+//!   window state from which KS runs exactly while a window holds at most `k`
+//!   rows and on a uniform sample of `k` rows beyond that.
+
+pub mod kolmogorov;
+pub mod ks;
+pub mod sample;
+
+/// Errors of the statistical kernels. Kernels never panic on data: empty
+/// input, NaN and other undefined cases come back as one of these.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StatsError {
+    /// A sample that must hold at least one value is empty.
+    #[error("sample `{name}` is empty")]
+    EmptySample {
+        /// Which argument was empty.
+        name: &'static str,
+    },
+    /// A value is NaN where the test has no defined treatment for it.
+    #[error("sample `{name}` contains NaN")]
+    NanInput {
+        /// Which argument held the NaN.
+        name: &'static str,
+    },
+    /// An option is outside its domain.
+    #[error("invalid argument `{name}`: {reason}")]
+    InvalidArgument {
+        /// The argument's name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Which side of the null hypothesis a test rejects, as in scipy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Alternative {
+    /// `two-sided`
+    #[default]
+    TwoSided,
+    /// `less`
+    Less,
+    /// `greater`
+    Greater,
+}
+
+impl std::str::FromStr for Alternative {
+    type Err = StatsError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "two-sided" | "two_sided" => Ok(Self::TwoSided),
+            "less" => Ok(Self::Less),
+            "greater" => Ok(Self::Greater),
+            other => Err(StatsError::InvalidArgument {
+                name: "alternative",
+                reason: format!("`{other}` is not one of two-sided, less, greater"),
+            }),
+        }
+    }
+}

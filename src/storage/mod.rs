@@ -1,0 +1,179 @@
+//! Object storage by URL and the Parquet tables mlwatch writes.
+//!
+//! A [`Storage`] is an `object_store` plus a root prefix. Local folders,
+//! `file://`, `s3://` and `memory://` URLs are supported. Every object is
+//! written with a single `put` (object_store stages local files and renames
+//! them; S3 PUTs are atomic), so readers never see a half-written file.
+//! Transient failures are retried with exponential backoff and logged.
+
+pub mod tables;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Attempts per write before the error is reported.
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// An object store and the root under which mlwatch keeps its tables.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    /// URL of the store's root (scheme + authority), for DataFusion.
+    base_url: Url,
+    /// Prefix inside the store.
+    root: ObjPath,
+}
+
+impl Storage {
+    /// Opens storage from a local path or URL (`file://`, `s3://`, `memory://`).
+    /// Local folders are created if missing.
+    pub fn open(location: &str, options: &std::collections::BTreeMap<String, String>) -> Result<Self> {
+        let url = to_url(location)?;
+        match url.scheme() {
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|_| Error::Config(format!("storage.url `{location}` is not a usable file path")))?;
+                std::fs::create_dir_all(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+                let store = object_store::local::LocalFileSystem::new();
+                let root = ObjPath::from_filesystem_path(&path)
+                    .map_err(|e| Error::Config(format!("storage.url `{location}`: {e}")))?;
+                Ok(Self {
+                    store: Arc::new(store),
+                    base_url: Url::parse("file:///").expect("static url"),
+                    root,
+                })
+            }
+            "memory" => Ok(Self {
+                store: Arc::new(object_store::memory::InMemory::new()),
+                base_url: Url::parse("memory://").expect("static url"),
+                root: ObjPath::from(url.path().trim_matches('/')),
+            }),
+            "s3" | "s3a" => {
+                let bucket = url
+                    .host_str()
+                    .ok_or_else(|| Error::Config(format!("storage.url `{location}` names no bucket")))?;
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (k, v) in options {
+                    let key = k.parse().map_err(|_| {
+                        Error::Config(format!("storage.options.{k}: not an S3 option known to object_store"))
+                    })?;
+                    b = b.with_config(key, v);
+                }
+                let store = b.build()?;
+                Ok(Self {
+                    store: Arc::new(store),
+                    base_url: Url::parse(&format!("s3://{bucket}/")).expect("bucket url"),
+                    root: ObjPath::from(url.path().trim_matches('/')),
+                })
+            }
+            other => Err(Error::Config(format!(
+                "storage.url `{location}`: scheme `{other}` is not supported (use a path, file://, s3:// or memory://)"
+            ))),
+        }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// URL DataFusion registers the store under.
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// Object path of `rel` under the root.
+    pub fn path(&self, rel: &str) -> ObjPath {
+        let mut p = self.root.clone();
+        for part in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    /// Listing URL of a table folder, for DataFusion.
+    pub fn table_url(&self, table: &str) -> String {
+        let prefix = self.path(table);
+        format!("{}{}/", self.base_url, prefix)
+    }
+
+    /// Writes bytes to `rel` atomically, retrying transient failures.
+    pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<()> {
+        let path = self.path(rel);
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match self.store.put(&path, PutPayload::from_bytes(bytes.clone())).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < WRITE_ATTEMPTS => {
+                    tracing::warn!(path = %path, attempt, error = %e, "write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads `rel`, or `None` when it does not exist.
+    pub async fn get_opt(&self, rel: &str) -> Result<Option<Bytes>> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Encodes batches as one Parquet file (zstd) and writes it atomically.
+    pub async fn write_parquet(&self, rel: &str, batches: &[RecordBatch]) -> Result<()> {
+        let Some(first) = batches.first() else { return Ok(()) };
+        let bytes = encode_parquet(first.schema(), batches)?;
+        self.put(rel, bytes).await
+    }
+}
+
+/// Parquet bytes for batches sharing `schema`.
+pub fn encode_parquet(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Bytes> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(Bytes::from(buf))
+}
+
+/// Turns a local path or URL string into a URL.
+pub fn to_url(location: &str) -> Result<Url> {
+    if location.contains("://") {
+        return Url::parse(location).map_err(|e| Error::Config(format!("storage.url `{location}`: {e}")));
+    }
+    let path = std::path::Path::new(location);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
+            .join(path)
+    };
+    Url::from_directory_path(&abs).map_err(|_| Error::Config(format!("storage.url `{location}` is not a valid path")))
+}

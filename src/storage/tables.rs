@@ -1,0 +1,100 @@
+//! Names, schemas and file layout of the output tables. Column names used in
+//! several places live here, once.
+//!
+//! | table | layout under the storage root |
+//! |---|---|
+//! | `drift_results` | `drift_results/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
+//! | `dead_letters`  | `dead_letters/topic=<t>/partition=<p>/<first_offset>.parquet` |
+//!
+//! File names are derived from what they hold (the window; the first offset
+//! of a checkpoint interval), so reprocessing after a crash overwrites a file
+//! instead of adding a second copy.
+
+use std::sync::{Arc, LazyLock};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Table of drift test results, one row per window, model, version and feature.
+pub const DRIFT_RESULTS: &str = "drift_results";
+/// Table of records that could not be used, with the reason.
+pub const DEAD_LETTERS: &str = "dead_letters";
+/// Folder of checkpoints (not a table).
+pub const CHECKPOINTS: &str = "_checkpoints";
+/// Every table `mlwatch sql` registers, with its Hive partition columns.
+pub const TABLES: &[(&str, &[&str])] = &[(DRIFT_RESULTS, &["model", "date"]), (DEAD_LETTERS, &["topic", "partition"])];
+
+/// Column names.
+pub mod col {
+    pub const WINDOW_START: &str = "window_start";
+    pub const WINDOW_END: &str = "window_end";
+    pub const MODEL: &str = "model";
+    pub const VERSION: &str = "version";
+    pub const FEATURE: &str = "feature";
+    pub const METHOD: &str = "method";
+    pub const STATISTIC: &str = "statistic";
+    pub const P_VALUE: &str = "p_value";
+    pub const THRESHOLD: &str = "threshold";
+    pub const DRIFTED: &str = "drifted";
+    pub const N_REFERENCE: &str = "n_reference";
+    pub const N_CURRENT: &str = "n_current";
+    pub const TOPIC: &str = "topic";
+    pub const PARTITION: &str = "partition";
+    pub const OFFSET: &str = "offset";
+    pub const PAYLOAD: &str = "payload";
+    pub const REASON: &str = "reason";
+    pub const ERROR: &str = "error";
+    pub const VALUE: &str = "value";
+    pub const IS_CURRENT: &str = "is_current";
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// Schema of the rows stored in `drift_results` files (`model` and `date` are
+/// added from the path by readers that understand Hive partitions).
+pub static DRIFT_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(col::WINDOW_START, ts_type(), false),
+        Field::new(col::WINDOW_END, ts_type(), false),
+        Field::new(col::VERSION, DataType::Utf8, false),
+        Field::new(col::FEATURE, DataType::Utf8, false),
+        Field::new(col::METHOD, DataType::Utf8, false),
+        Field::new(col::STATISTIC, DataType::Float64, true),
+        Field::new(col::P_VALUE, DataType::Float64, true),
+        Field::new(col::THRESHOLD, DataType::Float64, false),
+        Field::new(col::DRIFTED, DataType::Boolean, false),
+        Field::new(col::N_REFERENCE, DataType::Int64, false),
+        Field::new(col::N_CURRENT, DataType::Int64, false),
+    ]))
+});
+
+/// Schema of the rows stored in `dead_letters` files (`topic` and `partition`
+/// come from the path).
+pub static DEAD_LETTER_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(col::OFFSET, DataType::Int64, false),
+        Field::new(col::PAYLOAD, DataType::Utf8, false),
+        Field::new(col::REASON, DataType::Utf8, false),
+        Field::new(col::ERROR, DataType::Utf8, false),
+    ]))
+});
+
+/// Relative path of the drift results of one model and window.
+pub fn drift_file(model: &str, window_start_ms: i64, window_end_ms: i64) -> String {
+    let date = DateTime::<Utc>::from_timestamp_millis(window_start_ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "invalid".into());
+    format!("{DRIFT_RESULTS}/model={model}/date={date}/window-{window_start_ms}-{window_end_ms}.parquet")
+}
+
+/// Relative path of the dead letters of one partition starting at `first_offset`.
+pub fn dead_letter_file(topic: &str, partition: i32, first_offset: i64) -> String {
+    format!("{DEAD_LETTERS}/topic={topic}/partition={partition}/{first_offset:020}.parquet")
+}
+
+/// Relative path of a consumer group's checkpoint.
+pub fn checkpoint_file(group_id: &str) -> String {
+    format!("{CHECKPOINTS}/{group_id}.json")
+}

@@ -1,0 +1,256 @@
+//! Event-time tumbling windows with per-partition watermarks.
+//!
+//! A record is assigned to the window `[floor(ts/size)*size, +size)`. Each
+//! (topic, partition) tracks the largest event time it has delivered; its
+//! watermark is that minus the allowed lateness, and the global watermark is
+//! the minimum over the partitions that have delivered data (never below the
+//! end of the last window already closed). A window closes once the global
+//! watermark reaches its end. A record whose window ends at or before the
+//! watermark *at the moment it is processed* is late. Because that decision
+//! depends only on the records before it, replaying the same partition
+//! sequence after a crash reproduces it.
+//!
+//! State per open window is a map from (model, version) to a bounded
+//! [`BottomK`] sample of feature rows, so memory does not grow with the
+//! event count. The whole state serialises into the checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::sample::BottomK;
+
+/// One (model, version) group of a window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Model index in the catalog.
+    pub model: usize,
+    /// Model version ("" when the events carried none).
+    pub version: String,
+    /// Sample of numeric feature rows (columns = the model's numeric features).
+    pub sample: BottomK,
+}
+
+/// A window that has closed, with its groups.
+#[derive(Debug, Clone)]
+pub struct ClosedWindow {
+    /// Inclusive start, epoch ms.
+    pub start: i64,
+    /// Exclusive end, epoch ms.
+    pub end: i64,
+    /// Its (model, version) groups.
+    pub groups: Vec<GroupState>,
+}
+
+/// Key of a partition: topic and partition number.
+pub type PartitionKey = (String, i32);
+
+/// Serializable snapshot of [`Windows`] (part of the checkpoint).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WindowsSnapshot {
+    /// Largest event time seen per partition.
+    pub partition_max_ts: Vec<(String, i32, i64)>,
+    /// Windows ending at or before this are closed.
+    pub closed_through: i64,
+    /// Open windows: start and groups.
+    pub open: Vec<(i64, Vec<GroupState>)>,
+}
+
+/// All open windows and the watermark bookkeeping.
+#[derive(Debug)]
+pub struct Windows {
+    size_ms: i64,
+    lateness_ms: i64,
+    sample_size: usize,
+    open: BTreeMap<i64, HashMap<(usize, String), GroupState>>,
+    partition_max: HashMap<PartitionKey, i64>,
+    closed_through: i64,
+    watermark: i64,
+}
+
+impl Windows {
+    /// Empty state for windows of `size_ms` with `lateness_ms` allowed lateness.
+    pub fn new(size_ms: i64, lateness_ms: i64, sample_size: usize) -> Self {
+        Self {
+            size_ms,
+            lateness_ms,
+            sample_size,
+            open: BTreeMap::new(),
+            partition_max: HashMap::new(),
+            closed_through: i64::MIN,
+            watermark: i64::MIN,
+        }
+    }
+
+    /// Start of the window holding `ts`.
+    pub fn window_start(&self, ts: i64) -> i64 {
+        ts.div_euclid(self.size_ms) * self.size_ms
+    }
+
+    /// The current global watermark (epoch ms; `i64::MIN` before any data).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Whether an event at `ts` is late now.
+    pub fn is_late(&self, ts: i64) -> bool {
+        self.window_start(ts).saturating_add(self.size_ms) <= self.watermark
+    }
+
+    /// Records that partition `key` delivered an event at `ts`.
+    pub fn observe(&mut self, key: &PartitionKey, ts: i64) {
+        match self.partition_max.get_mut(key) {
+            Some(max) if ts <= *max => return,
+            Some(max) => *max = ts,
+            None => {
+                self.partition_max.insert(key.clone(), ts);
+            }
+        }
+        self.recompute_watermark();
+    }
+
+    fn recompute_watermark(&mut self) {
+        let min = self.partition_max.values().copied().min().unwrap_or(i64::MIN);
+        let wm = min.saturating_sub(self.lateness_ms).max(self.closed_through);
+        self.watermark = self.watermark.max(wm);
+    }
+
+    /// The group of `(model, version)` in the window starting at `start`.
+    pub fn group_mut(&mut self, start: i64, model: usize, version: &str, width: usize) -> &mut GroupState {
+        let sample_size = self.sample_size;
+        let groups = self.open.entry(start).or_default();
+        // Look up by borrowed key first to avoid allocating the version per row.
+        let key = (model, version.to_string());
+        groups.entry(key).or_insert_with(|| GroupState {
+            model,
+            version: version.to_string(),
+            sample: BottomK::new(sample_size, width),
+        })
+    }
+
+    /// Removes and returns every window whose end is at or before the watermark.
+    pub fn take_closable(&mut self) -> Vec<ClosedWindow> {
+        let wm = self.watermark;
+        let size = self.size_ms;
+        let ready: Vec<i64> = self
+            .open
+            .keys()
+            .copied()
+            .take_while(|s| s.saturating_add(size) <= wm)
+            .collect();
+        ready.into_iter().map(|s| self.close(s)).collect()
+    }
+
+    /// Closes every open window (end of input) and moves the watermark past
+    /// them, so that later events for them count as late.
+    pub fn take_all(&mut self) -> Vec<ClosedWindow> {
+        let starts: Vec<i64> = self.open.keys().copied().collect();
+        let closed: Vec<ClosedWindow> = starts.into_iter().map(|s| self.close(s)).collect();
+        if let Some(last) = closed.last() {
+            self.closed_through = self.closed_through.max(last.end);
+            self.watermark = self.watermark.max(self.closed_through);
+        }
+        closed
+    }
+
+    fn close(&mut self, start: i64) -> ClosedWindow {
+        let groups = self.open.remove(&start).unwrap_or_default();
+        let mut groups: Vec<GroupState> = groups.into_values().collect();
+        groups.sort_by(|a, b| (a.model, &a.version).cmp(&(b.model, &b.version)));
+        self.closed_through = self.closed_through.max(start + self.size_ms);
+        ClosedWindow {
+            start,
+            end: start + self.size_ms,
+            groups,
+        }
+    }
+
+    /// Number of open windows.
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Snapshot for the checkpoint.
+    pub fn snapshot(&self) -> WindowsSnapshot {
+        let mut partition_max_ts: Vec<(String, i32, i64)> =
+            self.partition_max.iter().map(|((t, p), ts)| (t.clone(), *p, *ts)).collect();
+        partition_max_ts.sort();
+        WindowsSnapshot {
+            partition_max_ts,
+            closed_through: self.closed_through,
+            open: self
+                .open
+                .iter()
+                .map(|(s, g)| {
+                    let mut groups: Vec<GroupState> = g.values().cloned().collect();
+                    groups.sort_by(|a, b| (a.model, &a.version).cmp(&(b.model, &b.version)));
+                    (*s, groups)
+                })
+                .collect(),
+        }
+    }
+
+    /// Restores state from a snapshot.
+    pub fn restore(&mut self, snap: WindowsSnapshot) {
+        self.partition_max = snap.partition_max_ts.into_iter().map(|(t, p, ts)| ((t, p), ts)).collect();
+        self.closed_through = snap.closed_through;
+        self.open = snap
+            .open
+            .into_iter()
+            .map(|(s, groups)| (s, groups.into_iter().map(|g| ((g.model, g.version.clone()), g)).collect()))
+            .collect();
+        self.watermark = i64::MIN;
+        self.recompute_watermark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: i32) -> PartitionKey {
+        ("t".into(), p)
+    }
+
+    #[test]
+    fn watermark_is_min_over_partitions_and_closes_windows() {
+        let mut w = Windows::new(60_000, 10_000, 100);
+        w.observe(&key(0), 130_000);
+        assert_eq!(w.watermark(), 120_000);
+        w.group_mut(0, 0, "v1", 1).sample.offer(1, vec![1.0]);
+        w.group_mut(60_000, 0, "v1", 1).sample.offer(2, vec![2.0]);
+        w.observe(&key(1), 65_000); // a slower partition holds the watermark back
+        assert_eq!(w.watermark(), 120_000, "watermark never moves backwards");
+        let closed = w.take_closable();
+        assert_eq!(closed.iter().map(|c| c.start).collect::<Vec<_>>(), vec![0, 60_000]);
+        assert!(w.is_late(119_999));
+        assert!(!w.is_late(120_000));
+    }
+
+    #[test]
+    fn slow_partition_holds_back_closing() {
+        let mut w = Windows::new(60_000, 0, 100);
+        w.observe(&key(0), 10_000);
+        w.observe(&key(1), 200_000);
+        assert_eq!(w.watermark(), 10_000);
+        w.group_mut(0, 0, "", 1);
+        assert!(w.take_closable().is_empty());
+        w.observe(&key(0), 60_000);
+        assert_eq!(w.take_closable().len(), 1);
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_watermark_and_windows() {
+        let mut w = Windows::new(60_000, 5_000, 10);
+        w.observe(&key(0), 70_000);
+        w.group_mut(60_000, 1, "v", 2).sample.offer(7, vec![1.0, 2.0]);
+        let snap = serde_json::to_string(&w.snapshot()).unwrap();
+        let mut r = Windows::new(60_000, 5_000, 10);
+        r.restore(serde_json::from_str(&snap).unwrap());
+        assert_eq!(r.watermark(), w.watermark());
+        assert_eq!(r.open_windows(), 1);
+        let all = r.take_all();
+        assert_eq!(all[0].groups[0].sample.len(), 1);
+        assert!(r.is_late(60_000));
+    }
+}

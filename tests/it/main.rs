@@ -1,0 +1,8 @@
+//! The one integration-test binary: modules per area.
+
+mod cli;
+mod oracle;
+mod pipeline;
+
+/// Result type of tests: any error fails the test with its message.
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -1,0 +1,237 @@
+//! End-to-end pipeline tests against librdkafka's mock cluster: real Kafka
+//! protocol, in-process broker.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mlwatch::config::Config;
+use mlwatch::demo::{self, Generator};
+use mlwatch::pipeline::{self, RunControl, RunSummary};
+use mlwatch::query;
+use mlwatch::storage::Storage;
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tokio::sync::watch;
+
+use crate::TestResult;
+
+const TOPIC: &str = "mlwatch.predictions";
+
+fn config_toml(brokers: &str, data: &Path, reference: &Path, group: &str) -> String {
+    format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+session_timeout = "6s"
+[storage]
+url = "{data}"
+[window]
+size = "1m"
+allowed_lateness = "0s"
+sample_size = 2000
+[checkpoint]
+interval = "300ms"
+[drift]
+p_value_threshold = 0.001
+[models.credit_risk]
+reference = "{reference}"
+[models.credit_risk.features]
+age = "numeric"
+income = "numeric"
+credit_score = "numeric"
+tenure_months = "numeric"
+debt_ratio = "numeric"
+region = "categorical"
+device = "categorical"
+"#,
+        data = data.display(),
+        reference = reference.display()
+    )
+}
+
+/// `n` events over `windows` minutes; the second half shifted.
+fn events(n: u64, windows: i64) -> Vec<String> {
+    let mut g = Generator::new(11);
+    (0..n)
+        .map(|i| g.event_json(i, demo::START_MS + (i as i64 * windows * 60_000) / n as i64, i >= n / 2))
+        .collect()
+}
+
+fn produce(brokers: &str, payloads: &[String]) -> TestResult {
+    let p: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create()?;
+    for m in payloads {
+        p.send::<[u8], _>(BaseRecord::to(TOPIC).payload(m.as_bytes()))
+            .map_err(|(e, _)| e)?;
+    }
+    p.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+async fn run_until_idle(config: Config) -> Result<RunSummary, mlwatch::Error> {
+    let (_tx, rx) = watch::channel(None);
+    pipeline::run(
+        config,
+        RunControl {
+            stop: rx,
+            idle_exit: Some(Duration::from_secs(3)),
+            progress: None,
+        },
+    )
+    .await
+}
+
+async fn query_csv(data: &Path, sql: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let storage = Storage::open(&data.display().to_string(), &Default::default())?;
+    let ctx = query::new_context(Default::default());
+    query::register_tables(&ctx, &storage)?;
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let mut buf = Vec::new();
+    {
+        let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+        for b in &batches {
+            w.write(b)?;
+        }
+    }
+    Ok(String::from_utf8(buf)?)
+}
+
+const ALL_DRIFT: &str = "SELECT window_start, window_end, model, version, feature, method, statistic, p_value, threshold, drifted, n_reference, n_current FROM drift_results ORDER BY window_start, feature";
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    reference: std::path::PathBuf,
+    root: std::path::PathBuf,
+}
+
+fn setup() -> Result<Setup, Box<dyn std::error::Error>> {
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path().to_path_buf();
+    let reference = root.join("reference.parquet");
+    demo::write_reference(&reference, 4000, 7)?;
+    Ok(Setup {
+        _tmp: tmp,
+        reference,
+        root,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> TestResult {
+    let s = setup()?;
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, 1, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    let clean = events(6_000, 6);
+    // 1% malformed records of every kind, mixed in.
+    let bad_kinds = [
+        ("bad_json", r#"{"event_id": "x", "ts": "#.to_string()),
+        ("missing_field", format!(r#"{{"event_id":"m","model":"credit_risk","version":"1","prediction":1,"ts":{}}}"#, demo::START_MS).replace(r#","prediction":1"#, "")),
+        ("wrong_type", format!(r#"{{"event_id":"w","ts":{},"model":"credit_risk","version":"1","features":{{"age":"old"}},"prediction":1}}"#, demo::START_MS + 60_000)),
+        ("unknown_model", format!(r#"{{"event_id":"u","ts":{},"model":"nobody","version":"1","prediction":1}}"#, demo::START_MS)),
+        ("late", format!(r#"{{"event_id":"late","ts":{},"model":"credit_risk","version":"1","features":{{"age":30}},"prediction":1}}"#, demo::START_MS)),
+    ];
+    let mut mixed = Vec::new();
+    let mut n_bad = 0;
+    for (i, e) in clean.iter().enumerate() {
+        mixed.push(e.clone());
+        // The late ones only after the first window has closed.
+        if i % 100 == 50 {
+            let (_, bad) = &bad_kinds[(i / 100) % bad_kinds.len()];
+            if !bad.contains("\"late\"") || i > 2_500 {
+                mixed.push(bad.clone());
+                n_bad += 1;
+            }
+        }
+    }
+    assert!(n_bad >= 50);
+
+    // Clean stream into one storage root, mixed into another.
+    let clean_topic_cluster = MockCluster::new(1)?;
+    clean_topic_cluster.create_topic(TOPIC, 1, 1)?;
+    let clean_brokers = clean_topic_cluster.bootstrap_servers();
+    produce(&clean_brokers, &clean)?;
+    produce(&brokers, &mixed)?;
+    let clean_data = s.root.join("clean");
+    let mixed_data = s.root.join("mixed");
+    let a = run_until_idle(Config::from_toml_str(&config_toml(&clean_brokers, &clean_data, &s.reference, "g1"))?).await?;
+    let b = run_until_idle(Config::from_toml_str(&config_toml(&brokers, &mixed_data, &s.reference, "g1"))?).await?;
+    assert_eq!(a.counters.events, 6_000);
+    assert_eq!(b.counters.events, 6_000);
+    assert_eq!(b.counters.dead_letters.values().sum::<u64>(), n_bad as u64, "{:?}", b.counters.dead_letters);
+
+    let ra = query_csv(&clean_data, ALL_DRIFT).await?;
+    let rb = query_csv(&mixed_data, ALL_DRIFT).await?;
+    assert!(ra.lines().count() > 20, "{ra}");
+    assert_eq!(ra, rb, "valid events' results must not change");
+
+    let reasons = query_csv(&mixed_data, "SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason ORDER BY reason").await?;
+    for (kind, _) in &bad_kinds {
+        assert!(reasons.contains(kind), "no dead letter with reason {kind}: {reasons}");
+    }
+    let total = query_csv(&mixed_data, "SELECT count(*) AS n, count(DISTINCT \"offset\") AS d FROM dead_letters").await?;
+    assert_eq!(total.lines().nth(1), Some(format!("{n_bad},{n_bad}").as_str()));
+    // The shifted feature is flagged in the later windows, the others are not.
+    let flagged = query_csv(&clean_data, "SELECT DISTINCT feature FROM drift_results WHERE drifted ORDER BY feature").await?;
+    assert_eq!(flagged.trim(), "feature\ncredit_score");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() -> TestResult {
+    let s = setup()?;
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, 1, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    let all = events(8_000, 8);
+    let (first, second) = all.split_at(5_000);
+    produce(&brokers, first)?;
+
+    // The killed run, as a separate process.
+    let killed_data = s.root.join("killed");
+    let cfg_path = s.root.join("killed.toml");
+    std::fs::write(&cfg_path, config_toml(&brokers, &killed_data, &s.reference, "killed"))?;
+    let bin = env!("CARGO_BIN_EXE_mlwatch");
+    let mut child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let ckpt = killed_data.join("_checkpoints/killed.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let progressed = std::fs::read_to_string(&ckpt)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["counters"]["events"].as_u64())
+            .is_some_and(|n| n > 1_000);
+        if progressed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run made no checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    produce(&brokers, second)?;
+    let status = Command::new(bin)
+        .args(["run", "--until-idle", "3s", "--config"])
+        .arg(&cfg_path)
+        .stderr(Stdio::null())
+        .status()?;
+    assert!(status.success());
+
+    // The uninterrupted run, in-process, from its own group.
+    let whole_data = s.root.join("whole");
+    run_until_idle(Config::from_toml_str(&config_toml(&brokers, &whole_data, &s.reference, "whole"))?).await?;
+
+    let killed = query_csv(&killed_data, ALL_DRIFT).await?;
+    let whole = query_csv(&whole_data, ALL_DRIFT).await?;
+    assert_eq!(whole.lines().count(), 1 + 8 * 5, "8 windows x 5 numeric features:\n{whole}");
+    assert_eq!(killed, whole);
+    Ok(())
+}
+

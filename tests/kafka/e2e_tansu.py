@@ -1,0 +1,151 @@
+"""Integration test against a real Kafka-compatible broker (tansu).
+
+Starts tansu on 127.0.0.1, produces events with the confluent-kafka Python
+client (an outside producer), runs `mlwatch run --until-idle`, and checks the
+Parquet outputs with pyarrow: the documented schema, the drifted feature, and
+the dead letters. Run by .ci/run; needs TANSU (path of the tansu binary) and
+MLWATCH (path of the mlwatch binary) in the environment.
+"""
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+START_MS = 1_767_225_600_000
+WINDOWS = 4
+PER_WINDOW = 1000
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"tansu did not listen on {port}")
+
+
+def main():
+    tansu, mlwatch = os.environ["TANSU"], os.environ["MLWATCH"]
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker = subprocess.Popen(
+        [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        run_test(f"127.0.0.1:{port}", mlwatch)
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+
+
+def run_test(bootstrap, mlwatch):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = ["mlwatch.predictions", "mlwatch.features", "mlwatch.outcomes"]
+    for f in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]).values():
+        f.result(timeout=30)
+
+    rng = random.Random(5)
+    tmp = tempfile.mkdtemp(prefix="mlwatch-e2e-")
+    ref = os.path.join(tmp, "reference.parquet")
+    pq.write_table(pa.table({
+        "x": [rng.gauss(0, 1) for _ in range(3000)],
+        "y": [rng.gauss(5, 2) for _ in range(3000)],
+    }), ref)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    n = WINDOWS * PER_WINDOW
+    bad = 0
+    for i in range(n):
+        ts = START_MS + i * (WINDOWS * 60_000) // n
+        shift = 3.0 if i >= (WINDOWS - 1) * PER_WINDOW else 0.0
+        ev = {"event_id": f"e{i}", "ts": ts, "model": "m", "version": 2,
+              "features": {"x": round(rng.gauss(shift, 1), 6), "y": round(rng.gauss(5, 2), 6), "extra": 1},
+              "prediction": rng.random()}
+        producer.produce("mlwatch.predictions", json.dumps(ev).encode())
+        if i % 100 == 7:
+            producer.produce("mlwatch.predictions", b"{not json")
+            bad += 1
+    producer.flush(30)
+
+    data = os.path.join(tmp, "data")
+    cfg = os.path.join(tmp, "mlwatch.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""
+[kafka]
+brokers = "{bootstrap}"
+group_id = "e2e"
+session_timeout = "6s"
+[storage]
+url = "{data}"
+[window]
+size = "1m"
+allowed_lateness = "0s"
+[checkpoint]
+interval = "1s"
+[drift]
+p_value_threshold = 0.001
+[models.m]
+reference = "{ref}"
+[models.m.features]
+x = "numeric"
+y = "numeric"
+""")
+    out = subprocess.run([mlwatch, "run", "--config", cfg, "--until-idle", "8s"],
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        print(out.stderr, file=sys.stderr)
+        raise SystemExit(f"mlwatch run failed with {out.returncode}")
+
+    drift = ds.dataset(os.path.join(data, "drift_results"), format="parquet", partitioning="hive").to_table()
+    expected = {
+        "window_start": pa.timestamp("ms", tz="UTC"), "window_end": pa.timestamp("ms", tz="UTC"),
+        "version": pa.string(), "feature": pa.string(), "method": pa.string(),
+        "statistic": pa.float64(), "p_value": pa.float64(), "threshold": pa.float64(),
+        "drifted": pa.bool_(), "n_reference": pa.int64(), "n_current": pa.int64(),
+    }
+    for name, typ in expected.items():
+        got = drift.schema.field(name).type
+        assert got == typ, f"{name}: {got} != {typ}"
+    assert "model" in drift.schema.names
+    rows = drift.to_pylist()
+    assert len(rows) == WINDOWS * 2, rows
+    drifted = sorted((r["feature"], r["window_start"].timestamp()) for r in rows if r["drifted"])
+    last = (START_MS + (WINDOWS - 1) * 60_000) / 1000
+    assert drifted == [("x", last)], drifted
+    assert all(r["version"] == "2" and r["n_reference"] == 3000 for r in rows)
+
+    dead = ds.dataset(os.path.join(data, "dead_letters"), format="parquet", partitioning="hive").to_table()
+    assert dead.num_rows == bad, (dead.num_rows, bad)
+    assert set(dead.column("reason").to_pylist()) == {"bad_json"}
+
+    sql = subprocess.run([mlwatch, "sql", "--data", data, "--format", "csv",
+                          "SELECT feature, count(*) FILTER (WHERE drifted) AS d FROM drift_results GROUP BY feature ORDER BY feature"],
+                         capture_output=True, text=True, check=True)
+    assert sql.stdout.split() == ["feature,d", "x,1", "y,0"], sql.stdout
+    print(f"tansu e2e: ok ({n} events, {bad} dead letters, {len(rows)} drift rows)")
+
+
+if __name__ == "__main__":
+    main()
