@@ -127,6 +127,8 @@ pub struct Pipeline {
     restored: HashMap<(String, i32), i64>,
     dead: BTreeMap<(String, i32), Vec<DeadLetter>>,
     dead_count: usize,
+    /// Offsets last committed to Kafka.
+    committed: HashMap<(String, i32), i64>,
     counters: Counters,
     topics: [String; 3],
 }
@@ -178,6 +180,7 @@ impl Pipeline {
             restored,
             dead: BTreeMap::new(),
             dead_count: 0,
+            committed: HashMap::new(),
             counters,
             topics,
         })
@@ -352,21 +355,40 @@ impl Pipeline {
         self.storage
             .put(&tables::checkpoint_file(&self.config.kafka.group_id), bytes.into())
             .await?;
-        if let Some(c) = consumer
-            && !self.offsets.is_empty()
-        {
-            let mut tpl = TopicPartitionList::new();
-            for ((t, p), o) in &self.offsets {
-                tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
-            }
-            // The checkpoint is the source of truth; a failed commit only
-            // means more records are skipped on restart.
-            if let Err(e) = c.commit(&tpl, CommitMode::Sync) {
-                tracing::warn!(error = %e, "offset commit failed; the checkpoint still holds the offsets");
-            }
+        if let Some(c) = consumer {
+            self.commit(c);
         }
         tracing::debug!(open_windows = self.windows.open_windows(), "checkpoint written");
         Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Commits the checkpointed offsets of the partitions this consumer
+    /// holds now, when they moved. Committing during a rebalance (or for
+    /// partitions owned by someone else) would fail and restart the
+    /// rebalance, so other partitions are left alone; the checkpoint is the
+    /// source of truth and a skipped commit only means more records are
+    /// skipped on restart.
+    fn commit(&mut self, c: &StreamConsumer) {
+        let Ok(assigned) = c.assignment() else { return };
+        let mut tpl = TopicPartitionList::new();
+        for e in assigned.elements() {
+            let key = (e.topic().to_string(), e.partition());
+            if let Some(o) = self.offsets.get(&key)
+                && self.committed.get(&key) != Some(o)
+                && tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(*o)).is_ok()
+            {
+                self.committed.insert(key, *o);
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = c.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(error = %e, "offset commit failed; the checkpoint still holds the offsets");
+            self.committed.clear();
+        }
     }
 }
 

@@ -217,12 +217,12 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     child.kill()?; // SIGKILL
     child.wait()?;
     produce(&brokers, second)?;
-    let status = Command::new(bin)
+    let out = Command::new(bin)
         .args(["run", "--until-idle", "3s", "--config"])
         .arg(&cfg_path)
-        .stderr(Stdio::null())
-        .status()?;
-    assert!(status.success());
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
 
     // The uninterrupted run, in-process, from its own group.
     let whole_data = s.root.join("whole");
