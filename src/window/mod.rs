@@ -14,7 +14,7 @@
 //! [`BottomK`] sample of feature rows, so memory does not grow with the
 //! event count. The whole state serialises into the checkpoint.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,9 +42,6 @@ pub struct ClosedWindow {
     pub groups: Vec<GroupState>,
 }
 
-/// Key of a partition: topic and partition number.
-pub type PartitionKey = (String, i32);
-
 /// Serializable snapshot of [`Windows`] (part of the checkpoint).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WindowsSnapshot {
@@ -62,8 +59,11 @@ pub struct Windows {
     size_ms: i64,
     lateness_ms: i64,
     sample_size: usize,
-    open: BTreeMap<i64, HashMap<(usize, String), GroupState>>,
-    partition_max: HashMap<PartitionKey, i64>,
+    /// Open windows by start; a window's groups are few (models x versions),
+    /// so a vector with a linear scan beats hashing a version string per row.
+    open: BTreeMap<i64, Vec<GroupState>>,
+    /// Largest event time per partition; few partitions, so a vector.
+    partition_max: Vec<(String, i32, i64)>,
     closed_through: i64,
     watermark: i64,
 }
@@ -76,7 +76,7 @@ impl Windows {
             lateness_ms,
             sample_size,
             open: BTreeMap::new(),
-            partition_max: HashMap::new(),
+            partition_max: Vec::new(),
             closed_through: i64::MIN,
             watermark: i64::MIN,
         }
@@ -97,20 +97,18 @@ impl Windows {
         self.window_start(ts).saturating_add(self.size_ms) <= self.watermark
     }
 
-    /// Records that partition `key` delivered an event at `ts`.
-    pub fn observe(&mut self, key: &PartitionKey, ts: i64) {
-        match self.partition_max.get_mut(key) {
-            Some(max) if ts <= *max => return,
-            Some(max) => *max = ts,
-            None => {
-                self.partition_max.insert(key.clone(), ts);
-            }
+    /// Records that partition (`topic`, `partition`) delivered an event at `ts`.
+    pub fn observe(&mut self, topic: &str, partition: i32, ts: i64) {
+        match self.partition_max.iter_mut().find(|(t, p, _)| *p == partition && t == topic) {
+            Some((_, _, max)) if ts <= *max => return,
+            Some((_, _, max)) => *max = ts,
+            None => self.partition_max.push((topic.to_string(), partition, ts)),
         }
         self.recompute_watermark();
     }
 
     fn recompute_watermark(&mut self) {
-        let min = self.partition_max.values().copied().min().unwrap_or(i64::MIN);
+        let min = self.partition_max.iter().map(|(_, _, ts)| *ts).min().unwrap_or(i64::MIN);
         let wm = min.saturating_sub(self.lateness_ms).max(self.closed_through);
         self.watermark = self.watermark.max(wm);
     }
@@ -119,13 +117,18 @@ impl Windows {
     pub fn group_mut(&mut self, start: i64, model: usize, version: &str, width: usize) -> &mut GroupState {
         let sample_size = self.sample_size;
         let groups = self.open.entry(start).or_default();
-        // Look up by borrowed key first to avoid allocating the version per row.
-        let key = (model, version.to_string());
-        groups.entry(key).or_insert_with(|| GroupState {
-            model,
-            version: version.to_string(),
-            sample: BottomK::new(sample_size, width),
-        })
+        let idx = match groups.iter().position(|g| g.model == model && g.version == version) {
+            Some(i) => i,
+            None => {
+                groups.push(GroupState {
+                    model,
+                    version: version.to_string(),
+                    sample: BottomK::new(sample_size, width),
+                });
+                groups.len() - 1
+            }
+        };
+        &mut groups[idx]
     }
 
     /// Removes and returns every window whose end is at or before the watermark.
@@ -154,8 +157,7 @@ impl Windows {
     }
 
     fn close(&mut self, start: i64) -> ClosedWindow {
-        let groups = self.open.remove(&start).unwrap_or_default();
-        let mut groups: Vec<GroupState> = groups.into_values().collect();
+        let mut groups = self.open.remove(&start).unwrap_or_default();
         groups.sort_by(|a, b| (a.model, &a.version).cmp(&(b.model, &b.version)));
         self.closed_through = self.closed_through.max(start + self.size_ms);
         ClosedWindow {
@@ -172,8 +174,7 @@ impl Windows {
 
     /// Snapshot for the checkpoint.
     pub fn snapshot(&self) -> WindowsSnapshot {
-        let mut partition_max_ts: Vec<(String, i32, i64)> =
-            self.partition_max.iter().map(|((t, p), ts)| (t.clone(), *p, *ts)).collect();
+        let mut partition_max_ts = self.partition_max.clone();
         partition_max_ts.sort();
         WindowsSnapshot {
             partition_max_ts,
@@ -182,7 +183,7 @@ impl Windows {
                 .open
                 .iter()
                 .map(|(s, g)| {
-                    let mut groups: Vec<GroupState> = g.values().cloned().collect();
+                    let mut groups = g.clone();
                     groups.sort_by(|a, b| (a.model, &a.version).cmp(&(b.model, &b.version)));
                     (*s, groups)
                 })
@@ -192,12 +193,11 @@ impl Windows {
 
     /// Restores state from a snapshot.
     pub fn restore(&mut self, snap: WindowsSnapshot) {
-        self.partition_max = snap.partition_max_ts.into_iter().map(|(t, p, ts)| ((t, p), ts)).collect();
+        self.partition_max = snap.partition_max_ts;
         self.closed_through = snap.closed_through;
         self.open = snap
             .open
             .into_iter()
-            .map(|(s, groups)| (s, groups.into_iter().map(|g| ((g.model, g.version.clone()), g)).collect()))
             .collect();
         self.watermark = i64::MIN;
         self.recompute_watermark();
@@ -208,18 +208,15 @@ impl Windows {
 mod tests {
     use super::*;
 
-    fn key(p: i32) -> PartitionKey {
-        ("t".into(), p)
-    }
 
     #[test]
     fn watermark_is_min_over_partitions_and_closes_windows() {
         let mut w = Windows::new(60_000, 10_000, 100);
-        w.observe(&key(0), 130_000);
+        w.observe("t", 0, 130_000);
         assert_eq!(w.watermark(), 120_000);
         w.group_mut(0, 0, "v1", 1).sample.offer(1, vec![1.0]);
         w.group_mut(60_000, 0, "v1", 1).sample.offer(2, vec![2.0]);
-        w.observe(&key(1), 65_000); // a slower partition holds the watermark back
+        w.observe("t", 1, 65_000); // a slower partition holds the watermark back
         assert_eq!(w.watermark(), 120_000, "watermark never moves backwards");
         let closed = w.take_closable();
         assert_eq!(closed.iter().map(|c| c.start).collect::<Vec<_>>(), vec![0, 60_000]);
@@ -230,19 +227,19 @@ mod tests {
     #[test]
     fn slow_partition_holds_back_closing() {
         let mut w = Windows::new(60_000, 0, 100);
-        w.observe(&key(0), 10_000);
-        w.observe(&key(1), 200_000);
+        w.observe("t", 0, 10_000);
+        w.observe("t", 1, 200_000);
         assert_eq!(w.watermark(), 10_000);
         w.group_mut(0, 0, "", 1);
         assert!(w.take_closable().is_empty());
-        w.observe(&key(0), 60_000);
+        w.observe("t", 0, 60_000);
         assert_eq!(w.take_closable().len(), 1);
     }
 
     #[test]
     fn snapshot_round_trip_keeps_watermark_and_windows() {
         let mut w = Windows::new(60_000, 5_000, 10);
-        w.observe(&key(0), 70_000);
+        w.observe("t", 0, 70_000);
         w.group_mut(60_000, 1, "v", 2).sample.offer(7, vec![1.0, 2.0]);
         let snap = serde_json::to_string(&w.snapshot()).unwrap();
         let mut r = Windows::new(60_000, 5_000, 10);

@@ -1,0 +1,177 @@
+//! Throughput of the whole path (Kafka → Arrow → window → KS → Parquet)
+//! next to the raw consume-and-decode rate of the same messages, measured in
+//! one run against librdkafka's in-process mock cluster, plus resident
+//! memory while the pipeline runs.
+//!
+//! `cargo bench --bench throughput -- [EVENTS ...]` (default: 50000 200000).
+//! Each size gets its own topic; for each, the raw consumer reads all
+//! records and decodes them with `mlwatch::event::decode`; then the pipeline
+//! consumes the same records with its own group. Messages are produced
+//! first, so the topic has 16 partitions to stay under the mock broker's
+//! ~5 MiB-per-partition retention.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mlwatch::config::Config;
+use mlwatch::demo::{self, Generator};
+use mlwatch::event::{self, EventKind, ModelCatalog};
+use mlwatch::pipeline::{self, RunControl, StopMode};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tokio::sync::watch;
+
+const PARTITIONS: i32 = 16;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Samples RSS every 10 ms until stopped; returns the peak.
+fn rss_sampler() -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let h = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !s.load(Ordering::Relaxed) {
+            peak = peak.max(rss_kib());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    });
+    (stop, h)
+}
+
+fn produce(brokers: &str, topic: &str, n: u64) -> u64 {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let mut g = Generator::new(3);
+    let mut bytes = 0u64;
+    for i in 0..n {
+        // About 10,000 events per one-minute window.
+        let windows = (n / 10_000).max(1) as i64;
+        let ts = demo::START_MS + (i as i64 * windows * 60_000) / n as i64;
+        let payload = g.event_json(i, ts, i >= n / 2);
+        bytes += payload.len() as u64;
+        let part = (i % PARTITIONS as u64) as i32;
+        let mut rec = BaseRecord::<(), _>::to(topic).payload(&payload).partition(part);
+        while let Err((_, r)) = p.send(rec) {
+            rec = r;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+    bytes
+}
+
+async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64) -> f64 {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("raw-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    // Wait for the first record before starting the clock (group join).
+    let first = c.recv().await.expect("first record").detach();
+    let start = Instant::now();
+    let mut seen = 1u64;
+    let mut rows = 0usize;
+    let mut batch = vec![first];
+    while seen < n || !batch.is_empty() {
+        if seen < n {
+            let m = c.recv().await.expect("record");
+            batch.push(m.detach());
+            seen += 1;
+        }
+        if batch.len() >= 8192 || seen >= n {
+            let payloads: Vec<&[u8]> = batch.iter().map(|m| m.payload().unwrap_or(b"")).collect();
+            let out = event::decode(catalog, EventKind::Prediction, &payloads);
+            rows += out.decoded.iter().map(|d| d.batch.num_rows()).sum::<usize>();
+            batch.clear();
+        }
+    }
+    assert_eq!(rows as u64, n, "every record decodes");
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn pipeline_rate(config: Config, n: u64) -> (f64, u64) {
+    let progress = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = watch::channel(None);
+    let control = RunControl {
+        stop: rx,
+        idle_exit: None,
+        progress: Some(progress.clone()),
+    };
+    let (stop_sampler, sampler) = rss_sampler();
+    let run = tokio::spawn(pipeline::run(config, control));
+    while progress.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let start = Instant::now();
+    let first = progress.load(Ordering::Relaxed);
+    while progress.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rate = (n - first) as f64 / start.elapsed().as_secs_f64();
+    tx.send(Some(StopMode::Interrupt)).expect("stop");
+    run.await.expect("join").expect("pipeline");
+    stop_sampler.store(true, Ordering::Relaxed);
+    (rate, sampler.join().expect("sampler"))
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect::<Vec<_>>();
+    let sizes = if sizes.is_empty() { vec![50_000, 200_000] } else { sizes };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let brokers = cluster.bootstrap_servers();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let reference = tmp.path().join("reference.parquet");
+        demo::write_reference(&reference, 20_000, 7).expect("reference");
+        println!("| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | peak RSS during full path (MiB) |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for &n in &sizes {
+            let topic = format!("bench-{n}");
+            cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
+            let b = brokers.clone();
+            let t = topic.clone();
+            let bytes = tokio::task::spawn_blocking(move || produce(&b, &t, n)).await.expect("produce");
+            let data = tmp.path().join(format!("out-{n}"));
+            let mut config = demo::demo_config(&brokers, &data, &reference).expect("config");
+            config.kafka.predictions_topic = topic.clone();
+            config.kafka.group_id = format!("full-{n}");
+            config.checkpoint.interval = Duration::from_secs(5);
+            let catalog = ModelCatalog::from_config(&config);
+            let raw = raw_rate(&brokers, &topic, &catalog, n).await;
+            let (full, peak) = pipeline_rate(config, n).await;
+            println!(
+                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} |",
+                bytes / n,
+                full / raw,
+                peak as f64 / 1024.0
+            );
+        }
+        drop(cluster);
+    });
+}
