@@ -235,3 +235,38 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     Ok(())
 }
 
+
+/// Runs the pipeline with its storage root on an S3-compatible server.
+/// `.ci/run` starts moto's server and sets `MLWATCH_TEST_S3_URL` (a bucket it
+/// created) plus the standard `AWS_*` variables; without them the test says
+/// so and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
+    let Ok(bucket_url) = std::env::var("MLWATCH_TEST_S3_URL") else {
+        eprintln!("MLWATCH_TEST_S3_URL is not set: S3 test skipped (.ci/run starts moto and sets it)");
+        return Ok(());
+    };
+    let s = setup()?;
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, 1, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, &events(3_000, 3))?;
+    let prefix = format!("{bucket_url}/run-{}", std::process::id());
+    let toml = config_toml(&brokers, Path::new("/unused"), &s.reference, "s3")
+        .replace("url = \"/unused\"", &format!("url = \"{prefix}\""));
+    let summary = run_until_idle(Config::from_toml_str(&toml)?).await?;
+    assert_eq!(summary.counters.windows_closed, 3);
+
+    let storage = Storage::open(&prefix, &Default::default())?;
+    assert!(storage.get_opt("_checkpoints/s3.json").await?.is_some());
+    let ctx = query::new_context(Default::default());
+    query::register_tables(&ctx, &storage)?;
+    let batches = ctx
+        .sql("SELECT count(*) AS n, count(*) FILTER (WHERE drifted) AS d FROM drift_results")
+        .await?
+        .collect()
+        .await?;
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    assert!(text.contains("| 15 |"), "3 windows x 5 features expected:\n{text}");
+    Ok(())
+}
