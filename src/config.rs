@@ -220,21 +220,15 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML, with pass-through options masked
+    /// The effective configuration as JSON, with pass-through options masked
     /// (they may hold credentials).
-    pub fn to_masked_toml(&self) -> String {
+    pub fn to_masked_json(&self) -> String {
         let mut c = self.clone();
         for v in c.kafka.options.values_mut().chain(c.storage.options.values_mut()) {
             *v = "***".into();
         }
-        toml_string(&c)
+        serde_json::to_string_pretty(&c).unwrap_or_default()
     }
-}
-
-fn toml_string(c: &Config) -> String {
-    // figment can serialise back through serde_json; TOML output is only for
-    // people, so JSON pretty-printing is an acceptable stand-in.
-    serde_json::to_string_pretty(c).unwrap_or_default()
 }
 
 /// Names used in paths and SQL: `[A-Za-z0-9_.-]{1,128}`, not starting with '.'.

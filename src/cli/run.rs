@@ -26,7 +26,7 @@ pub struct RunArgs {
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = super::load_config(args.config.as_ref())?;
     if args.print_config {
-        println!("{}", config.to_masked_toml());
+        println!("{}", config.to_masked_json());
         return Ok(());
     }
     let (tx, rx) = watch::channel(None);
