@@ -69,7 +69,9 @@ fn produce(brokers: &str, topic: &str, n: u64) -> u64 {
         let payload = g.event_json(i, ts, i >= n / 2);
         bytes += payload.len() as u64;
         let part = (i % PARTITIONS as u64) as i32;
-        let mut rec = BaseRecord::<(), _>::to(topic).payload(&payload).partition(part);
+        let mut rec = BaseRecord::<(), _>::to(topic)
+            .payload(&payload)
+            .partition(part);
         while let Err((_, r)) = p.send(rec) {
             rec = r;
             std::thread::sleep(Duration::from_millis(1));
@@ -103,7 +105,11 @@ async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64) ->
         if batch.len() >= 8192 || seen >= n {
             let payloads: Vec<&[u8]> = batch.iter().map(|m| m.payload().unwrap_or(b"")).collect();
             let out = event::decode(catalog, EventKind::Prediction, &payloads);
-            rows += out.decoded.iter().map(|d| d.batch.num_rows()).sum::<usize>();
+            rows += out
+                .decoded
+                .iter()
+                .map(|d| d.batch.num_rows())
+                .sum::<usize>();
             batch.clear();
         }
     }
@@ -141,8 +147,15 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect::<Vec<_>>();
-    let sizes = if sizes.is_empty() { vec![50_000, 200_000] } else { sizes };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let sizes = if sizes.is_empty() {
+        vec![50_000, 200_000]
+    } else {
+        sizes
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let cluster = MockCluster::new(1).expect("mock cluster");
         let brokers = cluster.bootstrap_servers();

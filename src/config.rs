@@ -157,7 +157,10 @@ impl Config {
         let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(Error::Config(format!("config file {} does not exist", path.display())));
+                return Err(Error::Config(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
             }
             fig = fig.merge(Toml::file(path));
         }
@@ -206,7 +209,10 @@ impl Config {
                 );
             }
             if model.features.is_empty() {
-                return bad(&format!("models.{name}.features"), "declare at least one feature");
+                return bad(
+                    &format!("models.{name}.features"),
+                    "declare at least one feature",
+                );
             }
             for feature in model.features.keys() {
                 if !valid_name(feature) {
@@ -224,7 +230,12 @@ impl Config {
     /// (they may hold credentials).
     pub fn to_masked_json(&self) -> String {
         let mut c = self.clone();
-        for v in c.kafka.options.values_mut().chain(c.storage.options.values_mut()) {
+        for v in c
+            .kafka
+            .options
+            .values_mut()
+            .chain(c.storage.options.values_mut())
+        {
             *v = "***".into();
         }
         serde_json::to_string_pretty(&c).unwrap_or_default()
@@ -236,7 +247,8 @@ pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.starts_with('.')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 #[cfg(test)]
@@ -252,15 +264,21 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::from_toml_str("[window]\nsise = \"1m\"").unwrap_err().to_string();
+        let err = Config::from_toml_str("[window]\nsise = \"1m\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sise"), "{err}");
     }
 
     #[test]
     fn bad_value_is_named() {
-        let err = Config::from_toml_str("[window]\nsize = \"soon\"").unwrap_err().to_string();
+        let err = Config::from_toml_str("[window]\nsize = \"soon\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("size"), "{err}");
-        let err = Config::from_toml_str("[drift]\np_value_threshold = 2.0").unwrap_err().to_string();
+        let err = Config::from_toml_str("[drift]\np_value_threshold = 2.0")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("drift.p_value_threshold"), "{err}");
     }
 
@@ -270,6 +288,9 @@ mod tests {
             "[models.fraud]\nreference = \"r.csv\"\n[models.fraud.features]\namount = \"numeric\"\ncountry = \"categorical\"",
         )
         .unwrap();
-        assert_eq!(c.models["fraud"].features["country"], FeatureType::Categorical);
+        assert_eq!(
+            c.models["fraud"].features["country"],
+            FeatureType::Categorical
+        );
     }
 }

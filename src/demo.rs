@@ -31,7 +31,13 @@ pub const MODEL: &str = "credit_risk";
 /// The feature that shifts half-way through the stream.
 pub const SHIFTED_FEATURE: &str = "credit_score";
 /// Numeric features of the demo model.
-pub const NUMERIC: [&str; 5] = ["age", "income", "credit_score", "tenure_months", "debt_ratio"];
+pub const NUMERIC: [&str; 5] = [
+    "age",
+    "income",
+    "credit_score",
+    "tenure_months",
+    "debt_ratio",
+];
 /// Categorical features of the demo model.
 pub const CATEGORICAL: [&str; 2] = ["region", "device"];
 /// Event time of the first event: 2026-01-01T00:00:00Z.
@@ -76,7 +82,11 @@ impl Generator {
     /// Draws one row; `shifted` moves `credit_score`.
     pub fn row(&mut self, shifted: bool) -> Row {
         let r = &mut self.rng;
-        let score = if shifted { self.shifted_score.sample(r) } else { self.score.sample(r) };
+        let score = if shifted {
+            self.shifted_score.sample(r)
+        } else {
+            self.score.sample(r)
+        };
         let round = |v: f64| (v * 1e4).round() / 1e4;
         Row {
             numeric: [
@@ -86,7 +96,10 @@ impl Generator {
                 round(self.tenure.sample(r)),
                 round(self.debt.sample(r)),
             ],
-            categorical: [REGIONS[r.random_range(0..REGIONS.len())], DEVICES[r.random_range(0..DEVICES.len())]],
+            categorical: [
+                REGIONS[r.random_range(0..REGIONS.len())],
+                DEVICES[r.random_range(0..DEVICES.len())],
+            ],
         }
     }
 
@@ -108,8 +121,8 @@ impl Generator {
 /// Writes a reference sample of `rows` rows as Parquet at `path`.
 pub fn write_reference(path: &Path, rows: usize, seed: u64) -> Result<()> {
     let mut g = Generator::new(seed);
-    let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(rows); 5];
-    let mut cats: Vec<Vec<&str>> = vec![Vec::with_capacity(rows); 2];
+    let mut cols: Vec<Vec<f64>> = (0..5).map(|_| Vec::with_capacity(rows)).collect();
+    let mut cats: Vec<Vec<&str>> = (0..2).map(|_| Vec::with_capacity(rows)).collect();
     for _ in 0..rows {
         let r = g.row(false);
         for (c, v) in cols.iter_mut().zip(r.numeric) {
@@ -119,16 +132,35 @@ pub fn write_reference(path: &Path, rows: usize, seed: u64) -> Result<()> {
             c.push(v);
         }
     }
-    let mut fields: Vec<Field> = NUMERIC.iter().map(|n| Field::new(*n, DataType::Float64, false)).collect();
-    fields.extend(CATEGORICAL.iter().map(|n| Field::new(*n, DataType::Utf8, false)));
-    let mut arrays: Vec<ArrayRef> = cols.into_iter().map(|c| Arc::new(Float64Array::from(c)) as ArrayRef).collect();
-    arrays.extend(cats.into_iter().map(|c| Arc::new(StringArray::from(c)) as ArrayRef));
+    let mut fields: Vec<Field> = NUMERIC
+        .iter()
+        .map(|n| Field::new(*n, DataType::Float64, false))
+        .collect();
+    fields.extend(
+        CATEGORICAL
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, false)),
+    );
+    let mut arrays: Vec<ArrayRef> = cols
+        .into_iter()
+        .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef)
+        .collect();
+    arrays.extend(
+        cats.into_iter()
+            .map(|c| Arc::new(StringArray::from(c)) as ArrayRef),
+    );
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
     let bytes = crate::storage::encode_parquet(batch.schema(), &[batch])?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
-    std::fs::write(path, &bytes).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, &bytes).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The configuration of the demo (also a template for a real one).
@@ -176,7 +208,10 @@ device = "categorical"
 }
 
 /// Topics and partition counts the demo broker serves.
-pub fn create_topics<C: rdkafka::ClientContext>(cluster: &MockCluster<'_, C>, config: &Config) -> Result<()> {
+pub fn create_topics<C: rdkafka::ClientContext>(
+    cluster: &MockCluster<'_, C>,
+    config: &Config,
+) -> Result<()> {
     cluster.create_topic(&config.kafka.predictions_topic, 3, 1)?;
     cluster.create_topic(&config.kafka.features_topic, 1, 1)?;
     cluster.create_topic(&config.kafka.outcomes_topic, 1, 1)?;
@@ -198,14 +233,22 @@ pub struct DemoOptions {
 pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
     let cluster = MockCluster::new(1)?;
     let brokers = cluster.bootstrap_servers();
-    std::fs::create_dir_all(&opts.data).map_err(|source| Error::Io { path: opts.data.clone(), source })?;
-    let data = opts.data.canonicalize().map_err(|source| Error::Io { path: opts.data.clone(), source })?;
+    std::fs::create_dir_all(&opts.data).map_err(|source| Error::Io {
+        path: opts.data.clone(),
+        source,
+    })?;
+    let data = opts.data.canonicalize().map_err(|source| Error::Io {
+        path: opts.data.clone(),
+        source,
+    })?;
     let reference = data.join("reference").join(format!("{MODEL}.parquet"));
     write_reference(&reference, 20_000, 7)?;
     let config = demo_config(&brokers, &data, &reference)?;
     create_topics(&cluster, &config)?;
     // A previous demo's checkpoint refers to another broker's offsets.
-    let _ = std::fs::remove_file(data.join(crate::storage::tables::checkpoint_file(&config.kafka.group_id)));
+    let _ = std::fs::remove_file(data.join(crate::storage::tables::checkpoint_file(
+        &config.kafka.group_id,
+    )));
 
     let progress = Arc::new(AtomicU64::new(0));
     let (_stop_tx, stop_rx) = watch::channel(None);
@@ -219,8 +262,12 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
     let topic = config.kafka.predictions_topic.clone();
     let (events, windows) = (opts.events, opts.windows.max(1));
     let producer_progress = progress.clone();
-    let producer = tokio::task::spawn_blocking(move || produce(&brokers, &topic, events, windows, &producer_progress));
-    producer.await.map_err(|e| Error::Config(format!("demo producer panicked: {e}")))??;
+    let producer = tokio::task::spawn_blocking(move || {
+        produce(&brokers, &topic, events, windows, &producer_progress)
+    });
+    producer
+        .await
+        .map_err(|e| Error::Config(format!("demo producer panicked: {e}")))??;
     let summary = pipeline
         .await
         .map_err(|e| Error::Config(format!("demo pipeline panicked: {e}")))??;
@@ -230,7 +277,13 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
 
 /// Produces the synthetic stream, keeping at most ~30k records in flight
 /// ahead of the consumer.
-fn produce(brokers: &str, topic: &str, events: u64, windows: u64, consumed: &AtomicU64) -> Result<()> {
+fn produce(
+    brokers: &str,
+    topic: &str,
+    events: u64,
+    windows: u64,
+    consumed: &AtomicU64,
+) -> Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -251,7 +304,10 @@ fn produce(brokers: &str, topic: &str, events: u64, windows: u64, consumed: &Ato
             match producer.send(record) {
                 Ok(()) => break,
                 Err((e, r)) => {
-                    if matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
                         std::thread::sleep(Duration::from_millis(2));
                         record = r;
                     } else {

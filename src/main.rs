@@ -7,8 +7,14 @@ fn main() -> std::process::ExitCode {
     let cli = mlwatch::cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MLWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

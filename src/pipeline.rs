@@ -139,22 +139,28 @@ impl Pipeline {
         let catalog = Arc::new(ModelCatalog::from_config(&config));
         if catalog.models.is_empty() {
             return Err(Error::Config(
-                "no models are declared: add a [models.<name>] table (see config/mlwatch.toml)".into(),
+                "no models are declared: add a [models.<name>] table (see config/mlwatch.toml)"
+                    .into(),
             ));
         }
         let storage = Storage::open(&config.storage.url, &config.storage.options)?;
         let monitor = DriftMonitor::new(&config, catalog.clone()).await?;
         let w = &config.window;
-        let mut windows = Windows::new(w.size.as_millis() as i64, w.allowed_lateness.as_millis() as i64, w.sample_size);
+        let mut windows = Windows::new(
+            w.size.as_millis() as i64,
+            w.allowed_lateness.as_millis() as i64,
+            w.sample_size,
+        );
         let mut offsets = BTreeMap::new();
         let mut restored = Vec::new();
         let mut counters = Counters::default();
         let ckpt_path = tables::checkpoint_file(&config.kafka.group_id);
         if let Some(bytes) = storage.get_opt(&ckpt_path).await? {
-            let ckpt: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
-                location: ckpt_path.clone(),
-                reason: e.to_string(),
-            })?;
+            let ckpt: Checkpoint =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
+                    location: ckpt_path.clone(),
+                    reason: e.to_string(),
+                })?;
             for (t, p, o) in &ckpt.offsets {
                 offsets.insert((t.clone(), *p), *o);
                 restored.push((t.clone(), *p, *o));
@@ -169,7 +175,11 @@ impl Pipeline {
             );
         }
         let k = &config.kafka;
-        let topics = [k.predictions_topic.clone(), k.features_topic.clone(), k.outcomes_topic.clone()];
+        let topics = [
+            k.predictions_topic.clone(),
+            k.features_topic.clone(),
+            k.outcomes_topic.clone(),
+        ];
         Ok(Self {
             config,
             catalog,
@@ -201,7 +211,11 @@ impl Pipeline {
     }
 
     fn dead_letter(&mut self, msg: &OwnedMessage, reason: Reason, error: String) {
-        *self.counters.dead_letters.entry(reason.as_str().to_string()).or_default() += 1;
+        *self
+            .counters
+            .dead_letters
+            .entry(reason.as_str().to_string())
+            .or_default() += 1;
         let payload = msg
             .payload()
             .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -254,14 +268,21 @@ impl Pipeline {
                 None => {}
             }
         }
-        let kinds = [EventKind::Prediction, EventKind::Feature, EventKind::Outcome];
+        let kinds = [
+            EventKind::Prediction,
+            EventKind::Feature,
+            EventKind::Outcome,
+        ];
         let mut decoded: Vec<(EventKind, event::Decoded)> = Vec::new();
         let mut order: Vec<(usize, usize, usize)> = Vec::new(); // (batch pos, decoded idx, row)
         for (k, idxs) in by_kind.iter().enumerate() {
             if idxs.is_empty() {
                 continue;
             }
-            let payloads: Vec<&[u8]> = idxs.iter().map(|&i| fresh[i].payload().unwrap_or(b"")).collect();
+            let payloads: Vec<&[u8]> = idxs
+                .iter()
+                .map(|&i| fresh[i].payload().unwrap_or(b""))
+                .collect();
             let out = event::decode(&self.catalog, kinds[k], &payloads);
             self.counters.unknown_features += out.unknown_features;
             for r in out.rejected {
@@ -278,7 +299,10 @@ impl Pipeline {
         }
         order.sort_unstable_by_key(|o| o.0);
 
-        let views: Vec<RowView<'_>> = decoded.iter().map(|(k, d)| RowView::new(*k, d, &self.catalog)).collect();
+        let views: Vec<RowView<'_>> = decoded
+            .iter()
+            .map(|(k, d)| RowView::new(*k, d, &self.catalog))
+            .collect();
         for (pos, di, row) in order {
             let view = &views[di];
             let msg = fresh[pos];
@@ -323,7 +347,9 @@ impl Pipeline {
                 let name = &self.catalog.models[r.model].name;
                 let path = tables::drift_file(name, w.start, w.end);
                 let drifted = r.batch.column(8).as_boolean().true_count() as u64;
-                self.storage.write_parquet(&path, std::slice::from_ref(&r.batch)).await?;
+                self.storage
+                    .write_parquet(&path, std::slice::from_ref(&r.batch))
+                    .await?;
                 self.counters.drift_rows += r.batch.num_rows() as u64;
                 self.counters.drifted_rows += drifted;
                 tracing::info!(model = %name, window_start = w.start, rows = r.batch.num_rows(), drifted, test_ms, "window written");
@@ -348,7 +374,9 @@ impl Pipeline {
     pub async fn checkpoint(&mut self, consumer: Option<&StreamConsumer>) -> Result<()> {
         let dead = std::mem::take(&mut self.dead);
         for ((topic, partition), letters) in &dead {
-            let Some(first) = letters.first() else { continue };
+            let Some(first) = letters.first() else {
+                continue;
+            };
             let batch = dead_letter_batch(letters)?;
             let path = tables::dead_letter_file(topic, *partition, first.offset);
             self.storage.write_parquet(&path, &[batch]).await?;
@@ -356,7 +384,11 @@ impl Pipeline {
         self.dead_count = 0;
         let ckpt = Checkpoint {
             format: 1,
-            offsets: self.offsets.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+            offsets: self
+                .offsets
+                .iter()
+                .map(|((t, p), o)| (t.clone(), *p, *o))
+                .collect(),
             windows: self.windows.snapshot(),
             counters: self.counters.clone(),
         };
@@ -365,12 +397,18 @@ impl Pipeline {
             reason: e.to_string(),
         })?;
         self.storage
-            .put(&tables::checkpoint_file(&self.config.kafka.group_id), bytes.into())
+            .put(
+                &tables::checkpoint_file(&self.config.kafka.group_id),
+                bytes.into(),
+            )
             .await?;
         if let Some(c) = consumer {
             self.commit(c);
         }
-        tracing::debug!(open_windows = self.windows.open_windows(), "checkpoint written");
+        tracing::debug!(
+            open_windows = self.windows.open_windows(),
+            "checkpoint written"
+        );
         Ok(())
     }
 }
@@ -389,7 +427,9 @@ impl Pipeline {
             let key = (e.topic().to_string(), e.partition());
             if let Some(o) = self.offsets.get(&key)
                 && self.committed.get(&key) != Some(o)
-                && tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(*o)).is_ok()
+                && tpl
+                    .add_partition_offset(e.topic(), e.partition(), Offset::Offset(*o))
+                    .is_ok()
             {
                 self.committed.insert(key, *o);
             }
@@ -406,10 +446,18 @@ impl Pipeline {
 
 fn dead_letter_batch(letters: &[DeadLetter]) -> Result<RecordBatch> {
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(letters.iter().map(|d| d.offset))),
-        Arc::new(StringArray::from_iter_values(letters.iter().map(|d| d.payload.as_str()))),
-        Arc::new(StringArray::from_iter_values(letters.iter().map(|d| d.reason.as_str()))),
-        Arc::new(StringArray::from_iter_values(letters.iter().map(|d| d.error.as_str()))),
+        Arc::new(Int64Array::from_iter_values(
+            letters.iter().map(|d| d.offset),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            letters.iter().map(|d| d.payload.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            letters.iter().map(|d| d.reason.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            letters.iter().map(|d| d.error.as_str()),
+        )),
     ];
     Ok(RecordBatch::try_new(DEAD_LETTER_FILE_SCHEMA.clone(), cols)?)
 }
@@ -434,8 +482,13 @@ impl<'a> RowView<'a> {
             .expect("ts is in every schema")
             .as_primitive::<TimestampMillisecondType>()
             .values();
-        let event_id = b.column_by_name(field::EVENT_ID).expect("event_id is in every schema").as_string::<i32>();
-        let version = b.column_by_name(field::VERSION).map(|c| c.as_string::<i32>());
+        let event_id = b
+            .column_by_name(field::EVENT_ID)
+            .expect("event_id is in every schema")
+            .as_string::<i32>();
+        let version = b
+            .column_by_name(field::VERSION)
+            .map(|c| c.as_string::<i32>());
         let features = b.column_by_name(field::FEATURES).map(|c| c.as_struct());
         let numeric = schema
             .numeric
@@ -491,14 +544,24 @@ pub fn consumer(config: &Config) -> Result<StreamConsumer> {
                 OffsetReset::Latest => "latest",
             },
         )
-        .set("session.timeout.ms", k.session_timeout.as_millis().to_string())
-        .set("heartbeat.interval.ms", (k.session_timeout.as_millis() / 4).max(100).to_string())
+        .set(
+            "session.timeout.ms",
+            k.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (k.session_timeout.as_millis() / 4).max(100).to_string(),
+        )
         .set("topic.metadata.refresh.interval.ms", "5000");
     for (key, v) in &k.options {
         cc.set(key, v);
     }
     let c: StreamConsumer = cc.create()?;
-    let topics = [k.predictions_topic.as_str(), k.features_topic.as_str(), k.outcomes_topic.as_str()];
+    let topics = [
+        k.predictions_topic.as_str(),
+        k.features_topic.as_str(),
+        k.outcomes_topic.as_str(),
+    ];
     c.subscribe(&topics)?;
     Ok(c)
 }

@@ -74,14 +74,20 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .collect()
         .await?;
     println!("\nDrift by window (KS vs reference, p < threshold = DRIFT):");
-    print!("{}", super::sql::render(&per_window, super::sql::Format::Table)?);
+    print!(
+        "{}",
+        super::sql::render(&per_window, super::sql::Format::Table)?
+    );
     let totals = ctx
         .sql("SELECT feature, count(*) FILTER (WHERE drifted) AS drifted_windows, count(*) AS windows FROM drift_results GROUP BY feature ORDER BY feature")
         .await?
         .collect()
         .await?;
     println!("\nPer feature:");
-    print!("{}", super::sql::render(&totals, super::sql::Format::Table)?);
+    print!(
+        "{}",
+        super::sql::render(&totals, super::sql::Format::Table)?
+    );
     println!(
         "\nResults are Parquet under {}; try:\n  mlwatch sql --data {} \"SELECT feature, count(*) FILTER (WHERE drifted) FROM drift_results GROUP BY feature\"",
         args.data.display(),

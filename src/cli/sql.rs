@@ -49,11 +49,16 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
 /// Renders batches in `format`.
 pub fn render(batches: &[RecordBatch], format: Format) -> anyhow::Result<String> {
     Ok(match format {
-        Format::Table => format!("{}\n", datafusion::arrow::util::pretty::pretty_format_batches(batches)?),
+        Format::Table => format!(
+            "{}\n",
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)?
+        ),
         Format::Csv => {
             let mut buf = Vec::new();
             {
-                let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
                 for b in batches {
                     w.write(b)?;
                 }

@@ -159,7 +159,9 @@ impl ModelSchema {
 
     /// Whether `name` is a declared feature.
     pub fn has_feature(&self, name: &str) -> bool {
-        self.features.binary_search_by(|(n, _)| n.as_str().cmp(name)).is_ok()
+        self.features
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .is_ok()
     }
 }
 
@@ -183,7 +185,11 @@ impl ModelCatalog {
                 ModelSchema::new(name, &feats, m.prediction)
             })
             .collect();
-        let by_name = models.iter().enumerate().map(|(i, m)| (m.name.clone(), i)).collect();
+        let by_name = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.clone(), i))
+            .collect();
         Self { models, by_name }
     }
 
@@ -242,8 +248,11 @@ pub fn decode(catalog: &ModelCatalog, kind: EventKind, payloads: &[&[u8]]) -> De
                 }),
                 Some(m) => {
                     let schema = &catalog.models[m];
-                    out.unknown_features +=
-                        p.feature_keys.iter().filter(|k| !schema.has_feature(k)).count() as u64;
+                    out.unknown_features += p
+                        .feature_keys
+                        .iter()
+                        .filter(|k| !schema.has_feature(k))
+                        .count() as u64;
                     groups[m].push(seq);
                 }
             },
@@ -260,7 +269,11 @@ pub fn decode(catalog: &ModelCatalog, kind: EventKind, payloads: &[&[u8]]) -> De
     out
 }
 
-fn arrow_decode(schema: &SchemaRef, payloads: &[&[u8]], seqs: &[u32]) -> Result<Option<RecordBatch>, String> {
+fn arrow_decode(
+    schema: &SchemaRef,
+    payloads: &[&[u8]],
+    seqs: &[u32],
+) -> Result<Option<RecordBatch>, String> {
     let mut decoder = ReaderBuilder::new(schema.clone())
         .with_batch_size(seqs.len().max(1))
         .with_coerce_primitive(true)
@@ -278,7 +291,13 @@ fn arrow_decode(schema: &SchemaRef, payloads: &[&[u8]], seqs: &[u32]) -> Result<
 }
 
 /// Decodes `seqs` as one batch; on failure bisects to isolate bad records.
-fn decode_group(schema: &SchemaRef, payloads: &[&[u8]], seqs: &[u32], model: usize, out: &mut DecodeOutput) {
+fn decode_group(
+    schema: &SchemaRef,
+    payloads: &[&[u8]],
+    seqs: &[u32],
+    model: usize,
+    out: &mut DecodeOutput,
+) {
     match arrow_decode(schema, payloads, seqs) {
         Ok(Some(batch)) => out.decoded.push(Decoded {
             model,
@@ -345,9 +364,19 @@ mod tests {
         let version = b.column(3).as_string::<i32>();
         assert_eq!(version.value(0), "3");
         let feats = b.column(6).as_struct();
-        let x = feats.column_by_name("x").unwrap().as_primitive::<Float64Type>();
+        let x = feats
+            .column_by_name("x")
+            .unwrap()
+            .as_primitive::<Float64Type>();
         assert_eq!(x.value(0), 1.5);
-        let last = out.decoded.last().unwrap().batch.column(6).as_struct().clone();
+        let last = out
+            .decoded
+            .last()
+            .unwrap()
+            .batch
+            .column(6)
+            .as_struct()
+            .clone();
         let c = last.column_by_name("c").unwrap().as_string::<i32>();
         assert_eq!(c.value(0), "true");
         assert!(!last.column_by_name("x").unwrap().is_null(0));

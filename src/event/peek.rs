@@ -94,7 +94,12 @@ pub fn peek(payload: &[u8], kind: EventKind) -> Result<Peek<'_>, (Reason, String
         };
         (reason, e.to_string())
     })?;
-    let missing = |name: &str| (Reason::MissingField, format!("required field `{name}` is missing or null"));
+    let missing = |name: &str| {
+        (
+            Reason::MissingField,
+            format!("required field `{name}` is missing or null"),
+        )
+    };
     if raw.event_id.is_none() {
         return Err(missing("event_id"));
     }
@@ -132,17 +137,34 @@ mod tests {
 
     #[test]
     fn reasons() {
-        assert_eq!(peek(b"not json", EventKind::Feature).unwrap_err().0, Reason::BadJson);
-        assert_eq!(peek(b"[1,2]", EventKind::Feature).unwrap_err().0, Reason::BadJson);
         assert_eq!(
-            peek(br#"{"event_id":"a","ts":1,"model":3}"#, EventKind::Feature).unwrap_err().0,
+            peek(b"not json", EventKind::Feature).unwrap_err().0,
+            Reason::BadJson
+        );
+        assert_eq!(
+            peek(b"[1,2]", EventKind::Feature).unwrap_err().0,
+            Reason::BadJson
+        );
+        assert_eq!(
+            peek(br#"{"event_id":"a","ts":1,"model":3}"#, EventKind::Feature)
+                .unwrap_err()
+                .0,
             Reason::WrongType
         );
         assert_eq!(
-            peek(br#"{"event_id":"a","ts":null,"model":"m"}"#, EventKind::Feature).unwrap_err().0,
+            peek(
+                br#"{"event_id":"a","ts":null,"model":"m"}"#,
+                EventKind::Feature
+            )
+            .unwrap_err()
+            .0,
             Reason::MissingField
         );
-        let p = peek(br#"{"event_id":"a","ts":1,"model":"m","features":{"k\"1":1,"b":null}}"#, EventKind::Feature).unwrap();
+        let p = peek(
+            br#"{"event_id":"a","ts":1,"model":"m","features":{"k\"1":1,"b":null}}"#,
+            EventKind::Feature,
+        )
+        .unwrap();
         assert_eq!(p.model, "m");
         assert_eq!(p.feature_keys, vec!["k\"1", "b"]);
     }

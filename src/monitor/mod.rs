@@ -89,7 +89,10 @@ impl DriftMonitor {
             .ctx
             .sql(WINDOW_DRIFT_SQL)
             .await?
-            .with_param_values(vec![ScalarValue::Float64(Some(self.threshold)), ScalarValue::Int64(Some(self.min_current))])?;
+            .with_param_values(vec![
+                ScalarValue::Float64(Some(self.threshold)),
+                ScalarValue::Int64(Some(self.min_current)),
+            ])?;
         let batches = df.collect().await?;
         self.ctx.deregister_table("window_current")?;
         if batches.is_empty() {
@@ -123,18 +126,26 @@ impl DriftMonitor {
     }
 }
 
-fn split_by_model(catalog: &ModelCatalog, window: &ClosedWindow, all: &RecordBatch) -> Result<Vec<ModelDrift>> {
+fn split_by_model(
+    catalog: &ModelCatalog,
+    window: &ClosedWindow,
+    all: &RecordBatch,
+) -> Result<Vec<ModelDrift>> {
     let col_str = |name: &str| -> Result<StringArray> {
         let c = all.column_by_name(name).ok_or_else(|| missing(name))?;
         Ok(cast(c, &DataType::Utf8)?.as_string::<i32>().clone())
     };
     let col_f64 = |name: &str| -> Result<Float64Array> {
         let c = all.column_by_name(name).ok_or_else(|| missing(name))?;
-        Ok(cast(c, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+        Ok(cast(c, &DataType::Float64)?
+            .as_primitive::<Float64Type>()
+            .clone())
     };
     let col_i64 = |name: &str| -> Result<Int64Array> {
         let c = all.column_by_name(name).ok_or_else(|| missing(name))?;
-        Ok(cast(c, &DataType::Int64)?.as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone())
+        Ok(cast(c, &DataType::Int64)?
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .clone())
     };
     let model = col_str(col::MODEL)?;
     let drifted = all
@@ -142,8 +153,16 @@ fn split_by_model(catalog: &ModelCatalog, window: &ClosedWindow, all: &RecordBat
         .ok_or_else(|| missing(col::DRIFTED))?
         .as_boolean()
         .clone();
-    let (version, feature, method) = (col_str(col::VERSION)?, col_str(col::FEATURE)?, col_str(col::METHOD)?);
-    let (stat, p, th) = (col_f64(col::STATISTIC)?, col_f64(col::P_VALUE)?, col_f64(col::THRESHOLD)?);
+    let (version, feature, method) = (
+        col_str(col::VERSION)?,
+        col_str(col::FEATURE)?,
+        col_str(col::METHOD)?,
+    );
+    let (stat, p, th) = (
+        col_f64(col::STATISTIC)?,
+        col_f64(col::P_VALUE)?,
+        col_f64(col::THRESHOLD)?,
+    );
     let (nr, nc) = (col_i64(col::N_REFERENCE)?, col_i64(col::N_CURRENT)?);
 
     let mut out = Vec::new();
@@ -168,7 +187,13 @@ fn split_by_model(catalog: &ModelCatalog, window: &ClosedWindow, all: &RecordBat
             Arc::new(stat.slice(start, len)),
             Arc::new(p.slice(start, len)),
             Arc::new(th.slice(start, len)),
-            Arc::new(BooleanArray::from(drifted.slice(start, len).iter().map(|b| b.unwrap_or(false)).collect::<Vec<_>>())),
+            Arc::new(BooleanArray::from(
+                drifted
+                    .slice(start, len)
+                    .iter()
+                    .map(|b| b.unwrap_or(false))
+                    .collect::<Vec<_>>(),
+            )),
             Arc::new(nr.slice(start, len)),
             Arc::new(nc.slice(start, len)),
         ];
@@ -201,9 +226,11 @@ async fn load_reference(
     };
     let lower = location.to_ascii_lowercase();
     let df = if lower.ends_with(".parquet") {
-        ctx.read_parquet(location, ParquetReadOptions::default()).await
+        ctx.read_parquet(location, ParquetReadOptions::default())
+            .await
     } else if lower.ends_with(".csv") {
-        ctx.read_csv(location, CsvReadOptions::new().has_header(true)).await
+        ctx.read_csv(location, CsvReadOptions::new().has_header(true))
+            .await
     } else {
         return Err(err("the file name must end in .parquet or .csv".into()));
     }
@@ -214,9 +241,12 @@ async fn load_reference(
         let name = &schema.features[idx].0;
         let mut found = false;
         for b in &batches {
-            let Some(c) = b.column_by_name(name) else { continue };
+            let Some(c) = b.column_by_name(name) else {
+                continue;
+            };
             found = true;
-            let c = cast(c, &DataType::Float64).map_err(|e| err(format!("column `{name}`: {e}")))?;
+            let c =
+                cast(c, &DataType::Float64).map_err(|e| err(format!("column `{name}`: {e}")))?;
             for v in c.as_primitive::<Float64Type>().iter().flatten() {
                 if !v.is_nan() {
                     m.push(model.to_string());
@@ -226,7 +256,9 @@ async fn load_reference(
             }
         }
         if !found && !batches.is_empty() {
-            return Err(err(format!("numeric feature `{name}` has no column in the reference")));
+            return Err(err(format!(
+                "numeric feature `{name}` has no column in the reference"
+            )));
         }
     }
     if x.is_empty() {
@@ -239,4 +271,3 @@ async fn load_reference(
     ];
     Ok(RecordBatch::try_new(long_schema(false), cols)?)
 }
-

@@ -29,7 +29,9 @@ use super::{Alternative, StatsError};
 pub const MAX_AUTO_EXACT_N: usize = 10_000;
 
 /// How the p-value is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum KsMethod {
     /// Exact when both samples have at most 10,000 values, else asymptotic.
@@ -349,7 +351,7 @@ fn count_paths_outside(m: u64, n: u64, g: u64, h: u64) -> Option<f64> {
         return Some(binom(m + n, n));
     }
     let lxj = lxj as usize;
-    let xj: Vec<u64> = (0..lxj as u64).map(|j| (h + mg * j + ng - 1) / ng).collect();
+    let xj: Vec<u64> = (0..lxj as u64).map(|j| (h + mg * j).div_ceil(ng)).collect();
     let mut b = vec![0.0f64; lxj];
     b[0] = 1.0;
     for j in 1..lxj {
@@ -396,8 +398,13 @@ mod tests {
 
     #[test]
     fn disjoint_samples_give_d_one() {
-        let r = ks_2samp(&[1.0, 2.0, 3.0], &[4.0, 5.0], Alternative::TwoSided, KsMethod::Exact)
-            .unwrap();
+        let r = ks_2samp(
+            &[1.0, 2.0, 3.0],
+            &[4.0, 5.0],
+            Alternative::TwoSided,
+            KsMethod::Exact,
+        )
+        .unwrap();
         assert_eq!(r.statistic, 1.0);
         // All C(5,2) = 10 orderings; only the two extreme ones give D = 1.
         assert!((r.p_value - 0.2).abs() < 1e-12);

@@ -61,10 +61,15 @@ pub struct BottomK {
 mod heap_as_vec {
     use super::SampledRow;
     use std::collections::BinaryHeap;
-    pub fn serialize<S: serde::Serializer>(h: &BinaryHeap<SampledRow>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        h: &BinaryHeap<SampledRow>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         serde::Serialize::serialize(&h.iter().collect::<Vec<_>>(), s)
     }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BinaryHeap<SampledRow>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<BinaryHeap<SampledRow>, D::Error> {
         let v: Vec<SampledRow> = serde::Deserialize::deserialize(d)?;
         Ok(v.into_iter().collect())
     }
@@ -109,7 +114,8 @@ impl BottomK {
     /// Whether a row with this priority would be kept; lets callers skip
     /// building the row.
     pub fn would_keep(&self, priority: u64) -> bool {
-        self.heap.len() < self.capacity || self.heap.peek().is_some_and(|top| priority <= top.priority)
+        self.heap.len() < self.capacity
+            || self.heap.peek().is_some_and(|top| priority <= top.priority)
     }
 
     /// Offers one row. `values.len()` must equal the width.

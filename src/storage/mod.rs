@@ -38,14 +38,22 @@ pub struct Storage {
 impl Storage {
     /// Opens storage from a local path or URL (`file://`, `s3://`, `memory://`).
     /// Local folders are created if missing.
-    pub fn open(location: &str, options: &std::collections::BTreeMap<String, String>) -> Result<Self> {
+    pub fn open(
+        location: &str,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self> {
         let url = to_url(location)?;
         match url.scheme() {
             "file" => {
-                let path = url
-                    .to_file_path()
-                    .map_err(|_| Error::Config(format!("storage.url `{location}` is not a usable file path")))?;
-                std::fs::create_dir_all(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+                let path = url.to_file_path().map_err(|_| {
+                    Error::Config(format!(
+                        "storage.url `{location}` is not a usable file path"
+                    ))
+                })?;
+                std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
                 let store = object_store::local::LocalFileSystem::new();
                 let root = ObjPath::from_filesystem_path(&path)
                     .map_err(|e| Error::Config(format!("storage.url `{location}`: {e}")))?;
@@ -61,13 +69,15 @@ impl Storage {
                 root: ObjPath::from(url.path().trim_matches('/')),
             }),
             "s3" | "s3a" => {
-                let bucket = url
-                    .host_str()
-                    .ok_or_else(|| Error::Config(format!("storage.url `{location}` names no bucket")))?;
+                let bucket = url.host_str().ok_or_else(|| {
+                    Error::Config(format!("storage.url `{location}` names no bucket"))
+                })?;
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
                 for (k, v) in options {
                     let key = k.parse().map_err(|_| {
-                        Error::Config(format!("storage.options.{k}: not an S3 option known to object_store"))
+                        Error::Config(format!(
+                            "storage.options.{k}: not an S3 option known to object_store"
+                        ))
                     })?;
                     b = b.with_config(key, v);
                 }
@@ -115,7 +125,11 @@ impl Storage {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
-            match self.store.put(&path, PutPayload::from_bytes(bytes.clone())).await {
+            match self
+                .store
+                .put(&path, PutPayload::from_bytes(bytes.clone()))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if attempt < WRITE_ATTEMPTS => {
                     tracing::warn!(path = %path, attempt, error = %e, "write failed; retrying");
@@ -139,7 +153,9 @@ impl Storage {
 
     /// Encodes batches as one Parquet file (zstd) and writes it atomically.
     pub async fn write_parquet(&self, rel: &str, batches: &[RecordBatch]) -> Result<()> {
-        let Some(first) = batches.first() else { return Ok(()) };
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
         let bytes = encode_parquet(first.schema(), batches)?;
         self.put(rel, bytes).await
     }
@@ -165,15 +181,20 @@ pub fn encode_parquet(
 /// Turns a local path or URL string into a URL.
 pub fn to_url(location: &str) -> Result<Url> {
     if location.contains("://") {
-        return Url::parse(location).map_err(|e| Error::Config(format!("storage.url `{location}`: {e}")));
+        return Url::parse(location)
+            .map_err(|e| Error::Config(format!("storage.url `{location}`: {e}")));
     }
     let path = std::path::Path::new(location);
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
         std::env::current_dir()
-            .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
             .join(path)
     };
-    Url::from_directory_path(&abs).map_err(|_| Error::Config(format!("storage.url `{location}` is not a valid path")))
+    Url::from_directory_path(&abs)
+        .map_err(|_| Error::Config(format!("storage.url `{location}` is not a valid path")))
 }

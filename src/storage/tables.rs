@@ -21,8 +21,34 @@ pub const DRIFT_RESULTS: &str = "drift_results";
 pub const DEAD_LETTERS: &str = "dead_letters";
 /// Folder of checkpoints (not a table).
 pub const CHECKPOINTS: &str = "_checkpoints";
-/// Every table `mlwatch sql` registers, with its Hive partition columns.
-pub const TABLES: &[(&str, &[&str])] = &[(DRIFT_RESULTS, &["model", "date"]), (DEAD_LETTERS, &["topic", "partition"])];
+/// An output table: name, schema of its files, Hive partition columns.
+pub struct TableDef {
+    /// Table name (also its folder under the storage root).
+    pub name: &'static str,
+    /// Schema of the rows stored in its files.
+    pub file_schema: SchemaRef,
+    /// Columns taken from `key=value` folders, in order.
+    pub partitions: Vec<(&'static str, DataType)>,
+}
+
+/// Every table `mlwatch sql` registers.
+pub fn output_tables() -> Vec<TableDef> {
+    vec![
+        TableDef {
+            name: DRIFT_RESULTS,
+            file_schema: DRIFT_FILE_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: DEAD_LETTERS,
+            file_schema: DEAD_LETTER_FILE_SCHEMA.clone(),
+            partitions: vec![
+                (col::TOPIC, DataType::Utf8),
+                (col::PARTITION, DataType::Int32),
+            ],
+        },
+    ]
+}
 
 /// Column names.
 pub mod col {
@@ -86,7 +112,9 @@ pub fn drift_file(model: &str, window_start_ms: i64, window_end_ms: i64) -> Stri
     let date = DateTime::<Utc>::from_timestamp_millis(window_start_ms)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "invalid".into());
-    format!("{DRIFT_RESULTS}/model={model}/date={date}/window-{window_start_ms}-{window_end_ms}.parquet")
+    format!(
+        "{DRIFT_RESULTS}/model={model}/date={date}/window-{window_start_ms}-{window_end_ms}.parquet"
+    )
 }
 
 /// Relative path of the dead letters of one partition starting at `first_offset`.

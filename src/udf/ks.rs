@@ -30,7 +30,10 @@ impl Ks2Samp {
     /// A `ks_2samp` whose p-values use `method`.
     pub fn new(method: KsMethod) -> Self {
         Self {
-            signature: Signature::exact(vec![DataType::Float64, DataType::Boolean], Volatility::Immutable),
+            signature: Signature::exact(
+                vec![DataType::Float64, DataType::Boolean],
+                Volatility::Immutable,
+            ),
             method,
         }
     }
@@ -56,7 +59,10 @@ impl AggregateUDFImpl for Ks2Samp {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         if arg_types.len() != 2 {
-            return exec_err!("ks_2samp takes (value, is_current), got {} arguments", arg_types.len());
+            return exec_err!(
+                "ks_2samp takes (value, is_current), got {} arguments",
+                arg_types.len()
+            );
         }
         Ok(vec![DataType::Float64, DataType::Boolean])
     }
@@ -76,8 +82,16 @@ impl AggregateUDFImpl for Ks2Samp {
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         let item = Arc::new(Field::new_list_field(DataType::Float64, true));
         Ok(vec![
-            Arc::new(Field::new(format!("{}_reference", args.name), DataType::List(item.clone()), true)),
-            Arc::new(Field::new(format!("{}_current", args.name), DataType::List(item), true)),
+            Arc::new(Field::new(
+                format!("{}_reference", args.name),
+                DataType::List(item.clone()),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}_current", args.name),
+                DataType::List(item),
+                true,
+            )),
         ])
     }
 }
@@ -134,23 +148,35 @@ impl Accumulator for KsAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![list_scalar(&self.reference), list_scalar(&self.current)])
+        Ok(vec![
+            list_scalar(&self.reference),
+            list_scalar(&self.current),
+        ])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let (stat, p) = if self.reference.is_empty() || self.current.is_empty() {
             (None, None)
         } else {
-            let r = ks_2samp(&self.reference, &self.current, Alternative::TwoSided, self.method)
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            let r = ks_2samp(
+                &self.reference,
+                &self.current,
+                Alternative::TwoSided,
+                self.method,
+            )
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
             (Some(r.statistic), Some(r.p_value))
         };
         let fields = Ks2Samp::result_fields();
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(Float64Array::from(vec![stat])),
             Arc::new(Float64Array::from(vec![p])),
-            Arc::new(datafusion::arrow::array::Int64Array::from(vec![self.reference.len() as i64])),
-            Arc::new(datafusion::arrow::array::Int64Array::from(vec![self.current.len() as i64])),
+            Arc::new(datafusion::arrow::array::Int64Array::from(vec![
+                self.reference.len() as i64,
+            ])),
+            Arc::new(datafusion::arrow::array::Int64Array::from(vec![
+                self.current.len() as i64,
+            ])),
         ];
         let s = datafusion::arrow::array::StructArray::try_new(fields, arrays, None)?;
         Ok(ScalarValue::Struct(Arc::new(s)))

@@ -99,7 +99,11 @@ impl Windows {
 
     /// Records that partition (`topic`, `partition`) delivered an event at `ts`.
     pub fn observe(&mut self, topic: &str, partition: i32, ts: i64) {
-        match self.partition_max.iter_mut().find(|(t, p, _)| *p == partition && t == topic) {
+        match self
+            .partition_max
+            .iter_mut()
+            .find(|(t, p, _)| *p == partition && t == topic)
+        {
             Some((_, _, max)) if ts <= *max => return,
             Some((_, _, max)) => *max = ts,
             None => self.partition_max.push((topic.to_string(), partition, ts)),
@@ -108,16 +112,32 @@ impl Windows {
     }
 
     fn recompute_watermark(&mut self) {
-        let min = self.partition_max.iter().map(|(_, _, ts)| *ts).min().unwrap_or(i64::MIN);
-        let wm = min.saturating_sub(self.lateness_ms).max(self.closed_through);
+        let min = self
+            .partition_max
+            .iter()
+            .map(|(_, _, ts)| *ts)
+            .min()
+            .unwrap_or(i64::MIN);
+        let wm = min
+            .saturating_sub(self.lateness_ms)
+            .max(self.closed_through);
         self.watermark = self.watermark.max(wm);
     }
 
     /// The group of `(model, version)` in the window starting at `start`.
-    pub fn group_mut(&mut self, start: i64, model: usize, version: &str, width: usize) -> &mut GroupState {
+    pub fn group_mut(
+        &mut self,
+        start: i64,
+        model: usize,
+        version: &str,
+        width: usize,
+    ) -> &mut GroupState {
         let sample_size = self.sample_size;
         let groups = self.open.entry(start).or_default();
-        let idx = match groups.iter().position(|g| g.model == model && g.version == version) {
+        let idx = match groups
+            .iter()
+            .position(|g| g.model == model && g.version == version)
+        {
             Some(i) => i,
             None => {
                 groups.push(GroupState {
@@ -195,10 +215,7 @@ impl Windows {
     pub fn restore(&mut self, snap: WindowsSnapshot) {
         self.partition_max = snap.partition_max_ts;
         self.closed_through = snap.closed_through;
-        self.open = snap
-            .open
-            .into_iter()
-            .collect();
+        self.open = snap.open.into_iter().collect();
         self.watermark = i64::MIN;
         self.recompute_watermark();
     }
@@ -207,7 +224,6 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn watermark_is_min_over_partitions_and_closes_windows() {
@@ -219,7 +235,10 @@ mod tests {
         w.observe("t", 1, 65_000); // a slower partition holds the watermark back
         assert_eq!(w.watermark(), 120_000, "watermark never moves backwards");
         let closed = w.take_closable();
-        assert_eq!(closed.iter().map(|c| c.start).collect::<Vec<_>>(), vec![0, 60_000]);
+        assert_eq!(
+            closed.iter().map(|c| c.start).collect::<Vec<_>>(),
+            vec![0, 60_000]
+        );
         assert!(w.is_late(119_999));
         assert!(!w.is_late(120_000));
     }
@@ -240,7 +259,9 @@ mod tests {
     fn snapshot_round_trip_keeps_watermark_and_windows() {
         let mut w = Windows::new(60_000, 5_000, 10);
         w.observe("t", 0, 70_000);
-        w.group_mut(60_000, 1, "v", 2).sample.offer(7, vec![1.0, 2.0]);
+        w.group_mut(60_000, 1, "v", 2)
+            .sample
+            .offer(7, vec![1.0, 2.0]);
         let snap = serde_json::to_string(&w.snapshot()).unwrap();
         let mut r = Windows::new(60_000, 5_000, 10);
         r.restore(serde_json::from_str(&snap).unwrap());

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use mlwatch::stats::ks::{KsMethod, ks_2samp};
 use mlwatch::stats::Alternative;
+use mlwatch::stats::ks::{KsMethod, ks_2samp};
 use serde_json::Value;
 
 use crate::TestResult;
@@ -67,7 +67,11 @@ fn every_oracle_case_file_loads_and_ks_entries_match() -> TestResult {
         let file = case["file"].as_str().ok_or("case without file")?;
         let doc: Value = serde_json::from_slice(&std::fs::read(dir.join(file))?)?;
         let expected = doc["expected"].as_array().ok_or("case without expected")?;
-        assert_eq!(expected.len() as u64, case["n_expected"].as_u64().unwrap_or(0), "{file}");
+        assert_eq!(
+            expected.len() as u64,
+            case["n_expected"].as_u64().unwrap_or(0),
+            "{file}"
+        );
         for e in expected {
             if e["function"] != "scipy.stats.ks_2samp" {
                 skipped += 1;
@@ -76,7 +80,10 @@ fn every_oracle_case_file_loads_and_ks_entries_match() -> TestResult {
             checked += 1;
             let x = floats(&doc["inputs"]["x"]);
             let y = floats(&doc["inputs"]["y"]);
-            let alt: Alternative = e["kwargs"]["alternative"].as_str().unwrap_or("two-sided").parse()?;
+            let alt: Alternative = e["kwargs"]["alternative"]
+                .as_str()
+                .unwrap_or("two-sided")
+                .parse()?;
             let method: KsMethod = e["kwargs"]["method"].as_str().unwrap_or("auto").parse()?;
             let got = ks_2samp(&x, &y, alt, method);
             let id = format!("{file}#{}", e["id"].as_str().unwrap_or("?"));
@@ -112,8 +119,18 @@ fn every_oracle_case_file_loads_and_ks_entries_match() -> TestResult {
             }
         }
     }
-    eprintln!("oracle: {checked} ks_2samp entries checked, {skipped} entries of other functions not yet implemented");
-    assert!(checked >= 56, "expected every ks_2samp entry to be checked, got {checked}");
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "oracle: {checked} ks_2samp entries checked, {skipped} entries of other functions not yet implemented"
+    );
+    assert!(
+        checked >= 56,
+        "expected every ks_2samp entry to be checked, got {checked}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     Ok(())
 }

@@ -56,13 +56,21 @@ device = "categorical"
 fn events(n: u64, windows: i64) -> Vec<String> {
     let mut g = Generator::new(11);
     (0..n)
-        .map(|i| g.event_json(i, demo::START_MS + (i as i64 * windows * 60_000) / n as i64, i >= n / 2))
+        .map(|i| {
+            g.event_json(
+                i,
+                demo::START_MS + (i as i64 * windows * 60_000) / n as i64,
+                i >= n / 2,
+            )
+        })
         .collect()
 }
 
 fn produce(brokers: &str, payloads: &[String]) -> TestResult {
-    let p: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "5").create()?;
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()?;
     for m in payloads {
         p.send::<[u8], _>(BaseRecord::to(TOPIC).payload(m.as_bytes()))
             .map_err(|(e, _)| e)?;
@@ -91,7 +99,9 @@ async fn query_csv(data: &Path, sql: &str) -> Result<String, Box<dyn std::error:
     let batches = ctx.sql(sql).await?.collect().await?;
     let mut buf = Vec::new();
     {
-        let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+        let mut w = datafusion::arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut buf);
         for b in &batches {
             w.write(b)?;
         }
@@ -129,10 +139,35 @@ async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> 
     // 1% malformed records of every kind, mixed in.
     let bad_kinds = [
         ("bad_json", r#"{"event_id": "x", "ts": "#.to_string()),
-        ("missing_field", format!(r#"{{"event_id":"m","model":"credit_risk","version":"1","prediction":1,"ts":{}}}"#, demo::START_MS).replace(r#","prediction":1"#, "")),
-        ("wrong_type", format!(r#"{{"event_id":"w","ts":{},"model":"credit_risk","version":"1","features":{{"age":"old"}},"prediction":1}}"#, demo::START_MS + 60_000)),
-        ("unknown_model", format!(r#"{{"event_id":"u","ts":{},"model":"nobody","version":"1","prediction":1}}"#, demo::START_MS)),
-        ("late", format!(r#"{{"event_id":"late","ts":{},"model":"credit_risk","version":"1","features":{{"age":30}},"prediction":1}}"#, demo::START_MS)),
+        (
+            "missing_field",
+            format!(
+                r#"{{"event_id":"m","model":"credit_risk","version":"1","prediction":1,"ts":{}}}"#,
+                demo::START_MS
+            )
+            .replace(r#","prediction":1"#, ""),
+        ),
+        (
+            "wrong_type",
+            format!(
+                r#"{{"event_id":"w","ts":{},"model":"credit_risk","version":"1","features":{{"age":"old"}},"prediction":1}}"#,
+                demo::START_MS + 60_000
+            ),
+        ),
+        (
+            "unknown_model",
+            format!(
+                r#"{{"event_id":"u","ts":{},"model":"nobody","version":"1","prediction":1}}"#,
+                demo::START_MS
+            ),
+        ),
+        (
+            "late",
+            format!(
+                r#"{{"event_id":"late","ts":{},"model":"credit_risk","version":"1","features":{{"age":30}},"prediction":1}}"#,
+                demo::START_MS
+            ),
+        ),
     ];
     let mut mixed = Vec::new();
     let mut n_bad = 0;
@@ -157,25 +192,60 @@ async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> 
     produce(&brokers, &mixed)?;
     let clean_data = s.root.join("clean");
     let mixed_data = s.root.join("mixed");
-    let a = run_until_idle(Config::from_toml_str(&config_toml(&clean_brokers, &clean_data, &s.reference, "g1"))?).await?;
-    let b = run_until_idle(Config::from_toml_str(&config_toml(&brokers, &mixed_data, &s.reference, "g1"))?).await?;
+    let a = run_until_idle(Config::from_toml_str(&config_toml(
+        &clean_brokers,
+        &clean_data,
+        &s.reference,
+        "g1",
+    ))?)
+    .await?;
+    let b = run_until_idle(Config::from_toml_str(&config_toml(
+        &brokers,
+        &mixed_data,
+        &s.reference,
+        "g1",
+    ))?)
+    .await?;
     assert_eq!(a.counters.events, 6_000);
     assert_eq!(b.counters.events, 6_000);
-    assert_eq!(b.counters.dead_letters.values().sum::<u64>(), n_bad as u64, "{:?}", b.counters.dead_letters);
+    assert_eq!(
+        b.counters.dead_letters.values().sum::<u64>(),
+        n_bad as u64,
+        "{:?}",
+        b.counters.dead_letters
+    );
 
     let ra = query_csv(&clean_data, ALL_DRIFT).await?;
     let rb = query_csv(&mixed_data, ALL_DRIFT).await?;
     assert!(ra.lines().count() > 20, "{ra}");
     assert_eq!(ra, rb, "valid events' results must not change");
 
-    let reasons = query_csv(&mixed_data, "SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason ORDER BY reason").await?;
+    let reasons = query_csv(
+        &mixed_data,
+        "SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason ORDER BY reason",
+    )
+    .await?;
     for (kind, _) in &bad_kinds {
-        assert!(reasons.contains(kind), "no dead letter with reason {kind}: {reasons}");
+        assert!(
+            reasons.contains(kind),
+            "no dead letter with reason {kind}: {reasons}"
+        );
     }
-    let total = query_csv(&mixed_data, "SELECT count(*) AS n, count(DISTINCT \"offset\") AS d FROM dead_letters").await?;
-    assert_eq!(total.lines().nth(1), Some(format!("{n_bad},{n_bad}").as_str()));
+    let total = query_csv(
+        &mixed_data,
+        "SELECT count(*) AS n, count(DISTINCT \"offset\") AS d FROM dead_letters",
+    )
+    .await?;
+    assert_eq!(
+        total.lines().nth(1),
+        Some(format!("{n_bad},{n_bad}").as_str())
+    );
     // The shifted feature is flagged in the later windows, the others are not.
-    let flagged = query_csv(&clean_data, "SELECT DISTINCT feature FROM drift_results WHERE drifted ORDER BY feature").await?;
+    let flagged = query_csv(
+        &clean_data,
+        "SELECT DISTINCT feature FROM drift_results WHERE drifted ORDER BY feature",
+    )
+    .await?;
     assert_eq!(flagged.trim(), "feature\ncredit_score");
     Ok(())
 }
@@ -193,7 +263,10 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     // The killed run, as a separate process.
     let killed_data = s.root.join("killed");
     let cfg_path = s.root.join("killed.toml");
-    std::fs::write(&cfg_path, config_toml(&brokers, &killed_data, &s.reference, "killed"))?;
+    std::fs::write(
+        &cfg_path,
+        config_toml(&brokers, &killed_data, &s.reference, "killed"),
+    )?;
     let bin = env!("CARGO_BIN_EXE_mlwatch");
     let mut child = Command::new(bin)
         .args(["run", "--config"])
@@ -221,20 +294,33 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
         .args(["run", "--until-idle", "3s", "--config"])
         .arg(&cfg_path)
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
 
     // The uninterrupted run, in-process, from its own group.
     let whole_data = s.root.join("whole");
-    run_until_idle(Config::from_toml_str(&config_toml(&brokers, &whole_data, &s.reference, "whole"))?).await?;
+    run_until_idle(Config::from_toml_str(&config_toml(
+        &brokers,
+        &whole_data,
+        &s.reference,
+        "whole",
+    ))?)
+    .await?;
 
     let killed = query_csv(&killed_data, ALL_DRIFT).await?;
     let whole = query_csv(&whole_data, ALL_DRIFT).await?;
-    assert_eq!(whole.lines().count(), 1 + 8 * 5, "8 windows x 5 numeric features:\n{whole}");
+    assert_eq!(
+        whole.lines().count(),
+        1 + 8 * 5,
+        "8 windows x 5 numeric features:\n{whole}"
+    );
     assert_eq!(killed, whole);
     Ok(())
 }
-
 
 /// Runs the pipeline with its storage root on an S3-compatible server.
 /// `.ci/run` starts moto's server and sets `MLWATCH_TEST_S3_URL` (a bucket it
@@ -243,7 +329,9 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
     let Ok(bucket_url) = std::env::var("MLWATCH_TEST_S3_URL") else {
-        eprintln!("MLWATCH_TEST_S3_URL is not set: S3 test skipped (.ci/run starts moto and sets it)");
+        eprintln!(
+            "MLWATCH_TEST_S3_URL is not set: S3 test skipped (.ci/run starts moto and sets it)"
+        );
         return Ok(());
     };
     let s = setup()?;
@@ -267,6 +355,9 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
         .collect()
         .await?;
     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
-    assert!(text.contains("| 15 |"), "3 windows x 5 features expected:\n{text}");
+    assert!(
+        text.contains("| 15 |"),
+        "3 windows x 5 features expected:\n{text}"
+    );
     Ok(())
 }
