@@ -254,6 +254,7 @@ impl Pipeline {
             }
             fresh.push(m);
         }
+        self.counters.records += fresh.len() as u64;
         for (t, p, o) in next {
             let e = self.offsets.entry((t.to_string(), p)).or_insert(0);
             *e = (*e).max(o);
@@ -577,7 +578,9 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
     let consumer = consumer(&config)?;
     tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, "consuming");
     let mut last_ckpt = Instant::now();
-    // Before the first record the idle clock allows at least 30 s (group join).
+    // Before the first record the idle clock also allows for a group join,
+    // which can take up to about two session timeouts.
+    let join_allowance = config.kafka.session_timeout * 2 + Duration::from_secs(5);
     let mut last_record: Option<Instant> = None;
     let mode = loop {
         if let Some(mode) = *control.stop.borrow() {
@@ -604,7 +607,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
                 Some(t) => control.idle_exit.is_some_and(|d| t.elapsed() >= d),
                 None => control
                     .idle_exit
-                    .is_some_and(|d| started.elapsed() >= d.max(Duration::from_secs(30))),
+                    .is_some_and(|d| started.elapsed() >= d.max(join_allowance)),
             };
             if idle {
                 break StopMode::EndOfInput;

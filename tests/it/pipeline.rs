@@ -361,3 +361,78 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
     );
     Ok(())
 }
+
+/// Ctrl-C (SIGINT) makes `mlwatch run` finish its batch, write the
+/// checkpoint with the open windows, and exit 0; a second run then closes
+/// those windows from the checkpoint without re-reading the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_checkpoints_open_windows_and_exits_zero() -> TestResult {
+    let s = setup()?;
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, 1, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, &events(2_000, 2))?;
+    let data = s.root.join("int");
+    let cfg_path = s.root.join("int.toml");
+    std::fs::write(&cfg_path, config_toml(&brokers, &data, &s.reference, "int"))?;
+    let bin = env!("CARGO_BIN_EXE_mlwatch");
+    let child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let ckpt = data.join("_checkpoints/int.json");
+    let events_in = |path: &Path| -> u64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["counters"]["events"].as_u64())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events_in(&ckpt) < 2_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not consume the events"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let out = child.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ckpt_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ckpt)?)?;
+    assert_eq!(ckpt_json["offsets"][0][2], 2_000, "{ckpt_json}");
+    // The last window stays open (no later event moved the watermark past it).
+    assert_eq!(
+        ckpt_json["windows"]["open"].as_array().map(|a| a.len()),
+        Some(1)
+    );
+
+    let out = Command::new(bin)
+        .args(["run", "--until-idle", "2s", "--config"])
+        .arg(&cfg_path)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    let last = summary.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last)?;
+    assert_eq!(
+        v["counters"]["records"], 2_000,
+        "no record read twice: {last}"
+    );
+    assert_eq!(v["counters"]["windows_closed"], 2, "{last}");
+    let rows = query_csv(&data, "SELECT count(*) AS n FROM drift_results").await?;
+    assert_eq!(rows.trim(), "n\n10");
+    Ok(())
+}
