@@ -4,6 +4,8 @@
 //! memory while the pipeline runs.
 //!
 //! `cargo bench --bench throughput -- [EVENTS ...]` (default: 50000 200000).
+//! The RSS columns include the mock broker, which holds every produced
+//! message; the pipeline's own footprint is the growth during its phase.
 //! Each size gets its own topic; for each, the raw consumer reads all
 //! records and decodes them with `mlwatch::event::decode`; then the pipeline
 //! consumes the same records with its own group. Messages are produced
@@ -162,8 +164,10 @@ fn main() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let reference = tmp.path().join("reference.parquet");
         demo::write_reference(&reference, 20_000, 7).expect("reference");
-        println!("| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | peak RSS during full path (MiB) |");
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | RSS before full path (MiB) | peak RSS during it (MiB) |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
         for &n in &sizes {
             let topic = format!("bench-{n}");
             cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
@@ -177,11 +181,13 @@ fn main() {
             config.checkpoint.interval = Duration::from_secs(5);
             let catalog = ModelCatalog::from_config(&config);
             let raw = raw_rate(&brokers, &topic, &catalog, n).await;
+            let before = rss_kib();
             let (full, peak) = pipeline_rate(config, n).await;
             println!(
-                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} |",
+                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} | {:.1} |",
                 bytes / n,
                 full / raw,
+                before as f64 / 1024.0,
                 peak as f64 / 1024.0
             );
         }

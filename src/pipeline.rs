@@ -31,6 +31,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::TimestampMillisecondType;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -594,8 +595,15 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
                     Err(_) => break,
                     Ok(Ok(m)) => batch.push(m.detach()),
                     Ok(Err(e)) => {
+                        // A subscribed topic that does not exist (yet) is
+                        // reported on every metadata refresh; it is not a
+                        // reason to slow down the topics that do exist.
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+                            tracing::debug!(error = %e, "subscribed topic not available");
+                            continue;
+                        }
                         tracing::warn!(error = %e, "kafka error; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         break;
                     }
                 },

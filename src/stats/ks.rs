@@ -383,6 +383,28 @@ fn count_paths_outside(m: u64, n: u64, g: u64, h: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn p_in_unit_interval_and_two_sided_symmetric(
+            x in proptest::collection::vec(-5.0f64..5.0, 1..60),
+            y in proptest::collection::vec(-5.0f64..5.0, 1..60),
+            exact in any::<bool>(),
+        ) {
+            let m = if exact { KsMethod::Exact } else { KsMethod::Asymp };
+            let a = ks_2samp(&x, &y, Alternative::TwoSided, m).unwrap();
+            let b = ks_2samp(&y, &x, Alternative::TwoSided, m).unwrap();
+            prop_assert!((0.0..=1.0).contains(&a.p_value));
+            prop_assert!((a.statistic - b.statistic).abs() < 1e-12);
+            prop_assert!((a.p_value - b.p_value).abs() <= 1e-9 * a.p_value.max(1e-300));
+            for alt in [Alternative::Less, Alternative::Greater] {
+                let r = ks_2samp(&x, &y, alt, m).unwrap();
+                prop_assert!((0.0..=1.0).contains(&r.p_value));
+                prop_assert!(r.statistic <= a.statistic + 1e-12);
+            }
+        }
+    }
 
     #[test]
     fn empty_and_nan_are_errors() {
