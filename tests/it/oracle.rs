@@ -10,10 +10,19 @@ use serde_json::Value;
 
 use crate::TestResult;
 
+/// `$MLWATCH_ORACLE_DIR`, else the nearest `shared/oracle` beside the
+/// checkout or one of its parents (the layout is `<dir>/main`, `<dir>/shared`).
 fn oracle_dir() -> PathBuf {
-    std::env::var_os("MLWATCH_ORACLE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/oracle"))
+    if let Some(dir) = std::env::var_os("MLWATCH_ORACLE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/oracle"))
+        .find(|p| p.join("index.json").is_file())
+        .unwrap_or_else(|| manifest.join("../shared/oracle"))
 }
 
 /// A number from the oracle, where non-finite values are strings.
@@ -59,7 +68,9 @@ fn matches(actual: f64, expected: f64, tol: &Value) -> bool {
 #[test]
 fn every_oracle_case_file_loads_and_ks_entries_match() -> TestResult {
     let dir = oracle_dir();
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
+    let index_bytes = std::fs::read(dir.join("index.json"))
+        .map_err(|e| format!("oracle vectors not found at {} ({e}); set MLWATCH_ORACLE_DIR", dir.display()))?;
+    let index: Value = serde_json::from_slice(&index_bytes)?;
     let cases = index["cases"].as_array().ok_or("index.json has no cases")?;
     assert!(!cases.is_empty());
     let (mut checked, mut skipped, mut failures) = (0usize, 0usize, Vec::new());
