@@ -165,7 +165,12 @@ pub fn write_reference(path: &Path, rows: usize, seed: u64) -> Result<()> {
 
 /// The configuration of the demo (also a template for a real one).
 pub fn demo_config(brokers: &str, data: &Path, reference: &Path) -> Result<Config> {
-    let toml = format!(
+    Config::from_toml_str(&demo_config_toml(brokers, data, reference))
+}
+
+/// [`demo_config`] as TOML, for a `mlwatch run --config` file.
+pub fn demo_config_toml(brokers: &str, data: &Path, reference: &Path) -> String {
+    format!(
         r#"
 [kafka]
 brokers = "{brokers}"
@@ -203,8 +208,7 @@ device = "categorical"
 "#,
         data = data.display(),
         reference = reference.display(),
-    );
-    Config::from_toml_str(&toml)
+    )
 }
 
 /// Topics and partition counts the demo broker serves.

@@ -68,8 +68,12 @@ fn matches(actual: f64, expected: f64, tol: &Value) -> bool {
 #[test]
 fn every_oracle_case_file_loads_and_ks_entries_match() -> TestResult {
     let dir = oracle_dir();
-    let index_bytes = std::fs::read(dir.join("index.json"))
-        .map_err(|e| format!("oracle vectors not found at {} ({e}); set MLWATCH_ORACLE_DIR", dir.display()))?;
+    let index_bytes = std::fs::read(dir.join("index.json")).map_err(|e| {
+        format!(
+            "oracle vectors not found at {} ({e}); set MLWATCH_ORACLE_DIR",
+            dir.display()
+        )
+    })?;
     let index: Value = serde_json::from_slice(&index_bytes)?;
     let cases = index["cases"].as_array().ok_or("index.json has no cases")?;
     assert!(!cases.is_empty());

@@ -19,37 +19,60 @@ use crate::TestResult;
 
 const TOPIC: &str = "mlwatch.predictions";
 
-fn config_toml(brokers: &str, data: &Path, reference: &Path, group: &str) -> String {
-    format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-session_timeout = "6s"
-[storage]
-url = "{data}"
-[window]
-size = "1m"
-allowed_lateness = "0s"
-sample_size = 2000
-[checkpoint]
-interval = "300ms"
-[drift]
-p_value_threshold = 0.001
-[models.credit_risk]
-reference = "{reference}"
-[models.credit_risk.features]
-age = "numeric"
-income = "numeric"
-credit_score = "numeric"
-tenure_months = "numeric"
-debt_ratio = "numeric"
-region = "categorical"
-device = "categorical"
-"#,
-        data = data.display(),
-        reference = reference.display()
-    )
+/// The demo's configuration with test settings: a named group, exact
+/// windows (no lateness), a small sample, frequent checkpoints. The same
+/// overrides reach a child `mlwatch run` as `MLWATCH__*` variables.
+const OVERRIDES: [(&str, &str); 4] = [
+    ("MLWATCH__WINDOW__ALLOWED_LATENESS", "0s"),
+    ("MLWATCH__WINDOW__SAMPLE_SIZE", "2000"),
+    ("MLWATCH__CHECKPOINT__INTERVAL", "300ms"),
+    ("MLWATCH__KAFKA__SESSION_TIMEOUT", "6s"),
+];
+
+fn test_config(
+    brokers: &str,
+    data: &Path,
+    reference: &Path,
+    group: &str,
+) -> Result<Config, mlwatch::Error> {
+    let mut c = demo::demo_config(brokers, data, reference)?;
+    c.kafka.group_id = group.to_string();
+    c.window.allowed_lateness = Duration::ZERO;
+    c.window.sample_size = 2000;
+    c.checkpoint.interval = Duration::from_millis(300);
+    Ok(c)
+}
+
+/// A `mlwatch run` child with [`test_config`]'s settings.
+fn run_command(cfg_path: &Path, group: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlwatch"));
+    cmd.envs(OVERRIDES)
+        .env("MLWATCH__KAFKA__GROUP_ID", group)
+        .arg("run")
+        .arg("--config")
+        .arg(cfg_path);
+    cmd
+}
+
+/// Waits until the checkpoint at `path` counts at least `n` events.
+fn wait_for_checkpoint(path: &Path, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["counters"]["events"].as_u64())
+            .unwrap_or(0);
+        if events >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint with {n} events at {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `n` events over `windows` minutes; the second half shifted.
@@ -192,20 +215,14 @@ async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> 
     produce(&brokers, &mixed)?;
     let clean_data = s.root.join("clean");
     let mixed_data = s.root.join("mixed");
-    let a = run_until_idle(Config::from_toml_str(&config_toml(
+    let a = run_until_idle(test_config(
         &clean_brokers,
         &clean_data,
         &s.reference,
         "g1",
-    ))?)
+    )?)
     .await?;
-    let b = run_until_idle(Config::from_toml_str(&config_toml(
-        &brokers,
-        &mixed_data,
-        &s.reference,
-        "g1",
-    ))?)
-    .await?;
+    let b = run_until_idle(test_config(&brokers, &mixed_data, &s.reference, "g1")?).await?;
     assert_eq!(a.counters.events, 6_000);
     assert_eq!(b.counters.events, 6_000);
     assert_eq!(
@@ -265,51 +282,27 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     let cfg_path = s.root.join("killed.toml");
     std::fs::write(
         &cfg_path,
-        config_toml(&brokers, &killed_data, &s.reference, "killed"),
+        demo::demo_config_toml(&brokers, &killed_data, &s.reference),
     )?;
-    let bin = env!("CARGO_BIN_EXE_mlwatch");
-    let mut child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&cfg_path)
+    let mut child = run_command(&cfg_path, "killed")
         .stderr(Stdio::null())
         .spawn()?;
-    let ckpt = killed_data.join("_checkpoints/killed.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let progressed = std::fs::read_to_string(&ckpt)
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["counters"]["events"].as_u64())
-            .is_some_and(|n| n > 1_000);
-        if progressed {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the run made no checkpoint");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_checkpoint(&killed_data.join("_checkpoints/killed.json"), 1_000);
     child.kill()?; // SIGKILL
     child.wait()?;
     produce(&brokers, second)?;
-    let out = Command::new(bin)
-        .args(["run", "--until-idle", "3s", "--config"])
-        .arg(&cfg_path)
+    let out = run_command(&cfg_path, "killed")
+        .args(["--until-idle", "3s"])
         .output()?;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
 
     // The uninterrupted run, in-process, from its own group.
     let whole_data = s.root.join("whole");
-    run_until_idle(Config::from_toml_str(&config_toml(
-        &brokers,
-        &whole_data,
-        &s.reference,
-        "whole",
-    ))?)
-    .await?;
+    run_until_idle(test_config(&brokers, &whole_data, &s.reference, "whole")?).await?;
 
     let killed = query_csv(&killed_data, ALL_DRIFT).await?;
     let whole = query_csv(&whole_data, ALL_DRIFT).await?;
@@ -340,9 +333,9 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
     let brokers = cluster.bootstrap_servers();
     produce(&brokers, &events(3_000, 3))?;
     let prefix = format!("{bucket_url}/run-{}", std::process::id());
-    let toml = config_toml(&brokers, Path::new("/unused"), &s.reference, "s3")
-        .replace("url = \"/unused\"", &format!("url = \"{prefix}\""));
-    let summary = run_until_idle(Config::from_toml_str(&toml)?).await?;
+    let mut config = test_config(&brokers, Path::new("/unused"), &s.reference, "s3")?;
+    config.storage.url = prefix.clone();
+    let summary = run_until_idle(config).await?;
     assert_eq!(summary.counters.windows_closed, 3);
 
     let storage = Storage::open(&prefix, &Default::default())?;
@@ -374,29 +367,15 @@ async fn sigint_checkpoints_open_windows_and_exits_zero() -> TestResult {
     produce(&brokers, &events(2_000, 2))?;
     let data = s.root.join("int");
     let cfg_path = s.root.join("int.toml");
-    std::fs::write(&cfg_path, config_toml(&brokers, &data, &s.reference, "int"))?;
-    let bin = env!("CARGO_BIN_EXE_mlwatch");
-    let child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&cfg_path)
+    std::fs::write(
+        &cfg_path,
+        demo::demo_config_toml(&brokers, &data, &s.reference),
+    )?;
+    let child = run_command(&cfg_path, "int")
         .stderr(Stdio::piped())
         .spawn()?;
     let ckpt = data.join("_checkpoints/int.json");
-    let events_in = |path: &Path| -> u64 {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["counters"]["events"].as_u64())
-            .unwrap_or(0)
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while events_in(&ckpt) < 2_000 {
-        assert!(
-            Instant::now() < deadline,
-            "the run did not consume the events"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_checkpoint(&ckpt, 2_000);
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()?;
@@ -415,9 +394,8 @@ async fn sigint_checkpoints_open_windows_and_exits_zero() -> TestResult {
         Some(1)
     );
 
-    let out = Command::new(bin)
-        .args(["run", "--until-idle", "2s", "--config"])
-        .arg(&cfg_path)
+    let out = run_command(&cfg_path, "int")
+        .args(["--until-idle", "2s"])
         .output()?;
     assert!(
         out.status.success(),
