@@ -14,6 +14,7 @@
 //!   window state from which KS runs exactly while a window holds at most `k`
 //!   rows and on a uniform sample of `k` rows beyond that.
 
+pub mod chi_square;
 pub mod kolmogorov;
 pub mod ks;
 pub mod sample;
