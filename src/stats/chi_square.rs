@@ -113,7 +113,7 @@ pub fn chi2_contingency(
                 .collect::<Vec<_>>()
         })
         .collect();
-    if expected.iter().any(|e| *e == 0.0) {
+    if expected.contains(&0.0) {
         return Err(StatsError::InvalidArgument {
             name: "table",
             reason: "an expected frequency is zero (a row or column sums to zero)".into(),
