@@ -15,6 +15,7 @@
 //!   rows and on a uniform sample of `k` rows beyond that.
 
 pub mod chi_square;
+pub mod distance;
 pub mod kolmogorov;
 pub mod ks;
 pub mod sample;

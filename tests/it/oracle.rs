@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use mlwatch::stats::Alternative;
 use mlwatch::stats::chi_square::{Divergence, chi2_contingency, chisquare};
+use mlwatch::stats::distance;
 use mlwatch::stats::ks::{KsMethod, ks_2samp};
 use serde_json::Value;
 
@@ -30,6 +31,7 @@ fn oracle_dir() -> PathBuf {
 fn num(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
         Value::String(s) => match s.as_str() {
             "NaN" => Some(f64::NAN),
             "Infinity" => Some(f64::INFINITY),
@@ -165,8 +167,147 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
                 ]
             }))
         }
+        f if f.starts_with("documented PSI rule on reference deciles") => Some(
+            distance::psi_deciles(&floats(&inputs["reference"]), &floats(&inputs["current"])).map(
+                |r| {
+                    vec![
+                        ("psi", vec![r.psi]),
+                        ("n_bins", vec![(r.edges.len() + 1) as f64]),
+                        ("edges", r.edges),
+                        (
+                            "ref_counts",
+                            r.ref_counts.iter().map(|c| *c as f64).collect(),
+                        ),
+                        (
+                            "cur_counts",
+                            r.cur_counts.iter().map(|c| *c as f64).collect(),
+                        ),
+                    ]
+                },
+            ),
+        ),
+        f if f.starts_with("documented PSI rule over sorted category union") => {
+            let rc: Vec<u64> = floats(&inputs["reference_counts"])
+                .iter()
+                .map(|v| *v as u64)
+                .collect();
+            let cc: Vec<u64> = floats(&inputs["current_counts"])
+                .iter()
+                .map(|v| *v as u64)
+                .collect();
+            Some(Ok(vec![("psi", vec![distance::psi_from_counts(&rc, &cc)])]))
+        }
+        "scipy.spatial.distance.jensenshannon" => {
+            let (p, q) = if doc["category"] == "distance_numeric" {
+                match distance::psi_deciles(
+                    &floats(&inputs["reference"]),
+                    &floats(&inputs["current"]),
+                ) {
+                    Ok(r) => (
+                        r.ref_counts.iter().map(|c| *c as f64).collect(),
+                        r.cur_counts.iter().map(|c| *c as f64).collect(),
+                    ),
+                    Err(e) => return Some(Err(e)),
+                }
+            } else {
+                (
+                    floats(&inputs["reference_counts"]),
+                    floats(&inputs["current_counts"]),
+                )
+            };
+            let base = num(&kwargs["base"]);
+            Some(distance::jensen_shannon(&p, &q, base).map(|d| vec![("distance", vec![d])]))
+        }
+        "scipy.stats.wasserstein_distance" => Some(
+            distance::wasserstein(&floats(&inputs["reference"]), &floats(&inputs["current"]))
+                .map(|d| vec![("distance", vec![d])]),
+        ),
+        "scipy.stats.energy_distance" => Some(
+            distance::energy_distance(&floats(&inputs["reference"]), &floats(&inputs["current"]))
+                .map(|d| vec![("distance", vec![d])]),
+        ),
+        f if f.starts_with("evidently.Report([evidently.metrics.ValueDrift") => {
+            evidently_value_drift(doc, e)
+        }
         _ => None,
     }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Evidently's per-column drift value, drifted flag and threshold.
+fn evidently_value_drift(
+    doc: &Value,
+    e: &Value,
+) -> Option<Result<Outputs, mlwatch::stats::StatsError>> {
+    let inputs = &doc["inputs"];
+    let method = e["kwargs"]["method"].as_str()?;
+    let categorical = doc["category"] == "categorical_drift";
+    let unknown = || mlwatch::stats::StatsError::InvalidArgument {
+        name: "method",
+        reason: method.to_string(),
+    };
+    let run = || -> Result<Outputs, mlwatch::stats::StatsError> {
+        let (value, threshold, drifted) = if categorical {
+            let (r, c) = (strings(&inputs["reference"]), strings(&inputs["current"]));
+            match method {
+                "psi" => {
+                    let v = distance::evidently_psi(&distance::evidently_bins_categorical(&r, &c)?);
+                    (v, 0.1, v >= 0.1)
+                }
+                "jensenshannon" => {
+                    let v = distance::evidently_jensen_shannon(
+                        &distance::evidently_bins_categorical(&r, &c)?,
+                    )?;
+                    (v, 0.1, v >= 0.1)
+                }
+                "chisquare" => {
+                    let (_, rc, cc) = distance::category_counts(&r, &c);
+                    let scale = c.len() as f64 / r.len() as f64;
+                    let exp: Vec<f64> = rc.iter().map(|v| *v as f64 * scale).collect();
+                    let obs: Vec<f64> = cc.iter().map(|v| *v as f64).collect();
+                    let p = chisquare(&obs, Some(&exp), Divergence::Pearson)?.p_value;
+                    (p, 0.05, p < 0.05)
+                }
+                _ => return Err(unknown()),
+            }
+        } else {
+            let (r, c) = (floats(&inputs["reference"]), floats(&inputs["current"]));
+            match method {
+                "psi" => {
+                    let v = distance::evidently_psi(&distance::evidently_bins(&r, &c)?);
+                    (v, 0.1, v >= 0.1)
+                }
+                "jensenshannon" => {
+                    let v = distance::evidently_jensen_shannon(&distance::evidently_bins(&r, &c)?)?;
+                    (v, 0.1, v >= 0.1)
+                }
+                "wasserstein" => {
+                    let v = distance::wasserstein_normed(&r, &c)?;
+                    (v, 0.1, v >= 0.1)
+                }
+                "ks" => {
+                    let p = ks_2samp(&r, &c, Alternative::TwoSided, KsMethod::Auto)?.p_value;
+                    (p, 0.05, p <= 0.05)
+                }
+                _ => return Err(unknown()),
+            }
+        };
+        Ok(vec![
+            ("value", vec![value]),
+            ("threshold", vec![threshold]),
+            ("drifted", vec![if drifted { 1.0 } else { 0.0 }]),
+        ])
+    };
+    Some(run())
 }
 
 #[test]
