@@ -18,7 +18,9 @@ pub mod chi_square;
 pub mod distance;
 pub mod kolmogorov;
 pub mod ks;
+pub mod mann_whitney;
 pub mod sample;
+pub mod t_test;
 
 /// Errors of the statistical kernels. Kernels never panic on data: empty
 /// input, NaN and other undefined cases come back as one of these.

@@ -8,6 +8,8 @@ use mlwatch::stats::Alternative;
 use mlwatch::stats::chi_square::{Divergence, chi2_contingency, chisquare};
 use mlwatch::stats::distance;
 use mlwatch::stats::ks::{KsMethod, ks_2samp};
+use mlwatch::stats::mann_whitney::{MwuMethod, mannwhitneyu};
+use mlwatch::stats::t_test::ttest_ind;
 use serde_json::Value;
 
 use crate::TestResult;
@@ -226,6 +228,63 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
             distance::energy_distance(&floats(&inputs["reference"]), &floats(&inputs["current"]))
                 .map(|d| vec![("distance", vec![d])]),
         ),
+        "scipy.stats.ttest_ind"
+        | "statsmodels.stats.weightstats.CompareMeans.tconfint_diff / ttest_ind" => {
+            let equal_var =
+                kwargs["equal_var"].as_bool().unwrap_or(false) || kwargs["usevar"] == "pooled";
+            let alt: Alternative = kwargs["alternative"]
+                .as_str()
+                .unwrap_or("two-sided")
+                .parse()
+                .ok()?;
+            let conf = 1.0 - num(&kwargs["alpha"]).unwrap_or(0.05);
+            Some(
+                ttest_ind(
+                    &floats(&inputs["a"]),
+                    &floats(&inputs["b"]),
+                    equal_var,
+                    alt,
+                    conf,
+                )
+                .map(|r| {
+                    vec![
+                        ("statistic", vec![r.statistic]),
+                        ("pvalue", vec![r.p_value]),
+                        ("df", vec![r.df]),
+                        ("ci95_low", vec![r.ci_low]),
+                        ("ci95_high", vec![r.ci_high]),
+                    ]
+                }),
+            )
+        }
+        "scipy.stats.mannwhitneyu" => {
+            let alt: Alternative = kwargs["alternative"]
+                .as_str()
+                .unwrap_or("two-sided")
+                .parse()
+                .ok()?;
+            let method = match kwargs["method"].as_str().unwrap_or("auto") {
+                "exact" => MwuMethod::Exact,
+                "asymptotic" => MwuMethod::Asymptotic,
+                _ => MwuMethod::Auto,
+            };
+            let cc = kwargs["use_continuity"].as_bool().unwrap_or(true);
+            Some(
+                mannwhitneyu(
+                    &floats(&inputs["a"]),
+                    &floats(&inputs["b"]),
+                    alt,
+                    method,
+                    cc,
+                )
+                .map(|r| {
+                    vec![
+                        ("statistic", vec![r.statistic]),
+                        ("pvalue", vec![r.p_value]),
+                    ]
+                }),
+            )
+        }
         f if f.starts_with("evidently.Report([evidently.metrics.ValueDrift") => {
             evidently_value_drift(doc, e)
         }
