@@ -19,7 +19,9 @@ pub mod distance;
 pub mod kolmogorov;
 pub mod ks;
 pub mod mann_whitney;
+pub mod proportions;
 pub mod sample;
+pub mod sample_size;
 pub mod t_test;
 
 /// Errors of the statistical kernels. Kernels never panic on data: empty

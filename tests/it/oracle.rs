@@ -9,6 +9,10 @@ use mlwatch::stats::chi_square::{Divergence, chi2_contingency, chisquare};
 use mlwatch::stats::distance;
 use mlwatch::stats::ks::{KsMethod, ks_2samp};
 use mlwatch::stats::mann_whitney::{MwuMethod, mannwhitneyu};
+use mlwatch::stats::proportions::{self, DiffCi, OneSampleCi};
+use mlwatch::stats::sample_size::{
+    normal_ind_power, normal_ind_solve_nobs1, proportion_effectsize,
+};
 use mlwatch::stats::t_test::ttest_ind;
 use serde_json::Value;
 
@@ -284,6 +288,90 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
                     ]
                 }),
             )
+        }
+        "statsmodels.stats.proportion.proportions_ztest"
+        | "statsmodels.stats.proportion.test_proportions_2indep"
+        | "statsmodels.stats.proportion.confint_proportions_2indep" => {
+            let [c1, n1, c2, n2] =
+                ["count1", "nobs1", "count2", "nobs2"].map(|k| num(&inputs[k]).unwrap_or(f64::NAN));
+            let alpha = num(&kwargs["alpha"]).unwrap_or(0.05);
+            Some(match function {
+                "statsmodels.stats.proportion.proportions_ztest" => {
+                    proportions::proportions_ztest(c1, n1, c2, n2).map(|r| {
+                        vec![
+                            ("statistic", vec![r.statistic]),
+                            ("pvalue", vec![r.p_value]),
+                        ]
+                    })
+                }
+                "statsmodels.stats.proportion.test_proportions_2indep" => {
+                    proportions::proportions_wald_test(c1, n1, c2, n2).map(|r| {
+                        vec![
+                            ("statistic", vec![r.statistic]),
+                            ("pvalue", vec![r.p_value]),
+                        ]
+                    })
+                }
+                _ => {
+                    let method = match kwargs["method"].as_str()? {
+                        "wald" => DiffCi::Wald,
+                        "agresti-caffo" => DiffCi::AgrestiCaffo,
+                        "newcomb" => DiffCi::Newcombe,
+                        _ => return None,
+                    };
+                    proportions::confint_diff(c1, n1, c2, n2, alpha, method)
+                        .map(|i| vec![("ci95_low", vec![i.low]), ("ci95_high", vec![i.high])])
+                }
+            })
+        }
+        "statsmodels.stats.proportion.proportion_confint" => {
+            let args = e["args"].as_array()?;
+            let arg = |i: usize| num(&inputs[args[i].as_str()?.trim_start_matches('$')]);
+            let (count, nobs) = (arg(0)?, arg(1)?);
+            let method = match kwargs["method"].as_str()? {
+                "normal" => OneSampleCi::Normal,
+                "wilson" => OneSampleCi::Wilson,
+                _ => return None,
+            };
+            let alpha = num(&kwargs["alpha"]).unwrap_or(0.05);
+            Some(
+                proportions::proportion_confint(count, nobs, alpha, method)
+                    .map(|i| vec![("ci95_low", vec![i.low]), ("ci95_high", vec![i.high])]),
+            )
+        }
+        "statsmodels.stats.proportion.proportion_effectsize" => {
+            let h = proportion_effectsize(num(&inputs["p2"])?, num(&inputs["p1"])?);
+            Some(Ok(vec![("effect_size", vec![h])]))
+        }
+        "statsmodels.stats.power.NormalIndPower().solve_power"
+        | "statsmodels.stats.power.NormalIndPower().power" => {
+            let effect = match num(&inputs["effect_size"]) {
+                Some(d) => d,
+                None => proportion_effectsize(num(&inputs["p2"])?, num(&inputs["p1"])?),
+            };
+            let alpha = num(&kwargs["alpha"]).unwrap_or(0.05);
+            let ratio = num(&kwargs["ratio"]).unwrap_or(1.0);
+            let alt: Alternative = kwargs["alternative"]
+                .as_str()
+                .unwrap_or("two-sided")
+                .parse()
+                .ok()?;
+            let power = num(&inputs["power"]).unwrap_or(0.8);
+            let solved = normal_ind_solve_nobs1(effect, alpha, power, ratio, alt);
+            Some(solved.map(|n1| {
+                if function.ends_with(".power") {
+                    vec![(
+                        "power",
+                        vec![normal_ind_power(effect, n1.ceil(), alpha, ratio, alt)],
+                    )]
+                } else {
+                    vec![
+                        ("nobs1", vec![n1]),
+                        ("nobs1_ceil", vec![n1.ceil()]),
+                        ("nobs2", vec![n1 * ratio]),
+                    ]
+                }
+            }))
         }
         f if f.starts_with("evidently.Report([evidently.metrics.ValueDrift") => {
             evidently_value_drift(doc, e)
