@@ -140,7 +140,8 @@ pub struct Interval {
 }
 
 fn check(count: f64, nobs: f64, name: &'static str) -> Result<(), StatsError> {
-    if !(nobs > 0.0) || count < 0.0 || count > nobs || count.is_nan() {
+    let valid = nobs > 0.0 && (0.0..=nobs).contains(&count);
+    if !valid {
         return Err(StatsError::InvalidArgument {
             name,
             reason: format!("count {count} of {nobs} trials is not a proportion"),

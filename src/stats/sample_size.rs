@@ -54,7 +54,8 @@ pub fn normal_ind_solve_nobs1(
             reason: "must be non-zero: no sample size detects a zero effect".into(),
         });
     }
-    if !(alpha > 0.0 && alpha < 1.0) || !(power > alpha && power < 1.0) || !(ratio > 0.0) {
+    let valid = alpha > 0.0 && alpha < power && power < 1.0 && ratio > 0.0;
+    if !valid {
         return Err(StatsError::InvalidArgument {
             name: "alpha/power/ratio",
             reason: format!(
