@@ -19,6 +19,7 @@ pub mod distance;
 pub mod kolmogorov;
 pub mod ks;
 pub mod mann_whitney;
+pub mod metrics;
 pub mod proportions;
 pub mod sample;
 pub mod sample_size;

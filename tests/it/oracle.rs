@@ -9,6 +9,7 @@ use mlwatch::stats::chi_square::{Divergence, chi2_contingency, chisquare};
 use mlwatch::stats::distance;
 use mlwatch::stats::ks::{KsMethod, ks_2samp};
 use mlwatch::stats::mann_whitney::{MwuMethod, mannwhitneyu};
+use mlwatch::stats::metrics::{self, Average};
 use mlwatch::stats::proportions::{self, DiffCi, OneSampleCi};
 use mlwatch::stats::sample_size::{
     normal_ind_power, normal_ind_solve_nobs1, proportion_effectsize,
@@ -372,6 +373,64 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
                     ]
                 }
             }))
+        }
+        f if f.starts_with("sklearn.metrics.") => {
+            let args = e["args"].as_array()?;
+            let arg = |i: usize| -> Option<&Value> {
+                let path = args.get(i)?.as_str()?.trim_start_matches('$');
+                let (variant, field) = path.split_once('.')?;
+                Some(&inputs[variant][field])
+            };
+            let ints = |v: &Value| -> Vec<i64> { floats(v).iter().map(|x| *x as i64).collect() };
+            let value =
+                |r: Result<f64, mlwatch::stats::StatsError>| r.map(|v| vec![("value", vec![v])]);
+            let name = f.trim_start_matches("sklearn.metrics.");
+            Some(match name {
+                "accuracy_score" => value(metrics::accuracy(&ints(arg(0)?), &ints(arg(1)?))),
+                "precision_score" | "recall_score" | "f1_score" => {
+                    let avg = match kwargs["average"].as_str().unwrap_or("binary") {
+                        "binary" => Average::Binary,
+                        "macro" => Average::Macro,
+                        "micro" => Average::Micro,
+                        "weighted" => Average::Weighted,
+                        _ => return None,
+                    };
+                    value(
+                        metrics::precision_recall_f1(&ints(arg(0)?), &ints(arg(1)?), avg).map(
+                            |p| match name {
+                                "precision_score" => p.precision,
+                                "recall_score" => p.recall,
+                                _ => p.f1,
+                            },
+                        ),
+                    )
+                }
+                "confusion_matrix" => {
+                    let (t, p) = (ints(arg(0)?), ints(arg(1)?));
+                    let labels = match kwargs["labels"].as_array() {
+                        Some(l) => l.iter().filter_map(|v| v.as_i64()).collect(),
+                        None => metrics::labels(&t, &p),
+                    };
+                    metrics::confusion_matrix(&t, &p, &labels).map(|m| {
+                        vec![(
+                            "confusion_matrix",
+                            m.into_iter().flatten().map(|c| c as f64).collect(),
+                        )]
+                    })
+                }
+                "roc_auc_score" => value(metrics::roc_auc(&ints(arg(0)?), &floats(arg(1)?))),
+                "log_loss" => value(metrics::log_loss(&ints(arg(0)?), &floats(arg(1)?))),
+                "mean_absolute_error" | "mean_squared_error" | "root_mean_squared_error" => value(
+                    metrics::regression_errors(&floats(arg(0)?), &floats(arg(1)?)).map(|r| {
+                        match name {
+                            "mean_absolute_error" => r.mae,
+                            "mean_squared_error" => r.mse,
+                            _ => r.rmse,
+                        }
+                    }),
+                ),
+                _ => return None,
+            })
         }
         f if f.starts_with("evidently.Report([evidently.metrics.ValueDrift") => {
             evidently_value_drift(doc, e)
