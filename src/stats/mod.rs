@@ -20,6 +20,7 @@ pub mod kolmogorov;
 pub mod ks;
 pub mod mann_whitney;
 pub mod metrics;
+pub mod noncentral_t;
 pub mod proportions;
 pub mod sample;
 pub mod sample_size;

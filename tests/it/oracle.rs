@@ -12,7 +12,7 @@ use mlwatch::stats::mann_whitney::{MwuMethod, mannwhitneyu};
 use mlwatch::stats::metrics::{self, Average};
 use mlwatch::stats::proportions::{self, DiffCi, OneSampleCi};
 use mlwatch::stats::sample_size::{
-    normal_ind_power, normal_ind_solve_nobs1, proportion_effectsize,
+    normal_ind_power, normal_ind_solve_nobs1, proportion_effectsize, ttest_ind_solve_nobs1,
 };
 use mlwatch::stats::t_test::ttest_ind;
 use serde_json::Value;
@@ -343,6 +343,26 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
         "statsmodels.stats.proportion.proportion_effectsize" => {
             let h = proportion_effectsize(num(&inputs["p2"])?, num(&inputs["p1"])?);
             Some(Ok(vec![("effect_size", vec![h])]))
+        }
+        "statsmodels.stats.power.TTestIndPower().solve_power" => {
+            let effect = num(&inputs["effect_size"])?;
+            let alpha = num(&kwargs["alpha"]).unwrap_or(0.05);
+            let ratio = num(&kwargs["ratio"]).unwrap_or(1.0);
+            let alt: Alternative = kwargs["alternative"]
+                .as_str()
+                .unwrap_or("two-sided")
+                .parse()
+                .ok()?;
+            let power = num(&inputs["power"]).unwrap_or(0.8);
+            Some(
+                ttest_ind_solve_nobs1(effect, alpha, power, ratio, alt).map(|n1| {
+                    vec![
+                        ("nobs1", vec![n1]),
+                        ("nobs1_ceil", vec![n1.ceil()]),
+                        ("nobs2", vec![n1 * ratio]),
+                    ]
+                }),
+            )
         }
         "statsmodels.stats.power.NormalIndPower().solve_power"
         | "statsmodels.stats.power.NormalIndPower().power" => {
