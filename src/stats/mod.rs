@@ -16,6 +16,7 @@
 
 pub mod chi_square;
 pub mod distance;
+pub mod drift;
 pub mod kolmogorov;
 pub mod ks;
 pub mod mann_whitney;

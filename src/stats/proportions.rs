@@ -272,6 +272,11 @@ pub fn confint_diff(
     })
 }
 
+/// CDF of the standard normal.
+pub fn std_normal_cdf(z: f64) -> f64 {
+    std_normal().cdf(z)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

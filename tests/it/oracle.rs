@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use mlwatch::stats::Alternative;
 use mlwatch::stats::chi_square::{Divergence, chi2_contingency, chisquare};
 use mlwatch::stats::distance;
+use mlwatch::stats::drift::{self, ColumnData};
 use mlwatch::stats::ks::{KsMethod, ks_2samp};
 use mlwatch::stats::mann_whitney::{MwuMethod, mannwhitneyu};
 use mlwatch::stats::metrics::{self, Average};
@@ -452,11 +453,107 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
                 _ => return None,
             })
         }
+        f if f.starts_with("evidently.Report([evidently.presets.DataDriftPreset()])") => {
+            let mut out: Outputs = Vec::new();
+            let mut results = Vec::new();
+            let numeric: Vec<&str> = kwargs["numerical_columns"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            let categorical: Vec<&str> = kwargs["categorical_columns"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            for name in numeric.iter().chain(&categorical) {
+                let (r, c) = (&inputs["reference"][*name], &inputs["current"][*name]);
+                let data = if numeric.contains(name) {
+                    ColumnData::Numeric(floats(r), floats(c))
+                } else {
+                    ColumnData::Categorical(strings(r), strings(c))
+                };
+                match drift::column_drift(&data, None, None) {
+                    Ok(d) => {
+                        COLUMN_FIELDS.with(|f| {
+                            f.borrow_mut()
+                                .push((name.to_string(), d.method.label().to_string()))
+                        });
+                        out.push((leak(format!("columns.{name}.value")), vec![d.value]));
+                        out.push((leak(format!("columns.{name}.threshold")), vec![d.threshold]));
+                        results.push(d);
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            let share = num(&kwargs["drift_share"]).unwrap_or(0.5);
+            let ds = drift::dataset_drift(&results, share);
+            out.push(("drifted_count", vec![ds.drifted_count as f64]));
+            out.push(("drifted_share", vec![ds.drifted_share]));
+            Some(Ok(out))
+        }
         f if f.starts_with("evidently.Report([evidently.metrics.ValueDrift") => {
             evidently_value_drift(doc, e)
         }
         _ => None,
     }
+}
+
+thread_local! {
+    /// (column, method label) of the last DataDriftPreset evaluation, checked
+    /// against the expected `method` strings.
+    static COLUMN_FIELDS: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Output names are `&'static str`; the nested Evidently report needs a few
+/// built at run time (a handful per test run).
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Outputs with Evidently's nested `columns.<name>.<field>` flattened; the
+/// method names (strings) are checked separately.
+fn flatten_outputs(o: &serde_json::Map<String, Value>) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (k, v) in o {
+        if k == "columns" && v.is_object() {
+            for (col, fields) in v.as_object().into_iter().flatten() {
+                for (f, val) in fields.as_object().into_iter().flatten() {
+                    if f != "method" {
+                        out.push((format!("columns.{col}.{f}"), val.clone()));
+                    }
+                }
+            }
+        } else {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    out
+}
+
+/// The tolerance of `field`, with the report's wildcard entries.
+fn tolerance<'a>(e: &'a Value, field: &str) -> &'a Value {
+    let t = &e["tolerance"];
+    if !t[field].is_null() {
+        return &t[field];
+    }
+    if field.starts_with("columns.") && field.ends_with(".value") {
+        // p-value methods get the p-value tolerance, distances the default.
+        let col = field
+            .trim_start_matches("columns.")
+            .trim_end_matches(".value");
+        let method = e["outputs"]["columns"][col]["method"]
+            .as_str()
+            .unwrap_or("");
+        if method.ends_with("p_value") {
+            return &t["columns.*.value(p-value methods)"];
+        }
+        return &t["columns.*.value"];
+    }
+    if field.starts_with("columns.") {
+        return &t["columns.*.value"];
+    }
+    &t[field]
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -537,7 +634,7 @@ fn evidently_value_drift(
 }
 
 #[test]
-fn every_oracle_case_file_loads_and_implemented_entries_match() -> TestResult {
+fn every_oracle_entry_matches() -> TestResult {
     let dir = oracle_dir();
     let index_bytes = std::fs::read(dir.join("index.json")).map_err(|e| {
         format!(
@@ -581,9 +678,20 @@ fn every_oracle_case_file_loads_and_implemented_entries_match() -> TestResult {
                     continue;
                 }
             };
-            let outputs = e["outputs"].as_object().ok_or("entry without outputs")?;
-            for (field, want) in outputs {
-                let Some((_, actual)) = got.iter().find(|(name, _)| name == field) else {
+            let outputs = flatten_outputs(e["outputs"].as_object().ok_or("entry without outputs")?);
+            COLUMN_FIELDS.with(|f| {
+                for (col, label) in f.borrow_mut().drain(..) {
+                    let want = &e["outputs"]["columns"][&col]["method"];
+                    if want.as_str() != Some(label.as_str()) {
+                        failures.push(format!(
+                            "{id}: column {col} method {label}, expected {want}"
+                        ));
+                    }
+                }
+            });
+            for (field, want) in &outputs {
+                let field = field.as_str();
+                let Some((_, actual)) = got.iter().find(|(name, _)| *name == field) else {
                     failures.push(format!("{id}: the port does not produce `{field}`"));
                     continue;
                 };
@@ -606,7 +714,7 @@ fn every_oracle_case_file_loads_and_implemented_entries_match() -> TestResult {
                     continue;
                 }
                 for (a, w) in actual.iter().zip(&want) {
-                    if !matches(*a, *w, &e["tolerance"][field]) {
+                    if !matches(*a, *w, tolerance(e, field)) {
                         failures.push(format!("{id}: {field} = {a:e}, expected {w:e}"));
                     }
                 }

@@ -1,0 +1,258 @@
+//! Per-column drift with Evidently's default method choice (0.7,
+//! `DataDriftPreset`), and the dataset-level verdict.
+//!
+//! Method by column type and size (distinct values counted over reference
+//! and current together):
+//!
+//! | reference rows | numeric | categorical |
+//! |---|---|---|
+//! | <= 1000 | KS if > 5 distinct, chi-square if > 2, else Z-test | chi-square if > 2 distinct, else Z-test |
+//! | > 1000 | normed Wasserstein if > 5 distinct, else Jensen-Shannon | Jensen-Shannon |
+//!
+//! p-value methods drift below their threshold (0.05; KS at or below);
+//! distances drift at or above theirs (0.1). The dataset drifts when the
+//! share of drifted columns reaches `drift_share` (0.5).
+
+use std::collections::BTreeSet;
+
+use super::chi_square::{Divergence, chisquare};
+use super::distance::{self, Binned};
+use super::ks::{KsMethod, ks_2samp};
+use super::proportions::std_normal_cdf;
+use super::{Alternative, StatsError};
+
+/// A column's values in both samples.
+#[derive(Debug, Clone)]
+pub enum ColumnData {
+    /// Numbers (NaN = missing, dropped).
+    Numeric(Vec<f64>, Vec<f64>),
+    /// Categories (missing values dropped by the caller).
+    Categorical(Vec<String>, Vec<String>),
+}
+
+/// A drift method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftMethod {
+    /// Two-sample KS p-value.
+    Ks,
+    /// Chi-square goodness of fit of current counts to reference proportions.
+    ChiSquare,
+    /// Two-proportion z-test p-value (binary columns).
+    ZTest,
+    /// Wasserstein distance normed by the reference std.
+    Wasserstein,
+    /// Jensen-Shannon distance (natural log) on Evidently's bins.
+    JensenShannon,
+    /// PSI on Evidently's bins.
+    Psi,
+}
+
+impl DriftMethod {
+    /// Evidently's display name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ks => "K-S p_value",
+            Self::ChiSquare => "chi-square p_value",
+            Self::ZTest => "Z-test p_value",
+            Self::Wasserstein => "Wasserstein distance (normed)",
+            Self::JensenShannon => "Jensen-Shannon distance",
+            Self::Psi => "PSI",
+        }
+    }
+
+    /// Default threshold.
+    pub fn default_threshold(self) -> f64 {
+        match self {
+            Self::Ks | Self::ChiSquare | Self::ZTest => 0.05,
+            _ => 0.1,
+        }
+    }
+
+    /// Whether the value is a p-value (small = drift) rather than a distance.
+    pub fn is_p_value(self) -> bool {
+        matches!(self, Self::Ks | Self::ChiSquare | Self::ZTest)
+    }
+}
+
+/// Result for one column.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ColumnDrift {
+    /// Method used.
+    pub method: DriftMethod,
+    /// p-value or distance.
+    pub value: f64,
+    /// Threshold applied.
+    pub threshold: f64,
+    /// Whether the column drifted.
+    pub drifted: bool,
+}
+
+fn key(v: f64) -> u64 {
+    if v == 0.0 { 0 } else { v.to_bits() }
+}
+
+fn distinct(data: &ColumnData) -> usize {
+    match data {
+        ColumnData::Numeric(r, c) => r
+            .iter()
+            .chain(c)
+            .map(|v| key(*v))
+            .collect::<BTreeSet<_>>()
+            .len(),
+        ColumnData::Categorical(r, c) => r.iter().chain(c).collect::<BTreeSet<_>>().len(),
+    }
+}
+
+/// Evidently's default method for a column.
+pub fn default_method(data: &ColumnData) -> DriftMethod {
+    let n = distinct(data);
+    match data {
+        ColumnData::Numeric(r, _) if r.len() <= 1000 => {
+            if n > 5 {
+                DriftMethod::Ks
+            } else if n > 2 {
+                DriftMethod::ChiSquare
+            } else {
+                DriftMethod::ZTest
+            }
+        }
+        ColumnData::Categorical(r, _) if r.len() <= 1000 => {
+            if n > 2 {
+                DriftMethod::ChiSquare
+            } else {
+                DriftMethod::ZTest
+            }
+        }
+        ColumnData::Numeric(..) if n > 5 => DriftMethod::Wasserstein,
+        _ => DriftMethod::JensenShannon,
+    }
+}
+
+/// Categories as strings (numbers by their bits), for count-based methods.
+fn as_categories(data: &ColumnData) -> (Vec<String>, Vec<String>) {
+    match data {
+        ColumnData::Numeric(r, c) => {
+            let f = |v: &Vec<f64>| v.iter().map(|x| format!("{:016x}", key(*x))).collect();
+            (f(r), f(c))
+        }
+        ColumnData::Categorical(r, c) => (r.clone(), c.clone()),
+    }
+}
+
+fn binned(data: &ColumnData) -> Result<Binned, StatsError> {
+    match data {
+        ColumnData::Numeric(r, c) => distance::evidently_bins(r, c),
+        ColumnData::Categorical(r, c) => distance::evidently_bins_categorical(r, c),
+    }
+}
+
+/// Drift of one column with `method` (or the default) and `threshold` (or
+/// the method's default).
+pub fn column_drift(
+    data: &ColumnData,
+    method: Option<DriftMethod>,
+    threshold: Option<f64>,
+) -> Result<ColumnDrift, StatsError> {
+    let method = method.unwrap_or_else(|| default_method(data));
+    let threshold = threshold.unwrap_or(method.default_threshold());
+    let value = match method {
+        DriftMethod::Ks => match data {
+            ColumnData::Numeric(r, c) => {
+                ks_2samp(r, c, Alternative::TwoSided, KsMethod::Auto)?.p_value
+            }
+            ColumnData::Categorical(..) => {
+                return Err(StatsError::InvalidArgument {
+                    name: "method",
+                    reason: "ks needs a numeric column".into(),
+                });
+            }
+        },
+        DriftMethod::Wasserstein => match data {
+            ColumnData::Numeric(r, c) => distance::wasserstein_normed(r, c)?,
+            ColumnData::Categorical(..) => {
+                return Err(StatsError::InvalidArgument {
+                    name: "method",
+                    reason: "wasserstein needs a numeric column".into(),
+                });
+            }
+        },
+        DriftMethod::ChiSquare => {
+            let (r, c) = as_categories(data);
+            let (_, rc, cc) = distance::category_counts(&r, &c);
+            let scale = c.len() as f64 / r.len() as f64;
+            let exp: Vec<f64> = rc.iter().map(|v| *v as f64 * scale).collect();
+            let obs: Vec<f64> = cc.iter().map(|v| *v as f64).collect();
+            chisquare(&obs, Some(&exp), Divergence::Pearson)?.p_value
+        }
+        DriftMethod::ZTest => {
+            let (r, c) = as_categories(data);
+            z_test(&r, &c)?
+        }
+        DriftMethod::JensenShannon => distance::evidently_jensen_shannon(&binned(data)?)?,
+        DriftMethod::Psi => distance::evidently_psi(&binned(data)?),
+    };
+    let drifted = match method {
+        DriftMethod::Ks => value <= threshold,
+        m if m.is_p_value() => value < threshold,
+        _ => value >= threshold,
+    };
+    Ok(ColumnDrift {
+        method,
+        value,
+        threshold,
+        drifted,
+    })
+}
+
+/// Evidently's two-proportion z-test on a binary column: the share of one
+/// category in each sample, pooled variance, `2 (1 - Phi(|z|))`.
+fn z_test(reference: &[String], current: &[String]) -> Result<f64, StatsError> {
+    if reference.is_empty() || current.is_empty() {
+        return Err(StatsError::EmptySample {
+            name: if reference.is_empty() {
+                "reference"
+            } else {
+                "current"
+            },
+        });
+    }
+    let cats: BTreeSet<&String> = reference.iter().chain(current).collect();
+    if cats.len() == 1 {
+        return Ok(1.0);
+    }
+    let target = cats.into_iter().next().expect("non-empty");
+    let (n1, n2) = (reference.len() as f64, current.len() as f64);
+    let p1 = reference.iter().filter(|v| *v == target).count() as f64 / n1;
+    let p2 = current.iter().filter(|v| *v == target).count() as f64 / n2;
+    let p = (p1 * n1 + p2 * n2) / (n1 + n2);
+    let z = (p1 - p2) / (p * (1.0 - p) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    // Evidently computes 1 - cdf, not sf; keep its underflow behaviour.
+    Ok(2.0 * (1.0 - std_normal_cdf(z.abs())))
+}
+
+/// Dataset-level drift.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DatasetDrift {
+    /// Columns that drifted.
+    pub drifted_count: usize,
+    /// `drifted_count / columns`.
+    pub drifted_share: f64,
+    /// Whether `drifted_share >= drift_share`.
+    pub dataset_drifted: bool,
+}
+
+/// Combines column results into the dataset verdict.
+pub fn dataset_drift(columns: &[ColumnDrift], drift_share: f64) -> DatasetDrift {
+    let drifted_count = columns.iter().filter(|c| c.drifted).count();
+    let drifted_share = if columns.is_empty() {
+        0.0
+    } else {
+        drifted_count as f64 / columns.len() as f64
+    };
+    DatasetDrift {
+        drifted_count,
+        drifted_share,
+        dataset_drifted: drifted_share >= drift_share,
+    }
+}
