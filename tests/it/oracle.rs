@@ -723,11 +723,11 @@ fn every_oracle_entry_matches() -> TestResult {
     }
     eprintln!("oracle entries checked: {checked:?}");
     eprintln!("oracle entries for functions not implemented yet: {skipped:?}");
-    assert_eq!(
-        checked.get("scipy.stats.ks_2samp"),
-        Some(&56),
-        "every ks_2samp entry is checked"
+    assert!(
+        skipped.is_empty(),
+        "every oracle function is implemented: {skipped:?}"
     );
+    assert!(checked.values().sum::<usize>() >= 370, "{checked:?}");
     assert!(
         failures.is_empty(),
         "{} mismatches:\n{}",
