@@ -554,7 +554,10 @@ pub fn consumer(config: &Config) -> Result<StreamConsumer> {
             "heartbeat.interval.ms",
             (k.session_timeout.as_millis() / 4).max(100).to_string(),
         )
-        .set("topic.metadata.refresh.interval.ms", "5000");
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        // librdkafka prefetches up to 64 MiB by default; 16 MiB keeps the
+        // consumer busy while bounding memory. [kafka.options] can override.
+        .set("queued.max.messages.kbytes", "16384");
     for (key, v) in &k.options {
         cc.set(key, v);
     }
@@ -588,13 +591,16 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
             break mode;
         }
         let mut batch: Vec<OwnedMessage> = Vec::new();
-        let deadline = tokio::time::Instant::now() + poll_timeout;
+        // One timer per batch, not per record: the select below polls the
+        // consumer, the batch deadline and the stop signal, in that order.
+        let deadline = tokio::time::sleep(poll_timeout);
+        tokio::pin!(deadline);
         while batch.len() < max_batch {
             tokio::select! {
-                r = tokio::time::timeout_at(deadline, consumer.recv()) => match r {
-                    Err(_) => break,
-                    Ok(Ok(m)) => batch.push(m.detach()),
-                    Ok(Err(e)) => {
+                biased;
+                r = consumer.recv() => match r {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) => {
                         // A subscribed topic that does not exist (yet) is
                         // reported on every metadata refresh; it is not a
                         // reason to slow down the topics that do exist.
@@ -607,6 +613,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
                         break;
                     }
                 },
+                _ = &mut deadline => break,
                 _ = control.stop.changed() => break,
             }
         }

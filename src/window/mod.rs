@@ -66,6 +66,8 @@ pub struct Windows {
     partition_max: Vec<(String, i32, i64)>,
     closed_through: i64,
     watermark: i64,
+    /// Cached minimum of `partition_max`.
+    min_partition_max: i64,
 }
 
 impl Windows {
@@ -79,6 +81,7 @@ impl Windows {
             partition_max: Vec::new(),
             closed_through: i64::MIN,
             watermark: i64::MIN,
+            min_partition_max: i64::MIN,
         }
     }
 
@@ -104,11 +107,20 @@ impl Windows {
             .iter_mut()
             .find(|(t, p, _)| *p == partition && t == topic)
         {
-            Some((_, _, max)) if ts <= *max => return,
-            Some((_, _, max)) => *max = ts,
-            None => self.partition_max.push((topic.to_string(), partition, ts)),
+            Some((_, _, max)) if ts <= *max => {}
+            Some((_, _, max)) => {
+                let old = *max;
+                *max = ts;
+                // Only the partition holding the minimum can move it.
+                if old <= self.min_partition_max {
+                    self.recompute_watermark();
+                }
+            }
+            None => {
+                self.partition_max.push((topic.to_string(), partition, ts));
+                self.recompute_watermark();
+            }
         }
-        self.recompute_watermark();
     }
 
     fn recompute_watermark(&mut self) {
@@ -118,6 +130,7 @@ impl Windows {
             .map(|(_, _, ts)| *ts)
             .min()
             .unwrap_or(i64::MIN);
+        self.min_partition_max = min;
         let wm = min
             .saturating_sub(self.lateness_ms)
             .max(self.closed_through);
@@ -224,6 +237,23 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cached_watermark_equals_a_full_recompute(events in proptest::collection::vec((0i32..5, 0i64..1_000_000), 1..200)) {
+            let mut w = Windows::new(60_000, 1_000, 10);
+            let mut max: std::collections::BTreeMap<i32, i64> = Default::default();
+            let mut expected = i64::MIN;
+            for (p, ts) in events {
+                w.observe("t", p, ts);
+                let e = max.entry(p).or_insert(ts);
+                *e = (*e).max(ts);
+                expected = expected.max(max.values().min().unwrap() - 1_000);
+                prop_assert_eq!(w.watermark(), expected);
+            }
+        }
+    }
 
     #[test]
     fn watermark_is_min_over_partitions_and_closes_windows() {
