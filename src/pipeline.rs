@@ -41,6 +41,7 @@ use crate::config::{Config, OffsetReset};
 use crate::error::{Error, Result};
 use crate::event::{self, EventKind, ModelCatalog, Reason, field};
 use crate::monitor::DriftMonitor;
+use crate::monitor::writer::WindowWriter;
 use crate::storage::Storage;
 use crate::storage::tables::{self, DEAD_LETTER_FILE_SCHEMA};
 use crate::window::{ClosedWindow, Windows, WindowsSnapshot};
@@ -120,7 +121,7 @@ pub struct Pipeline {
     config: Config,
     catalog: Arc<ModelCatalog>,
     storage: Storage,
-    monitor: DriftMonitor,
+    writer: WindowWriter,
     windows: Windows,
     /// Next offset per partition (what the checkpoint will store).
     offsets: BTreeMap<(String, i32), i64>,
@@ -181,11 +182,12 @@ impl Pipeline {
             k.features_topic.clone(),
             k.outcomes_topic.clone(),
         ];
+        let writer = WindowWriter::spawn(monitor, storage.clone(), catalog.clone());
         Ok(Self {
             config,
+            writer,
             catalog,
             storage,
-            monitor,
             windows,
             offsets,
             restored,
@@ -342,21 +344,7 @@ impl Pipeline {
 
     async fn write_windows(&mut self, closed: Vec<ClosedWindow>) -> Result<()> {
         for w in closed {
-            let t0 = Instant::now();
-            let results = self.monitor.evaluate(&w).await?;
-            let test_ms = t0.elapsed().as_secs_f64() * 1e3;
-            for r in results {
-                let name = &self.catalog.models[r.model].name;
-                let path = tables::drift_file(name, w.start, w.end);
-                let drifted = r.batch.column(8).as_boolean().true_count() as u64;
-                self.storage
-                    .write_parquet(&path, std::slice::from_ref(&r.batch))
-                    .await?;
-                self.counters.drift_rows += r.batch.num_rows() as u64;
-                self.counters.drifted_rows += drifted;
-                tracing::info!(model = %name, window_start = w.start, rows = r.batch.num_rows(), drifted, test_ms, "window written");
-            }
-            self.counters.windows_closed += 1;
+            self.writer.submit(w).await?;
         }
         Ok(())
     }
@@ -374,6 +362,11 @@ impl Pipeline {
 
     /// Makes dead letters, state and offsets durable, then commits to Kafka.
     pub async fn checkpoint(&mut self, consumer: Option<&StreamConsumer>) -> Result<()> {
+        // Results first: the offsets below must not run ahead of them.
+        let written = self.writer.flush().await?;
+        self.counters.windows_closed += written.windows;
+        self.counters.drift_rows += written.rows;
+        self.counters.drifted_rows += written.drifted;
         let dead = std::mem::take(&mut self.dead);
         for ((topic, partition), letters) in &dead {
             let Some(first) = letters.first() else {
@@ -554,10 +547,7 @@ pub fn consumer(config: &Config) -> Result<StreamConsumer> {
             "heartbeat.interval.ms",
             (k.session_timeout.as_millis() / 4).max(100).to_string(),
         )
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        // librdkafka prefetches up to 64 MiB by default; 16 MiB keeps the
-        // consumer busy while bounding memory. [kafka.options] can override.
-        .set("queued.max.messages.kbytes", "16384");
+        .set("topic.metadata.refresh.interval.ms", "5000");
     for (key, v) in &k.options {
         cc.set(key, v);
     }

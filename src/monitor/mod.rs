@@ -20,6 +20,8 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 
+pub mod writer;
+
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::ModelCatalog;
