@@ -3,13 +3,13 @@
 //! one run against librdkafka's in-process mock cluster, plus resident
 //! memory while the pipeline runs.
 //!
-//! `cargo bench --bench throughput -- [EVENTS ...]` (default: 50000 200000).
+//! `cargo bench --bench throughput -- [EVENTS ...]` (default: 100000 400000).
 //! The RSS columns include the mock broker, which holds every produced
 //! message; the pipeline's own footprint is the growth during its phase.
 //! Each size gets its own topic; for each, the raw consumer reads all
 //! records and decodes them with `mlwatch::event::decode`; then the pipeline
 //! consumes the same records with its own group. Messages are produced
-//! first, so the topic has 16 partitions to stay under the mock broker's
+//! first, so the topic has 32 partitions to stay under the mock broker's
 //! ~5 MiB-per-partition retention.
 
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tokio::sync::watch;
 
-const PARTITIONS: i32 = 16;
+const PARTITIONS: i32 = 32;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -150,7 +150,7 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect::<Vec<_>>();
     let sizes = if sizes.is_empty() {
-        vec![50_000, 200_000]
+        vec![100_000, 400_000]
     } else {
         sizes
     };
