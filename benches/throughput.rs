@@ -145,6 +145,13 @@ async fn pipeline_rate(config: Config, n: u64) -> (f64, u64) {
 }
 
 fn main() {
+    // MLWATCH_LOG=mlwatch=info shows each window's test time.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("MLWATCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let sizes: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

@@ -1,19 +1,11 @@
 -- Drift tests for one closed window (run by mlwatch for every window).
--- Tables: window_current(model, version, feature, value): the window's sample;
---         reference(model, feature, value): each model's training sample.
+-- Table window_current(model, version, feature, value): the window's sample.
+-- ks_reference(value, name) tests a group's values against the training
+-- sample named `<model>/<feature>`, which the function keeps sorted.
 -- $1: p-value threshold, $2: fewest current values for a test.
-WITH keys AS (
-    SELECT DISTINCT model, version, feature FROM window_current
-),
-samples AS (
-    SELECT model, version, feature, value, true AS is_current FROM window_current
-    UNION ALL
-    SELECT k.model, k.version, k.feature, r.value, false AS is_current
-    FROM reference r JOIN keys k ON r.model = k.model AND r.feature = k.feature
-),
-tests AS (
-    SELECT model, version, feature, ks_2samp(value, is_current) AS ks
-    FROM samples
+WITH tests AS (
+    SELECT model, version, feature, ks_reference(value, model || '/' || feature) AS ks
+    FROM window_current
     GROUP BY model, version, feature
 )
 SELECT model,

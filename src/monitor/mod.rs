@@ -1,12 +1,12 @@
 //! Drift monitoring: reference samples and the per-window drift tests.
 //!
 //! Each model's reference (training) sample is read once at start-up from
-//! Parquet or CSV into a long table `reference(model, feature, value)` held
-//! in memory by a DataFusion session. When a window closes, its samples
-//! become the table `window_current(model, version, feature, value)` and
-//! `sql/window_drift.sql` runs the `ks_2samp` aggregate per model, version
-//! and feature. Keeping the test in SQL means the same function and query
-//! serve streaming windows, backfills and ad-hoc `mlwatch sql`.
+//! Parquet or CSV, sorted per feature and handed to the `ks_reference`
+//! aggregate registered on the monitor's DataFusion session. When a window
+//! closes, its samples become the table `window_current(model, version,
+//! feature, value)` and `sql/window_drift.sql` runs `ks_reference` per model,
+//! version and feature. The test stays in SQL, so backfills and ad-hoc
+//! queries can use the same functions (`ks_2samp` takes both samples as rows).
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
+use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 
 pub mod writer;
@@ -26,6 +27,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::ModelCatalog;
 use crate::storage::tables::{DRIFT_FILE_SCHEMA, col};
+use crate::udf::{KsReference, References};
 use crate::window::ClosedWindow;
 
 /// The query run for every closed window.
@@ -62,14 +64,30 @@ impl DriftMonitor {
     /// Loads every model's reference and prepares the session.
     pub async fn new(config: &Config, catalog: Arc<ModelCatalog>) -> Result<Self> {
         let ctx = crate::query::new_context(config.drift.ks_method);
-        let mut batches = Vec::new();
+        let mut references = References::new();
         for (name, model) in &config.models {
             let schema = &catalog.models[catalog.index(name).expect("catalog built from config")];
             let b = load_reference(&ctx, name, &model.reference, schema).await?;
-            batches.push(b);
+            let (features, values) = (
+                b.column(1).as_string::<i32>(),
+                b.column(2).as_primitive::<Float64Type>(),
+            );
+            let mut by_feature: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+            for i in 0..b.num_rows() {
+                by_feature
+                    .entry(features.value(i))
+                    .or_default()
+                    .push(values.value(i));
+            }
+            for (feature, mut v) in by_feature {
+                v.sort_unstable_by(f64::total_cmp);
+                references.insert(format!("{name}/{feature}"), Arc::new(v));
+            }
         }
-        let table = MemTable::try_new(long_schema(false), vec![batches])?;
-        ctx.register_table("reference", Arc::new(table))?;
+        ctx.register_udaf(AggregateUDF::from(KsReference::new(
+            config.drift.ks_method,
+            Arc::new(references),
+        )));
         Ok(Self {
             ctx,
             catalog,

@@ -38,7 +38,8 @@ impl Ks2Samp {
         }
     }
 
-    fn result_fields() -> Fields {
+    /// Fields of the result struct (shared with `ks_reference`).
+    pub(crate) fn result_fields() -> Fields {
         Fields::from(vec![
             Field::new("statistic", DataType::Float64, true),
             Field::new("p_value", DataType::Float64, true),
