@@ -349,6 +349,45 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Finds the assigned partitions (of the event topics) that hold unread
+    /// data but have not delivered an event yet, so the watermark waits for
+    /// them: otherwise a partition that the consumer happens to read first
+    /// would make the others' first events late. A partition counts as
+    /// caught up once our next offset reaches its high watermark, so a
+    /// partition of only bad records does not hold the watermark forever.
+    /// Runs before the first batch and then about once a second.
+    pub fn update_pending(&mut self, consumer: &StreamConsumer) {
+        let Ok(assigned) = consumer.assignment() else {
+            return;
+        };
+        let mut pending = Vec::new();
+        for e in assigned.elements() {
+            let (topic, part) = (e.topic(), e.partition());
+            if !matches!(
+                self.kind_of(topic),
+                Some(EventKind::Prediction | EventKind::Feature)
+            ) || self.windows.has_delivered(topic, part)
+            {
+                continue;
+            }
+            let next = self.offsets.get(&(topic.to_string(), part)).copied();
+            if next.is_none() && self.config.kafka.auto_offset_reset == OffsetReset::Latest {
+                continue; // nothing before the end will be read
+            }
+            match consumer.fetch_watermarks(topic, part, Duration::from_secs(2)) {
+                Ok((low, high)) if high > next.unwrap_or(low).max(low) => {
+                    pending.push((topic.to_string(), part))
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::debug!(topic, partition = part, error = %err, "no watermarks; treating the partition as pending");
+                    pending.push((topic.to_string(), part));
+                }
+            }
+        }
+        self.windows.set_pending(pending);
+    }
+
     /// Whether enough dead letters are buffered to force a checkpoint.
     pub fn dead_letters_full(&self) -> bool {
         self.dead_count >= self.config.checkpoint.max_dead_letters
@@ -576,6 +615,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
     // which can take up to about two session timeouts.
     let join_allowance = config.kafka.session_timeout * 2 + Duration::from_secs(5);
     let mut last_record: Option<Instant> = None;
+    let mut last_pending_check: Option<Instant> = None;
     let mode = loop {
         if let Some(mode) = *control.stop.borrow() {
             break mode;
@@ -619,6 +659,10 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
             }
         } else {
             last_record = Some(Instant::now());
+            if last_pending_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                pipeline.update_pending(&consumer);
+                last_pending_check = Some(Instant::now());
+            }
             pipeline.process(&batch).await?;
             if let Some(p) = &control.progress {
                 p.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);

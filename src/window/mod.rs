@@ -68,6 +68,10 @@ pub struct Windows {
     watermark: i64,
     /// Cached minimum of `partition_max`.
     min_partition_max: i64,
+    /// Assigned partitions that hold unread data but have not delivered an
+    /// event yet. While any is pending the watermark stays put, so their
+    /// first events are not judged late against partitions read earlier.
+    pending: Vec<(String, i32)>,
 }
 
 impl Windows {
@@ -82,6 +86,7 @@ impl Windows {
             closed_through: i64::MIN,
             watermark: i64::MIN,
             min_partition_max: i64::MIN,
+            pending: Vec::new(),
         }
     }
 
@@ -100,8 +105,28 @@ impl Windows {
         self.window_start(ts).saturating_add(self.size_ms) <= self.watermark
     }
 
+    /// Sets the partitions that hold unread data and have not delivered yet
+    /// (the pipeline checks assignments and broker watermarks for this).
+    pub fn set_pending(&mut self, pending: Vec<(String, i32)>) {
+        self.pending = pending;
+        self.recompute_watermark();
+    }
+
+    /// Whether partition (`topic`, `partition`) has delivered an event.
+    pub fn has_delivered(&self, topic: &str, partition: i32) -> bool {
+        self.partition_max
+            .iter()
+            .any(|(t, p, _)| *p == partition && t == topic)
+    }
+
     /// Records that partition (`topic`, `partition`) delivered an event at `ts`.
     pub fn observe(&mut self, topic: &str, partition: i32, ts: i64) {
+        let mut recompute = false;
+        if !self.pending.is_empty() {
+            self.pending
+                .retain(|(t, p)| !(*p == partition && t == topic));
+            recompute = self.pending.is_empty();
+        }
         match self
             .partition_max
             .iter_mut()
@@ -112,14 +137,15 @@ impl Windows {
                 let old = *max;
                 *max = ts;
                 // Only the partition holding the minimum can move it.
-                if old <= self.min_partition_max {
-                    self.recompute_watermark();
-                }
+                recompute |= old <= self.min_partition_max;
             }
             None => {
                 self.partition_max.push((topic.to_string(), partition, ts));
-                self.recompute_watermark();
+                recompute = true;
             }
+        }
+        if recompute {
+            self.recompute_watermark();
         }
     }
 
@@ -131,6 +157,9 @@ impl Windows {
             .min()
             .unwrap_or(i64::MIN);
         self.min_partition_max = min;
+        if !self.pending.is_empty() {
+            return;
+        }
         let wm = min
             .saturating_sub(self.lateness_ms)
             .max(self.closed_through);
@@ -271,6 +300,19 @@ mod tests {
         );
         assert!(w.is_late(119_999));
         assert!(!w.is_late(120_000));
+    }
+
+    #[test]
+    fn pending_partitions_hold_the_watermark_until_they_deliver() {
+        let mut w = Windows::new(60_000, 0, 100);
+        w.set_pending(vec![("t".into(), 1)]);
+        w.observe("t", 0, 200_000);
+        assert_eq!(w.watermark(), i64::MIN, "partition 1 has unread data");
+        assert!(!w.is_late(5_000));
+        w.observe("t", 1, 5_000);
+        assert_eq!(w.watermark(), 5_000);
+        w.observe("t", 1, 300_000);
+        assert_eq!(w.watermark(), 200_000);
     }
 
     #[test]
