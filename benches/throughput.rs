@@ -119,7 +119,7 @@ async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64) ->
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn pipeline_rate(config: Config, n: u64) -> (f64, u64) {
+async fn pipeline_rate(config: Config, n: u64) -> (f64, u64, u64) {
     let progress = Arc::new(AtomicU64::new(0));
     let (tx, rx) = watch::channel(None);
     let control = RunControl {
@@ -139,9 +139,10 @@ async fn pipeline_rate(config: Config, n: u64) -> (f64, u64) {
     }
     let rate = (n - first) as f64 / start.elapsed().as_secs_f64();
     tx.send(Some(StopMode::Interrupt)).expect("stop");
-    run.await.expect("join").expect("pipeline");
+    let summary = run.await.expect("join").expect("pipeline");
     stop_sampler.store(true, Ordering::Relaxed);
-    (rate, sampler.join().expect("sampler"))
+    let dead = summary.counters.dead_letters.values().sum();
+    (rate, sampler.join().expect("sampler"), dead)
 }
 
 fn main() {
@@ -172,9 +173,9 @@ fn main() {
         let reference = tmp.path().join("reference.parquet");
         demo::write_reference(&reference, 20_000, 7).expect("reference");
         println!(
-            "| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | RSS before full path (MiB) | peak RSS during it (MiB) |"
+            "| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | RSS before full path (MiB) | peak RSS during it (MiB) | dead letters |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
         for &n in &sizes {
             let topic = format!("bench-{n}");
             cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
@@ -189,9 +190,9 @@ fn main() {
             let catalog = ModelCatalog::from_config(&config);
             let raw = raw_rate(&brokers, &topic, &catalog, n).await;
             let before = rss_kib();
-            let (full, peak) = pipeline_rate(config, n).await;
+            let (full, peak, dead) = pipeline_rate(config, n).await;
             println!(
-                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} | {:.1} |",
+                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} | {:.1} | {dead} |",
                 bytes / n,
                 full / raw,
                 before as f64 / 1024.0,
