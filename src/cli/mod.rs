@@ -3,6 +3,7 @@
 mod demo;
 mod run;
 mod sql;
+mod stats;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Sql(sql::SqlArgs),
     /// Run the whole pipeline on an in-process Kafka broker with synthetic data.
     Demo(demo::DemoArgs),
+    /// Statistical tests on files (CSV, Parquet, JSON lines, or one value per line).
+    Stats(stats::StatsArgs),
 }
 
 /// Runs the parsed command.
@@ -48,6 +51,18 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a).await,
         Command::Sql(a) => sql::run(a).await,
         Command::Demo(a) => demo::run(a).await,
+        Command::Stats(a) => stats::run(a).await,
+    }
+}
+
+/// Writes command output to stdout; a closed pipe (`| head`) ends the
+/// output quietly instead of panicking.
+pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 

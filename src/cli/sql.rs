@@ -42,8 +42,7 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let ctx = query::new_context(config.drift.ks_method);
     query::register_tables(&ctx, &storage)?;
     let batches = ctx.sql(&args.query).await?.collect().await?;
-    print!("{}", render(&batches, args.format)?);
-    Ok(())
+    super::print_out(&render(&batches, args.format)?)
 }
 
 /// Renders batches in `format`.

@@ -91,3 +91,103 @@ fn sql_on_empty_storage_sees_empty_tables_and_functions() -> TestResult {
     assert_eq!(String::from_utf8(out.stdout)?.trim(), r#"{"d":1.0}"#);
     Ok(())
 }
+
+/// `mlwatch stats` on every input format gives the reference library's numbers.
+#[test]
+fn stats_commands_read_every_format_and_match_scipy() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // scipy.stats.ttest_ind(a, b, equal_var=False) on these values (oracle
+    // ab_means/small_with_ties): t = -2.1500329089188295, p = 0.05866839515277455.
+    let a = [1.0, 2.0, 2.0, 3.0, 3.0, 3.0];
+    let b = [2.0, 3.0, 3.0, 4.0, 4.0, 5.0];
+    let txt = dir.path().join("a.txt");
+    std::fs::write(
+        &txt,
+        a.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )?;
+    let csv = dir.path().join("b.csv");
+    std::fs::write(
+        &csv,
+        format!("x\n{}\n", b.map(|v| v.to_string()).join("\n")),
+    )?;
+    let jsonl = dir.path().join("b.jsonl");
+    std::fs::write(&jsonl, b.map(|v| format!("{{\"x\": {v}}}")).join("\n"))?;
+    let parquet = dir.path().join("a.parquet");
+    let batch = datafusion::arrow::array::RecordBatch::try_from_iter(vec![(
+        "x",
+        std::sync::Arc::new(datafusion::arrow::array::Float64Array::from(a.to_vec())) as _,
+    )])?;
+    std::fs::write(
+        &parquet,
+        mlwatch::storage::encode_parquet(batch.schema(), &[batch])?,
+    )?;
+
+    let run = |args: &[&std::ffi::OsStr]| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let out = mlwatch().arg("stats").args(args).output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    for (first, second) in [(&txt, &csv), (&parquet, &jsonl)] {
+        let v = run(&[
+            &os("ttest"),
+            first.as_os_str(),
+            second.as_os_str(),
+            &os("--column"),
+            &os("x"),
+        ])?;
+        assert!(
+            (v["statistic"].as_f64().unwrap() + 2.1500329089188295).abs() < 1e-12,
+            "{v}"
+        );
+        assert!(
+            (v["p_value"].as_f64().unwrap() - 0.05866839515277455).abs() < 1e-9,
+            "{v}"
+        );
+        assert_eq!(v["n_reference"], 6);
+    }
+    // scipy.stats.mannwhitneyu(a, b, method="exact"): U = 7, p = 0.09307359307359307.
+    let v = run(&[
+        &os("mannwhitney"),
+        txt.as_os_str(),
+        csv.as_os_str(),
+        &os("--column"),
+        &os("x"),
+        &os("--method"),
+        &os("exact"),
+    ])?;
+    assert_eq!(v["statistic"], 7.0);
+    assert!((v["p_value"].as_f64().unwrap() - 0.09307359307359307).abs() < 1e-12);
+    // scipy.stats.chisquare([50800, 49200], [50000, 50000]): 25.6, p = 4.200393976022008e-07.
+    let v = run(&[
+        &os("srm"),
+        &os("--observed"),
+        &os("50800,49200"),
+        &os("--weights"),
+        &os("1,1"),
+    ])?;
+    assert!((v["statistic"].as_f64().unwrap() - 25.6).abs() < 1e-9);
+    assert!((v["p_value"].as_f64().unwrap() - 4.200393976022008e-07).abs() < 1e-15);
+
+    // A missing column is named with the file and the columns that exist.
+    let out = mlwatch()
+        .args(["stats", "ks"])
+        .arg(&csv)
+        .arg(&jsonl)
+        .args(["--column", "y"])
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr)?;
+    assert!(
+        err.contains("b.csv") && err.contains("`y`") && err.contains("columns: x"),
+        "{err}"
+    );
+    Ok(())
+}

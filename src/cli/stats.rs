@@ -1,0 +1,585 @@
+//! `mlwatch stats`: the statistics library on files, for ad-hoc checks.
+//!
+//! Samples are read from CSV, Parquet or JSON lines (by extension: `.csv`,
+//! `.parquet`, `.jsonl`/`.ndjson`/`.json`) with `--column`, or from a text
+//! file with one value per line. Output is one JSON object per test (an
+//! array for `drift`) with the fields named as in the library: `statistic`,
+//! `p_value`, `df`, `ci_low`, `ci_high`, `distance`, `drifted`,
+//! `n_reference`, `n_current`, as they apply.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use serde_json::{Value, json};
+
+use crate::stats::chi_square::{Divergence, chi2_contingency, chisquare};
+use crate::stats::drift::{self, ColumnData, DriftMethod};
+use crate::stats::ks::{KsMethod, ks_2samp};
+use crate::stats::mann_whitney::{MwuMethod, mannwhitneyu};
+use crate::stats::{Alternative, distance, proportions, sample_size, t_test};
+
+/// Arguments of `mlwatch stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The test to run.
+    #[command(subcommand)]
+    pub test: StatsTest,
+}
+
+/// Two samples from files.
+#[derive(Debug, Args)]
+pub struct TwoSamples {
+    /// First (reference, or A) sample file.
+    pub a: PathBuf,
+    /// Second (current, or B) sample file.
+    pub b: PathBuf,
+    /// Column to read from both files (not needed for one-value-per-line text).
+    #[arg(long)]
+    pub column: Option<String>,
+}
+
+/// Alternatives, as scipy names them.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Alt {
+    /// two-sided
+    TwoSided,
+    /// less
+    Less,
+    /// greater
+    Greater,
+}
+
+impl From<Alt> for Alternative {
+    fn from(a: Alt) -> Self {
+        match a {
+            Alt::TwoSided => Alternative::TwoSided,
+            Alt::Less => Alternative::Less,
+            Alt::Greater => Alternative::Greater,
+        }
+    }
+}
+
+/// Tests of `mlwatch stats`.
+#[derive(Debug, Subcommand)]
+pub enum StatsTest {
+    /// Two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp).
+    Ks {
+        #[command(flatten)]
+        samples: TwoSamples,
+        /// Alternative hypothesis.
+        #[arg(long, value_enum, default_value_t = Alt::TwoSided)]
+        alternative: Alt,
+        /// auto, exact or asymp.
+        #[arg(long, default_value = "auto")]
+        method: String,
+    },
+    /// Chi-square test of independence of category counts (scipy.stats.chi2_contingency).
+    Chi2 {
+        #[command(flatten)]
+        samples: TwoSamples,
+        /// No Yates correction for 2x2 tables.
+        #[arg(long)]
+        no_correction: bool,
+        /// Use the G-test (log-likelihood ratio).
+        #[arg(long)]
+        g_test: bool,
+    },
+    /// Population stability index (reference deciles, or Evidently's bins with --evidently).
+    Psi {
+        #[command(flatten)]
+        samples: TwoSamples,
+        /// Evidently's binning and zero fill instead of reference deciles.
+        #[arg(long)]
+        evidently: bool,
+    },
+    /// Jensen-Shannon distance (base 2 on decile bins; Evidently's with --evidently).
+    Js {
+        #[command(flatten)]
+        samples: TwoSamples,
+        /// Evidently's binning and natural log.
+        #[arg(long)]
+        evidently: bool,
+    },
+    /// Wasserstein distance (scipy); --normed divides by the reference std as Evidently.
+    Wasserstein {
+        #[command(flatten)]
+        samples: TwoSamples,
+        /// Evidently's normed variant.
+        #[arg(long)]
+        normed: bool,
+    },
+    /// Welch (or Student with --equal-var) t-test with a confidence interval.
+    Ttest {
+        #[command(flatten)]
+        samples: TwoSamples,
+        /// Alternative hypothesis.
+        #[arg(long, value_enum, default_value_t = Alt::TwoSided)]
+        alternative: Alt,
+        /// Pool the variances (Student's t).
+        #[arg(long)]
+        equal_var: bool,
+        /// Confidence level of the interval for mean(a) - mean(b).
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+    },
+    /// Mann-Whitney U test (scipy.stats.mannwhitneyu).
+    Mannwhitney {
+        #[command(flatten)]
+        samples: TwoSamples,
+        /// Alternative hypothesis.
+        #[arg(long, value_enum, default_value_t = Alt::TwoSided)]
+        alternative: Alt,
+        /// auto, exact or asymptotic.
+        #[arg(long, default_value = "auto")]
+        method: String,
+        /// No continuity correction.
+        #[arg(long)]
+        no_continuity: bool,
+    },
+    /// Two-proportion z-test with a confidence interval for p1 - p2.
+    Proportions {
+        /// Successes in arm 1.
+        #[arg(long)]
+        count1: f64,
+        /// Trials in arm 1.
+        #[arg(long)]
+        nobs1: f64,
+        /// Successes in arm 2.
+        #[arg(long)]
+        count2: f64,
+        /// Trials in arm 2.
+        #[arg(long)]
+        nobs2: f64,
+        /// Interval method: wald, agresti-caffo or newcomb.
+        #[arg(long, default_value = "newcomb")]
+        ci: String,
+        /// Confidence level.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+    },
+    /// Sample-ratio-mismatch chi-square test of arm counts against weights.
+    Srm {
+        /// Observed counts per arm, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        observed: Vec<f64>,
+        /// Configured weights per arm, comma-separated (normalised).
+        #[arg(long, value_delimiter = ',', required = true)]
+        weights: Vec<f64>,
+    },
+    /// Sample size per arm (statsmodels NormalIndPower / TTestIndPower).
+    SampleSize {
+        /// Baseline proportion (with --p2 or --relative-lift).
+        #[arg(long)]
+        p1: Option<f64>,
+        /// Target proportion.
+        #[arg(long)]
+        p2: Option<f64>,
+        /// Relative lift over --p1 (0.1 = +10%).
+        #[arg(long)]
+        relative_lift: Option<f64>,
+        /// Cohen's d for a difference in means (uses the t-test power).
+        #[arg(long)]
+        effect_size: Option<f64>,
+        /// Significance level.
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Target power.
+        #[arg(long, default_value_t = 0.8)]
+        power: f64,
+        /// nobs2 / nobs1.
+        #[arg(long, default_value_t = 1.0)]
+        ratio: f64,
+    },
+    /// Per-column drift of two tables, with Evidently's default method per column.
+    Drift {
+        /// Reference table file.
+        reference: PathBuf,
+        /// Current table file.
+        current: PathBuf,
+        /// Method for every column instead of the default choice.
+        #[arg(long)]
+        method: Option<String>,
+        /// Share of drifted columns for the dataset verdict.
+        #[arg(long, default_value_t = 0.5)]
+        drift_share: f64,
+    },
+}
+
+pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
+    let out = match args.test {
+        StatsTest::Ks {
+            samples,
+            alternative,
+            method,
+        } => {
+            let (a, b) = numeric_pair(&samples).await?;
+            let m: KsMethod = method.parse()?;
+            let r = ks_2samp(&a, &b, alternative.into(), m)?;
+            json!({"test": "ks", "statistic": r.statistic, "p_value": r.p_value,
+                   "statistic_location": r.statistic_location, "statistic_sign": r.statistic_sign,
+                   "method": format!("{:?}", r.method).to_lowercase(), "n_reference": r.n1, "n_current": r.n2})
+        }
+        StatsTest::Chi2 {
+            samples,
+            no_correction,
+            g_test,
+        } => {
+            let (a, b) = category_pair(&samples).await?;
+            let (_, ra, rb) = distance::category_counts(&a, &b);
+            let table = vec![
+                ra.iter().map(|v| *v as f64).collect::<Vec<_>>(),
+                rb.iter().map(|v| *v as f64).collect(),
+            ];
+            let kind = if g_test {
+                Divergence::LogLikelihood
+            } else {
+                Divergence::Pearson
+            };
+            let r = chi2_contingency(&table, !no_correction, kind)?;
+            json!({"test": if g_test { "g_test" } else { "chi2" }, "statistic": r.statistic, "p_value": r.p_value,
+                   "df": r.df, "n_reference": a.len(), "n_current": b.len()})
+        }
+        StatsTest::Psi { samples, evidently } => {
+            let (a, b) = numeric_pair(&samples).await?;
+            let d = if evidently {
+                distance::evidently_psi(&distance::evidently_bins(&a, &b)?)
+            } else {
+                distance::psi_deciles(&a, &b)?.psi
+            };
+            json!({"test": "psi", "distance": d, "drifted": d >= 0.1, "n_reference": a.len(), "n_current": b.len()})
+        }
+        StatsTest::Js { samples, evidently } => {
+            let (a, b) = numeric_pair(&samples).await?;
+            let d = if evidently {
+                distance::evidently_jensen_shannon(&distance::evidently_bins(&a, &b)?)?
+            } else {
+                let p = distance::psi_deciles(&a, &b)?;
+                let f = |c: &[u64]| c.iter().map(|v| *v as f64).collect::<Vec<_>>();
+                distance::jensen_shannon(&f(&p.ref_counts), &f(&p.cur_counts), Some(2.0))?
+            };
+            json!({"test": "js", "distance": d, "drifted": d >= 0.1, "n_reference": a.len(), "n_current": b.len()})
+        }
+        StatsTest::Wasserstein { samples, normed } => {
+            let (a, b) = numeric_pair(&samples).await?;
+            let d = if normed {
+                distance::wasserstein_normed(&a, &b)?
+            } else {
+                distance::wasserstein(&a, &b)?
+            };
+            let mut v = json!({"test": "wasserstein", "distance": d, "n_reference": a.len(), "n_current": b.len()});
+            if normed {
+                v["drifted"] = json!(d >= 0.1);
+            }
+            v
+        }
+        StatsTest::Ttest {
+            samples,
+            alternative,
+            equal_var,
+            confidence,
+        } => {
+            let (a, b) = numeric_pair(&samples).await?;
+            let r = t_test::ttest_ind(&a, &b, equal_var, alternative.into(), confidence)?;
+            json!({"test": if equal_var { "student_t" } else { "welch_t" }, "statistic": r.statistic,
+                   "p_value": r.p_value, "df": r.df, "difference": r.difference,
+                   "ci_low": finite(r.ci_low), "ci_high": finite(r.ci_high), "n_reference": a.len(), "n_current": b.len()})
+        }
+        StatsTest::Mannwhitney {
+            samples,
+            alternative,
+            method,
+            no_continuity,
+        } => {
+            let (a, b) = numeric_pair(&samples).await?;
+            let m = match method.as_str() {
+                "auto" => MwuMethod::Auto,
+                "exact" => MwuMethod::Exact,
+                "asymptotic" | "asymp" => MwuMethod::Asymptotic,
+                other => bail!("--method {other}: use auto, exact or asymptotic"),
+            };
+            let r = mannwhitneyu(&a, &b, alternative.into(), m, !no_continuity)?;
+            json!({"test": "mannwhitney", "statistic": r.statistic, "p_value": r.p_value,
+                   "n_reference": a.len(), "n_current": b.len()})
+        }
+        StatsTest::Proportions {
+            count1,
+            nobs1,
+            count2,
+            nobs2,
+            ci,
+            confidence,
+        } => {
+            let z = proportions::proportions_ztest(count1, nobs1, count2, nobs2)?;
+            let method = match ci.as_str() {
+                "wald" => proportions::DiffCi::Wald,
+                "agresti-caffo" => proportions::DiffCi::AgrestiCaffo,
+                "newcomb" | "newcombe" => proportions::DiffCi::Newcombe,
+                other => bail!("--ci {other}: use wald, agresti-caffo or newcomb"),
+            };
+            let i =
+                proportions::confint_diff(count1, nobs1, count2, nobs2, 1.0 - confidence, method)?;
+            json!({"test": "proportions_z", "statistic": z.statistic, "p_value": z.p_value,
+                   "difference": count1 / nobs1 - count2 / nobs2, "ci_low": i.low, "ci_high": i.high})
+        }
+        StatsTest::Srm { observed, weights } => {
+            if observed.len() != weights.len() {
+                bail!(
+                    "--observed has {} arms but --weights has {}",
+                    observed.len(),
+                    weights.len()
+                );
+            }
+            let total: f64 = observed.iter().sum();
+            let wsum: f64 = weights.iter().sum();
+            let expected: Vec<f64> = weights.iter().map(|w| w / wsum * total).collect();
+            let r = chisquare(&observed, Some(&expected), Divergence::Pearson)?;
+            json!({"test": "srm", "statistic": r.statistic, "p_value": r.p_value, "df": r.df,
+                   "expected": r.expected, "drifted": r.p_value < 0.001})
+        }
+        StatsTest::SampleSize {
+            p1,
+            p2,
+            relative_lift,
+            effect_size,
+            alpha,
+            power,
+            ratio,
+        } => {
+            let alt = Alternative::TwoSided;
+            let (n1, effect, kind) = match (effect_size, p1) {
+                (Some(d), _) => (
+                    sample_size::ttest_ind_solve_nobs1(d, alpha, power, ratio, alt)?,
+                    d,
+                    "means",
+                ),
+                (None, Some(p1)) => {
+                    let p2 = match (p2, relative_lift) {
+                        (Some(p2), _) => p2,
+                        (None, Some(l)) => p1 * (1.0 + l),
+                        _ => bail!("give --p2 or --relative-lift with --p1"),
+                    };
+                    let h = sample_size::proportion_effectsize(p2, p1);
+                    (
+                        sample_size::normal_ind_solve_nobs1(h, alpha, power, ratio, alt)?,
+                        h,
+                        "proportions",
+                    )
+                }
+                _ => bail!("give --p1 (proportions) or --effect-size (means)"),
+            };
+            json!({"test": "sample_size", "kind": kind, "effect_size": effect, "nobs1": n1,
+                   "nobs1_ceil": n1.ceil(), "nobs2": n1 * ratio, "alpha": alpha, "power": power})
+        }
+        StatsTest::Drift {
+            reference,
+            current,
+            method,
+            drift_share,
+        } => {
+            let method = match method.as_deref() {
+                None => None,
+                Some(m) => Some(serde_json::from_value::<DriftMethod>(json!(m)).map_err(|_| {
+                    anyhow::anyhow!("--method {m}: use ks, chi_square, z_test, wasserstein, jensen_shannon or psi")
+                })?),
+            };
+            let (rb, cb) = (read_table(&reference).await?, read_table(&current).await?);
+            let mut rows = Vec::new();
+            let mut results = Vec::new();
+            let schema = rb
+                .first()
+                .context("the reference file has no rows")?
+                .schema();
+            for field in schema.fields() {
+                let name = field.name();
+                let data = if field.data_type().is_numeric() {
+                    ColumnData::Numeric(
+                        column_f64(&rb, name, &reference)?,
+                        column_f64(&cb, name, &current)?,
+                    )
+                } else {
+                    ColumnData::Categorical(
+                        column_str(&rb, name, &reference)?,
+                        column_str(&cb, name, &current)?,
+                    )
+                };
+                let d = drift::column_drift(&data, method, None)
+                    .with_context(|| format!("column `{name}`"))?;
+                let (nr, nc) = match &data {
+                    ColumnData::Numeric(r, c) => (r.len(), c.len()),
+                    ColumnData::Categorical(r, c) => (r.len(), c.len()),
+                };
+                let mut row = json!({"column": name, "method": d.method, "threshold": d.threshold,
+                                     "drifted": d.drifted, "n_reference": nr, "n_current": nc});
+                row[if d.method.is_p_value() {
+                    "p_value"
+                } else {
+                    "distance"
+                }] = json!(d.value);
+                rows.push(row);
+                results.push(d);
+            }
+            let ds = drift::dataset_drift(&results, drift_share);
+            rows.push(json!({"dataset": true, "drifted_count": ds.drifted_count,
+                             "drifted_share": ds.drifted_share, "drifted": ds.dataset_drifted}));
+            Value::Array(rows)
+        }
+    };
+    super::print_out(&format!("{}\n", serde_json::to_string_pretty(&out)?))
+}
+
+fn finite(v: f64) -> Value {
+    if v.is_finite() {
+        json!(v)
+    } else {
+        json!(if v > 0.0 { "Infinity" } else { "-Infinity" })
+    }
+}
+
+async fn numeric_pair(s: &TwoSamples) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    Ok((
+        read_numeric(&s.a, s.column.as_deref()).await?,
+        read_numeric(&s.b, s.column.as_deref()).await?,
+    ))
+}
+
+async fn category_pair(s: &TwoSamples) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let col = s.column.as_deref();
+    Ok((
+        read_categories(&s.a, col).await?,
+        read_categories(&s.b, col).await?,
+    ))
+}
+
+async fn read_categories(p: &Path, column: Option<&str>) -> anyhow::Result<Vec<String>> {
+    if !is_table(p) {
+        return read_lines(p);
+    }
+    let col = column.ok_or_else(|| anyhow::anyhow!("{}: give --column", p.display()))?;
+    column_str(&read_table(p).await?, col, p)
+}
+
+fn is_table(p: &Path) -> bool {
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("csv" | "parquet" | "jsonl" | "ndjson" | "json")
+    )
+}
+
+fn read_lines(p: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+async fn read_numeric(p: &Path, column: Option<&str>) -> anyhow::Result<Vec<f64>> {
+    if !is_table(p) {
+        return read_lines(p)?
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.parse::<f64>().with_context(|| {
+                    format!("{} line {}: `{l}` is not a number", p.display(), i + 1)
+                })
+            })
+            .collect();
+    }
+    let col = column.ok_or_else(|| anyhow::anyhow!("{}: give --column", p.display()))?;
+    column_f64(&read_table(p).await?, col, p)
+}
+
+async fn read_table(p: &Path) -> anyhow::Result<Vec<RecordBatch>> {
+    if !p.exists() {
+        bail!("{}: no such file", p.display());
+    }
+    let ctx = SessionContext::new();
+    let path = p.to_str().context("the file name is not UTF-8")?;
+    let ext = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let df = match ext.as_str() {
+        "csv" => {
+            ctx.read_csv(path, CsvReadOptions::new().has_header(true))
+                .await
+        }
+        "parquet" => ctx.read_parquet(path, ParquetReadOptions::default()).await,
+        _ => {
+            ctx.read_json(
+                path,
+                JsonReadOptions::default().file_extension(&format!(".{ext}")),
+            )
+            .await
+        }
+    }
+    .with_context(|| format!("{}: cannot read as {ext}", p.display()))?;
+    df.collect()
+        .await
+        .with_context(|| format!("{}: cannot read as {ext}", p.display()))
+}
+
+fn column_of<'a>(
+    batches: &'a [RecordBatch],
+    name: &str,
+    p: &Path,
+) -> anyhow::Result<Vec<&'a std::sync::Arc<dyn Array>>> {
+    let Some(first) = batches.first() else {
+        bail!("{}: no rows", p.display())
+    };
+    let schema = first.schema();
+    if schema.index_of(name).is_err() {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        bail!(
+            "{}: no column `{name}` (columns: {})",
+            p.display(),
+            names.join(", ")
+        );
+    }
+    Ok(batches
+        .iter()
+        .filter_map(|b| b.column_by_name(name))
+        .collect())
+}
+
+fn column_f64(batches: &[RecordBatch], name: &str, p: &Path) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for c in column_of(batches, name, p)? {
+        let c = cast(c, &DataType::Float64)
+            .with_context(|| format!("{}: column `{name}` is not numeric", p.display()))?;
+        out.extend(
+            c.as_primitive::<Float64Type>()
+                .iter()
+                .flatten()
+                .filter(|v| !v.is_nan()),
+        );
+    }
+    if out.is_empty() {
+        bail!("{}: column `{name}` has no numeric values", p.display());
+    }
+    Ok(out)
+}
+
+fn column_str(batches: &[RecordBatch], name: &str, p: &Path) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for c in column_of(batches, name, p)? {
+        let c = cast(c, &DataType::Utf8)
+            .with_context(|| format!("{}: column `{name}`", p.display()))?;
+        out.extend(c.as_string::<i32>().iter().flatten().map(str::to_string));
+    }
+    if out.is_empty() {
+        bail!("{}: column `{name}` has no values", p.display());
+    }
+    Ok(out)
+}
