@@ -21,7 +21,7 @@ use crate::stats::chi_square::{Divergence, chi2_contingency, chisquare};
 use crate::stats::drift::{self, ColumnData, DriftMethod};
 use crate::stats::ks::{KsMethod, ks_2samp};
 use crate::stats::mann_whitney::{MwuMethod, mannwhitneyu};
-use crate::stats::{Alternative, distance, proportions, sample_size, t_test};
+use crate::stats::{Alternative, distance, metrics, proportions, sample_size, t_test};
 
 /// Arguments of `mlwatch stats`.
 #[derive(Debug, Args)]
@@ -194,6 +194,26 @@ pub enum StatsTest {
         /// nobs2 / nobs1.
         #[arg(long, default_value_t = 1.0)]
         ratio: f64,
+    },
+    /// Model metrics from one table of labels, predictions and scores.
+    Metrics {
+        /// Table file (CSV, Parquet, JSON lines).
+        file: PathBuf,
+        /// Column of true labels (integers; numbers with --regression).
+        #[arg(long)]
+        y_true: String,
+        /// Column of predicted labels (numbers with --regression).
+        #[arg(long)]
+        y_pred: String,
+        /// Column of P(y = 1) scores, for ROC AUC and log loss.
+        #[arg(long)]
+        y_score: Option<String>,
+        /// binary, macro, micro or weighted.
+        #[arg(long, default_value = "binary")]
+        average: String,
+        /// Regression errors (MAE, MSE, RMSE) instead of classification metrics.
+        #[arg(long)]
+        regression: bool,
     },
     /// Per-column drift of two tables, with Evidently's default method per column.
     Drift {
@@ -374,6 +394,48 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             };
             json!({"test": "sample_size", "kind": kind, "effect_size": effect, "nobs1": n1,
                    "nobs1_ceil": n1.ceil(), "nobs2": n1 * ratio, "alpha": alpha, "power": power})
+        }
+        StatsTest::Metrics {
+            file,
+            y_true,
+            y_pred,
+            y_score,
+            average,
+            regression,
+        } => {
+            let batches = read_table(&file).await?;
+            let t = column_f64(&batches, &y_true, &file)?;
+            let p = column_f64(&batches, &y_pred, &file)?;
+            if regression {
+                let r = metrics::regression_errors(&t, &p)?;
+                json!({"test": "metrics", "mae": r.mae, "mse": r.mse, "rmse": r.rmse, "n": t.len()})
+            } else {
+                let ints = |v: &[f64]| v.iter().map(|x| *x as i64).collect::<Vec<_>>();
+                let (t, p) = (ints(&t), ints(&p));
+                let avg = match average.as_str() {
+                    "binary" => metrics::Average::Binary,
+                    "macro" => metrics::Average::Macro,
+                    "micro" => metrics::Average::Micro,
+                    "weighted" => metrics::Average::Weighted,
+                    other => bail!("--average {other}: use binary, macro, micro or weighted"),
+                };
+                let prf = metrics::precision_recall_f1(&t, &p, avg)?;
+                let labels = metrics::labels(&t, &p);
+                let mut v = json!({"test": "metrics", "accuracy": metrics::accuracy(&t, &p)?,
+                    "precision": prf.precision, "recall": prf.recall, "f1": prf.f1, "labels": labels,
+                    "confusion_matrix": metrics::confusion_matrix(&t, &p, &labels)?, "n": t.len()});
+                if let Some(score) = y_score {
+                    let s = column_f64(&batches, &score, &file)?;
+                    let auc = metrics::roc_auc(&t, &s)?;
+                    v["roc_auc"] = if auc.is_nan() {
+                        Value::Null
+                    } else {
+                        json!(auc)
+                    };
+                    v["log_loss"] = json!(metrics::log_loss(&t, &s)?);
+                }
+                v
+            }
         }
         StatsTest::Drift {
             reference,
