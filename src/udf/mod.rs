@@ -6,18 +6,23 @@
 
 mod ks;
 mod ks_reference;
+mod two_sample;
 
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::AggregateUDF;
 
 pub use ks::Ks2Samp;
 pub use ks_reference::{KsReference, References};
+pub use two_sample::{TwoSample, TwoSampleKind};
 
 use crate::stats::ks::KsMethod;
 
 /// Registers every mlwatch SQL function on `ctx`; `ks_2samp` uses `ks_method`.
 pub fn register_all(ctx: &SessionContext, ks_method: KsMethod) {
     ctx.register_udaf(AggregateUDF::from(Ks2Samp::new(ks_method)));
+    for kind in TwoSampleKind::ALL {
+        ctx.register_udaf(AggregateUDF::from(TwoSample::new(kind)));
+    }
 }
 
 #[cfg(test)]
@@ -68,6 +73,56 @@ mod tests {
         )
         .expect("valid samples");
         assert!(a.contains(&format!("statistic: {}", k.statistic)), "{a}");
+        Ok(())
+    }
+
+    /// Every two-sample SQL function returns what its kernel returns.
+    #[tokio::test]
+    async fn two_sample_functions_match_their_kernels() -> datafusion::error::Result<()> {
+        let a = [1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 0.5, 4.5, 1.5, 2.5, 3.5];
+        let b = [2.0, 3.0, 3.0, 4.0, 4.0, 5.0, 2.5, 6.0, 3.5, 1.0];
+        let rows: Vec<String> = a
+            .iter()
+            .map(|v| format!("({v}, false)"))
+            .chain(b.iter().map(|v| format!("({v}, true)")))
+            .collect();
+        let ctx = crate::query::new_context(KsMethod::Auto);
+        let sql = format!(
+            "SELECT welch_ttest(v, s)['p_value'] AS w, student_ttest(v, s)['ci_low'] AS st, \
+             mannwhitney_u(v, s)['statistic'] AS u, wasserstein(v, s)['distance'] AS wd, \
+             psi(v, s)['distance'] AS psi, js_distance(v, s)['n_current'] AS n \
+             FROM (VALUES {}) AS t(v, s)",
+            rows.join(", ")
+        );
+        let out = ctx.sql(&sql).await?.collect().await?;
+        let b0 = &out[0];
+        let f = |i: usize| {
+            b0.column(i)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(0)
+        };
+        use crate::stats::{Alternative, distance, mann_whitney, t_test};
+        use datafusion::arrow::array::AsArray;
+        let welch = t_test::ttest_ind(&a, &b, false, Alternative::TwoSided, 0.95).unwrap();
+        let student = t_test::ttest_ind(&a, &b, true, Alternative::TwoSided, 0.95).unwrap();
+        let mwu = mann_whitney::mannwhitneyu(
+            &a,
+            &b,
+            Alternative::TwoSided,
+            mann_whitney::MwuMethod::Auto,
+            true,
+        )
+        .unwrap();
+        assert_eq!(f(0), welch.p_value);
+        assert_eq!(f(1), student.ci_low);
+        assert_eq!(f(2), mwu.statistic);
+        assert_eq!(f(3), distance::wasserstein(&a, &b).unwrap());
+        assert_eq!(f(4), distance::psi_deciles(&a, &b).unwrap().psi);
+        let n = b0
+            .column(5)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0);
+        assert_eq!(n, b.len() as i64);
         Ok(())
     }
 }
