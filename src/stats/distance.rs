@@ -21,17 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use super::StatsError;
-
-fn check(v: &[f64], name: &'static str) -> Result<(), StatsError> {
-    if v.is_empty() {
-        return Err(StatsError::EmptySample { name });
-    }
-    if v.iter().any(|x| x.is_nan()) {
-        return Err(StatsError::NanInput { name });
-    }
-    Ok(())
-}
+use super::{StatsError, check_sample as check};
 
 fn sorted(v: &[f64]) -> Vec<f64> {
     let mut s = v.to_vec();

@@ -23,7 +23,7 @@
 //! [`StatsError::NanInput`] (filter missing values before calling).
 
 use super::kolmogorov::kstwo_sf;
-use super::{Alternative, StatsError};
+use super::{Alternative, StatsError, check_sample as check};
 
 /// Sample size above which `auto` switches from exact to asymptotic.
 pub const MAX_AUTO_EXACT_N: usize = 10_000;
@@ -125,16 +125,6 @@ pub fn ks_2samp_sorted(
         n1,
         n2,
     })
-}
-
-fn check(v: &[f64], name: &'static str) -> Result<(), StatsError> {
-    if v.is_empty() {
-        return Err(StatsError::EmptySample { name });
-    }
-    if v.iter().any(|x| x.is_nan()) {
-        return Err(StatsError::NanInput { name });
-    }
-    Ok(())
 }
 
 struct Extremes {

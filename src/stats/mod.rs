@@ -53,6 +53,17 @@ pub enum StatsError {
     },
 }
 
+/// A sample must be non-empty and free of NaN (callers drop missing values).
+pub(crate) fn check_sample(v: &[f64], name: &'static str) -> Result<(), StatsError> {
+    if v.is_empty() {
+        return Err(StatsError::EmptySample { name });
+    }
+    if v.iter().any(|x| x.is_nan()) {
+        return Err(StatsError::NanInput { name });
+    }
+    Ok(())
+}
+
 /// Which side of the null hypothesis a test rejects, as in scipy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

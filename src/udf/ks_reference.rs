@@ -23,7 +23,7 @@ use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 
-use super::ks::Ks2Samp;
+use super::two_sample::TwoSampleKind;
 use crate::stats::Alternative;
 use crate::stats::ks::{KsMethod, ks_2samp_sorted};
 
@@ -85,7 +85,7 @@ impl AggregateUDFImpl for KsReference {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Struct(Ks2Samp::result_fields()))
+        Ok(DataType::Struct(TwoSampleKind::Ks(self.method).fields()))
     }
 
     fn accumulator(&self, _acc_args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -193,7 +193,7 @@ impl Accumulator for RefAccumulator {
             Arc::new(Int64Array::from(vec![reference.len() as i64])),
             Arc::new(Int64Array::from(vec![self.current.len() as i64])),
         ];
-        let s = StructArray::try_new(Ks2Samp::result_fields(), arrays, None)?;
+        let s = StructArray::try_new(TwoSampleKind::Ks(self.method).fields(), arrays, None)?;
         Ok(ScalarValue::Struct(Arc::new(s)))
     }
 

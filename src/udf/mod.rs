@@ -1,17 +1,17 @@
-//! DataFusion glue: SQL functions backed by `crate::stats` kernels.
+//! DataFusion glue: SQL functions backed by `crate::stats` kernels:
+//! the two-sample aggregates of [`two_sample`] (`ks_2samp`, t-tests,
+//! Mann-Whitney, distances) and [`ks_reference`] (KS against a held sample).
 //!
 //! [`register_all`] is called on every `SessionContext` mlwatch creates (the
 //! window drift computation, `mlwatch sql`), so the same functions work
 //! everywhere.
 
-mod ks;
-mod ks_reference;
-mod two_sample;
+pub mod ks_reference;
+pub mod two_sample;
 
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::AggregateUDF;
 
-pub use ks::Ks2Samp;
 pub use ks_reference::{KsReference, References};
 pub use two_sample::{TwoSample, TwoSampleKind};
 
@@ -19,7 +19,9 @@ use crate::stats::ks::KsMethod;
 
 /// Registers every mlwatch SQL function on `ctx`; `ks_2samp` uses `ks_method`.
 pub fn register_all(ctx: &SessionContext, ks_method: KsMethod) {
-    ctx.register_udaf(AggregateUDF::from(Ks2Samp::new(ks_method)));
+    ctx.register_udaf(AggregateUDF::from(TwoSample::new(TwoSampleKind::Ks(
+        ks_method,
+    ))));
     for kind in TwoSampleKind::ALL {
         ctx.register_udaf(AggregateUDF::from(TwoSample::new(kind)));
     }

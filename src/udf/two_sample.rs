@@ -4,6 +4,7 @@
 //!
 //! | function | result struct |
 //! |---|---|
+//! | `ks_2samp` | `statistic, p_value, n_reference, n_current` (p-value method from the config) |
 //! | `welch_ttest`, `student_ttest` | `statistic, p_value, df, ci_low, ci_high, n_reference, n_current` (95% interval of mean(first) - mean(second)) |
 //! | `mannwhitney_u` | `statistic, p_value, n_reference, n_current` (auto method, continuity correction) |
 //! | `wasserstein`, `psi`, `js_distance` | `distance, n_reference, n_current` (PSI on reference deciles; JS base 2 on the same bins) |
@@ -22,12 +23,15 @@ use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 
+use crate::stats::ks::{KsMethod, ks_2samp};
 use crate::stats::mann_whitney::{MwuMethod, mannwhitneyu};
 use crate::stats::{Alternative, distance, t_test};
 
 /// Which test a [`TwoSample`] aggregate runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TwoSampleKind {
+    /// Two-sample Kolmogorov-Smirnov, two-sided, with this p-value method.
+    Ks(KsMethod),
     /// Welch's t-test.
     Welch,
     /// Student's pooled t-test.
@@ -43,7 +47,7 @@ pub enum TwoSampleKind {
 }
 
 impl TwoSampleKind {
-    /// Every kind, for registration.
+    /// Every kind but KS (whose method comes from the configuration).
     pub const ALL: [TwoSampleKind; 6] = [
         Self::Welch,
         Self::Student,
@@ -55,6 +59,7 @@ impl TwoSampleKind {
 
     fn name(self) -> &'static str {
         match self {
+            Self::Ks(_) => "ks_2samp",
             Self::Welch => "welch_ttest",
             Self::Student => "student_ttest",
             Self::MannWhitney => "mannwhitney_u",
@@ -67,12 +72,13 @@ impl TwoSampleKind {
     fn float_fields(self) -> &'static [&'static str] {
         match self {
             Self::Welch | Self::Student => &["statistic", "p_value", "df", "ci_low", "ci_high"],
-            Self::MannWhitney => &["statistic", "p_value"],
+            Self::Ks(_) | Self::MannWhitney => &["statistic", "p_value"],
             Self::Wasserstein | Self::Psi | Self::JensenShannon => &["distance"],
         }
     }
 
-    fn fields(self) -> Fields {
+    /// Fields of the result struct.
+    pub fn fields(self) -> Fields {
         let mut f: Vec<Field> = self
             .float_fields()
             .iter()
@@ -86,6 +92,10 @@ impl TwoSampleKind {
     /// The float fields for samples `a`, `b`, or `None` when undefined.
     fn compute(self, a: &[f64], b: &[f64]) -> Option<Vec<f64>> {
         match self {
+            Self::Ks(method) => {
+                let r = ks_2samp(a, b, Alternative::TwoSided, method).ok()?;
+                Some(vec![r.statistic, r.p_value])
+            }
             Self::Welch | Self::Student => {
                 let r = t_test::ttest_ind(a, b, self == Self::Student, Alternative::TwoSided, 0.95)
                     .ok()?;
