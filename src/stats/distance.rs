@@ -175,6 +175,22 @@ pub fn energy_distance(u: &[f64], v: &[f64]) -> Result<f64, StatsError> {
     Ok(cdf_distance(2, u, v)? * std::f64::consts::SQRT_2)
 }
 
+/// Hellinger distance between two count (or proportion) vectors, each
+/// normalised to sum 1: `sqrt(1 - sum(sqrt(p q)))`, in [0, 1].
+pub fn hellinger(p: &[f64], q: &[f64]) -> Result<f64, StatsError> {
+    if p.len() != q.len() {
+        return Err(StatsError::InvalidArgument {
+            name: "q",
+            reason: format!("{} values for {} in p", q.len(), p.len()),
+        });
+    }
+    check(p, "p")?;
+    check(q, "q")?;
+    let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
+    let bc: f64 = p.iter().zip(q).map(|(a, b)| (a / sp * b / sq).sqrt()).sum();
+    Ok((1.0 - bc).max(0.0).sqrt())
+}
+
 /// Evidently's normed Wasserstein: `wasserstein / max(std(reference), 0.001)`.
 pub fn wasserstein_normed(reference: &[f64], current: &[f64]) -> Result<f64, StatsError> {
     let wd = wasserstein(reference, current)?;
@@ -347,6 +363,12 @@ mod tests {
         let x = [0.0, 1.0, 2.0];
         let y = [0.5, 1.5, 2.5];
         assert!((wasserstein(&x, &y).unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn hellinger_bounds() {
+        assert_eq!(hellinger(&[1.0, 2.0], &[2.0, 4.0]).unwrap(), 0.0);
+        assert!((hellinger(&[1.0, 0.0], &[0.0, 1.0]).unwrap() - 1.0).abs() < 1e-15);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   rows and on a uniform sample of `k` rows beyond that.
 
 pub mod chi_square;
+pub mod correction;
+pub mod detectors;
 pub mod distance;
 pub mod drift;
 pub mod kolmogorov;
@@ -25,6 +27,7 @@ pub mod noncentral_t;
 pub mod proportions;
 pub mod sample;
 pub mod sample_size;
+pub mod summary;
 pub mod t_test;
 
 /// Errors of the statistical kernels. Kernels never panic on data: empty
