@@ -106,9 +106,8 @@ pub fn psi_deciles(reference: &[f64], current: &[f64]) -> Result<PsiResult, Stat
     })
 }
 
-/// `scipy.spatial.distance.jensenshannon(p, q, base)`: each vector is
-/// normalised to sum 1; `base = None` means natural log.
-pub fn jensen_shannon(p: &[f64], q: &[f64], base: Option<f64>) -> Result<f64, StatsError> {
+/// Two vectors of equal length, each divided by its sum.
+fn normalized_pair(p: &[f64], q: &[f64]) -> Result<(Vec<f64>, Vec<f64>), StatsError> {
     if p.len() != q.len() {
         return Err(StatsError::InvalidArgument {
             name: "q",
@@ -118,6 +117,16 @@ pub fn jensen_shannon(p: &[f64], q: &[f64], base: Option<f64>) -> Result<f64, St
     check(p, "p")?;
     check(q, "q")?;
     let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
+    Ok((
+        p.iter().map(|v| v / sp).collect(),
+        q.iter().map(|v| v / sq).collect(),
+    ))
+}
+
+/// `scipy.spatial.distance.jensenshannon(p, q, base)`: each vector is
+/// normalised to sum 1; `base = None` means natural log.
+pub fn jensen_shannon(p: &[f64], q: &[f64], base: Option<f64>) -> Result<f64, StatsError> {
+    let (p, q) = normalized_pair(p, q)?;
     let rel_entr = |x: f64, y: f64| -> f64 {
         if x > 0.0 && y > 0.0 {
             x * (x / y).ln()
@@ -128,8 +137,7 @@ pub fn jensen_shannon(p: &[f64], q: &[f64], base: Option<f64>) -> Result<f64, St
         }
     };
     let mut js = 0.0;
-    for (a, b) in p.iter().zip(q) {
-        let (a, b) = (a / sp, b / sq);
+    for (&a, &b) in p.iter().zip(&q) {
         let m = (a + b) / 2.0;
         js += rel_entr(a, m) + rel_entr(b, m);
     }
@@ -178,16 +186,8 @@ pub fn energy_distance(u: &[f64], v: &[f64]) -> Result<f64, StatsError> {
 /// Hellinger distance between two count (or proportion) vectors, each
 /// normalised to sum 1: `sqrt(1 - sum(sqrt(p q)))`, in [0, 1].
 pub fn hellinger(p: &[f64], q: &[f64]) -> Result<f64, StatsError> {
-    if p.len() != q.len() {
-        return Err(StatsError::InvalidArgument {
-            name: "q",
-            reason: format!("{} values for {} in p", q.len(), p.len()),
-        });
-    }
-    check(p, "p")?;
-    check(q, "q")?;
-    let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
-    let bc: f64 = p.iter().zip(q).map(|(a, b)| (a / sp * b / sq).sqrt()).sum();
+    let (p, q) = normalized_pair(p, q)?;
+    let bc: f64 = p.iter().zip(&q).map(|(a, b)| (a * b).sqrt()).sum();
     Ok((1.0 - bc).max(0.0).sqrt())
 }
 
