@@ -224,6 +224,12 @@ pub enum StatsTest {
         /// Method for every column instead of the default choice.
         #[arg(long)]
         method: Option<String>,
+        /// Method for numeric columns (e.g. ks), overriding the default choice.
+        #[arg(long)]
+        numeric_method: Option<String>,
+        /// Method for string columns (e.g. chi2_contingency), overriding the default choice.
+        #[arg(long)]
+        categorical_method: Option<String>,
         /// Share of drifted columns for the dataset verdict.
         #[arg(long, default_value_t = 0.5)]
         drift_share: f64,
@@ -441,47 +447,86 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             reference,
             current,
             method,
+            numeric_method,
+            categorical_method,
             drift_share,
         } => {
-            let method = match method.as_deref() {
-                None => None,
-                Some(m) => Some(serde_json::from_value::<DriftMethod>(json!(m)).map_err(|_| {
-                    anyhow::anyhow!("--method {m}: use ks, chi_square, z_test, wasserstein, jensen_shannon or psi")
-                })?),
+            let parse = |flag: &str, m: Option<&str>| -> anyhow::Result<Option<DriftMethod>> {
+                m.map(|m| {
+                    serde_json::from_value::<DriftMethod>(json!(m)).map_err(|_| {
+                        anyhow::anyhow!(
+                            "--{flag} {m}: use ks, chi_square, chi2_contingency, z_test, wasserstein, jensen_shannon or psi"
+                        )
+                    })
+                })
+                .transpose()
             };
-            let (rb, cb) = (read_table(&reference).await?, read_table(&current).await?);
-            let mut rows = Vec::new();
-            let mut results = Vec::new();
-            let schema = rb
-                .first()
-                .context("the reference file has no rows")?
-                .schema();
-            for field in schema.fields() {
+            let method = parse("method", method.as_deref())?;
+            let numeric_method = parse("numeric-method", numeric_method.as_deref())?.or(method);
+            let categorical_method =
+                parse("categorical-method", categorical_method.as_deref())?.or(method);
+            // One column at a time from each file, so memory holds a column
+            // per worker rather than both tables.
+            let schema_df = open_table(&reference).await?;
+            let schema = std::sync::Arc::new(schema_df.schema().as_arrow().clone());
+            let runtime = tokio::runtime::Handle::current();
+            // Columns are independent: test them on every core.
+            let one_column = |field: &datafusion::arrow::datatypes::Field| -> anyhow::Result<(Value, drift::ColumnDrift)> {
                 let name = field.name();
-                let data = if field.data_type().is_numeric() {
-                    ColumnData::Numeric(
-                        column_f64(&rb, name, &reference)?,
-                        column_f64(&cb, name, &current)?,
-                    )
+                let rb = runtime.block_on(read_column(&reference, name))?;
+                let cb = runtime.block_on(read_column(&current, name))?;
+                let (data, method) = if field.data_type().is_numeric() {
+                    let data = ColumnData::Numeric(column_f64(&rb, name, &reference)?, column_f64(&cb, name, &current)?);
+                    (data, numeric_method)
                 } else {
-                    ColumnData::Categorical(
-                        column_str(&rb, name, &reference)?,
-                        column_str(&cb, name, &current)?,
-                    )
+                    let data = ColumnData::Categorical(column_str(&rb, name, &reference)?, column_str(&cb, name, &current)?);
+                    (data, categorical_method)
                 };
-                let d = drift::column_drift(&data, method, None)
-                    .with_context(|| format!("column `{name}`"))?;
+                let d = drift::column_drift(&data, method, None).with_context(|| format!("column `{name}`"))?;
                 let (nr, nc) = match &data {
                     ColumnData::Numeric(r, c) => (r.len(), c.len()),
                     ColumnData::Categorical(r, c) => (r.len(), c.len()),
                 };
                 let mut row = json!({"column": name, "method": d.method, "threshold": d.threshold,
                                      "drifted": d.drifted, "n_reference": nr, "n_current": nc});
-                row[if d.method.is_p_value() {
-                    "p_value"
-                } else {
-                    "distance"
-                }] = json!(d.value);
+                row[if d.method.is_p_value() { "p_value" } else { "distance" }] = json!(d.value);
+                Ok((row, d))
+            };
+            let fields = schema.fields();
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let workers = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(fields.len().max(1));
+            let mut done: Vec<(usize, anyhow::Result<(Value, drift::ColumnDrift)>)> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..workers)
+                        .map(|_| {
+                            scope.spawn(|| {
+                                let mut out = Vec::new();
+                                loop {
+                                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    let Some(field) = fields.get(i) else { break };
+                                    out.push((i, one_column(field)));
+                                }
+                                out
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| match h.join() {
+                            Ok(v) => v,
+                            Err(_) => {
+                                vec![(usize::MAX, Err(anyhow::anyhow!("a drift worker panicked")))]
+                            }
+                        })
+                        .collect()
+                });
+            done.sort_by_key(|(i, _)| *i);
+            let mut rows = Vec::new();
+            let mut results = Vec::new();
+            for (_, r) in done {
+                let (row, d) = r?;
                 rows.push(row);
                 results.push(d);
             }
@@ -561,7 +606,8 @@ async fn read_numeric(p: &Path, column: Option<&str>) -> anyhow::Result<Vec<f64>
     column_f64(&read_table(p).await?, col, p)
 }
 
-async fn read_table(p: &Path) -> anyhow::Result<Vec<RecordBatch>> {
+/// A DataFrame over a table file (CSV, Parquet or JSON lines by extension).
+async fn open_table(p: &Path) -> anyhow::Result<datafusion::dataframe::DataFrame> {
     if !p.exists() {
         bail!("{}: no such file", p.display());
     }
@@ -585,11 +631,30 @@ async fn read_table(p: &Path) -> anyhow::Result<Vec<RecordBatch>> {
             )
             .await
         }
+    };
+    df.with_context(|| format!("{}: cannot read as {ext}", p.display()))
+}
+
+async fn read_table(p: &Path) -> anyhow::Result<Vec<RecordBatch>> {
+    open_table(p)
+        .await?
+        .collect()
+        .await
+        .with_context(|| format!("{}: cannot read", p.display()))
+}
+
+/// One column of a table file (only that column is decoded).
+async fn read_column(p: &Path, name: &str) -> anyhow::Result<Vec<RecordBatch>> {
+    let df = open_table(p).await?;
+    if df.schema().field_with_unqualified_name(name).is_err() {
+        bail!("{}: no column `{name}`", p.display());
     }
-    .with_context(|| format!("{}: cannot read as {ext}", p.display()))?;
+    let df = df
+        .select_columns(&[name])
+        .with_context(|| format!("{}: column `{name}`", p.display()))?;
     df.collect()
         .await
-        .with_context(|| format!("{}: cannot read as {ext}", p.display()))
+        .with_context(|| format!("{}: cannot read column `{name}`", p.display()))
 }
 
 fn column_of<'a>(

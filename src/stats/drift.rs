@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use super::chi_square::{Divergence, chisquare};
+use super::chi_square::{Divergence, chi2_contingency, chisquare};
 use super::distance::{self, Binned};
 use super::ks::{KsMethod, ks_2samp};
 use super::proportions::std_normal_cdf;
@@ -38,6 +38,9 @@ pub enum DriftMethod {
     Ks,
     /// Chi-square goodness of fit of current counts to reference proportions.
     ChiSquare,
+    /// Chi-square test of independence on the 2 x k table of counts
+    /// (`scipy.stats.chi2_contingency`, Yates for one degree of freedom).
+    Chi2Contingency,
     /// Two-proportion z-test p-value (binary columns).
     ZTest,
     /// Wasserstein distance normed by the reference std.
@@ -54,6 +57,7 @@ impl DriftMethod {
         match self {
             Self::Ks => "K-S p_value",
             Self::ChiSquare => "chi-square p_value",
+            Self::Chi2Contingency => "chi2_contingency p_value",
             Self::ZTest => "Z-test p_value",
             Self::Wasserstein => "Wasserstein distance (normed)",
             Self::JensenShannon => "Jensen-Shannon distance",
@@ -64,14 +68,17 @@ impl DriftMethod {
     /// Default threshold.
     pub fn default_threshold(self) -> f64 {
         match self {
-            Self::Ks | Self::ChiSquare | Self::ZTest => 0.05,
+            Self::Ks | Self::ChiSquare | Self::Chi2Contingency | Self::ZTest => 0.05,
             _ => 0.1,
         }
     }
 
     /// Whether the value is a p-value (small = drift) rather than a distance.
     pub fn is_p_value(self) -> bool {
-        matches!(self, Self::Ks | Self::ChiSquare | Self::ZTest)
+        matches!(
+            self,
+            Self::Ks | Self::ChiSquare | Self::Chi2Contingency | Self::ZTest
+        )
     }
 }
 
@@ -184,6 +191,15 @@ pub fn column_drift(
             let exp: Vec<f64> = rc.iter().map(|v| *v as f64 * scale).collect();
             let obs: Vec<f64> = cc.iter().map(|v| *v as f64).collect();
             chisquare(&obs, Some(&exp), Divergence::Pearson)?.p_value
+        }
+        DriftMethod::Chi2Contingency => {
+            let (r, c) = as_categories(data);
+            let (_, rc, cc) = distance::category_counts(&r, &c);
+            let table = vec![
+                rc.iter().map(|v| *v as f64).collect::<Vec<_>>(),
+                cc.iter().map(|v| *v as f64).collect(),
+            ];
+            chi2_contingency(&table, true, Divergence::Pearson)?.p_value
         }
         DriftMethod::ZTest => {
             let (r, c) = as_categories(data);
