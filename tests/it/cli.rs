@@ -191,3 +191,73 @@ fn stats_commands_read_every_format_and_match_scipy() -> TestResult {
     );
     Ok(())
 }
+
+/// `mlwatch stats drift` on CSV files reproduces Evidently's DataDriftPreset
+/// (oracle case evidently_report/small_ref_le_1000): methods, values, verdict.
+#[test]
+fn stats_drift_reproduces_evidently_report() -> TestResult {
+    let case: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        crate::oracle::oracle_dir().join("evidently_report/small_ref_le_1000.json"),
+    )?)?;
+    let dir = tempfile::tempdir()?;
+    let mut paths = Vec::new();
+    for side in ["reference", "current"] {
+        let cols = case["inputs"][side].as_object().ok_or("no inputs")?;
+        let names: Vec<&String> = cols.keys().collect();
+        let n = cols[names[0]].as_array().map_or(0, |a| a.len());
+        let mut text = names
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+            + "\n";
+        for i in 0..n {
+            let row: Vec<String> = names
+                .iter()
+                .map(|c| match &cols[*c][i] {
+                    serde_json::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                })
+                .collect();
+            text += &(row.join(",") + "\n");
+        }
+        let path = dir.path().join(format!("{side}.csv"));
+        std::fs::write(&path, text)?;
+        paths.push(path);
+    }
+    let out = mlwatch().args(["stats", "drift"]).args(&paths).output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let expected = &case["expected"][0]["outputs"];
+    let labels = [
+        ("ks", "K-S p_value"),
+        ("chi_square", "chi-square p_value"),
+        ("z_test", "Z-test p_value"),
+    ];
+    for row in rows.as_array().ok_or("not an array")? {
+        let Some(col) = row["column"].as_str() else {
+            assert_eq!(
+                row["drifted_count"],
+                expected["drifted_count"].as_f64().unwrap_or(-1.0) as u64
+            );
+            continue;
+        };
+        let want = &expected["columns"][col];
+        let method = row["method"].as_str().unwrap_or_default();
+        let label = labels.iter().find(|(m, _)| *m == method).map(|(_, l)| *l);
+        assert_eq!(label, want["method"].as_str(), "{col}");
+        let (got, exp) = (
+            row["p_value"].as_f64().unwrap(),
+            want["value"].as_f64().unwrap(),
+        );
+        assert!(
+            (got - exp).abs() <= 1e-6 * exp.abs(),
+            "{col}: {got} vs {exp}"
+        );
+    }
+    Ok(())
+}

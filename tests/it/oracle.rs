@@ -22,7 +22,7 @@ use crate::TestResult;
 
 /// `$MLWATCH_ORACLE_DIR`, else the nearest `shared/oracle` beside the
 /// checkout or one of its parents (the layout is `<dir>/main`, `<dir>/shared`).
-fn oracle_dir() -> PathBuf {
+pub(crate) fn oracle_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MLWATCH_ORACLE_DIR") {
         return PathBuf::from(dir);
     }
