@@ -141,6 +141,17 @@ pub enum StatsTest {
         #[arg(long)]
         no_continuity: bool,
     },
+    /// Welch's t-test and Mann-Whitney U on the same two samples (read once).
+    Means {
+        #[command(flatten)]
+        samples: TwoSamples,
+        /// Alternative hypothesis.
+        #[arg(long, value_enum, default_value_t = Alt::TwoSided)]
+        alternative: Alt,
+        /// Confidence level of the interval for mean(a) - mean(b).
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+    },
     /// Two-proportion z-test with a confidence interval for p1 - p2.
     Proportions {
         /// Successes in arm 1.
@@ -331,6 +342,28 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             let r = mannwhitneyu(&a, &b, alternative.into(), m, !no_continuity)?;
             json!({"test": "mannwhitney", "statistic": r.statistic, "p_value": r.p_value,
                    "n_reference": a.len(), "n_current": b.len()})
+        }
+        StatsTest::Means {
+            samples,
+            alternative,
+            confidence,
+        } => {
+            let (a, b) = numeric_pair(&samples).await?;
+            // The two tests are independent: run them on two cores.
+            let (t, u) = std::thread::scope(|s| {
+                let u = s.spawn(|| mannwhitneyu(&a, &b, alternative.into(), MwuMethod::Auto, true));
+                let t = t_test::ttest_ind(&a, &b, false, alternative.into(), confidence);
+                (t, u.join())
+            });
+            let t = t?;
+            let u = u.map_err(|_| anyhow::anyhow!("the Mann-Whitney worker panicked"))??;
+            json!([
+                {"test": "welch_t", "statistic": t.statistic, "p_value": t.p_value, "df": t.df,
+                 "difference": t.difference, "ci_low": finite(t.ci_low), "ci_high": finite(t.ci_high),
+                 "n_reference": a.len(), "n_current": b.len()},
+                {"test": "mannwhitney", "statistic": u.statistic, "p_value": u.p_value,
+                 "n_reference": a.len(), "n_current": b.len()}
+            ])
         }
         StatsTest::Proportions {
             count1,
@@ -567,7 +600,7 @@ async fn read_categories(p: &Path, column: Option<&str>) -> anyhow::Result<Vec<S
         return read_lines(p);
     }
     let col = column.ok_or_else(|| anyhow::anyhow!("{}: give --column", p.display()))?;
-    column_str(&read_table(p).await?, col, p)
+    column_str(&read_column(p, col).await?, col, p)
 }
 
 fn is_table(p: &Path) -> bool {
@@ -603,7 +636,7 @@ async fn read_numeric(p: &Path, column: Option<&str>) -> anyhow::Result<Vec<f64>
             .collect();
     }
     let col = column.ok_or_else(|| anyhow::anyhow!("{}: give --column", p.display()))?;
-    column_f64(&read_table(p).await?, col, p)
+    column_f64(&read_column(p, col).await?, col, p)
 }
 
 /// A DataFrame over a table file (CSV, Parquet or JSON lines by extension).
@@ -647,7 +680,17 @@ async fn read_table(p: &Path) -> anyhow::Result<Vec<RecordBatch>> {
 async fn read_column(p: &Path, name: &str) -> anyhow::Result<Vec<RecordBatch>> {
     let df = open_table(p).await?;
     if df.schema().field_with_unqualified_name(name).is_err() {
-        bail!("{}: no column `{name}`", p.display());
+        let names: Vec<&str> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        bail!(
+            "{}: no column `{name}` (columns: {})",
+            p.display(),
+            names.join(", ")
+        );
     }
     let df = df
         .select_columns(&[name])

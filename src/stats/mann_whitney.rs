@@ -34,27 +34,37 @@ pub struct MwuResult {
     pub p_value: f64,
 }
 
-/// Average ranks (1-based) of `values`, and the tie term `sum(t^3 - t)`.
-fn rank_with_ties(values: &[f64]) -> (Vec<f64>, f64) {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_unstable_by(|&i, &j| values[i].total_cmp(&values[j]));
-    let mut ranks = vec![0.0; values.len()];
-    let mut tie_term = 0.0;
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && values[idx[j + 1]] == values[idx[i]] {
+/// Sum of the (average, 1-based) ranks of `a` in `a ++ b`, and the tie term
+/// `sum(t^3 - t)`. Both samples are sorted on their own and merged by value,
+/// which is much faster than ranking an index array through a comparator.
+fn rank_sum_first(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort_unstable_by(f64::total_cmp);
+    b.sort_unstable_by(f64::total_cmp);
+    let (mut i, mut j) = (0usize, 0usize);
+    let (mut r1, mut tie_term, mut pos) = (0.0f64, 0.0f64, 0usize);
+    while i < a.len() || j < b.len() {
+        let v = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x.min(*y),
+            (Some(x), None) => *x,
+            (None, Some(y)) => *y,
+            (None, None) => break,
+        };
+        let i0 = i;
+        while i < a.len() && a[i] == v {
+            i += 1;
+        }
+        let j0 = j;
+        while j < b.len() && b[j] == v {
             j += 1;
         }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &idx[i..=j] {
-            ranks[k] = avg;
-        }
-        let t = (j - i + 1) as f64;
+        let (ca, t) = ((i - i0) as f64, (i - i0 + j - j0) as f64);
+        // Ranks pos+1 ..= pos+t share their average.
+        r1 += ca * (pos as f64 + (t + 1.0) / 2.0);
         tie_term += t * t * t - t;
-        i = j + 1;
+        pos += i - i0 + j - j0;
     }
-    (ranks, tie_term)
+    (r1, tie_term)
 }
 
 /// `P(U >= u)` under the null for sample sizes `m`, `n` (no ties).
@@ -113,9 +123,7 @@ pub fn mannwhitneyu(
         }
     }
     let (n1, n2) = (a.len(), b.len());
-    let all: Vec<f64> = a.iter().chain(b).copied().collect();
-    let (ranks, tie_term) = rank_with_ties(&all);
-    let r1: f64 = ranks[..n1].iter().sum();
+    let (r1, tie_term) = rank_sum_first(a, b);
     let (n1f, n2f) = (n1 as f64, n2 as f64);
     let u1 = r1 - n1f * (n1f + 1.0) / 2.0;
     let u2 = n1f * n2f - u1;
@@ -166,8 +174,9 @@ mod tests {
 
     #[test]
     fn ranks_average_ties() {
-        let (r, t) = rank_with_ties(&[2.0, 1.0, 2.0]);
-        assert_eq!(r, vec![2.5, 1.0, 2.5]);
+        // a ++ b = [2, 1, 2, 3]: ranks 2.5, 1, 2.5, 4; a = [2, 1] sums to 3.5.
+        let (r1, t) = rank_sum_first(&[2.0, 1.0], &[2.0, 3.0]);
+        assert_eq!(r1, 3.5);
         assert_eq!(t, 6.0);
     }
 }
