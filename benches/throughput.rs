@@ -142,6 +142,10 @@ async fn pipeline_rate(config: Config, n: u64) -> (f64, u64, u64) {
     let summary = run.await.expect("join").expect("pipeline");
     stop_sampler.store(true, Ordering::Relaxed);
     let dead = summary.counters.dead_letters.values().sum();
+    eprintln!(
+        "full path: {:.3} s in decode+windows of {:.3} s in all ({} events)",
+        summary.process_seconds, summary.seconds, summary.counters.events
+    );
     (rate, sampler.join().expect("sampler"), dead)
 }
 

@@ -107,6 +107,9 @@ pub struct RunSummary {
     pub counters: Counters,
     /// Seconds spent.
     pub seconds: f64,
+    /// Of those, seconds spent decoding and applying records (the rest is
+    /// waiting for Kafka, checkpoints and shutdown).
+    pub process_seconds: f64,
 }
 
 struct DeadLetter {
@@ -616,6 +619,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
     let join_allowance = config.kafka.session_timeout * 2 + Duration::from_secs(5);
     let mut last_record: Option<Instant> = None;
     let mut last_pending_check: Option<Instant> = None;
+    let mut process_time = Duration::ZERO;
     let mode = loop {
         if let Some(mode) = *control.stop.borrow() {
             break mode;
@@ -663,7 +667,9 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
                 pipeline.update_pending(&consumer);
                 last_pending_check = Some(Instant::now());
             }
+            let t0 = Instant::now();
             pipeline.process(&batch).await?;
+            process_time += t0.elapsed();
             if let Some(p) = &control.progress {
                 p.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
@@ -680,6 +686,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
     let summary = RunSummary {
         counters: pipeline.counters().clone(),
         seconds: started.elapsed().as_secs_f64(),
+        process_seconds: process_time.as_secs_f64(),
     };
     tracing::info!(?mode, events = summary.counters.events, "stopped");
     Ok(summary)
