@@ -26,9 +26,46 @@ use crate::stats::{Alternative, distance, metrics, proportions, sample_size, t_t
 /// Arguments of `mlwatch stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
+    /// Output: one JSON object per test (an array for several), or a text table.
+    #[arg(long, value_enum, default_value_t = OutFormat::Json, global = true)]
+    pub format: OutFormat,
     /// The test to run.
     #[command(subcommand)]
     pub test: StatsTest,
+}
+
+/// Output formats of `mlwatch stats`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutFormat {
+    /// Pretty-printed JSON.
+    Json,
+    /// `field  value` lines, one block per test.
+    Table,
+}
+
+/// Renders results as aligned `field  value` lines.
+fn table(v: &Value) -> String {
+    let mut out = String::new();
+    let objects: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    for (i, o) in objects.into_iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if let Some(map) = o.as_object() {
+            let width = map.keys().map(String::len).max().unwrap_or(0);
+            for (k, v) in map {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out.push_str(&format!("{k:<width$}  {v}\n"));
+            }
+        }
+    }
+    out
 }
 
 /// Two samples from files.
@@ -569,7 +606,10 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             Value::Array(rows)
         }
     };
-    super::print_out(&format!("{}\n", serde_json::to_string_pretty(&out)?))
+    match args.format {
+        OutFormat::Json => super::print_out(&format!("{}\n", serde_json::to_string_pretty(&out)?)),
+        OutFormat::Table => super::print_out(&table(&out)),
+    }
 }
 
 fn finite(v: f64) -> Value {
