@@ -269,12 +269,14 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
     let producer = tokio::task::spawn_blocking(move || {
         produce(&brokers, &topic, events, windows, &producer_progress)
     });
-    producer
-        .await
-        .map_err(|e| Error::Config(format!("demo producer panicked: {e}")))??;
-    let summary = pipeline
-        .await
-        .map_err(|e| Error::Config(format!("demo pipeline panicked: {e}")))??;
+    producer.await.map_err(|e| Error::Task {
+        task: "demo producer",
+        reason: e.to_string(),
+    })??;
+    let summary = pipeline.await.map_err(|e| Error::Task {
+        task: "demo pipeline",
+        reason: e.to_string(),
+    })??;
     drop(cluster);
     Ok(summary)
 }

@@ -47,6 +47,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A background task (window writer, demo producer) stopped abnormally.
+    #[error("{task}: {reason}")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// What happened.
+        reason: String,
+    },
     /// The stored checkpoint cannot be read.
     #[error("checkpoint {location}: {reason}")]
     Checkpoint {

@@ -84,10 +84,19 @@ impl WindowWriter {
         match self.task.take() {
             Some(t) => match t.await {
                 Ok(Err(e)) => e,
-                Ok(Ok(())) => Error::Config("the window writer stopped".into()),
-                Err(e) => Error::Config(format!("the window writer panicked: {e}")),
+                Ok(Ok(())) => Error::Task {
+                    task: "window writer",
+                    reason: "stopped".into(),
+                },
+                Err(e) => Error::Task {
+                    task: "window writer",
+                    reason: e.to_string(),
+                },
             },
-            None => Error::Config("the window writer has already failed".into()),
+            None => Error::Task {
+                task: "window writer",
+                reason: "already failed".into(),
+            },
         }
     }
 }
