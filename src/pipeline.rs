@@ -238,7 +238,8 @@ impl Pipeline {
         self.dead_count += 1;
     }
 
-    /// Applies one poll batch of records. Returns windows that closed.
+    /// Applies one poll batch of records and hands windows that closed to
+    /// the writer.
     pub async fn process(&mut self, msgs: &[OwnedMessage]) -> Result<()> {
         // Drop records the checkpoint already covers; note the next offsets
         // (per batch first, so no key is allocated per record).
