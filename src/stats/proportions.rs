@@ -179,9 +179,13 @@ pub fn proportions_wald_test(
 ) -> Result<ZTestResult, StatsError> {
     check(c1, n1, "count1")?;
     check(c2, n2, "count2")?;
+    Ok(two_sided((c1 / n1 - c2 / n2) / unpooled_se(c1, n1, c2, n2)))
+}
+
+/// Standard error of `p1 - p2` without pooling.
+fn unpooled_se(c1: f64, n1: f64, c2: f64, n2: f64) -> f64 {
     let (p1, p2) = (c1 / n1, c2 / n2);
-    let se = (p1 * (1.0 - p1) / n1 + p2 * (1.0 - p2) / n2).sqrt();
-    Ok(two_sided((p1 - p2) / se))
+    (p1 * (1.0 - p1) / n1 + p2 * (1.0 - p2) / n2).sqrt()
 }
 
 /// Interval method for one proportion.
@@ -248,9 +252,8 @@ pub fn confint_diff(
     check(c2, n2, "count2")?;
     let z = norm_ppf(1.0 - alpha / 2.0);
     let wald = |c1: f64, n1: f64, c2: f64, n2: f64| {
-        let (p1, p2) = (c1 / n1, c2 / n2);
-        let d = p1 - p2;
-        let h = z * (p1 * (1.0 - p1) / n1 + p2 * (1.0 - p2) / n2).sqrt();
+        let d = c1 / n1 - c2 / n2;
+        let h = z * unpooled_se(c1, n1, c2, n2);
         Interval {
             low: d - h,
             high: d + h,

@@ -76,6 +76,15 @@ fn matches(actual: f64, expected: f64, tol: &Value) -> bool {
     false
 }
 
+/// The `alternative` keyword (scipy's default when absent).
+fn alternative(kwargs: &Value) -> Option<Alternative> {
+    kwargs["alternative"]
+        .as_str()
+        .unwrap_or("two-sided")
+        .parse()
+        .ok()
+}
+
 /// Outputs of one call, by the oracle's field names; scalars are 1-vectors.
 type Outputs = Vec<(&'static str, Vec<f64>)>;
 
@@ -92,11 +101,7 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
     let kwargs = &e["kwargs"];
     match function {
         "scipy.stats.ks_2samp" => {
-            let alt: Alternative = kwargs["alternative"]
-                .as_str()
-                .unwrap_or("two-sided")
-                .parse()
-                .ok()?;
+            let alt = alternative(kwargs)?;
             let method: KsMethod = kwargs["method"].as_str().unwrap_or("auto").parse().ok()?;
             Some(
                 ks_2samp(&floats(&inputs["x"]), &floats(&inputs["y"]), alt, method).map(|r| {
@@ -238,11 +243,7 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
         | "statsmodels.stats.weightstats.CompareMeans.tconfint_diff / ttest_ind" => {
             let equal_var =
                 kwargs["equal_var"].as_bool().unwrap_or(false) || kwargs["usevar"] == "pooled";
-            let alt: Alternative = kwargs["alternative"]
-                .as_str()
-                .unwrap_or("two-sided")
-                .parse()
-                .ok()?;
+            let alt = alternative(kwargs)?;
             let conf = 1.0 - num(&kwargs["alpha"]).unwrap_or(0.05);
             Some(
                 ttest_ind(
@@ -264,11 +265,7 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
             )
         }
         "scipy.stats.mannwhitneyu" => {
-            let alt: Alternative = kwargs["alternative"]
-                .as_str()
-                .unwrap_or("two-sided")
-                .parse()
-                .ok()?;
+            let alt = alternative(kwargs)?;
             let method = match kwargs["method"].as_str().unwrap_or("auto") {
                 "exact" => MwuMethod::Exact,
                 "asymptotic" => MwuMethod::Asymptotic,
@@ -349,11 +346,7 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
             let effect = num(&inputs["effect_size"])?;
             let alpha = num(&kwargs["alpha"]).unwrap_or(0.05);
             let ratio = num(&kwargs["ratio"]).unwrap_or(1.0);
-            let alt: Alternative = kwargs["alternative"]
-                .as_str()
-                .unwrap_or("two-sided")
-                .parse()
-                .ok()?;
+            let alt = alternative(kwargs)?;
             let power = num(&inputs["power"]).unwrap_or(0.8);
             Some(
                 ttest_ind_solve_nobs1(effect, alpha, power, ratio, alt).map(|n1| {
@@ -373,11 +366,7 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
             };
             let alpha = num(&kwargs["alpha"]).unwrap_or(0.05);
             let ratio = num(&kwargs["ratio"]).unwrap_or(1.0);
-            let alt: Alternative = kwargs["alternative"]
-                .as_str()
-                .unwrap_or("two-sided")
-                .parse()
-                .ok()?;
+            let alt = alternative(kwargs)?;
             let power = num(&inputs["power"]).unwrap_or(0.8);
             let solved = normal_ind_solve_nobs1(effect, alpha, power, ratio, alt);
             Some(solved.map(|n1| {
