@@ -33,14 +33,14 @@ use crate::window::ClosedWindow;
 /// The query run for every closed window.
 pub const WINDOW_DRIFT_SQL: &str = include_str!("../../sql/window_drift.sql");
 
-fn long_schema(with_version: bool) -> SchemaRef {
-    let mut fields = vec![Field::new(col::MODEL, DataType::Utf8, false)];
-    if with_version {
-        fields.push(Field::new(col::VERSION, DataType::Utf8, false));
-    }
-    fields.push(Field::new(col::FEATURE, DataType::Utf8, false));
-    fields.push(Field::new(col::VALUE, DataType::Float64, false));
-    Arc::new(Schema::new(fields))
+/// Schema of `window_current(model, version, feature, value)`.
+fn window_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(col::MODEL, DataType::Utf8, false),
+        Field::new(col::VERSION, DataType::Utf8, false),
+        Field::new(col::FEATURE, DataType::Utf8, false),
+        Field::new(col::VALUE, DataType::Float64, false),
+    ]))
 }
 
 /// Drift results of one model in one window, in the `drift_results` file schema.
@@ -67,20 +67,7 @@ impl DriftMonitor {
         let mut references = References::new();
         for (name, model) in &config.models {
             let schema = &catalog.models[catalog.index(name).expect("catalog built from config")];
-            let b = load_reference(&ctx, name, &model.reference, schema).await?;
-            let (features, values) = (
-                b.column(1).as_string::<i32>(),
-                b.column(2).as_primitive::<Float64Type>(),
-            );
-            let mut by_feature: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-            for i in 0..b.num_rows() {
-                by_feature
-                    .entry(features.value(i))
-                    .or_default()
-                    .push(values.value(i));
-            }
-            for (feature, mut v) in by_feature {
-                v.sort_unstable_by(f64::total_cmp);
+            for (feature, v) in load_reference(&ctx, name, &model.reference, schema).await? {
                 references.insert(format!("{name}/{feature}"), Arc::new(v));
             }
         }
@@ -142,7 +129,7 @@ impl DriftMonitor {
             Arc::new(StringArray::from(f)),
             Arc::new(Float64Array::from(x)),
         ];
-        Ok(RecordBatch::try_new(long_schema(true), cols)?)
+        Ok(RecordBatch::try_new(window_schema(), cols)?)
     }
 }
 
@@ -232,13 +219,13 @@ fn missing(what: &str) -> Error {
     )))
 }
 
-/// Reads one model's reference file into the long `(model, feature, value)` form.
+/// Reads one model's reference file: each numeric feature's values, sorted.
 async fn load_reference(
     ctx: &SessionContext,
     model: &str,
     location: &str,
     schema: &crate::event::ModelSchema,
-) -> Result<RecordBatch> {
+) -> Result<Vec<(String, Vec<f64>)>> {
     let err = |reason: String| Error::Reference {
         model: model.to_string(),
         location: location.to_string(),
@@ -256,10 +243,11 @@ async fn load_reference(
     }
     .map_err(|e| err(e.to_string()))?;
     let batches = df.collect().await.map_err(|e| err(e.to_string()))?;
-    let (mut m, mut f, mut x) = (Vec::new(), Vec::new(), Vec::new());
+    let mut out = Vec::with_capacity(schema.numeric.len());
     for &idx in &schema.numeric {
         let name = &schema.features[idx].0;
         let mut found = false;
+        let mut values = Vec::new();
         for b in &batches {
             let Some(c) = b.column_by_name(name) else {
                 continue;
@@ -267,27 +255,23 @@ async fn load_reference(
             found = true;
             let c =
                 cast(c, &DataType::Float64).map_err(|e| err(format!("column `{name}`: {e}")))?;
-            for v in c.as_primitive::<Float64Type>().iter().flatten() {
-                if !v.is_nan() {
-                    m.push(model.to_string());
-                    f.push(name.clone());
-                    x.push(v);
-                }
-            }
+            values.extend(
+                c.as_primitive::<Float64Type>()
+                    .iter()
+                    .flatten()
+                    .filter(|v| !v.is_nan()),
+            );
         }
         if !found && !batches.is_empty() {
             return Err(err(format!(
                 "numeric feature `{name}` has no column in the reference"
             )));
         }
+        values.sort_unstable_by(f64::total_cmp);
+        out.push((name.clone(), values));
     }
-    if x.is_empty() {
+    if out.iter().all(|(_, v)| v.is_empty()) {
         return Err(err("no numeric reference values".into()));
     }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(m)),
-        Arc::new(StringArray::from(f)),
-        Arc::new(Float64Array::from(x)),
-    ];
-    Ok(RecordBatch::try_new(long_schema(false), cols)?)
+    Ok(out)
 }

@@ -71,7 +71,6 @@ pub mod col {
     pub const REASON: &str = "reason";
     pub const ERROR: &str = "error";
     pub const VALUE: &str = "value";
-    pub const IS_CURRENT: &str = "is_current";
 }
 
 fn ts_type() -> DataType {
