@@ -14,16 +14,14 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, StructArray,
-};
+use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, StructArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 
-use super::two_sample::TwoSampleKind;
+use super::two_sample::{TwoSampleKind, extend_from_lists, list_scalar};
 use crate::stats::Alternative;
 use crate::stats::ks::{KsMethod, ks_2samp_sorted};
 
@@ -151,23 +149,13 @@ impl Accumulator for RefAccumulator {
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         self.note_key(&states[1])?;
-        let lists = states[0].as_list::<i32>();
-        for i in 0..lists.len() {
-            if !lists.is_null(i) {
-                let inner = lists.value(i);
-                self.current
-                    .extend(inner.as_primitive::<Float64Type>().iter().flatten());
-            }
-        }
+        extend_from_lists(&mut self.current, &states[0]);
         Ok(())
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let list = ListArray::from_iter_primitive::<Float64Type, _, _>(std::iter::once(Some(
-            self.current.iter().map(|v| Some(*v)),
-        )));
         Ok(vec![
-            ScalarValue::List(Arc::new(list)),
+            list_scalar(&self.current),
             ScalarValue::Utf8(self.key.clone()),
         ])
     }

@@ -195,11 +195,28 @@ struct TwoSampleAccumulator {
     b: Vec<f64>,
 }
 
-fn list_scalar(values: &[f64]) -> ScalarValue {
+/// A sample as a one-row `List<Float64>` state value.
+pub(crate) fn list_scalar(values: &[f64]) -> ScalarValue {
     let arr = ListArray::from_iter_primitive::<Float64Type, _, _>(std::iter::once(Some(
         values.iter().map(|v| Some(*v)),
     )));
     ScalarValue::List(Arc::new(arr))
+}
+
+/// Appends every value of a `List<Float64>` state column to `dst`.
+pub(crate) fn extend_from_lists(dst: &mut Vec<f64>, state: &ArrayRef) {
+    let lists = state.as_list::<i32>();
+    for i in 0..lists.len() {
+        if !lists.is_null(i) {
+            dst.extend(
+                lists
+                    .value(i)
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .flatten(),
+            );
+        }
+    }
 }
 
 impl Accumulator for TwoSampleAccumulator {
@@ -221,20 +238,8 @@ impl Accumulator for TwoSampleAccumulator {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        for (state, dst) in states.iter().zip([&mut self.a, &mut self.b]) {
-            let lists = state.as_list::<i32>();
-            for i in 0..lists.len() {
-                if !lists.is_null(i) {
-                    dst.extend(
-                        lists
-                            .value(i)
-                            .as_primitive::<Float64Type>()
-                            .iter()
-                            .flatten(),
-                    );
-                }
-            }
-        }
+        extend_from_lists(&mut self.a, &states[0]);
+        extend_from_lists(&mut self.b, &states[1]);
         Ok(())
     }
 
