@@ -6,22 +6,23 @@
 
 use super::StatsError;
 
-fn check(p: &[f64]) -> Result<(), StatsError> {
+/// Indexes of `p` in ascending order, after checking every p is in [0, 1].
+fn ascending(p: &[f64]) -> Result<Vec<usize>, StatsError> {
     if p.iter().any(|v| v.is_nan() || !(0.0..=1.0).contains(v)) {
         return Err(StatsError::InvalidArgument {
             name: "p_values",
             reason: "every p-value must be in [0, 1]".into(),
         });
     }
-    Ok(())
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    Ok(idx)
 }
 
 /// Holm-Bonferroni adjusted p-values.
 pub fn holm(p: &[f64]) -> Result<Vec<f64>, StatsError> {
-    check(p)?;
+    let idx = ascending(p)?;
     let m = p.len();
-    let mut idx: Vec<usize> = (0..m).collect();
-    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
     let mut out = vec![0.0; m];
     let mut running = 0.0f64;
     for (rank, &i) in idx.iter().enumerate() {
@@ -34,10 +35,8 @@ pub fn holm(p: &[f64]) -> Result<Vec<f64>, StatsError> {
 
 /// Benjamini-Hochberg adjusted p-values (q-values).
 pub fn benjamini_hochberg(p: &[f64]) -> Result<Vec<f64>, StatsError> {
-    check(p)?;
+    let idx = ascending(p)?;
     let m = p.len();
-    let mut idx: Vec<usize> = (0..m).collect();
-    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
     let mut out = vec![0.0; m];
     let mut running = 1.0f64;
     for (rank, &i) in idx.iter().enumerate().rev() {

@@ -11,7 +11,7 @@
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::{Alternative, StatsError};
+use super::{Alternative, StatsError, check_sample};
 
 /// How the p-value is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,14 +114,8 @@ pub fn mannwhitneyu(
     method: MwuMethod,
     use_continuity: bool,
 ) -> Result<MwuResult, StatsError> {
-    for (x, name) in [(a, "a"), (b, "b")] {
-        if x.is_empty() {
-            return Err(StatsError::EmptySample { name });
-        }
-        if x.iter().any(|v| v.is_nan()) {
-            return Err(StatsError::NanInput { name });
-        }
-    }
+    check_sample(a, "a")?;
+    check_sample(b, "b")?;
     let (n1, n2) = (a.len(), b.len());
     let (r1, tie_term) = rank_sum_first(a, b);
     let (n1f, n2f) = (n1 as f64, n2 as f64);

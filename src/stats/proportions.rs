@@ -150,6 +150,11 @@ fn check(count: f64, nobs: f64, name: &'static str) -> Result<(), StatsError> {
     Ok(())
 }
 
+fn check_pair(c1: f64, n1: f64, c2: f64, n2: f64) -> Result<(), StatsError> {
+    check(c1, n1, "count1")?;
+    check(c2, n2, "count2")
+}
+
 fn two_sided(z: f64) -> ZTestResult {
     ZTestResult {
         statistic: z,
@@ -163,8 +168,7 @@ fn two_sided(z: f64) -> ZTestResult {
 
 /// Two-proportion z-test with the pooled variance (`proportions_ztest`).
 pub fn proportions_ztest(c1: f64, n1: f64, c2: f64, n2: f64) -> Result<ZTestResult, StatsError> {
-    check(c1, n1, "count1")?;
-    check(c2, n2, "count2")?;
+    check_pair(c1, n1, c2, n2)?;
     let p = (c1 + c2) / (n1 + n2);
     let se = (p * (1.0 - p) * (1.0 / n1 + 1.0 / n2)).sqrt();
     Ok(two_sided((c1 / n1 - c2 / n2) / se))
@@ -177,8 +181,7 @@ pub fn proportions_wald_test(
     c2: f64,
     n2: f64,
 ) -> Result<ZTestResult, StatsError> {
-    check(c1, n1, "count1")?;
-    check(c2, n2, "count2")?;
+    check_pair(c1, n1, c2, n2)?;
     Ok(two_sided((c1 / n1 - c2 / n2) / unpooled_se(c1, n1, c2, n2)))
 }
 
@@ -248,8 +251,7 @@ pub fn confint_diff(
     alpha: f64,
     method: DiffCi,
 ) -> Result<Interval, StatsError> {
-    check(c1, n1, "count1")?;
-    check(c2, n2, "count2")?;
+    check_pair(c1, n1, c2, n2)?;
     let z = norm_ppf(1.0 - alpha / 2.0);
     let wald = |c1: f64, n1: f64, c2: f64, n2: f64| {
         let d = c1 / n1 - c2 / n2;
