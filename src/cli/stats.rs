@@ -359,9 +359,12 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
         } => {
             let (a, b) = numeric_pair(&samples).await?;
             let r = t_test::ttest_ind(&a, &b, equal_var, alternative.into(), confidence)?;
-            json!({"test": if equal_var { "student_t" } else { "welch_t" }, "statistic": r.statistic,
-                   "p_value": r.p_value, "df": r.df, "difference": r.difference,
-                   "ci_low": finite(r.ci_low), "ci_high": finite(r.ci_high), "n_reference": a.len(), "n_current": b.len()})
+            ttest_json(
+                if equal_var { "student_t" } else { "welch_t" },
+                &r,
+                a.len(),
+                b.len(),
+            )
         }
         StatsTest::Mannwhitney {
             samples,
@@ -370,15 +373,9 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             no_continuity,
         } => {
             let (a, b) = numeric_pair(&samples).await?;
-            let m = match method.as_str() {
-                "auto" => MwuMethod::Auto,
-                "exact" => MwuMethod::Exact,
-                "asymptotic" | "asymp" => MwuMethod::Asymptotic,
-                other => bail!("--method {other}: use auto, exact or asymptotic"),
-            };
+            let m: MwuMethod = method.parse()?;
             let r = mannwhitneyu(&a, &b, alternative.into(), m, !no_continuity)?;
-            json!({"test": "mannwhitney", "statistic": r.statistic, "p_value": r.p_value,
-                   "n_reference": a.len(), "n_current": b.len()})
+            mwu_json(&r, a.len(), b.len())
         }
         StatsTest::Means {
             samples,
@@ -395,11 +392,8 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             let t = t?;
             let u = u.map_err(|_| anyhow::anyhow!("the Mann-Whitney worker panicked"))??;
             json!([
-                {"test": "welch_t", "statistic": t.statistic, "p_value": t.p_value, "df": t.df,
-                 "difference": t.difference, "ci_low": finite(t.ci_low), "ci_high": finite(t.ci_high),
-                 "n_reference": a.len(), "n_current": b.len()},
-                {"test": "mannwhitney", "statistic": u.statistic, "p_value": u.p_value,
-                 "n_reference": a.len(), "n_current": b.len()}
+                ttest_json("welch_t", &t, a.len(), b.len()),
+                mwu_json(&u, a.len(), b.len())
             ])
         }
         StatsTest::Proportions {
@@ -610,6 +604,17 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
         OutFormat::Json => super::print_out(&format!("{}\n", serde_json::to_string_pretty(&out)?)),
         OutFormat::Table => super::print_out(&table(&out)),
     }
+}
+
+fn ttest_json(name: &str, r: &t_test::TTestResult, na: usize, nb: usize) -> Value {
+    json!({"test": name, "statistic": r.statistic, "p_value": r.p_value, "df": r.df,
+           "difference": r.difference, "ci_low": finite(r.ci_low), "ci_high": finite(r.ci_high),
+           "n_reference": na, "n_current": nb})
+}
+
+fn mwu_json(r: &crate::stats::mann_whitney::MwuResult, na: usize, nb: usize) -> Value {
+    json!({"test": "mannwhitney", "statistic": r.statistic, "p_value": r.p_value,
+           "n_reference": na, "n_current": nb})
 }
 
 fn finite(v: f64) -> Value {

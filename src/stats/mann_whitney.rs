@@ -25,6 +25,21 @@ pub enum MwuMethod {
     Asymptotic,
 }
 
+impl std::str::FromStr for MwuMethod {
+    type Err = StatsError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "exact" => Ok(Self::Exact),
+            "asymptotic" | "asymp" => Ok(Self::Asymptotic),
+            other => Err(StatsError::InvalidArgument {
+                name: "method",
+                reason: format!("`{other}` is not one of auto, exact, asymptotic"),
+            }),
+        }
+    }
+}
+
 /// Result of [`mannwhitneyu`].
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct MwuResult {

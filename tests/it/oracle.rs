@@ -266,11 +266,7 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
         }
         "scipy.stats.mannwhitneyu" => {
             let alt = alternative(kwargs)?;
-            let method = match kwargs["method"].as_str().unwrap_or("auto") {
-                "exact" => MwuMethod::Exact,
-                "asymptotic" => MwuMethod::Asymptotic,
-                _ => MwuMethod::Auto,
-            };
+            let method: MwuMethod = kwargs["method"].as_str().unwrap_or("auto").parse().ok()?;
             let cc = kwargs["use_continuity"].as_bool().unwrap_or(true);
             Some(
                 mannwhitneyu(
