@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use mlwatch::stats::Alternative;
 use mlwatch::stats::chi_square::{Divergence, chi2_contingency, chisquare};
 use mlwatch::stats::distance;
-use mlwatch::stats::drift::{self, ColumnData};
+use mlwatch::stats::drift::{self, ColumnData, DriftMethod};
 use mlwatch::stats::ks::{KsMethod, ks_2samp};
 use mlwatch::stats::mann_whitney::{MwuMethod, mannwhitneyu};
 use mlwatch::stats::metrics::{self, Average};
@@ -551,71 +551,34 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Evidently's per-column drift value, drifted flag and threshold.
+/// Evidently's per-column drift value, drifted flag and threshold, through
+/// the library's `drift::column_drift` with the method the entry names.
 fn evidently_value_drift(
     doc: &Value,
     e: &Value,
 ) -> Option<Result<Outputs, mlwatch::stats::StatsError>> {
     let inputs = &doc["inputs"];
-    let method = e["kwargs"]["method"].as_str()?;
-    let categorical = doc["category"] == "categorical_drift";
-    let unknown = || mlwatch::stats::StatsError::InvalidArgument {
-        name: "method",
-        reason: method.to_string(),
+    let method = match e["kwargs"]["method"].as_str()? {
+        "psi" => DriftMethod::Psi,
+        "jensenshannon" => DriftMethod::JensenShannon,
+        "chisquare" => DriftMethod::ChiSquare,
+        "wasserstein" => DriftMethod::Wasserstein,
+        "ks" => DriftMethod::Ks,
+        _ => return None,
     };
-    let run = || -> Result<Outputs, mlwatch::stats::StatsError> {
-        let (value, threshold, drifted) = if categorical {
-            let (r, c) = (strings(&inputs["reference"]), strings(&inputs["current"]));
-            match method {
-                "psi" => {
-                    let v = distance::evidently_psi(&distance::evidently_bins_categorical(&r, &c)?);
-                    (v, 0.1, v >= 0.1)
-                }
-                "jensenshannon" => {
-                    let v = distance::evidently_jensen_shannon(
-                        &distance::evidently_bins_categorical(&r, &c)?,
-                    )?;
-                    (v, 0.1, v >= 0.1)
-                }
-                "chisquare" => {
-                    let (_, rc, cc) = distance::category_counts(&r, &c);
-                    let scale = c.len() as f64 / r.len() as f64;
-                    let exp: Vec<f64> = rc.iter().map(|v| *v as f64 * scale).collect();
-                    let obs: Vec<f64> = cc.iter().map(|v| *v as f64).collect();
-                    let p = chisquare(&obs, Some(&exp), Divergence::Pearson)?.p_value;
-                    (p, 0.05, p < 0.05)
-                }
-                _ => return Err(unknown()),
-            }
-        } else {
-            let (r, c) = (floats(&inputs["reference"]), floats(&inputs["current"]));
-            match method {
-                "psi" => {
-                    let v = distance::evidently_psi(&distance::evidently_bins(&r, &c)?);
-                    (v, 0.1, v >= 0.1)
-                }
-                "jensenshannon" => {
-                    let v = distance::evidently_jensen_shannon(&distance::evidently_bins(&r, &c)?)?;
-                    (v, 0.1, v >= 0.1)
-                }
-                "wasserstein" => {
-                    let v = distance::wasserstein_normed(&r, &c)?;
-                    (v, 0.1, v >= 0.1)
-                }
-                "ks" => {
-                    let p = ks_2samp(&r, &c, Alternative::TwoSided, KsMethod::Auto)?.p_value;
-                    (p, 0.05, p <= 0.05)
-                }
-                _ => return Err(unknown()),
-            }
-        };
-        Ok(vec![
-            ("value", vec![value]),
-            ("threshold", vec![threshold]),
-            ("drifted", vec![if drifted { 1.0 } else { 0.0 }]),
-        ])
+    let (r, c) = (&inputs["reference"], &inputs["current"]);
+    let data = if doc["category"] == "categorical_drift" {
+        ColumnData::Categorical(strings(r), strings(c))
+    } else {
+        ColumnData::Numeric(floats(r), floats(c))
     };
-    Some(run())
+    Some(drift::column_drift(&data, Some(method), None).map(|d| {
+        vec![
+            ("value", vec![d.value]),
+            ("threshold", vec![d.threshold]),
+            ("drifted", vec![if d.drifted { 1.0 } else { 0.0 }]),
+        ]
+    }))
 }
 
 #[test]
