@@ -46,6 +46,13 @@ use crate::storage::Storage;
 use crate::storage::tables::{self, DEAD_LETTER_FILE_SCHEMA};
 use crate::window::{ClosedWindow, Windows, WindowsSnapshot};
 
+/// Event kind of each configured topic, in `Pipeline::topics` order.
+const KINDS: [EventKind; 3] = [
+    EventKind::Prediction,
+    EventKind::Feature,
+    EventKind::Outcome,
+];
+
 /// Counters of one run (also carried in the checkpoint).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counters {
@@ -208,12 +215,10 @@ impl Pipeline {
     }
 
     fn kind_of(&self, topic: &str) -> Option<EventKind> {
-        match self.topics.iter().position(|t| t == topic) {
-            Some(0) => Some(EventKind::Prediction),
-            Some(1) => Some(EventKind::Feature),
-            Some(2) => Some(EventKind::Outcome),
-            _ => None,
-        }
+        self.topics
+            .iter()
+            .position(|t| t == topic)
+            .map(|i| KINDS[i])
     }
 
     fn dead_letter(&mut self, msg: &OwnedMessage, reason: Reason, error: String) {
@@ -269,18 +274,10 @@ impl Pipeline {
         // Decode per event kind, remembering each row's position in the batch.
         let mut by_kind: [Vec<usize>; 3] = Default::default();
         for (i, m) in fresh.iter().enumerate() {
-            match self.kind_of(m.topic()) {
-                Some(EventKind::Prediction) => by_kind[0].push(i),
-                Some(EventKind::Feature) => by_kind[1].push(i),
-                Some(EventKind::Outcome) => by_kind[2].push(i),
-                None => {}
+            if let Some(k) = self.topics.iter().position(|t| t == m.topic()) {
+                by_kind[k].push(i);
             }
         }
-        let kinds = [
-            EventKind::Prediction,
-            EventKind::Feature,
-            EventKind::Outcome,
-        ];
         let mut decoded: Vec<(EventKind, event::Decoded)> = Vec::new();
         let mut order: Vec<(usize, usize, usize)> = Vec::new(); // (batch pos, decoded idx, row)
         for (k, idxs) in by_kind.iter().enumerate() {
@@ -291,7 +288,7 @@ impl Pipeline {
                 .iter()
                 .map(|&i| fresh[i].payload().unwrap_or(b""))
                 .collect();
-            let out = event::decode(&self.catalog, kinds[k], &payloads);
+            let out = event::decode(&self.catalog, KINDS[k], &payloads);
             self.counters.unknown_features += out.unknown_features;
             for r in out.rejected {
                 let msg = fresh[idxs[r.seq as usize]];
@@ -302,7 +299,7 @@ impl Pipeline {
                 for (row, s) in d.seq.iter().enumerate() {
                     order.push((idxs[*s as usize], di, row));
                 }
-                decoded.push((kinds[k], d));
+                decoded.push((KINDS[k], d));
             }
         }
         order.sort_unstable_by_key(|o| o.0);
