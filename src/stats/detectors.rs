@@ -11,6 +11,20 @@
 //!   `threshold = 50`, `alpha = 1 - 1e-4`, min 30 values): cumulative sum of
 //!   deviations from the running mean, drift when it rises `threshold` above
 //!   its minimum. Resets after a drift.
+//! * **ADWIN** (Bifet & Gavalda 2007, "Learning from time-changing data with
+//!   adaptive windowing", the ADWIN2 variant; defaults as in MOA and river:
+//!   `delta = 0.002`, `clock = 32`, at most `M = 5` buckets per level,
+//!   sub-windows of at least 5 values, no check before 10 values): keeps the
+//!   window in an exponential histogram (level `i` holds up to `M` buckets
+//!   of `2^i` values, each with its sum and sum of squared deviations), so
+//!   memory is `O(M log W)` for a window of `W` values. Every `clock` values
+//!   it tries each split of the window into an older and a newer part at a
+//!   bucket boundary and drops the older buckets while the means differ by
+//!   more than `eps = sqrt(2 m v ln(2 ln W / delta)) + 2/3 m ln(2 ln W / delta)`,
+//!   with `v` the window variance and `m = 1/(n0 - 4) + 1/(n1 - 4)`. As in
+//!   river (and unlike MOA), the value after a detection starts a new, empty
+//!   window, so [`Adwin::width`] right after a drift still shows the shrunken
+//!   window.
 
 /// What a detector reports after a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -129,6 +143,213 @@ impl PageHinkley {
             return DetectorState::Drift;
         }
         DetectorState::Stable
+    }
+}
+
+/// One exponential-histogram bucket: `2^level` values summarised.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Bucket {
+    total: f64,
+    /// Sum of squared deviations from the bucket mean.
+    variance: f64,
+}
+
+/// ADaptive WINdowing (ADWIN2).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Adwin {
+    delta: f64,
+    clock: u64,
+    max_buckets: usize,
+    min_window: u64,
+    grace_period: u64,
+    /// `levels[i]` holds buckets of `2^i` values, oldest first.
+    levels: Vec<std::collections::VecDeque<Bucket>>,
+    width: u64,
+    total: f64,
+    /// Sum of squared deviations from the window mean.
+    variance: f64,
+    ticks: u64,
+    detections: u64,
+    /// The last value was a detection: the next one starts a new window.
+    reset_pending: bool,
+}
+
+impl Default for Adwin {
+    fn default() -> Self {
+        Self::new(0.002, 32, 5, 5, 10)
+    }
+}
+
+impl Adwin {
+    /// An ADWIN with confidence `delta`, a check every `clock` values, at most
+    /// `max_buckets` buckets per level, sub-windows of at least `min_window`
+    /// values, and no check while the window holds `grace_period` values or fewer.
+    pub fn new(
+        delta: f64,
+        clock: u64,
+        max_buckets: usize,
+        min_window: u64,
+        grace_period: u64,
+    ) -> Self {
+        Self {
+            delta,
+            clock: clock.max(1),
+            max_buckets: max_buckets.max(1),
+            min_window: min_window.max(1),
+            grace_period,
+            levels: Vec::new(),
+            width: 0,
+            total: 0.0,
+            variance: 0.0,
+            ticks: 0,
+            detections: 0,
+            reset_pending: false,
+        }
+    }
+
+    /// Values in the current window.
+    pub fn width(&self) -> u64 {
+        self.width
+    }
+
+    /// Mean of the current window (NaN when empty).
+    pub fn mean(&self) -> f64 {
+        self.total / self.width as f64
+    }
+
+    /// Population variance of the current window (NaN when empty).
+    pub fn variance(&self) -> f64 {
+        self.variance / self.width as f64
+    }
+
+    /// Buckets held, the detector's memory (`O(M log W)`).
+    pub fn buckets(&self) -> usize {
+        self.levels.iter().map(|l| l.len()).sum()
+    }
+
+    /// Drifts detected so far.
+    pub fn detections(&self) -> u64 {
+        self.detections
+    }
+
+    /// Adds one value (NaN is ignored and reported `Stable`).
+    pub fn update(&mut self, x: f64) -> DetectorState {
+        if x.is_nan() {
+            return DetectorState::Stable;
+        }
+        if self.reset_pending {
+            let detections = self.detections;
+            *self = Self::new(
+                self.delta,
+                self.clock,
+                self.max_buckets,
+                self.min_window,
+                self.grace_period,
+            );
+            self.detections = detections;
+        }
+        self.insert(x);
+        self.ticks += 1;
+        if self.ticks % self.clock == 0 && self.width > self.grace_period && self.shrink() {
+            self.detections += 1;
+            self.reset_pending = true;
+            return DetectorState::Drift;
+        }
+        DetectorState::Stable
+    }
+
+    fn insert(&mut self, x: f64) {
+        if self.width > 0 {
+            let w = self.width as f64;
+            let d = x - self.total / w;
+            self.variance += w * d * d / (w + 1.0);
+        }
+        self.width += 1;
+        self.total += x;
+        if self.levels.is_empty() {
+            self.levels.push(Default::default());
+        }
+        self.levels[0].push_back(Bucket {
+            total: x,
+            variance: 0.0,
+        });
+        // Merge the two oldest buckets of any level that overflowed.
+        let mut level = 0;
+        while self.levels[level].len() > self.max_buckets {
+            let n = (1u64 << level) as f64;
+            let a = self.levels[level].pop_front().expect("overflowing level");
+            let b = self.levels[level].pop_front().expect("overflowing level");
+            let d = a.total / n - b.total / n;
+            let merged = Bucket {
+                total: a.total + b.total,
+                variance: a.variance + b.variance + n * n * d * d / (2.0 * n),
+            };
+            if self.levels.len() == level + 1 {
+                self.levels.push(Default::default());
+            }
+            self.levels[level + 1].push_back(merged);
+            level += 1;
+        }
+    }
+
+    /// Drops the oldest bucket from the window totals.
+    fn drop_oldest(&mut self) {
+        let Some(level) = self.levels.iter().rposition(|l| !l.is_empty()) else {
+            return;
+        };
+        let b = self.levels[level].pop_front().expect("non-empty level");
+        let n = (1u64 << level) as f64;
+        self.width -= 1u64 << level;
+        self.total -= b.total;
+        let w = self.width as f64;
+        let d = if self.width > 0 {
+            b.total / n - self.total / w
+        } else {
+            0.0
+        };
+        self.variance = (self.variance - b.variance - n * w * d * d / (n + w)).max(0.0);
+        if self.levels[level].is_empty() && level + 1 == self.levels.len() {
+            self.levels.pop();
+        }
+    }
+
+    /// Drops old buckets while some split shows different means; true when
+    /// anything was dropped.
+    fn shrink(&mut self) -> bool {
+        let mut changed = false;
+        'scan: loop {
+            let (mut n0, mut u0) = (0u64, 0.0);
+            let (mut n1, mut u1) = (self.width, self.total);
+            // Oldest to newest: highest level first, each level oldest first.
+            for level in (0..self.levels.len()).rev() {
+                let size = 1u64 << level;
+                for b in &self.levels[level] {
+                    n0 += size;
+                    n1 -= size;
+                    u0 += b.total;
+                    u1 -= b.total;
+                    if n1 == 0 {
+                        break 'scan;
+                    }
+                    if n0 >= self.min_window && n1 >= self.min_window && self.cut(n0, n1, u0, u1) {
+                        changed = true;
+                        self.drop_oldest();
+                        continue 'scan;
+                    }
+                }
+            }
+            break;
+        }
+        changed
+    }
+
+    fn cut(&self, n0: u64, n1: u64, u0: f64, u1: f64) -> bool {
+        let diff = (u0 / n0 as f64 - u1 / n1 as f64).abs();
+        let v = self.variance();
+        let m = 1.0 / (n0 - self.min_window + 1) as f64 + 1.0 / (n1 - self.min_window + 1) as f64;
+        let dd = (2.0 * (self.width as f64).ln() / self.delta).ln();
+        let eps = (2.0 * m * v * dd).sqrt() + 2.0 / 3.0 * dd * m;
+        diff > eps
     }
 }
 

@@ -65,16 +65,21 @@ pub struct PsiResult {
 
 /// `sum((cur - ref) ln(cur/ref))` over proportions with zeros replaced by `1e-4`.
 pub fn psi_from_counts(ref_counts: &[u64], cur_counts: &[u64]) -> f64 {
-    let (rn, cn) = (
-        ref_counts.iter().sum::<u64>() as f64,
-        cur_counts.iter().sum::<u64>() as f64,
-    );
-    ref_counts
+    let share = |c: &[u64]| {
+        let n = c.iter().sum::<u64>() as f64;
+        c.iter().map(|v| *v as f64 / n).collect::<Vec<_>>()
+    };
+    psi_from_proportions(&share(ref_counts), &share(cur_counts))
+}
+
+/// As [`psi_from_counts`], for proportions that each sum to 1.
+pub fn psi_from_proportions(reference: &[f64], current: &[f64]) -> f64 {
+    reference
         .iter()
-        .zip(cur_counts)
+        .zip(current)
         .map(|(r, c)| {
-            let r = if *r == 0 { 1e-4 } else { *r as f64 / rn };
-            let c = if *c == 0 { 1e-4 } else { *c as f64 / cn };
+            let r = if *r == 0.0 { 1e-4 } else { *r };
+            let c = if *c == 0.0 { 1e-4 } else { *c };
             (c - r) * (c / r).ln()
         })
         .sum()

@@ -181,6 +181,13 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
+/// The two-sided asymptotic p-value of a KS distance `d` between samples of
+/// sizes `n1` and `n2` (the path `ks_2samp` takes with `method = asymp`),
+/// for statistics computed elsewhere, e.g. on quantile sketches.
+pub fn asymp_two_sided_p(d: f64, n1: usize, n2: usize) -> f64 {
+    p_value(d, n1, n2, Alternative::TwoSided, KsMethod::Asymp).1
+}
+
 /// Returns `(statistic, p, method used)`; the statistic is snapped to the
 /// lattice when the exact path succeeds.
 fn p_value(

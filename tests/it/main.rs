@@ -1,6 +1,7 @@
 //! The one integration-test binary: modules per area.
 
 mod cli;
+mod detectors;
 mod oracle;
 mod pipeline;
 
