@@ -21,7 +21,9 @@ use crate::stats::chi_square::{Divergence, chi2_contingency, chisquare};
 use crate::stats::drift::{self, ColumnData, DriftMethod};
 use crate::stats::ks::{KsMethod, ks_2samp};
 use crate::stats::mann_whitney::{MwuMethod, mannwhitneyu};
-use crate::stats::{Alternative, distance, metrics, proportions, sample_size, t_test};
+use crate::stats::{
+    Alternative, distance, metrics, proportions, sample_size, sequential, summary, t_test,
+};
 
 /// Arguments of `mlwatch stats`.
 #[derive(Debug, Args)]
@@ -163,6 +165,15 @@ pub enum StatsTest {
         /// Confidence level of the interval for mean(a) - mean(b).
         #[arg(long, default_value_t = 0.95)]
         confidence: f64,
+        /// Also give the always-valid interval (asymptotic confidence
+        /// sequence, Waudby-Smith et al. 2024) at the same confidence:
+        /// cs_low, cs_high and always_valid_p, safe to watch continuously.
+        #[arg(long)]
+        sequential: bool,
+        /// Units (both arms) at which the sequence is tuned to be tightest;
+        /// default: the current total.
+        #[arg(long, requires = "sequential")]
+        t_star: Option<f64>,
     },
     /// Mann-Whitney U test (scipy.stats.mannwhitneyu).
     Mannwhitney {
@@ -356,15 +367,35 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             alternative,
             equal_var,
             confidence,
+            sequential,
+            t_star,
         } => {
             let (a, b) = numeric_pair(&samples).await?;
             let r = t_test::ttest_ind(&a, &b, equal_var, alternative.into(), confidence)?;
-            ttest_json(
+            let mut v = ttest_json(
                 if equal_var { "student_t" } else { "welch_t" },
                 &r,
                 a.len(),
                 b.len(),
-            )
+            );
+            if sequential {
+                let moments = |xs: &[f64]| {
+                    let mut m = summary::Moments::default();
+                    xs.iter().for_each(|x| m.push(*x));
+                    m
+                };
+                let t_star = t_star.unwrap_or((a.len() + b.len()) as f64);
+                let s = sequential::mean_difference(
+                    &moments(&a),
+                    &moments(&b),
+                    1.0 - confidence,
+                    t_star,
+                )?;
+                v["cs_low"] = json!(s.cs_low);
+                v["cs_high"] = json!(s.cs_high);
+                v["always_valid_p"] = json!(s.always_valid_p);
+            }
+            v
         }
         StatsTest::Mannwhitney {
             samples,

@@ -250,7 +250,8 @@ impl Adwin {
         }
         self.insert(x);
         self.ticks += 1;
-        if self.ticks.is_multiple_of(self.clock) && self.width > self.grace_period && self.shrink() {
+        if self.ticks.is_multiple_of(self.clock) && self.width > self.grace_period && self.shrink()
+        {
             self.detections += 1;
             self.reset_pending = true;
             return DetectorState::Drift;

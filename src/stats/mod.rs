@@ -27,6 +27,7 @@ pub mod noncentral_t;
 pub mod proportions;
 pub mod sample;
 pub mod sample_size;
+pub mod sequential;
 pub mod sketch;
 pub mod summary;
 pub mod t_test;

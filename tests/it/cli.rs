@@ -153,6 +153,25 @@ fn stats_commands_read_every_format_and_match_scipy() -> TestResult {
         );
         assert_eq!(v["n_reference"], 6);
     }
+    // The always-valid interval contains the fixed-sample one and agrees
+    // with its own p-value (0 inside the sequence, p >= 0.05).
+    let v = run(&[
+        &os("ttest"),
+        txt.as_os_str(),
+        csv.as_os_str(),
+        &os("--column"),
+        &os("x"),
+        &os("--sequential"),
+    ])?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        f("cs_low") < f("ci_low") && f("ci_high") < f("cs_high"),
+        "{v}"
+    );
+    assert!(
+        f("cs_low") < 0.0 && f("cs_high") > 0.0 && f("always_valid_p") >= 0.05,
+        "{v}"
+    );
     // scipy.stats.mannwhitneyu(a, b, method="exact"): U = 7, p = 0.09307359307359307.
     let v = run(&[
         &os("mannwhitney"),
