@@ -17,7 +17,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
 use serde_json::{Value, json};
 
-use crate::stats::chi_square::{Divergence, chi2_contingency, chisquare};
+use crate::stats::chi_square::{Divergence, chi2_contingency, srm};
 use crate::stats::drift::{self, ColumnData, DriftMethod};
 use crate::stats::ks::{KsMethod, ks_2samp};
 use crate::stats::mann_whitney::{MwuMethod, mannwhitneyu};
@@ -455,10 +455,7 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
                     weights.len()
                 );
             }
-            let total: f64 = observed.iter().sum();
-            let wsum: f64 = weights.iter().sum();
-            let expected: Vec<f64> = weights.iter().map(|w| w / wsum * total).collect();
-            let r = chisquare(&observed, Some(&expected), Divergence::Pearson)?;
+            let r = srm(&observed, &weights)?;
             json!({"test": "srm", "statistic": r.statistic, "p_value": r.p_value, "df": r.df,
                    "expected": r.expected, "drifted": r.p_value < 0.001})
         }

@@ -1,17 +1,21 @@
 //! DataFusion glue: SQL functions backed by `crate::stats` kernels:
 //! the two-sample aggregates of [`two_sample`] (`ks_2samp`, t-tests,
-//! Mann-Whitney, distances) and [`ks_reference`] (KS against a held sample).
+//! Mann-Whitney, distances), the tests on counts of [`categorical`]
+//! (`chi2_contingency`, `g_test`, `proportions_ztest`, `srm`) and
+//! [`ks_reference`] (KS against a held sample).
 //!
 //! [`register_all`] is called on every `SessionContext` mlwatch creates (the
 //! window drift computation, `mlwatch sql`), so the same functions work
 //! everywhere.
 
+pub mod categorical;
 pub mod ks_reference;
 pub mod two_sample;
 
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::AggregateUDF;
 
+pub use categorical::{Categorical, CategoricalKind};
 pub use ks_reference::{KsReference, References};
 pub use two_sample::{TwoSample, TwoSampleKind};
 
@@ -24,6 +28,9 @@ pub fn register_all(ctx: &SessionContext, ks_method: KsMethod) {
     ))));
     for kind in TwoSampleKind::ALL {
         ctx.register_udaf(AggregateUDF::from(TwoSample::new(kind)));
+    }
+    for kind in CategoricalKind::ALL {
+        ctx.register_udaf(AggregateUDF::from(Categorical::new(kind)));
     }
 }
 
@@ -125,6 +132,75 @@ mod tests {
             .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
             .value(0);
         assert_eq!(n, b.len() as i64);
+        Ok(())
+    }
+
+    /// Every categorical SQL function returns what its kernel returns, also
+    /// when the input arrives in several partitions (the state merges).
+    #[tokio::test]
+    async fn categorical_functions_match_their_kernels() -> datafusion::error::Result<()> {
+        use crate::stats::chi_square::{Divergence, chi2_contingency, srm};
+        use crate::stats::proportions::{DiffCi, confint_diff, proportions_ztest};
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+
+        // Reference: a x30 b x50 c x20; current: a x40 b x35 c x25, in several batches.
+        let mut rows = Vec::new();
+        for (cat, n_ref, n_cur) in [("a", 30, 40), ("b", 50, 35), ("c", 20, 25)] {
+            rows.extend((0..n_ref).map(|i| format!("('{cat}', false, {})", i % 3 == 0)));
+            rows.extend((0..n_cur).map(|i| format!("('{cat}', true, {})", i % 2 == 0)));
+        }
+        let ctx = crate::query::new_context(KsMethod::Auto);
+        let batch = ctx
+            .sql(&format!(
+                "SELECT * FROM (VALUES {}) AS t(c, s, ok)",
+                rows.join(", ")
+            ))
+            .await?
+            .collect()
+            .await?
+            .remove(0);
+        // Three partitions, so partial states are merged.
+        let parts = (0..3)
+            .map(|i| vec![batch.slice(i * 67, (batch.num_rows() - i * 67).min(67))])
+            .collect();
+        let t = datafusion::datasource::MemTable::try_new(batch.schema(), parts)?;
+        ctx.register_table("t", Arc::new(t))?;
+        let sql = "SELECT chi2_contingency(c, s)['statistic'], chi2_contingency(c, s)['p_value'], \
+                   g_test(c, s)['statistic'], proportions_ztest(ok, s)['p_value'], \
+                   proportions_ztest(ok, s)['ci_low'], srm(c, 'a:1, b:1, c:1')['p_value'], \
+                   srm(c, 'a:1,b:1,c:1')['n_reference'], chi2_contingency(c, s)['n_current'] \
+                   FROM t";
+        let out = ctx.sql(sql).await?.collect().await?;
+        let b0 = &out[0];
+        let f = |i: usize| b0.column(i).as_primitive::<Float64Type>().value(0);
+        let table = vec![vec![30.0, 50.0, 20.0], vec![40.0, 35.0, 25.0]];
+        let chi = chi2_contingency(&table, true, Divergence::Pearson).unwrap();
+        let g = chi2_contingency(&table, true, Divergence::LogLikelihood).unwrap();
+        assert!((f(0) - chi.statistic).abs() < 1e-12);
+        assert!((f(1) - chi.p_value).abs() < 1e-15);
+        assert!((f(2) - g.statistic).abs() < 1e-12);
+        // ok = true: reference 10 + 17 + 7 = 34 of 100; current 20 + 18 + 13 = 51 of 100.
+        let z = proportions_ztest(34.0, 100.0, 51.0, 100.0).unwrap();
+        let ci = confint_diff(34.0, 100.0, 51.0, 100.0, 0.05, DiffCi::Wald).unwrap();
+        assert!((f(3) - z.p_value).abs() < 1e-15);
+        assert!((f(4) - ci.low).abs() < 1e-15);
+        let s = srm(&[70.0, 85.0, 45.0], &[1.0, 1.0, 1.0]).unwrap();
+        assert!((f(5) - s.p_value).abs() < 1e-15);
+        assert_eq!(b0.column(6).as_primitive::<Int64Type>().value(0), 200);
+        assert_eq!(b0.column(7).as_primitive::<Int64Type>().value(0), 100);
+
+        // A variant without a weight is an error that names it.
+        let err = ctx
+            .sql("SELECT srm(c, 'a:1,b:1') FROM t")
+            .await?
+            .collect()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("variant 'c' has no weight"),
+            "{err}"
+        );
         Ok(())
     }
 }
