@@ -195,6 +195,28 @@ pub fn chisquare(
     })
 }
 
+/// Sample-ratio-mismatch test: `observed` arm counts against configured
+/// `weights` (any positive scale, normalised here), a Pearson goodness of fit
+/// to `weights / sum(weights) * sum(observed)`.
+pub fn srm(observed: &[f64], weights: &[f64]) -> Result<ChiSquareResult, StatsError> {
+    if observed.len() != weights.len() {
+        return Err(StatsError::InvalidArgument {
+            name: "weights",
+            reason: format!("{} weights for {} arms", weights.len(), observed.len()),
+        });
+    }
+    if weights.iter().any(|w| !(*w > 0.0 && w.is_finite())) {
+        return Err(StatsError::InvalidArgument {
+            name: "weights",
+            reason: "every weight must be a positive number".into(),
+        });
+    }
+    let total: f64 = observed.iter().sum();
+    let wsum: f64 = weights.iter().sum();
+    let expected: Vec<f64> = weights.iter().map(|w| w / wsum * total).collect();
+    chisquare(observed, Some(&expected), Divergence::Pearson)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,26 +238,4 @@ mod tests {
     fn totals_must_agree() {
         assert!(chisquare(&[3.0, 2.0], Some(&[3.0, 3.0]), Divergence::Pearson).is_err());
     }
-}
-
-/// Sample-ratio-mismatch test: `observed` arm counts against configured
-/// `weights` (any positive scale, normalised here), a Pearson goodness of fit
-/// to `weights / sum(weights) * sum(observed)`.
-pub fn srm(observed: &[f64], weights: &[f64]) -> Result<ChiSquareResult, StatsError> {
-    if observed.len() != weights.len() {
-        return Err(StatsError::InvalidArgument {
-            name: "weights",
-            reason: format!("{} weights for {} arms", weights.len(), observed.len()),
-        });
-    }
-    if weights.iter().any(|w| !(*w > 0.0 && w.is_finite())) {
-        return Err(StatsError::InvalidArgument {
-            name: "weights",
-            reason: "every weight must be a positive number".into(),
-        });
-    }
-    let total: f64 = observed.iter().sum();
-    let wsum: f64 = weights.iter().sum();
-    let expected: Vec<f64> = weights.iter().map(|w| w / wsum * total).collect();
-    chisquare(observed, Some(&expected), Divergence::Pearson)
 }
