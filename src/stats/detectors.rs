@@ -1,7 +1,7 @@
 //! Concept-drift detectors over an error stream (1 = the model was wrong,
 //! 0 = right, or any bounded loss for Page-Hinkley), with the published
 //! default parameters. Each is a small state machine: `update(x)` returns
-//! the detector's state after the value.
+//! the detector's state after the value; NaN values are ignored (`Stable`).
 //!
 //! * **DDM** (Gama et al. 2004): tracks the error rate `p` and its standard
 //!   deviation `s = sqrt(p(1-p)/n)`; remembers the minimum of `p + s`;
@@ -76,6 +76,9 @@ impl Ddm {
 
     /// Adds one error indicator (0 or 1).
     pub fn update(&mut self, error: f64) -> DetectorState {
+        if error.is_nan() {
+            return DetectorState::Stable;
+        }
         self.n += 1;
         self.p += (error - self.p) / self.n as f64;
         let s = (self.p * (1.0 - self.p) / self.n as f64).sqrt();
@@ -134,6 +137,9 @@ impl PageHinkley {
 
     /// Adds one value.
     pub fn update(&mut self, x: f64) -> DetectorState {
+        if x.is_nan() {
+            return DetectorState::Stable;
+        }
         self.n += 1;
         self.mean += (x - self.mean) / self.n as f64;
         self.sum = self.alpha * self.sum + (x - self.mean - self.delta);

@@ -4,6 +4,7 @@ mod cli;
 mod detectors;
 mod oracle;
 mod pipeline;
+mod properties;
 
 /// Result type of tests: any error fails the test with its message.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
