@@ -1,171 +1,228 @@
-//! Time per call of each statistical kernel at 1e3, 1e5 and 1e6 values per
-//! sample, and of summary updates and merges. A plain bench binary (median
-//! of several runs per size) so it needs no extra dependencies:
+//! Criterion benches of the statistical kernels at 1e3, 1e5 and 1e6 values
+//! per sample, and of summary updates and merges:
 //!
-//!     cargo bench --bench kernels
+//!     cargo bench --bench kernels                 # everything
+//!     cargo bench --bench kernels -- ks_2samp     # one group
 //!
 //! Both samples are normal with a small shift (seeded); sizes are per sample.
+//! Throughput is reported in values (both samples together for tests).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mlwatch::stats::chi_square::{Divergence, chi2_contingency};
+use mlwatch::stats::detectors::Adwin;
 use mlwatch::stats::ks::{KsMethod, ks_2samp};
 use mlwatch::stats::mann_whitney::{MwuMethod, mannwhitneyu};
 use mlwatch::stats::sample::BottomK;
+use mlwatch::stats::sketch::{QuantileSketch, ks_sketch, psi_sketch};
 use mlwatch::stats::summary::{Histogram, Moments};
 use mlwatch::stats::{Alternative, distance, t_test};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-fn median_time(mut f: impl FnMut()) -> Duration {
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < 3 || (times.len() < 15 && start.elapsed() < Duration::from_secs(2)) {
-        let t = Instant::now();
-        f();
-        times.push(t.elapsed());
-    }
-    times.sort();
-    times[times.len() / 2]
-}
+const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 
-fn fmt(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
-        format!("{us:.1} µs")
-    } else {
-        format!("{:.2} ms", us / 1000.0)
-    }
-}
-
-fn main() {
+fn samples() -> Vec<(Vec<f64>, Vec<f64>)> {
     let mut rng = StdRng::seed_from_u64(7);
     let normal = Normal::new(0.0, 1.0).expect("normal");
-    println!("| kernel | 1e3 | 1e5 | 1e6 |");
-    println!("|---|---:|---:|---:|");
-    let sizes = [1_000usize, 100_000, 1_000_000];
-    let samples: Vec<(Vec<f64>, Vec<f64>)> = sizes
+    SIZES
         .iter()
         .map(|&n| {
             let a: Vec<f64> = (0..n).map(|_| normal.sample(&mut rng)).collect();
             let b: Vec<f64> = (0..n).map(|_| normal.sample(&mut rng) + 0.05).collect();
             (a, b)
         })
-        .collect();
-    type Kernel = fn(&[f64], &[f64]);
-    let kernels: Vec<(&str, Kernel)> = vec![
-        ("ks_2samp (auto)", |a, b| {
+        .collect()
+}
+
+type Kernel = fn(&[f64], &[f64]);
+
+fn two_sample_tests(c: &mut Criterion) {
+    let data = samples();
+    let kernels: [(&str, Kernel); 7] = [
+        ("ks_2samp", |a, b| {
             black_box(ks_2samp(a, b, Alternative::TwoSided, KsMethod::Auto).ok());
         }),
-        ("welch t-test + CI", |a, b| {
+        ("welch_ttest", |a, b| {
             black_box(t_test::ttest_ind(a, b, false, Alternative::TwoSided, 0.95).ok());
         }),
-        ("mann-whitney (auto)", |a, b| {
+        ("mannwhitneyu", |a, b| {
             black_box(mannwhitneyu(a, b, Alternative::TwoSided, MwuMethod::Auto, true).ok());
         }),
-        ("psi (deciles)", |a, b| {
+        ("psi_deciles", |a, b| {
             black_box(distance::psi_deciles(a, b).ok());
         }),
         ("wasserstein", |a, b| {
             black_box(distance::wasserstein(a, b).ok());
         }),
-        ("jensen-shannon (Evidently bins)", |a, b| {
+        ("js_evidently_bins", |a, b| {
             black_box(
                 distance::evidently_bins(a, b)
                     .ok()
                     .map(|x| distance::evidently_jensen_shannon(&x)),
             );
         }),
+        ("psi_evidently_bins", |a, b| {
+            black_box(
+                distance::evidently_bins(a, b)
+                    .ok()
+                    .map(|x| distance::evidently_psi(&x)),
+            );
+        }),
     ];
-    for (name, k) in kernels {
-        let cells: Vec<String> = samples
-            .iter()
-            .map(|(a, b)| fmt(median_time(|| k(a, b))))
-            .collect();
-        println!("| {name} | {} |", cells.join(" | "));
+    for (name, kernel) in kernels {
+        let mut g = c.benchmark_group(name);
+        g.sample_size(10).warm_up_time(Duration::from_millis(500));
+        for (a, b) in &data {
+            g.throughput(Throughput::Elements(2 * a.len() as u64));
+            g.bench_with_input(
+                BenchmarkId::from_parameter(a.len()),
+                &(a, b),
+                |bch, (a, b)| bch.iter(|| kernel(a, b)),
+            );
+        }
+        g.finish();
     }
-    // chi-square on a 2 x k table built from n categorical values per side.
-    let cells: Vec<String> = sizes
-        .iter()
-        .map(|&n| {
-            let mut counts = vec![vec![0.0; 20]; 2];
-            for row in counts.iter_mut() {
-                for _ in 0..n {
-                    row[rng.random_range(0..20)] += 1.0;
-                }
-            }
-            fmt(median_time(|| {
-                black_box(chi2_contingency(&counts, true, Divergence::Pearson).ok());
-            }))
-        })
-        .collect();
-    println!(
-        "| chi2_contingency (2 x 20, from counts) | {} |",
-        cells.join(" | ")
-    );
-
-    // Summaries: update every value, then merge two halves.
-    for (name, update) in [
-        ("moments update (all values)", 0u8),
-        ("histogram update (all values, 10 edges)", 1),
-        ("bottom-k 5000 update (all values)", 2),
-    ] {
-        let cells: Vec<String> = samples
-            .iter()
-            .map(|(a, _)| {
-                fmt(median_time(|| match update {
-                    0 => {
-                        let mut m = Moments::default();
-                        a.iter().for_each(|x| m.push(*x));
-                        black_box(m);
-                    }
-                    1 => {
-                        let mut h = Histogram::new((-5..5).map(f64::from).collect());
-                        a.iter().for_each(|x| h.push(*x));
-                        black_box(h);
-                    }
-                    _ => {
-                        let mut s = BottomK::new(5000, 1);
-                        for (i, x) in a.iter().enumerate() {
-                            let p = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
-                            if s.would_keep(p) {
-                                s.offer(p, vec![*x])
-                            } else {
-                                s.count_skipped()
-                            }
-                        }
-                        black_box(s);
-                    }
-                }))
-            })
-            .collect();
-        println!("| {name} | {} |", cells.join(" | "));
-    }
-    let cells: Vec<String> = samples
-        .iter()
-        .map(|(a, b)| {
-            let mut x = BottomK::new(5000, 1);
-            let mut y = BottomK::new(5000, 1);
-            for (i, v) in a.iter().enumerate() {
-                x.offer(xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()), vec![*v]);
-            }
-            for (i, v) in b.iter().enumerate() {
-                y.offer(
-                    xxhash_rust::xxh3::xxh3_64(&(i + a.len()).to_le_bytes()),
-                    vec![*v],
-                );
-            }
-            fmt(median_time(|| {
-                let mut m = x.clone();
-                m.merge(&y);
-                black_box(m);
-            }))
-        })
-        .collect();
-    println!(
-        "| bottom-k 5000 merge (two full samples) | {} |",
-        cells.join(" | ")
-    );
 }
+
+fn categorical(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut g = c.benchmark_group("chi2_contingency_2x20");
+    for n in SIZES {
+        let mut counts = vec![vec![0.0; 20]; 2];
+        for row in counts.iter_mut() {
+            for _ in 0..n {
+                row[rng.random_range(0..20)] += 1.0;
+            }
+        }
+        g.bench_with_input(BenchmarkId::from_parameter(n), &counts, |bch, counts| {
+            bch.iter(|| black_box(chi2_contingency(counts, true, Divergence::Pearson).ok()))
+        });
+    }
+    g.finish();
+}
+
+fn summaries(c: &mut Criterion) {
+    let data = samples();
+    let mut g = c.benchmark_group("summary_update");
+    g.sample_size(10).warm_up_time(Duration::from_millis(500));
+    for (a, _) in &data {
+        let n = a.len();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("moments", n), a, |bch, a| {
+            bch.iter(|| {
+                let mut m = Moments::default();
+                a.iter().for_each(|x| m.push(*x));
+                black_box(m)
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("histogram_10_edges", n), a, |bch, a| {
+            bch.iter(|| {
+                let mut h = Histogram::new((-5..5).map(f64::from).collect());
+                a.iter().for_each(|x| h.push(*x));
+                black_box(h)
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("bottom_k_5000", n), a, |bch, a| {
+            bch.iter(|| black_box(bottom_k(a, 0)))
+        });
+        g.bench_with_input(BenchmarkId::new("kll_sketch", n), a, |bch, a| {
+            bch.iter(|| {
+                let mut s = QuantileSketch::default();
+                s.extend(a);
+                black_box(s)
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("adwin", n), a, |bch, a| {
+            bch.iter(|| {
+                let mut d = Adwin::default();
+                a.iter().for_each(|x| {
+                    d.update(f64::from(*x > 1.0));
+                });
+                black_box(d)
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("summary_merge");
+    for (a, b) in &data {
+        let n = a.len();
+        let (x, y) = (bottom_k(a, 0), bottom_k(b, a.len()));
+        g.bench_with_input(
+            BenchmarkId::new("bottom_k_5000", n),
+            &(x, y),
+            |bch, (x, y)| {
+                bch.iter_batched(
+                    || x.clone(),
+                    |mut m| {
+                        m.merge(y);
+                        m
+                    },
+                    BatchSize::SmallInput,
+                )
+            },
+        );
+        let (x, y) = (sketch(a), sketch(b));
+        g.bench_with_input(BenchmarkId::new("kll_sketch", n), &(x, y), |bch, (x, y)| {
+            bch.iter_batched(
+                || x.clone(),
+                |mut m| {
+                    m.merge(y);
+                    m
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        let mut m = [Moments::default(), Moments::default()];
+        a.iter().for_each(|v| m[0].push(*v));
+        b.iter().for_each(|v| m[1].push(*v));
+        g.bench_with_input(BenchmarkId::new("moments", n), &m, |bch, m| {
+            bch.iter(|| {
+                let mut x = m[0];
+                x.merge(&m[1]);
+                black_box(x)
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("sketch_tests");
+    for (a, b) in &data {
+        let (x, y) = (sketch(a), sketch(b));
+        g.bench_with_input(BenchmarkId::new("ks", a.len()), &(&x, &y), |bch, (x, y)| {
+            bch.iter(|| black_box(ks_sketch(x, y).ok()))
+        });
+        g.bench_with_input(
+            BenchmarkId::new("psi", a.len()),
+            &(&x, &y),
+            |bch, (x, y)| bch.iter(|| black_box(psi_sketch(x, y).ok())),
+        );
+    }
+    g.finish();
+}
+
+fn bottom_k(values: &[f64], offset: usize) -> BottomK {
+    let mut s = BottomK::new(5000, 1);
+    for (i, x) in values.iter().enumerate() {
+        let p = xxhash_rust::xxh3::xxh3_64(&(i + offset).to_le_bytes());
+        if s.would_keep(p) {
+            s.offer(p, vec![*x])
+        } else {
+            s.count_skipped()
+        }
+    }
+    s
+}
+
+fn sketch(values: &[f64]) -> QuantileSketch {
+    let mut s = QuantileSketch::default();
+    s.extend(values);
+    s
+}
+
+criterion_group!(benches, two_sample_tests, categorical, summaries);
+criterion_main!(benches);

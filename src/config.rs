@@ -32,6 +32,8 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// Drift tests.
     pub drift: DriftConfig,
+    /// Model registry.
+    pub registry: RegistryConfig,
     /// Monitored models by name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
@@ -122,6 +124,17 @@ pub struct DriftConfig {
     pub ks_method: KsMethod,
     /// Fewest current values for a feature to be tested.
     pub min_current: usize,
+}
+
+/// Model registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Commits between snapshots of the event log (0: never).
+    pub snapshot_every: u64,
+    /// Rules checked when a version enters a stage.
+    #[serde(default)]
+    pub rules: Vec<crate::registry::PromotionRule>,
 }
 
 /// One monitored model.

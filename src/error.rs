@@ -55,6 +55,9 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// A model-registry request was refused or its files are unreadable.
+    #[error("registry: {0}")]
+    Registry(#[from] crate::registry::RegistryError),
     /// The stored checkpoint cannot be read.
     #[error("checkpoint {location}: {reason}")]
     Checkpoint {

@@ -18,6 +18,7 @@ pub mod event;
 pub mod monitor;
 pub mod pipeline;
 pub mod query;
+pub mod registry;
 pub mod stats;
 pub mod storage;
 pub mod udf;

@@ -1,6 +1,7 @@
 //! Command-line interface (clap). One file per command group.
 
 mod demo;
+pub mod registry;
 mod run;
 mod sql;
 mod stats;
@@ -43,6 +44,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Statistical tests on files (CSV, Parquet, JSON lines, or one value per line).
     Stats(stats::StatsArgs),
+    /// Model registry: register, get, promote, rollback, alias, tag, list, history, download.
+    Registry(registry::RegistryArgs),
 }
 
 /// Runs the parsed command.
@@ -52,6 +55,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Sql(a) => sql::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Stats(a) => stats::run(a).await,
+        Command::Registry(a) => registry::run(a).await,
     }
 }
 

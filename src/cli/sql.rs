@@ -22,7 +22,8 @@ pub enum Format {
 /// Arguments of `mlwatch sql`.
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// The SQL statement. Tables: drift_results, dead_letters.
+    /// The SQL statement. Tables: drift_results, dead_letters, models,
+    /// model_versions, registry_events.
     pub query: String,
     /// Storage root to query (path or URL); defaults to storage.url of the config.
     #[arg(long, value_name = "URL")]
@@ -41,6 +42,7 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let storage = Storage::open(&url, &config.storage.options)?;
     let ctx = query::new_context(config.drift.ks_method);
     query::register_tables(&ctx, &storage)?;
+    query::register_registry_tables(&ctx, &storage).await?;
     let batches = ctx.sql(&args.query).await?.collect().await?;
     super::print_out(&render(&batches, args.format)?)
 }

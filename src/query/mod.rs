@@ -28,6 +28,29 @@ pub fn new_context(ks_method: KsMethod) -> SessionContext {
     ctx
 }
 
+/// Registers the registry's tables: `registry_events` (the log files) and
+/// `models`, `model_versions` (the state folded from them, as of now).
+pub async fn register_registry_tables(ctx: &SessionContext, storage: &Storage) -> Result<()> {
+    use crate::registry::{ModelRegistry, log, tables};
+    ctx.register_object_store(storage.base_url(), storage.store().clone());
+    let url = ListingTableUrl::parse(storage.table_url(log::LOG_DIR))?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(log::event_schema());
+    ctx.register_table("registry_events", Arc::new(ListingTable::try_new(config)?))?;
+    let state = ModelRegistry::new(storage.clone()).state().await?;
+    for (name, batch) in [
+        ("models", tables::models(&state)?),
+        ("model_versions", tables::model_versions(&state)?),
+    ] {
+        let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        ctx.register_table(name, Arc::new(table))?;
+    }
+    Ok(())
+}
+
 /// Registers `drift_results` and `dead_letters` from `storage` on `ctx`.
 pub fn register_tables(ctx: &SessionContext, storage: &Storage) -> Result<()> {
     ctx.register_object_store(storage.base_url(), storage.store().clone());

@@ -13,6 +13,11 @@
 //! * [`sample`]: a deterministic, mergeable bottom-k row sample, the bounded
 //!   window state from which KS runs exactly while a window holds at most `k`
 //!   rows and on a uniform sample of `k` rows beyond that.
+//! * [`sketch`]: a KLL quantile sketch and KS, PSI, JS and Wasserstein
+//!   computed from two sketches, with the error of each stated.
+//! * [`sequential`]: an always-valid confidence sequence for a difference
+//!   in means (Waudby-Smith et al.), safe to watch continuously.
+//! * [`detectors`]: DDM, Page-Hinkley and ADWIN over an error stream.
 
 pub mod chi_square;
 pub mod correction;

@@ -5,6 +5,7 @@ mod detectors;
 mod oracle;
 mod pipeline;
 mod properties;
+mod registry;
 
 /// Result type of tests: any error fails the test with its message.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
