@@ -15,6 +15,8 @@ fn every_command_has_help() -> TestResult {
         vec!["run", "--help"],
         vec!["sql", "--help"],
         vec!["demo", "--help"],
+        vec!["registry", "--help"],
+        vec!["registry", "list", "--help"],
     ] {
         let out = mlwatch().args(&args).output()?;
         assert!(out.status.success(), "{args:?}");
