@@ -555,3 +555,136 @@ fn registry_on_s3() -> TestResult {
     );
     Ok(())
 }
+
+/// Every `list_models` filter, the sort orders and pagination.
+#[tokio::test]
+async fn list_filters_sort_and_paginate() -> TestResult {
+    use mlwatch::registry::{ListFilter, ModelMetadata, OrderBy};
+    let dir = tempfile::tempdir()?;
+    let reg = ModelRegistry::new(Storage::open(
+        dir.path().to_str().unwrap(),
+        &Default::default(),
+    )?);
+    let f = dir.path().join("m.bin");
+    std::fs::write(&f, b"m")?;
+    let day = |d: u32| {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, d)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+    };
+    for (name, auc, kind, d) in [
+        ("fraud-eu", 0.91, "xgboost", 1),
+        ("fraud-eu", 0.93, "xgboost", 5),
+        ("fraud-us", 0.88, "lightgbm", 3),
+        ("churn", 0.95, "logreg", 7),
+    ] {
+        let md = ModelMetadata {
+            metrics: [("auc".to_string(), auc)].into(),
+            model_type: Some(kind.into()),
+            training_time: Some(day(d)),
+            ..Default::default()
+        };
+        reg.register_model(name, &f, md).await?;
+    }
+    reg.set_tag("fraud-eu", 2, "reviewed", Some("yes")).await?;
+    reg.set_alias("fraud-eu", "champion", 2).await?;
+    reg.promote_model("fraud-us", 1, Stage::Staging, PromoteOptions::default())
+        .await?;
+    let names = |l: Vec<mlwatch::registry::ModelVersion>| {
+        l.into_iter()
+            .map(|v| format!("{}@{}", v.name, v.version))
+            .collect::<Vec<_>>()
+    };
+    let q = |f: ListFilter| {
+        let reg = &reg;
+        async move { reg.list_models(&f).await.map(names) }
+    };
+    assert_eq!(
+        q(ListFilter {
+            name_pattern: Some("fraud-*".into()),
+            ..Default::default()
+        })
+        .await?,
+        ["fraud-eu@1", "fraud-eu@2", "fraud-us@1"]
+    );
+    assert_eq!(
+        q(ListFilter {
+            stage: Some(Stage::Staging),
+            ..Default::default()
+        })
+        .await?,
+        ["fraud-us@1"]
+    );
+    assert_eq!(
+        q(ListFilter {
+            alias: Some("champion".into()),
+            ..Default::default()
+        })
+        .await?,
+        ["fraud-eu@2"]
+    );
+    assert_eq!(
+        q(ListFilter {
+            tags: vec![("reviewed".into(), "yes".into())],
+            ..Default::default()
+        })
+        .await?,
+        ["fraud-eu@2"]
+    );
+    assert_eq!(
+        q(ListFilter {
+            model_type: Some("xgboost".into()),
+            metrics: vec!["auc > 0.92".parse()?],
+            ..Default::default()
+        })
+        .await?,
+        ["fraud-eu@2"]
+    );
+    assert_eq!(
+        q(ListFilter {
+            trained_after: Some(day(3)),
+            trained_before: Some(day(7)),
+            ..Default::default()
+        })
+        .await?,
+        ["fraud-eu@2", "fraud-us@1"]
+    );
+    let by_auc = ListFilter {
+        order_by: OrderBy::MetricDesc("auc".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        q(by_auc.clone()).await?,
+        ["churn@1", "fraud-eu@2", "fraud-eu@1", "fraud-us@1"]
+    );
+    assert_eq!(
+        q(ListFilter {
+            offset: 1,
+            limit: Some(2),
+            ..by_auc
+        })
+        .await?,
+        ["fraud-eu@2", "fraud-eu@1"]
+    );
+    // Tag removal is history too.
+    reg.set_tag("fraud-eu", 2, "reviewed", None).await?;
+    let kinds: Vec<EventKind> = reg
+        .history("fraud-eu")
+        .await?
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Register,
+            EventKind::Register,
+            EventKind::SetTag,
+            EventKind::SetAlias,
+            EventKind::DeleteTag
+        ]
+    );
+    Ok(())
+}
