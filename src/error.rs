@@ -58,6 +58,9 @@ pub enum Error {
     /// A model-registry request was refused or its files are unreadable.
     #[error("registry: {0}")]
     Registry(#[from] crate::registry::RegistryError),
+    /// An experiment-tracking request was refused.
+    #[error("tracking: {0}")]
+    Tracking(#[from] crate::tracking::TrackingError),
     /// The stored checkpoint cannot be read.
     #[error("checkpoint {location}: {reason}")]
     Checkpoint {

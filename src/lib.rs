@@ -21,6 +21,7 @@ pub mod query;
 pub mod registry;
 pub mod stats;
 pub mod storage;
+pub mod tracking;
 pub mod udf;
 pub mod window;
 

@@ -1,4 +1,5 @@
-//! Content-addressed artifacts: `registry/artifacts/sha256/<hex>`.
+//! Content-addressed artifacts: `artifacts/sha256/<hex>` under the storage
+//! root, shared by the registry and experiment tracking.
 //!
 //! A file is stored once under its sha256. A folder is stored as its files
 //! plus a JSON manifest (`{"files": [{"path", "sha256", "size"}]}`, sorted by
@@ -33,7 +34,7 @@ struct ManifestEntry {
 }
 
 fn blob_path(sha: &str) -> String {
-    format!("registry/artifacts/sha256/{sha}")
+    format!("artifacts/sha256/{sha}")
 }
 
 /// Hex sha256 of bytes.
@@ -64,7 +65,7 @@ pub fn safe_relative(path: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-async fn put_blob(storage: &Storage, bytes: Bytes) -> Result<String> {
+pub async fn put_blob(storage: &Storage, bytes: Bytes) -> Result<String> {
     let sha = sha256_hex(&bytes);
     let opts = PutOptions {
         mode: PutMode::Create,
@@ -168,7 +169,7 @@ pub async fn upload(storage: &Storage, local: &Path) -> Result<ArtifactRef> {
     })
 }
 
-async fn get_verified(storage: &Storage, sha: &str) -> Result<Bytes> {
+pub async fn get_verified(storage: &Storage, sha: &str) -> Result<Bytes> {
     let rel = blob_path(sha);
     let bytes = storage.get_opt(&rel).await?.ok_or_else(|| {
         Error::from(RegistryError::Corrupt {

@@ -6,6 +6,7 @@ mod oracle;
 mod pipeline;
 mod properties;
 mod registry;
+mod tracking;
 
 /// Result type of tests: any error fails the test with its message.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -53,7 +53,7 @@ def main():
         reg = json.loads(rows[0]["metadata"])
         digest = hashlib.sha256(model.read_bytes()).hexdigest()
         assert reg["artifact"]["sha256"] == digest, reg
-        blob = data / "registry" / "artifacts" / "sha256" / digest
+        blob = data / "artifacts" / "sha256" / digest
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == digest
         snaps = sorted((data / "registry" / "snapshots").iterdir())
         assert [p.name for p in snaps] == [f"{3:020}.parquet", f"{6:020}.parquet"], snaps

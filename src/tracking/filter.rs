@@ -1,0 +1,456 @@
+//! MLflow-style run filters, translated to DataFusion SQL over the tracking
+//! views, so `mlwatch sql` can answer the same question directly.
+//!
+//! ```text
+//! metrics.accuracy > 0.9 and (params.model = 'xgb' or tags.team = "risk")
+//!     order by metrics.accuracy desc, start_time
+//! ```
+//!
+//! Operands: `metrics.KEY` (the value at the run's largest step), `params.KEY`,
+//! `tags.KEY`, and run attributes (`run_id`, `run_name`, `experiment`,
+//! `status`, `start_time`, `end_time`, `user`, `git_commit`, `git_branch`,
+//! optionally written `attributes.NAME`). Keys with other characters go in
+//! backticks: ``metrics.`val loss` ``. Operators: `=`, `!=`, `<>`, `<`, `<=`,
+//! `>`, `>=`, `like`, `ilike`; `and`, `or`, `not` and parentheses. A param or
+//! tag compared with a number is cast to a number (`try_cast`). Each
+//! metric/param/tag named becomes one left join, so the query stays a few
+//! hash joins however many runs there are.
+
+use std::collections::BTreeMap;
+
+use super::TrackingError;
+
+const ATTRIBUTES: &[&str] = &[
+    "run_id",
+    "run_name",
+    "experiment",
+    "status",
+    "start_time",
+    "end_time",
+    "user",
+    "git_commit",
+    "git_branch",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str(String),
+    Num(String),
+    Op(String),
+    LParen,
+    RParen,
+    Comma,
+}
+
+fn err(filter: &str, reason: impl Into<String>) -> TrackingError {
+    TrackingError::Filter {
+        filter: filter.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn lex(src: &str) -> Result<Vec<Tok>, TrackingError> {
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            ' ' | '\t' | '\n' | '\r' => i += 1,
+            '(' => {
+                out.push(Tok::LParen);
+                i += 1
+            }
+            ')' => {
+                out.push(Tok::RParen);
+                i += 1
+            }
+            ',' => {
+                out.push(Tok::Comma);
+                i += 1
+            }
+            '\'' | '"' => {
+                let q = c;
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return Err(err(src, format!("unterminated string at {i}"))),
+                        Some(ch) if *ch == q && chars.get(i + 1) == Some(&q) => {
+                            s.push(q);
+                            i += 2;
+                        }
+                        Some(ch) if *ch == q => {
+                            i += 1;
+                            break;
+                        }
+                        Some(ch) => {
+                            s.push(*ch);
+                            i += 1
+                        }
+                    }
+                }
+                out.push(Tok::Str(s));
+            }
+            '=' | '!' | '<' | '>' => {
+                let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+                let op = if ["!=", "<=", ">=", "<>"].contains(&two.as_str()) {
+                    two
+                } else if c == '!' {
+                    return Err(err(src, format!("unexpected `!` at {i}")));
+                } else {
+                    c.to_string()
+                };
+                i += op.len();
+                out.push(Tok::Op(op));
+            }
+            c if c.is_ascii_digit() || c == '-' || c == '.' => {
+                let start = i;
+                i += 1;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '+'))
+                {
+                    i += 1;
+                }
+                let n: String = chars[start..i].iter().collect();
+                if n.parse::<f64>().is_err() {
+                    return Err(err(src, format!("`{n}` is not a number")));
+                }
+                out.push(Tok::Num(n));
+            }
+            c if c.is_alphabetic() || c == '_' || c == '`' => {
+                let mut s = String::new();
+                while i < chars.len() {
+                    let ch = chars[i];
+                    if ch == '`' {
+                        let end = chars[i + 1..]
+                            .iter()
+                            .position(|x| *x == '`')
+                            .ok_or_else(|| err(src, "unterminated backtick"))?;
+                        s.extend(&chars[i + 1..i + 1 + end]);
+                        i += end + 2;
+                    } else if ch.is_alphanumeric() || ch == '_' || ch == '.' {
+                        s.push(ch);
+                        i += 1;
+                    } else {
+                        break;
+                    }
+                }
+                out.push(Tok::Ident(s));
+            }
+            other => return Err(err(src, format!("unexpected `{other}` at {i}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// A translated filter: the SQL and the joins it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    /// The full query returning the matching runs.
+    pub sql: String,
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    toks: Vec<Tok>,
+    pos: usize,
+    /// (kind, key) -> join alias.
+    joins: BTreeMap<(String, String), String>,
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos)
+    }
+
+    fn keyword(&self, kw: &str) -> bool {
+        matches!(self.peek(), Some(Tok::Ident(s)) if s.eq_ignore_ascii_case(kw))
+    }
+
+    fn next(&mut self) -> Option<Tok> {
+        let t = self.toks.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn or(&mut self) -> Result<String, TrackingError> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            self.pos += 1;
+            left = format!("({left} OR {})", self.and()?);
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<String, TrackingError> {
+        let mut left = self.not()?;
+        while self.keyword("and") {
+            self.pos += 1;
+            left = format!("({left} AND {})", self.not()?);
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<String, TrackingError> {
+        if self.keyword("not") {
+            self.pos += 1;
+            return Ok(format!("(NOT {})", self.not()?));
+        }
+        if self.peek() == Some(&Tok::LParen) {
+            self.pos += 1;
+            let e = self.or()?;
+            if self.next() != Some(Tok::RParen) {
+                return Err(err(self.src, "missing `)`"));
+            }
+            return Ok(e);
+        }
+        self.comparison()
+    }
+
+    /// The SQL expression of an operand, and whether it is numeric.
+    fn operand(&mut self, name: &str) -> Result<(String, &'static str), TrackingError> {
+        let (kind, key) = match name.split_once('.') {
+            Some((k, rest)) if ["metrics", "params", "tags", "attributes"].contains(&k) => {
+                (k, rest)
+            }
+            _ => ("attributes", name),
+        };
+        if key.is_empty() {
+            return Err(err(self.src, format!("`{name}` names no key")));
+        }
+        if kind == "attributes" {
+            if !ATTRIBUTES.contains(&key) {
+                return Err(err(
+                    self.src,
+                    format!(
+                        "unknown attribute `{key}` (use metrics.KEY, params.KEY, tags.KEY or one of {})",
+                        ATTRIBUTES.join(", ")
+                    ),
+                ));
+            }
+            return Ok((format!("r.{key}"), "attribute"));
+        }
+        let n = self.joins.len();
+        let alias = self
+            .joins
+            .entry((kind.to_string(), key.to_string()))
+            .or_insert_with(|| format!("j{n}"))
+            .clone();
+        Ok((
+            format!("{alias}.value"),
+            if kind == "metrics" { "metric" } else { "text" },
+        ))
+    }
+
+    fn comparison(&mut self) -> Result<String, TrackingError> {
+        let Some(Tok::Ident(name)) = self.next() else {
+            return Err(err(self.src, "expected a metric, param, tag or attribute"));
+        };
+        let (lhs, kind) = self.operand(&name)?;
+        let op = match self.next() {
+            Some(Tok::Op(o)) => o,
+            Some(Tok::Ident(w))
+                if w.eq_ignore_ascii_case("like") || w.eq_ignore_ascii_case("ilike") =>
+            {
+                w.to_uppercase()
+            }
+            _ => {
+                return Err(err(
+                    self.src,
+                    format!("expected an operator after `{name}`"),
+                ));
+            }
+        };
+        let op = if op == "<>" { "!=".to_string() } else { op };
+        match self.next() {
+            Some(Tok::Num(n)) => {
+                let lhs = if kind == "text" {
+                    format!("try_cast({lhs} AS DOUBLE)")
+                } else {
+                    lhs
+                };
+                Ok(format!("{lhs} {op} {n}"))
+            }
+            Some(Tok::Str(s)) => {
+                if kind == "metric" {
+                    return Err(err(
+                        self.src,
+                        format!("`{name}` is a number; compare it with a number"),
+                    ));
+                }
+                let lhs = if lhs.ends_with("_time") {
+                    format!("CAST({lhs} AS VARCHAR)")
+                } else {
+                    lhs
+                };
+                Ok(format!("{lhs} {op} {}", quote(&s)))
+            }
+            _ => Err(err(
+                self.src,
+                format!("expected a number or a quoted string after `{name} {op}`"),
+            )),
+        }
+    }
+
+    fn order_by(&mut self) -> Result<Vec<String>, TrackingError> {
+        let mut out = Vec::new();
+        loop {
+            let Some(Tok::Ident(name)) = self.next() else {
+                return Err(err(self.src, "expected a column after `order by`"));
+            };
+            let (e, _) = self.operand(&name)?;
+            let mut dir = "ASC";
+            if (self.keyword("desc") || self.keyword("asc"))
+                && let Some(Tok::Ident(d)) = self.next()
+            {
+                dir = if d.eq_ignore_ascii_case("desc") {
+                    "DESC"
+                } else {
+                    "ASC"
+                };
+            }
+            out.push(format!("{e} {dir} NULLS LAST"));
+            if self.peek() == Some(&Tok::Comma) {
+                self.pos += 1;
+                continue;
+            }
+            return Ok(out);
+        }
+    }
+}
+
+/// Translates a filter (possibly empty, possibly ending in `order by ...`)
+/// into a query over `runs` returning `run_id, experiment, run_name,
+/// status, start_time, end_time` plus one column per metric, param or tag
+/// the filter names. `experiment` restricts to one experiment.
+pub fn translate(filter: &str, experiment: Option<&str>) -> Result<Translated, TrackingError> {
+    let toks = lex(filter)?;
+    let mut p = Parser {
+        src: filter,
+        toks,
+        pos: 0,
+        joins: BTreeMap::new(),
+    };
+    let mut conditions = Vec::new();
+    if let Some(e) = experiment {
+        conditions.push(format!("r.experiment = {}", quote(e)));
+    }
+    let starts_with_order = p.keyword("order");
+    if !p.toks.is_empty() && !starts_with_order {
+        conditions.push(p.or()?);
+    }
+    let mut order = vec!["r.start_time DESC".to_string()];
+    if p.keyword("order") {
+        p.pos += 1;
+        if !p.keyword("by") {
+            return Err(err(filter, "expected `by` after `order`"));
+        }
+        p.pos += 1;
+        order = p.order_by()?;
+        order.push("r.start_time DESC".into());
+    }
+    if let Some(t) = p.peek() {
+        return Err(err(filter, format!("unexpected {t:?} after the filter")));
+    }
+    let mut select = vec![
+        "r.run_id".to_string(),
+        "r.experiment".into(),
+        "r.run_name".into(),
+        "r.status".into(),
+        "r.start_time".into(),
+        "r.end_time".into(),
+    ];
+    let mut joins = String::new();
+    for ((kind, key), alias) in &p.joins {
+        let table = match kind.as_str() {
+            "metrics" => "latest_metrics",
+            "params" => "params",
+            _ => "tags",
+        };
+        joins.push_str(&format!(
+            " LEFT JOIN (SELECT run_id, value FROM {table} WHERE key = {}) {alias} ON {alias}.run_id = r.run_id",
+            quote(key)
+        ));
+        select.push(format!(
+            "{alias}.value AS \"{kind}.{}\"",
+            key.replace('"', "\"\"")
+        ));
+    }
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    Ok(Translated {
+        sql: format!(
+            "SELECT {} FROM runs r{joins}{where_clause} ORDER BY {}",
+            select.join(", "),
+            order.join(", ")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translates_and_rejects() {
+        let t = translate(
+            "metrics.accuracy > 0.9 and (params.model = 'xgb' or tags.team = \"risk\") order by metrics.accuracy desc",
+            None,
+        )
+        .unwrap();
+        assert!(
+            t.sql.contains(
+                "WHERE (j0.value > 0.9 AND (j1.value = 'xgb' OR j2.value = 'risk')) \
+                 ORDER BY j0.value DESC NULLS LAST, r.start_time DESC"
+            ),
+            "{}",
+            t.sql
+        );
+        assert!(
+            t.sql.contains("ORDER BY j0.value DESC NULLS LAST"),
+            "{}",
+            t.sql
+        );
+        assert!(t.sql.contains("FROM latest_metrics WHERE key = 'accuracy'"));
+        let t = translate("params.lr >= 0.01 and status = 'FINISHED'", Some("exp'1")).unwrap();
+        assert!(
+            t.sql.contains("try_cast(j0.value AS DOUBLE) >= 0.01"),
+            "{}",
+            t.sql
+        );
+        assert!(t.sql.contains("r.experiment = 'exp''1'"), "{}", t.sql);
+        assert!(
+            translate("", None)
+                .unwrap()
+                .sql
+                .ends_with("ORDER BY r.start_time DESC")
+        );
+        assert!(
+            translate("metrics.`val loss` < 1", None)
+                .unwrap()
+                .sql
+                .contains("'val loss'")
+        );
+        for bad in [
+            "metrics.accuracy >",
+            "metrics.accuracy > 'high'",
+            "colour = 'red'",
+            "(metrics.a > 1",
+            "metrics.a > 1 extra",
+            "params.x = 'unterminated",
+            "metrics.a ! 1",
+        ] {
+            let e = translate(bad, None).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Experiment tracking through the Rust API: runs, params, metrics, tags and
+//! artifacts land as Parquet, search filters and SQL see them, and refused
+//! requests change nothing.
+
+use bytes::Bytes;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use mlwatch::storage::Storage;
+use mlwatch::tracking::{ExperimentTracker, RunStatus};
+
+use crate::TestResult;
+
+fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn count(t: &ExperimentTracker, sql: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let ctx = t.context().await?;
+    Ok(pretty_format_batches(&ctx.sql(sql).await?.collect().await?)?.to_string())
+}
+
+#[tokio::test]
+async fn runs_log_search_and_refuse_bad_requests() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::open(dir.path().to_str().unwrap(), &Default::default())?;
+    let t = ExperimentTracker::new(storage.clone());
+
+    let mut ids = Vec::new();
+    for (model, lr, acc) in [
+        ("xgb", "0.1", 0.93),
+        ("xgb", "0.3", 0.88),
+        ("logreg", "0.01", 0.91),
+    ] {
+        let mut run = t
+            .start_run(
+                "churn",
+                Some(&format!("{model}-{lr}")),
+                &kv(&[("team", "growth")]),
+            )
+            .await?;
+        run.log_params(&kv(&[("model", model), ("lr", lr)]))?;
+        // Same value again is fine; a different one is refused and nothing changes.
+        run.log_params(&kv(&[("model", model)]))?;
+        let e = run
+            .log_params(&kv(&[("lr", "9"), ("new", "1")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("param `lr` is already"), "{e}");
+        let points: Vec<(&str, f64, i64)> = (0..50_000)
+            .map(|s| ("loss", 1.0 / (s as f64 + 1.0), s))
+            .chain((0..50_000).map(|s| ("accuracy", acc * (s as f64 + 1.0) / 50_000.0, s)))
+            .collect();
+        run.log_metrics(&points).await?;
+        let sha = run
+            .log_artifact_bytes("model/weights.bin", Bytes::from(vec![3u8; 1000]))
+            .await?;
+        assert_eq!(sha, mlwatch::registry::artifact::sha256_hex(&[3u8; 1000]));
+        let e = run
+            .log_artifact_bytes("../escape.bin", Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("`../escape.bin`"), "{e}");
+        ids.push(run.id().to_string());
+        run.end(RunStatus::Finished).await?;
+    }
+
+    // 100,000 metric points per run: a couple of files, not thousands.
+    let metric_files = std::fs::read_dir(dir.path().join("tracking/metrics"))?.count();
+    assert!(metric_files <= 6, "{metric_files} metric files for 3 runs");
+
+    // Search with and / or / parentheses / order by.
+    let out = t
+        .search(
+            "metrics.accuracy > 0.9 and (params.model = 'xgb' or params.lr < 0.05) order by metrics.accuracy desc",
+            Some("churn"),
+        )
+        .await?;
+    let text = pretty_format_batches(&out)?.to_string();
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("churn")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].contains("xgb-0.1") && rows[1].contains("logreg-0.01"),
+        "{text}"
+    );
+    // The same question straight in SQL.
+    let sql = count(
+        &t,
+        "SELECT count(*) AS n FROM runs r JOIN latest_metrics m ON m.run_id = r.run_id \
+         WHERE m.key = 'accuracy' AND m.value > 0.9 AND r.status = 'FINISHED'",
+    )
+    .await?;
+    assert!(sql.contains("| 2 |"), "{sql}");
+    let sql = count(&t, "SELECT count(*) AS n FROM metrics").await?;
+    assert!(sql.contains("| 300000 |"), "{sql}");
+    let sql = count(
+        &t,
+        "SELECT count(*) AS n FROM tags WHERE key = 'team' AND value = 'growth'",
+    )
+    .await?;
+    assert!(sql.contains("| 3 |"), "{sql}");
+    let sql = count(&t, "SELECT name, runs FROM experiments").await?;
+    assert!(sql.contains("| churn | 3    |"), "{sql}");
+
+    // A malformed filter and an unknown run id are clear errors.
+    let e = t.search("metrics.accuracy >> 1", None).await.unwrap_err();
+    assert!(e.to_string().contains("metrics.accuracy >> 1"), "{e}");
+    let e = t
+        .resume("0123456789abcdef0123456789abcdef")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    // An ended run cannot be resumed for logging.
+    let e = t.resume(&ids[0]).await.unwrap_err();
+    assert!(e.to_string().contains("has ended"), "{e}");
+    Ok(())
+}
+
+/// A run whose owner process is gone is marked KILLED on the next read.
+#[tokio::test]
+async fn orphaned_runs_are_marked_killed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let t = ExperimentTracker::new(Storage::open(
+        dir.path().to_str().unwrap(),
+        &Default::default(),
+    )?);
+    let mut child = std::process::Command::new("true").spawn()?;
+    let dead = child.id();
+    child.wait()?;
+    let orphan = t.start_run_owned_by("e", None, &[], dead).await?;
+    let live = t.start_run("e", None, &[]).await?;
+    let reaped = t.reap_orphans().await?;
+    assert_eq!(reaped, vec![orphan.id().to_string()]);
+    let text = count(&t, "SELECT run_id, status FROM runs ORDER BY status").await?;
+    assert!(
+        text.contains(&format!("{} | KILLED", orphan.id())),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{} | RUNNING", live.id())), "{text}");
+    Ok(())
+}
