@@ -3,6 +3,7 @@
 mod demo;
 pub mod registry;
 mod run;
+mod runs;
 mod sql;
 mod stats;
 
@@ -46,6 +47,8 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// Model registry: register, get, promote, rollback, alias, tag, list, history, download.
     Registry(registry::RegistryArgs),
+    /// Experiment tracking: start, log-param, log-metric, log-artifact, set-tag, end, list, search, show, compare.
+    Runs(runs::RunsArgs),
 }
 
 /// Runs the parsed command.
@@ -56,6 +59,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a).await,
         Command::Stats(a) => stats::run(a).await,
         Command::Registry(a) => registry::run(a).await,
+        Command::Runs(a) => runs::run(a).await,
     }
 }
 

@@ -23,7 +23,8 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct SqlArgs {
     /// The SQL statement. Tables: drift_results, dead_letters, models,
-    /// model_versions, registry_events.
+    /// model_versions, registry_events, runs, params, metrics,
+    /// latest_metrics, tags, artifacts, experiments.
     pub query: String,
     /// Storage root to query (path or URL); defaults to storage.url of the config.
     #[arg(long, value_name = "URL")]
@@ -43,6 +44,7 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let ctx = query::new_context(config.drift.ks_method);
     query::register_tables(&ctx, &storage)?;
     query::register_registry_tables(&ctx, &storage).await?;
+    crate::tracking::register_tables(&ctx, &storage).await?;
     let batches = ctx.sql(&args.query).await?.collect().await?;
     super::print_out(&render(&batches, args.format)?)
 }

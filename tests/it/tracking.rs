@@ -139,3 +139,146 @@ async fn orphaned_runs_are_marked_killed() -> TestResult {
     assert!(text.contains(&format!("{} | RUNNING", live.id())), "{text}");
     Ok(())
 }
+
+fn mlwatch(data: &std::path::Path, args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(["runs", "--data"])
+        .arg(data)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The CLI a training script calls, then search, compare and `mlwatch sql`.
+#[test]
+fn cli_runs_from_start_to_compare() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let model = dir.path().join("model.pkl");
+    std::fs::write(&model, b"pickled model bytes")?;
+    let mut ids = Vec::new();
+    for (name, depth, acc) in [("a", "4", "0.91"), ("b", "6", "0.94")] {
+        let id = mlwatch(
+            &data,
+            &[
+                "start", "-e", "cli-exp", "--name", name, "--tag", "owner=ci",
+            ],
+        )?
+        .trim()
+        .to_string();
+        mlwatch(
+            &data,
+            &["log-param", &id, &format!("max_depth={depth}"), "model=xgb"],
+        )?;
+        for step in 0..3 {
+            mlwatch(
+                &data,
+                &[
+                    "log-metric",
+                    &id,
+                    &format!("accuracy={acc}"),
+                    "loss=0.5",
+                    "--step",
+                    &step.to_string(),
+                ],
+            )?;
+        }
+        let sha = mlwatch(
+            &data,
+            &[
+                "log-artifact",
+                &id,
+                model.to_str().unwrap(),
+                "--path",
+                "model/model.pkl",
+            ],
+        )?;
+        assert_eq!(
+            sha.trim(),
+            mlwatch::registry::artifact::sha256_hex(b"pickled model bytes")
+        );
+        // Refused requests name the problem and change nothing.
+        let e = mlwatch(&data, &["log-param", &id, "max_depth=99"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_depth") && e.contains("cannot change"),
+            "{e}"
+        );
+        let e = mlwatch(
+            &data,
+            &[
+                "log-artifact",
+                &id,
+                model.to_str().unwrap(),
+                "--path",
+                "../x",
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`../x`"), "{e}");
+        mlwatch(&data, &["end", &id])?;
+        ids.push(id);
+    }
+    let e = mlwatch(&data, &["end", "0123456789abcdef0123456789abcdef"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not exist"), "{e}");
+    let e = mlwatch(&data, &["search", "metrics.accuracy >"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("filter `metrics.accuracy >`"), "{e}");
+
+    let out = mlwatch(
+        &data,
+        &[
+            "--format",
+            "json",
+            "search",
+            "params.max_depth >= 5 or metrics.accuracy < 0.5",
+        ],
+    )?;
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["run_name"], "b");
+    assert_eq!(rows[0]["status"], "FINISHED");
+
+    let cmp = mlwatch(&data, &["compare", &ids[0], &ids[1]])?;
+    let line = |k: &str| {
+        cmp.lines()
+            .find(|l| l.contains(k))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("params.max_depth").starts_with('*'), "{cmp}");
+    assert!(!line("params.model").starts_with('*'), "{cmp}");
+    assert!(
+        line("metrics.accuracy").starts_with('*') && line("metrics.accuracy").contains("0.94"),
+        "{cmp}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(["sql", "--format", "json", "--data"])
+        .arg(&data)
+        .arg("SELECT r.run_name, m.value FROM runs r JOIN latest_metrics m ON m.run_id = r.run_id WHERE m.key = 'accuracy' ORDER BY m.value DESC")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    assert_eq!(
+        text.lines().next(),
+        Some(r#"{"run_name":"b","value":0.94}"#),
+        "{text}"
+    );
+    Ok(())
+}

@@ -1,0 +1,443 @@
+//! `mlwatch runs`: experiment tracking from scripts and the shell.
+//!
+//! Each logging command is its own process: it reopens the run, checks the
+//! request (params are immutable, paths must be relative), writes one small
+//! file, and exits. A training loop that logs many points should log them
+//! in batches (`log-metric` takes several `KEY=VALUE` pairs) or use the
+//! Rust API, which buffers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Float64Type;
+
+use super::sql::{Format as SqlFormat, render};
+use crate::storage::Storage;
+use crate::tracking::{ExperimentTracker, RunStatus};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// Aligned text.
+    Table,
+    /// JSON lines.
+    Json,
+}
+
+/// Arguments of `mlwatch runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Storage root (path or URL); defaults to storage.url of the config.
+    #[arg(long, value_name = "URL", global = true)]
+    pub data: Option<String>,
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    pub format: Format,
+    /// The command.
+    #[command(subcommand)]
+    pub command: RunsCommand,
+}
+
+/// Tracking commands.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Start a run; prints its id. The run belongs to the calling process:
+    /// if that process dies without `end`, the run is marked KILLED.
+    Start {
+        /// Experiment name.
+        #[arg(long, short)]
+        experiment: String,
+        /// Run name (default: run-<id prefix>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Tag `key=value` (repeatable).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+    },
+    /// Log params `key=value` (immutable once logged).
+    LogParam {
+        /// Run id.
+        run: String,
+        /// `key=value` pairs.
+        #[arg(required = true)]
+        params: Vec<String>,
+    },
+    /// Log metric points `key=value` at a step.
+    LogMetric {
+        /// Run id.
+        run: String,
+        /// `key=value` pairs.
+        #[arg(required = true)]
+        metrics: Vec<String>,
+        /// Step (iteration, epoch).
+        #[arg(long, default_value_t = 0)]
+        step: i64,
+    },
+    /// Store a file as an artifact of the run (content-addressed).
+    LogArtifact {
+        /// Run id.
+        run: String,
+        /// Local file.
+        file: PathBuf,
+        /// Path inside the run's artifacts (default: the file name).
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// Set tags `key=value`.
+    SetTag {
+        /// Run id.
+        run: String,
+        /// `key=value` pairs.
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// End a run.
+    End {
+        /// Run id.
+        run: String,
+        /// Final status.
+        #[arg(long, value_enum, default_value_t = RunStatus::Finished)]
+        status: RunStatus,
+    },
+    /// List runs, newest first.
+    List {
+        /// Only this experiment.
+        #[arg(long, short)]
+        experiment: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Search runs with an MLflow-style filter, e.g.
+    /// "metrics.accuracy > 0.9 and (params.model = 'xgb' or tags.team = 'risk') order by metrics.accuracy desc".
+    Search {
+        /// The filter (may be empty; may end in `order by ...`).
+        filter: String,
+        /// Only this experiment.
+        #[arg(long, short)]
+        experiment: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print the SQL the filter becomes instead of running it.
+        #[arg(long)]
+        show_sql: bool,
+    },
+    /// One run: attributes, params, latest metrics, tags, artifacts.
+    Show {
+        /// Run id.
+        run: String,
+    },
+    /// Params and final metrics of runs side by side; `*` marks rows that differ.
+    Compare {
+        /// Run ids.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<String>,
+    },
+}
+
+fn pairs(flag: &str, items: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .with_context(|| format!("{flag} `{s}`: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn hex_id(run: &str) -> anyhow::Result<&str> {
+    if run.len() == 32 && run.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(run)
+    } else {
+        anyhow::bail!("run id `{run}` is not 32 hex digits")
+    }
+}
+
+pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
+    let config = super::load_config(args.config.as_ref())?;
+    let url = args.data.clone().unwrap_or(config.storage.url.clone());
+    let tracker = ExperimentTracker::new(Storage::open(&url, &config.storage.options)?);
+    let fmt = match args.format {
+        Format::Table => SqlFormat::Table,
+        Format::Json => SqlFormat::Json,
+    };
+    let text = match args.command {
+        RunsCommand::Start {
+            experiment,
+            name,
+            tags,
+        } => {
+            let tags = pairs("--tag", &tags)?;
+            let mut run = tracker
+                .start_run_owned_by(
+                    &experiment,
+                    name.as_deref(),
+                    &tags,
+                    std::os::unix::process::parent_id(),
+                )
+                .await?;
+            run.flush().await?;
+            match args.format {
+                Format::Table => format!("{}\n", run.id()),
+                Format::Json => format!(
+                    "{}\n",
+                    serde_json::json!({"run_id": run.id(), "run_name": run.name()})
+                ),
+            }
+        }
+        RunsCommand::LogParam { run, params } => {
+            let params = pairs("param", &params)?;
+            let mut r = tracker.resume(hex_id(&run)?).await?;
+            r.log_params(&params)?;
+            r.flush().await?;
+            String::new()
+        }
+        RunsCommand::LogMetric { run, metrics, step } => {
+            let mut points = Vec::new();
+            for (k, v) in pairs("metric", &metrics)? {
+                let v: f64 = v
+                    .parse()
+                    .with_context(|| format!("metric `{k}`: `{v}` is not a number"))?;
+                points.push((k, v));
+            }
+            let mut r = tracker.resume(hex_id(&run)?).await?;
+            let refs: Vec<(&str, f64, i64)> =
+                points.iter().map(|(k, v)| (k.as_str(), *v, step)).collect();
+            r.log_metrics(&refs).await?;
+            r.flush().await?;
+            String::new()
+        }
+        RunsCommand::LogArtifact { run, file, path } => {
+            let mut r = tracker.resume(hex_id(&run)?).await?;
+            let sha = r.log_artifact(&file, path.as_deref()).await?;
+            r.flush().await?;
+            format!("{sha}\n")
+        }
+        RunsCommand::SetTag { run, tags } => {
+            let tags = pairs("tag", &tags)?;
+            let mut r = tracker.resume(hex_id(&run)?).await?;
+            r.set_tags(&tags)?;
+            r.flush().await?;
+            String::new()
+        }
+        RunsCommand::End { run, status } => {
+            tracker.resume(hex_id(&run)?).await?.end(status).await?;
+            String::new()
+        }
+        RunsCommand::List { experiment, limit } => {
+            let out = tracker.search("", experiment.as_deref()).await?;
+            let ctx = datafusion::prelude::SessionContext::new();
+            let df = ctx.read_batches(out)?.limit(0, Some(limit))?;
+            render(&df.collect().await?, fmt)?
+        }
+        RunsCommand::Search {
+            filter,
+            experiment,
+            limit,
+            show_sql,
+        } => {
+            if show_sql {
+                format!(
+                    "{}\n",
+                    crate::tracking::filter::translate(&filter, experiment.as_deref())?.sql
+                )
+            } else {
+                let out = tracker.search(&filter, experiment.as_deref()).await?;
+                let ctx = datafusion::prelude::SessionContext::new();
+                let df = ctx.read_batches(out)?.limit(0, Some(limit))?;
+                render(&df.collect().await?, fmt)?
+            }
+        }
+        RunsCommand::Show { run } => {
+            let id = hex_id(&run)?;
+            tracker.reap_orphans().await?;
+            let ctx = tracker.context().await?;
+            let mut text = String::new();
+            for (title, sql) in [
+                ("run", format!("SELECT * FROM runs WHERE run_id = '{id}'")),
+                (
+                    "params",
+                    format!("SELECT key, value FROM params WHERE run_id = '{id}' ORDER BY key"),
+                ),
+                (
+                    "metrics (latest step)",
+                    format!(
+                        "SELECT key, value, step FROM latest_metrics WHERE run_id = '{id}' ORDER BY key"
+                    ),
+                ),
+                (
+                    "tags",
+                    format!("SELECT key, value FROM tags WHERE run_id = '{id}' ORDER BY key"),
+                ),
+                (
+                    "artifacts",
+                    format!(
+                        "SELECT path, size, sha256 FROM artifacts WHERE run_id = '{id}' ORDER BY path"
+                    ),
+                ),
+            ] {
+                let b = ctx.sql(&sql).await?.collect().await?;
+                if title == "run" && b.iter().all(|b| b.num_rows() == 0) {
+                    return Err(crate::tracking::TrackingError::UnknownRun(run).into());
+                }
+                if matches!(args.format, Format::Table) {
+                    text.push_str(&format!("{title}:\n"));
+                }
+                text.push_str(&render(&b, fmt)?);
+            }
+            text
+        }
+        RunsCommand::Compare { runs } => compare(&tracker, &runs, args.format).await?,
+    };
+    super::print_out(&text)
+}
+
+async fn compare(
+    tracker: &ExperimentTracker,
+    runs: &[String],
+    format: Format,
+) -> anyhow::Result<String> {
+    for r in runs {
+        hex_id(r)?;
+    }
+    let ctx = tracker.context().await?;
+    let list = runs
+        .iter()
+        .map(|r| format!("'{r}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // (row label) -> run id -> value
+    let mut table: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    for b in ctx
+        .sql(&format!(
+            "SELECT run_id, run_name FROM runs WHERE run_id IN ({list})"
+        ))
+        .await?
+        .collect()
+        .await?
+    {
+        for i in 0..b.num_rows() {
+            names.insert(
+                b.column(0).as_string::<i32>().value(i).to_string(),
+                b.column(1).as_string::<i32>().value(i).to_string(),
+            );
+        }
+    }
+    if let Some(missing) = runs.iter().find(|r| !names.contains_key(*r)) {
+        return Err(crate::tracking::TrackingError::UnknownRun(missing.clone()).into());
+    }
+    for b in ctx
+        .sql(&format!(
+            "SELECT run_id, key, value FROM params WHERE run_id IN ({list})"
+        ))
+        .await?
+        .collect()
+        .await?
+    {
+        for i in 0..b.num_rows() {
+            table
+                .entry(format!(
+                    "params.{}",
+                    b.column(1).as_string::<i32>().value(i)
+                ))
+                .or_default()
+                .insert(
+                    b.column(0).as_string::<i32>().value(i).to_string(),
+                    b.column(2).as_string::<i32>().value(i).to_string(),
+                );
+        }
+    }
+    for b in ctx
+        .sql(&format!(
+            "SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({list})"
+        ))
+        .await?
+        .collect()
+        .await?
+    {
+        let v = b.column(2).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            if v.is_null(i) {
+                continue;
+            }
+            table
+                .entry(format!(
+                    "metrics.{}",
+                    b.column(1).as_string::<i32>().value(i)
+                ))
+                .or_default()
+                .insert(
+                    b.column(0).as_string::<i32>().value(i).to_string(),
+                    v.value(i).to_string(),
+                );
+        }
+    }
+    let differs = |row: &BTreeMap<String, String>| {
+        let vals: BTreeSet<Option<&String>> = runs.iter().map(|r| row.get(r)).collect();
+        vals.len() > 1
+    };
+    Ok(match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = table
+                .iter()
+                .map(|(k, row)| {
+                    serde_json::json!({
+                        "key": k,
+                        "differs": differs(row),
+                        "values": runs.iter().map(|r| row.get(r)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            format!(
+                "{}\n",
+                serde_json::json!({"runs": runs, "run_names": runs.iter().map(|r| &names[r]).collect::<Vec<_>>(), "rows": rows})
+            )
+        }
+        Format::Table => {
+            let mut rows = vec![
+                std::iter::once(String::new())
+                    .chain(std::iter::once("key".to_string()))
+                    .chain(runs.iter().map(|r| names[r].clone()))
+                    .collect::<Vec<_>>(),
+            ];
+            for (k, row) in &table {
+                rows.push(
+                    std::iter::once(if differs(row) {
+                        "*".to_string()
+                    } else {
+                        String::new()
+                    })
+                    .chain(std::iter::once(k.clone()))
+                    .chain(
+                        runs.iter()
+                            .map(|r| row.get(r).cloned().unwrap_or_else(|| "-".into())),
+                    )
+                    .collect(),
+                );
+            }
+            let widths: Vec<usize> = (0..rows[0].len())
+                .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+                .collect();
+            rows.iter()
+                .map(|r| {
+                    let cells: Vec<String> = r
+                        .iter()
+                        .zip(&widths)
+                        .map(|(c, w)| format!("{c:<w$}"))
+                        .collect();
+                    format!("{}\n", cells.join("  ").trim_end())
+                })
+                .collect()
+        }
+    })
+}
