@@ -134,6 +134,8 @@ pub enum RunsCommand {
         /// Run id.
         run: String,
     },
+    /// Merge each tracking table's small files into one.
+    Compact,
     /// Params and final metrics of runs side by side; `*` marks rows that differ.
     Compare {
         /// Run ids.
@@ -297,6 +299,12 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
             text
         }
         RunsCommand::Compare { runs } => compare(&tracker, &runs, args.format).await?,
+        RunsCommand::Compact => tracker
+            .compact()
+            .await?
+            .iter()
+            .map(|(table, files, rows)| format!("{table}: {files} files -> 1 ({rows} rows)\n"))
+            .collect(),
     };
     super::print_out(&text)
 }

@@ -44,6 +44,15 @@ fn output(dir: &Path, program: &str, args: &[&str]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// This machine's host name (`/etc/hostname`, else `hostname`).
+pub fn hostname(dir: &Path) -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| output(dir, "hostname", &[]))
+}
+
 /// Captures the environment of a run started in `dir`.
 pub fn capture(dir: &Path) -> RunEnvironment {
     let git = |args: &[&str]| output(dir, "git", args);
@@ -63,11 +72,7 @@ pub fn capture(dir: &Path) -> RunEnvironment {
             .and_then(|_| git(&["rev-parse", "--abbrev-ref", "HEAD"])),
         git_commit,
         git_dirty,
-        hostname: std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .or_else(|| output(dir, "hostname", &[])),
+        hostname: hostname(dir),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         user: std::env::var("USER")
             .or_else(|_| std::env::var("USERNAME"))

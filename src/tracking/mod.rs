@@ -13,8 +13,14 @@
 //! died without `end` (same host, process gone) is marked `KILLED` the next
 //! time runs are read ([`ExperimentTracker::reap_orphans`]).
 //!
+//! [`ExperimentTracker::compact`] merges each table's small files into one.
+//! It writes the merged file before deleting the inputs, so no row is ever
+//! missing; a query that lists the folder in between can count a row twice
+//! (the `runs`, `tags` and `latest_metrics` views pick one row per key and
+//! are not affected). Run it when no one is reading totals, e.g. nightly.
+//!
 //! Not in this module yet (see the tracking issue): the `mlwatch.tracking`
-//! Kafka topic, plots, and compaction of small files.
+//! Kafka topic and plots.
 
 pub mod env;
 pub mod filter;
@@ -133,6 +139,8 @@ static FILE_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub struct ExperimentTracker {
     storage: Storage,
     workdir: PathBuf,
+    /// Captured once per tracker: the probes are subprocesses (~0.1 s).
+    environment: std::sync::Arc<std::sync::OnceLock<env::RunEnvironment>>,
 }
 
 impl ExperimentTracker {
@@ -141,7 +149,13 @@ impl ExperimentTracker {
         Self {
             storage,
             workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            environment: Default::default(),
         }
+    }
+
+    /// The environment recorded with runs, captured on first use.
+    pub fn environment(&self) -> &env::RunEnvironment {
+        self.environment.get_or_init(|| env::capture(&self.workdir))
     }
 
     /// The storage it uses.
@@ -188,7 +202,7 @@ impl ExperimentTracker {
             end_time: None,
             updated_at: start,
             pid: i64::from(owner_pid),
-            env: env::capture(&self.workdir),
+            env: self.environment().clone(),
         };
         let mut run = Run::new(self.clone(), row.clone(), BTreeMap::new());
         // The start is written at once, so other processes see the run.
@@ -224,14 +238,17 @@ impl ExperimentTracker {
         Ok(Run::new(self.clone(), row, params))
     }
 
+    /// The run's latest row, as stored (its environment is the one
+    /// captured at start, whoever reads it).
     async fn run_row(&self, ctx: &SessionContext, run_id: &str) -> Result<RunRow> {
         if !run_id.chars().all(|c| c.is_ascii_hexdigit()) || run_id.is_empty() {
             return Err(TrackingError::UnknownRun(run_id.to_string()).into());
         }
         let batches = ctx
             .sql(&format!(
-                "SELECT run_id, experiment, run_name, status, \
-                 CAST(start_time AS BIGINT), CAST(end_time AS BIGINT), pid, hostname \
+                "SELECT run_id, experiment, run_name, status, CAST(start_time AS BIGINT), \
+                 CAST(end_time AS BIGINT), pid, user, hostname, os, git_commit, git_branch, \
+                 git_dirty, mlwatch_version, command, rustc_version, python_version \
                  FROM runs WHERE run_id = '{run_id}'"
             ))
             .await?
@@ -241,23 +258,35 @@ impl ExperimentTracker {
             .iter()
             .find(|b| b.num_rows() > 0)
             .ok_or_else(|| TrackingError::UnknownRun(run_id.to_string()))?;
-        let s = |i: usize| b.column(i).as_string::<i32>().value(0).to_string();
+        let s = |i: usize| {
+            let a = b.column(i).as_string::<i32>();
+            (!a.is_null(0)).then(|| a.value(0).to_string())
+        };
         let n = |i: usize| {
             let a = b.column(i).as_primitive::<Int64Type>();
             (!a.is_null(0)).then(|| a.value(0))
         };
+        let dirty = b.column(12).as_boolean();
         Ok(RunRow {
-            run_id: s(0),
-            experiment: s(1),
-            run_name: s(2),
-            status: s(3),
+            run_id: s(0).unwrap_or_default(),
+            experiment: s(1).unwrap_or_default(),
+            run_name: s(2).unwrap_or_default(),
+            status: s(3).unwrap_or_default(),
             start_time: n(4).unwrap_or_default(),
             end_time: n(5),
             updated_at: now_us(),
             pid: n(6).unwrap_or_default(),
             env: env::RunEnvironment {
-                hostname: (!b.column(7).is_null(0)).then(|| s(7)),
-                ..env::capture(&self.workdir)
+                user: s(7),
+                hostname: s(8),
+                os: s(9).unwrap_or_default(),
+                git_commit: s(10),
+                git_branch: s(11),
+                git_dirty: (!dirty.is_null(0)).then(|| dirty.value(0)),
+                mlwatch_version: s(13).unwrap_or_default(),
+                command: s(14).unwrap_or_default(),
+                rustc_version: s(15),
+                python_version: s(16),
             },
         })
     }
@@ -273,7 +302,7 @@ impl ExperimentTracker {
     /// this host, no longer exists. Returns the ids marked.
     pub async fn reap_orphans(&self) -> Result<Vec<String>> {
         let ctx = self.context().await?;
-        let host = env::capture(&self.workdir).hostname;
+        let host = env::hostname(&self.workdir);
         let batches = ctx
             .sql("SELECT run_id, hostname, pid FROM runs WHERE status = 'RUNNING'")
             .await?
@@ -300,6 +329,51 @@ impl ExperimentTracker {
             }
         }
         Ok(reaped)
+    }
+
+    /// Merges each stored table's files into one file per table (see the
+    /// module docs); returns `(table, files merged, rows)` for each table
+    /// that had more than one file.
+    pub async fn compact(&self) -> Result<Vec<(String, usize, usize)>> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let mut report = Vec::new();
+        for (table, schema) in tables::stored_tables() {
+            let prefix = self.storage.path(&format!("{}/{table}", tables::ROOT));
+            let files: Vec<_> = self
+                .storage
+                .store()
+                .list(Some(&prefix))
+                .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".parquet")))
+                .try_collect()
+                .await?;
+            if files.len() < 2 {
+                continue;
+            }
+            let mut batches = Vec::new();
+            for f in &files {
+                let bytes = self.storage.store().get(&f.location).await?.bytes().await?;
+                let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                    .build()?;
+                for b in reader {
+                    batches.push(b?);
+                }
+            }
+            let rows = batches.iter().map(RecordBatch::num_rows).sum();
+            let merged = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+            let rel = format!(
+                "{}/{table}/compacted-{}-{:016x}.parquet",
+                tables::ROOT,
+                now_us(),
+                rand::random::<u64>()
+            );
+            self.storage.write_parquet(&rel, &[merged]).await?;
+            for f in &files {
+                self.storage.store().delete(&f.location).await?;
+            }
+            report.push((table.to_string(), files.len(), rows));
+        }
+        Ok(report)
     }
 
     /// Runs matching an MLflow-style filter (see [`filter`]), as batches.

@@ -102,6 +102,26 @@ async fn runs_log_search_and_refuse_bad_requests() -> TestResult {
     let sql = count(&t, "SELECT name, runs FROM experiments").await?;
     assert!(sql.contains("| churn | 3    |"), "{sql}");
 
+    // Compaction merges the small files; every question has the same answer.
+    let before =
+        pretty_format_batches(&t.search("metrics.accuracy > 0.9", None).await?)?.to_string();
+    let report = t.compact().await?;
+    assert!(
+        report
+            .iter()
+            .any(|(table, files, _)| table == "metrics" && *files > 1),
+        "{report:?}"
+    );
+    for table in ["run_log", "params", "metrics", "tag_log", "artifacts"] {
+        let files = std::fs::read_dir(dir.path().join("tracking").join(table))?.count();
+        assert_eq!(files, 1, "{table}");
+    }
+    let after =
+        pretty_format_batches(&t.search("metrics.accuracy > 0.9", None).await?)?.to_string();
+    assert_eq!(before, after);
+    let sql = count(&t, "SELECT count(*) AS n FROM metrics").await?;
+    assert!(sql.contains("| 300000 |"), "{sql}");
+
     // A malformed filter and an unknown run id are clear errors.
     let e = t.search("metrics.accuracy >> 1", None).await.unwrap_err();
     assert!(e.to_string().contains("metrics.accuracy >> 1"), "{e}");
