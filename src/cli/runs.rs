@@ -136,6 +136,18 @@ pub enum RunsCommand {
     },
     /// Merge each tracking table's small files into one.
     Compact,
+    /// Chart a metric by step, one line per run, as SVG.
+    Plot {
+        /// Metric key.
+        #[arg(long)]
+        metric: String,
+        /// Run ids.
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// Output file (.svg).
+        #[arg(long, default_value = "metric.svg")]
+        out: PathBuf,
+    },
     /// Params and final metrics of runs side by side; `*` marks rows that differ.
     Compare {
         /// Run ids.
@@ -299,6 +311,10 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
             text
         }
         RunsCommand::Compare { runs } => compare(&tracker, &runs, args.format).await?,
+        RunsCommand::Plot { metric, runs, out } => {
+            plot(&tracker, &metric, &runs, &out).await?;
+            format!("{}\n", out.display())
+        }
         RunsCommand::Compact => tracker
             .compact()
             .await?
@@ -307,6 +323,69 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
             .collect(),
     };
     super::print_out(&text)
+}
+
+async fn plot(
+    tracker: &ExperimentTracker,
+    metric: &str,
+    runs: &[String],
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    for r in runs {
+        hex_id(r)?;
+    }
+    let ctx = tracker.context().await?;
+    let list = runs
+        .iter()
+        .map(|r| format!("'{r}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key = metric.replace('\'', "''");
+    let mut series: BTreeMap<String, (String, Vec<(i64, f64)>)> = BTreeMap::new();
+    for b in ctx
+        .sql(&format!(
+            "SELECT run_id, run_name FROM runs WHERE run_id IN ({list})"
+        ))
+        .await?
+        .collect()
+        .await?
+    {
+        for i in 0..b.num_rows() {
+            series.insert(
+                b.column(0).as_string::<i32>().value(i).to_string(),
+                (
+                    b.column(1).as_string::<i32>().value(i).to_string(),
+                    Vec::new(),
+                ),
+            );
+        }
+    }
+    if let Some(missing) = runs.iter().find(|r| !series.contains_key(*r)) {
+        return Err(crate::tracking::TrackingError::UnknownRun(missing.clone()).into());
+    }
+    for b in ctx
+        .sql(&format!(
+            "SELECT run_id, step, value FROM metrics WHERE run_id IN ({list}) AND key = '{key}' \
+             ORDER BY run_id, step, timestamp"
+        ))
+        .await?
+        .collect()
+        .await?
+    {
+        let steps = b
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let values = b.column(2).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            if let Some(s) = series.get_mut(b.column(0).as_string::<i32>().value(i)) {
+                s.1.push((steps.value(i), values.value(i)));
+            }
+        }
+    }
+    let ordered: Vec<crate::tracking::plot::Series> =
+        runs.iter().map(|r| series[r].clone()).collect();
+    crate::tracking::plot::metric_chart(metric, &ordered, out)?;
+    Ok(())
 }
 
 async fn compare(

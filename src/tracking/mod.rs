@@ -24,6 +24,7 @@
 
 pub mod env;
 pub mod filter;
+pub mod plot;
 pub mod tables;
 
 use std::collections::BTreeMap;

@@ -284,6 +284,68 @@ fn cli_runs_from_start_to_compare() -> TestResult {
         "{cmp}"
     );
 
+    // The plot: a real SVG with one line per run, axis labels and a legend.
+    let svg = dir.path().join("accuracy.svg");
+    mlwatch(
+        &data,
+        &[
+            "plot",
+            "--metric",
+            "accuracy",
+            &ids[0],
+            &ids[1],
+            "--out",
+            svg.to_str().unwrap(),
+        ],
+    )?;
+    let text = std::fs::read_to_string(&svg)?;
+    assert!(text.starts_with("<svg"), "{}", &text[..100.min(text.len())]);
+    // Each run's colour strokes its line and its legend sample (width 2);
+    // the axes and grid are black, width 1.
+    let mut colours = std::collections::BTreeMap::new();
+    for poly in text.split("<polyline").skip(1) {
+        if poly.contains("stroke-width=\"2\"") {
+            let c = poly
+                .split("stroke=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("");
+            *colours.entry(c.to_string()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(colours.len(), 2, "one line per run: {colours:?}");
+    assert!(
+        colours.values().all(|n| *n == 2),
+        "line + legend per run: {colours:?}"
+    );
+    let labels: std::collections::BTreeSet<&str> = text
+        .split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            t.split_once('>')
+                .and_then(|(_, rest)| rest.split("</text>").next())
+        })
+        .map(str::trim)
+        .collect();
+    // Title, x and y axis labels, and one legend entry per run (named by run).
+    for label in ["accuracy by step", "step", "accuracy", "a", "b"] {
+        assert!(labels.contains(label), "{label} missing from {labels:?}");
+    }
+    let e = mlwatch(
+        &data,
+        &[
+            "plot",
+            "--metric",
+            "nope",
+            &ids[0],
+            "--out",
+            svg.to_str().unwrap(),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no finite values of metric `nope`"), "{e}");
+
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
         .args(["sql", "--format", "json", "--data"])
         .arg(&data)

@@ -1,0 +1,77 @@
+//! Metric-by-step line charts as SVG (plotters' SVG backend): one line per
+//! run, axis labels, a legend. SVG text is laid out by the viewer, so no
+//! font files are needed to draw it (plotters estimates label sizes).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// One line: its legend label and `(step, value)` points.
+pub type Series = (String, Vec<(i64, f64)>);
+
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Writes an SVG chart of `metric` by step, one line per series, to `path`.
+pub fn metric_chart(metric: &str, series: &[Series], path: &Path) -> Result<()> {
+    let points = series.iter().flat_map(|(_, p)| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (i64::MAX, i64::MIN, f64::INFINITY, f64::NEG_INFINITY);
+    for (x, y) in points.filter(|(_, y)| y.is_finite()) {
+        x0 = x0.min(*x);
+        x1 = x1.max(*x);
+        y0 = y0.min(*y);
+        y1 = y1.max(*y);
+    }
+    if x0 > x1 {
+        return Err(plot_err(
+            path,
+            format!("no finite values of metric `{metric}` to plot"),
+        ));
+    }
+    if x0 == x1 {
+        x1 = x0 + 1;
+    }
+    let pad = if y1 > y0 { (y1 - y0) * 0.05 } else { 0.5 };
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{metric} by step"), ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+        .map_err(|e| plot_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(metric)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().copied().filter(|(_, y)| y.is_finite()),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| plot_err(path, e))?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| plot_err(path, e))?;
+    root.present().map_err(|e| plot_err(path, e))?;
+    Ok(())
+}
