@@ -11,6 +11,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use datafusion::arrow::array::AsArray;
 use mlwatch::storage::Storage;
 use mlwatch::tracking::{ExperimentTracker, RunStatus};
 
@@ -20,11 +21,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
+    // MLWATCH_BENCH_DIR keeps the store, and a second run only measures the queries.
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("store");
+    let data = match std::env::var("MLWATCH_BENCH_DIR") {
+        Ok(d) => std::path::PathBuf::from(d),
+        Err(_) => dir.path().join("store"),
+    };
+    let reuse = data.join("tracking/run_log").exists();
     let tracker =
         ExperimentTracker::new(Storage::open(data.to_str().unwrap(), &Default::default())?);
+    if !reuse {
+        create(&tracker, &data, runs).await?;
+    }
+    query(&tracker, &data).await
+}
 
+async fn create(
+    tracker: &ExperimentTracker,
+    data: &std::path::Path,
+    runs: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut run = tracker.start_run("points", None, &[]).await?;
     for step in 0..100_000i64 {
@@ -64,17 +80,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .map(|(m, n)| (n.as_str(), ((i * 31 + m * 17) % 1000) as f64 / 1000.0, 0))
                     .collect();
                 run.log_metrics(&metrics).await?;
-                if ids.len() < 10 {
-                    ids.push(run.id().to_string());
-                }
+                ids.push(());
                 run.end(RunStatus::Finished).await?;
             }
             Ok::<_, mlwatch::Error>(ids)
         }));
     }
-    let mut some_ids = Vec::new();
     for task in tasks {
-        some_ids.extend(task.await??);
+        task.await??;
     }
     println!(
         "created {runs} runs x 20 params x 10 metrics: {:.1} s",
@@ -83,6 +96,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let report = tracker.compact().await?;
     println!("compaction: {:.1} s {report:?}", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn query(
+    tracker: &ExperimentTracker,
+    data: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ctx = tracker.context().await?;
+    let some_ids: Vec<String> = ctx
+        .sql("SELECT run_id FROM runs WHERE experiment = 'bench' ORDER BY run_id LIMIT 10")
+        .await?
+        .collect()
+        .await?
+        .iter()
+        .flat_map(|b| {
+            let a = b.column(0).as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
 
     let filter =
         "metrics.m3 > 0.9 and (params.p00 = 'xgb' or params.p05 < 10) order by metrics.m3 desc";
@@ -100,7 +134,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let out = Command::new(exe)
             .args(["runs", "--data"])
-            .arg(&data)
+            .arg(data)
             .args(["--format", "json", "search", filter, "--limit", "10"])
             .output()?;
         assert!(
@@ -116,7 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let out = Command::new(exe)
         .args(["runs", "--data"])
-        .arg(&data)
+        .arg(data)
         .arg("compare")
         .args(&some_ids[..10])
         .output()?;

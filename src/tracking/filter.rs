@@ -368,14 +368,22 @@ pub fn translate(filter: &str, experiment: Option<&str>) -> Result<Translated, T
     ];
     let mut joins = String::new();
     for ((kind, key), alias) in &p.joins {
-        let table = match kind.as_str() {
-            "metrics" => "latest_metrics",
-            "params" => "params",
-            _ => "tags",
+        // Filter on the key first, then reduce: for metrics the value at the
+        // largest step (as `latest_metrics`), computed over one key's points only.
+        let source = match kind.as_str() {
+            "metrics" => format!(
+                "SELECT run_id, last_value(value ORDER BY step, timestamp) AS value \
+                 FROM metrics WHERE key = {} GROUP BY run_id",
+                quote(key)
+            ),
+            "params" => format!(
+                "SELECT run_id, value FROM params WHERE key = {}",
+                quote(key)
+            ),
+            _ => format!("SELECT run_id, value FROM tags WHERE key = {}", quote(key)),
         };
         joins.push_str(&format!(
-            " LEFT JOIN (SELECT run_id, value FROM {table} WHERE key = {}) {alias} ON {alias}.run_id = r.run_id",
-            quote(key)
+            " LEFT JOIN ({source}) {alias} ON {alias}.run_id = r.run_id"
         ));
         select.push(format!(
             "{alias}.value AS \"{kind}.{}\"",
@@ -420,7 +428,10 @@ mod tests {
             "{}",
             t.sql
         );
-        assert!(t.sql.contains("FROM latest_metrics WHERE key = 'accuracy'"));
+        assert!(
+            t.sql
+                .contains("FROM metrics WHERE key = 'accuracy' GROUP BY run_id")
+        );
         let t = translate("params.lr >= 0.01 and status = 'FINISHED'", Some("exp'1")).unwrap();
         assert!(
             t.sql.contains("try_cast(j0.value AS DOUBLE) >= 0.01"),

@@ -305,7 +305,10 @@ impl ExperimentTracker {
         let ctx = self.context().await?;
         let host = env::hostname(&self.workdir);
         let batches = ctx
-            .sql("SELECT run_id, hostname, pid FROM runs WHERE status = 'RUNNING'")
+            .sql(
+                "SELECT run_id, first_value(hostname) AS hostname, first_value(pid) AS pid \
+                 FROM run_log GROUP BY run_id HAVING bool_and(status = 'RUNNING')",
+            )
             .await?
             .collect()
             .await?;
