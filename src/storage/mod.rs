@@ -166,9 +166,22 @@ pub fn encode_parquet(
     schema: datafusion::arrow::datatypes::SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<Bytes> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
+    encode_parquet_grouped(schema, batches, None)
+}
+
+/// As [`encode_parquet`], with at most `rows_per_group` rows per row group
+/// (small groups over sorted data let readers skip groups by statistics).
+pub fn encode_parquet_grouped(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    rows_per_group: Option<usize>,
+) -> Result<Bytes> {
+    let mut props =
+        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+    if let Some(n) = rows_per_group.filter(|n| *n > 0) {
+        props = props.set_max_row_group_row_count(Some(n));
+    }
+    let props = props.build();
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
     for b in batches {

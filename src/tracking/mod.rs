@@ -365,13 +365,38 @@ impl ExperimentTracker {
             }
             let rows = batches.iter().map(RecordBatch::num_rows).sum();
             let merged = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+            // Sorted by key (then run) in row groups of 64k rows, so that a
+            // search's `key = '...'` reads only the groups holding that key.
+            let sort_cols: Vec<&str> = if schema.field_with_name("key").is_ok() {
+                vec!["key", "run_id"]
+            } else {
+                vec!["run_id"]
+            };
+            let columns: Vec<datafusion::arrow::compute::SortColumn> = sort_cols
+                .iter()
+                .map(|c| datafusion::arrow::compute::SortColumn {
+                    values: merged.column_by_name(c).expect("schema column").clone(),
+                    options: None,
+                })
+                .collect();
+            let order = datafusion::arrow::compute::lexsort_to_indices(&columns, None)?;
+            let merged = RecordBatch::try_new(
+                schema.clone(),
+                merged
+                    .columns()
+                    .iter()
+                    .map(|c| datafusion::arrow::compute::take(c, &order, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            )?;
             let rel = format!(
                 "{}/{table}/compacted-{}-{:016x}.parquet",
                 tables::ROOT,
                 now_us(),
                 rand::random::<u64>()
             );
-            self.storage.write_parquet(&rel, &[merged]).await?;
+            let bytes =
+                crate::storage::encode_parquet_grouped(schema.clone(), &[merged], Some(65_536))?;
+            self.storage.put(&rel, bytes).await?;
             for f in &files {
                 self.storage.store().delete(&f.location).await?;
             }
