@@ -16,9 +16,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, StringArray, StructArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -62,14 +60,7 @@ impl CategoricalKind {
     }
 
     fn fields(self) -> Fields {
-        let mut f: Vec<Field> = self
-            .float_fields()
-            .iter()
-            .map(|n| Field::new(*n, DataType::Float64, true))
-            .collect();
-        f.push(Field::new("n_reference", DataType::Int64, false));
-        f.push(Field::new("n_current", DataType::Int64, false));
-        Fields::from(f)
+        super::result_fields(self.float_fields())
     }
 
     fn second_type(self) -> DataType {
@@ -354,19 +345,9 @@ impl Accumulator for CountsAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let n = self.kind.float_fields().len();
         let values = self.compute()?;
         let (n1, n2) = self.sizes();
-        let mut arrays: Vec<ArrayRef> = (0..n)
-            .map(|i| Arc::new(Float64Array::from(vec![values.as_ref().map(|v| v[i])])) as ArrayRef)
-            .collect();
-        arrays.push(Arc::new(Int64Array::from(vec![n1])));
-        arrays.push(Arc::new(Int64Array::from(vec![n2])));
-        Ok(ScalarValue::Struct(Arc::new(StructArray::try_new(
-            self.kind.fields(),
-            arrays,
-            None,
-        )?)))
+        super::result_scalar(self.kind.float_fields(), values.as_deref(), n1, n2)
     }
 
     fn size(&self) -> usize {

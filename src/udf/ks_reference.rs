@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, StructArray};
+use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -167,22 +167,20 @@ impl Accumulator for RefAccumulator {
         let Some(reference) = self.references.get(key) else {
             return exec_err!("ks_reference: no reference sample named `{key}`");
         };
-        let (stat, p) = if reference.is_empty() || self.current.is_empty() {
-            (None, None)
+        let values = if reference.is_empty() || self.current.is_empty() {
+            None
         } else {
             self.current.sort_unstable_by(f64::total_cmp);
             let r = ks_2samp_sorted(reference, &self.current, Alternative::TwoSided, self.method)
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            (Some(r.statistic), Some(r.p_value))
+            Some([r.statistic, r.p_value])
         };
-        let arrays: Vec<ArrayRef> = vec![
-            Arc::new(Float64Array::from(vec![stat])),
-            Arc::new(Float64Array::from(vec![p])),
-            Arc::new(Int64Array::from(vec![reference.len() as i64])),
-            Arc::new(Int64Array::from(vec![self.current.len() as i64])),
-        ];
-        let s = StructArray::try_new(TwoSampleKind::Ks(self.method).fields(), arrays, None)?;
-        Ok(ScalarValue::Struct(Arc::new(s)))
+        super::result_scalar(
+            TwoSampleKind::Ks(self.method).float_fields(),
+            values.as_ref().map(|v| v.as_slice()),
+            reference.len() as i64,
+            self.current.len() as i64,
+        )
     }
 
     fn size(&self) -> usize {

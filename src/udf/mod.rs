@@ -21,6 +21,39 @@ pub use two_sample::{TwoSample, TwoSampleKind};
 
 use crate::stats::ks::KsMethod;
 
+/// The result struct of every test aggregate: the named float fields
+/// (nullable: NULL when the test is undefined), then `n_reference` and
+/// `n_current`.
+pub(crate) fn result_fields(float_fields: &[&str]) -> datafusion::arrow::datatypes::Fields {
+    use datafusion::arrow::datatypes::{DataType, Field};
+    let mut f: Vec<Field> = float_fields
+        .iter()
+        .map(|n| Field::new(*n, DataType::Float64, true))
+        .collect();
+    f.push(Field::new("n_reference", DataType::Int64, false));
+    f.push(Field::new("n_current", DataType::Int64, false));
+    f.into()
+}
+
+/// One value of [`result_fields`]: `values` in field order, or all NULL.
+pub(crate) fn result_scalar(
+    float_fields: &[&str],
+    values: Option<&[f64]>,
+    n_reference: i64,
+    n_current: i64,
+) -> datafusion::common::Result<datafusion::common::ScalarValue> {
+    use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StructArray};
+    use std::sync::Arc;
+    let mut arrays: Vec<ArrayRef> = (0..float_fields.len())
+        .map(|i| Arc::new(Float64Array::from(vec![values.map(|v| v[i])])) as ArrayRef)
+        .collect();
+    arrays.push(Arc::new(Int64Array::from(vec![n_reference])));
+    arrays.push(Arc::new(Int64Array::from(vec![n_current])));
+    Ok(datafusion::common::ScalarValue::Struct(Arc::new(
+        StructArray::try_new(result_fields(float_fields), arrays, None)?,
+    )))
+}
+
 /// Registers every mlwatch SQL function on `ctx`; `ks_2samp` uses `ks_method`.
 pub fn register_all(ctx: &SessionContext, ks_method: KsMethod) {
     ctx.register_udaf(AggregateUDF::from(TwoSample::new(TwoSampleKind::Ks(

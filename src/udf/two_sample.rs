@@ -14,9 +14,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, StructArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -69,7 +67,7 @@ impl TwoSampleKind {
         }
     }
 
-    fn float_fields(self) -> &'static [&'static str] {
+    pub(crate) fn float_fields(self) -> &'static [&'static str] {
         match self {
             Self::Welch | Self::Student => &["statistic", "p_value", "df", "ci_low", "ci_high"],
             Self::Ks(_) | Self::MannWhitney => &["statistic", "p_value"],
@@ -79,14 +77,7 @@ impl TwoSampleKind {
 
     /// Fields of the result struct.
     pub fn fields(self) -> Fields {
-        let mut f: Vec<Field> = self
-            .float_fields()
-            .iter()
-            .map(|n| Field::new(*n, DataType::Float64, true))
-            .collect();
-        f.push(Field::new("n_reference", DataType::Int64, false));
-        f.push(Field::new("n_current", DataType::Int64, false));
-        Fields::from(f)
+        super::result_fields(self.float_fields())
     }
 
     /// The float fields for samples `a`, `b`, or `None` when undefined.
@@ -248,18 +239,13 @@ impl Accumulator for TwoSampleAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let n = self.kind.float_fields().len();
         let values = self.kind.compute(&self.a, &self.b);
-        let mut arrays: Vec<ArrayRef> = (0..n)
-            .map(|i| Arc::new(Float64Array::from(vec![values.as_ref().map(|v| v[i])])) as ArrayRef)
-            .collect();
-        arrays.push(Arc::new(Int64Array::from(vec![self.a.len() as i64])));
-        arrays.push(Arc::new(Int64Array::from(vec![self.b.len() as i64])));
-        Ok(ScalarValue::Struct(Arc::new(StructArray::try_new(
-            self.kind.fields(),
-            arrays,
-            None,
-        )?)))
+        super::result_scalar(
+            self.kind.float_fields(),
+            values.as_deref(),
+            self.a.len() as i64,
+            self.b.len() as i64,
+        )
     }
 
     fn size(&self) -> usize {
