@@ -13,7 +13,6 @@
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
-use object_store::{PutMode, PutOptions, PutPayload};
 use sha2::{Digest, Sha256};
 
 use super::RegistryError;
@@ -65,26 +64,11 @@ pub fn safe_relative(path: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
+/// Stores bytes under their sha256 (once: identical content is not rewritten).
 pub async fn put_blob(storage: &Storage, bytes: Bytes) -> Result<String> {
     let sha = sha256_hex(&bytes);
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    match storage
-        .store()
-        .put_opts(
-            &storage.path(&blob_path(&sha)),
-            PutPayload::from_bytes(bytes),
-            opts,
-        )
-        .await
-    {
-        Ok(_)
-        | Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. }) => Ok(sha),
-        Err(e) => Err(e.into()),
-    }
+    storage.put_if_absent(&blob_path(&sha), bytes).await?;
+    Ok(sha)
 }
 
 fn read(path: &Path) -> Result<Bytes> {

@@ -32,7 +32,6 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::TryStreamExt;
-use object_store::{PutMode, PutOptions, PutPayload};
 
 use super::RegistryError;
 use super::model::{EventKind, RegistryEvent, Stage};
@@ -230,24 +229,11 @@ pub enum Put {
 /// commit id when it reads the log again.
 pub async fn put_commit(storage: &Storage, seq: u64, events: &[RegistryEvent]) -> Result<Put> {
     let bytes = encode_parquet(event_schema(), &[to_batch(events)?])?;
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..Default::default()
-    };
-    match storage
-        .store()
-        .put_opts(
-            &storage.path(&log_path(seq)),
-            PutPayload::from_bytes(bytes),
-            opts,
-        )
-        .await
-    {
-        Ok(_) => Ok(Put::Created),
-        Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. }) => Ok(Put::Taken),
-        Err(e) => Err(e.into()),
-    }
+    Ok(if storage.put_if_absent(&log_path(seq), bytes).await? {
+        Put::Created
+    } else {
+        Put::Taken
+    })
 }
 
 /// Reads commits after `head` until the first missing number.

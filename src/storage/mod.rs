@@ -142,6 +142,28 @@ impl Storage {
         }
     }
 
+    /// Creates `rel` only if no object is there (`PutMode::Create`:
+    /// If-None-Match on S3, a no-replace link locally). `Ok(true)` when this
+    /// call created it, `Ok(false)` when it already existed. A transient
+    /// failure is returned, not retried: the write may have landed, and only
+    /// the caller knows how to tell.
+    pub async fn put_if_absent(&self, rel: &str, bytes: Bytes) -> Result<bool> {
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(rel), PutPayload::from_bytes(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads `rel`, or `None` when it does not exist.
     pub async fn get_opt(&self, rel: &str) -> Result<Option<Bytes>> {
         match self.store.get(&self.path(rel)).await {
