@@ -325,23 +325,21 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
     super::print_out(&text)
 }
 
-async fn plot(
-    tracker: &ExperimentTracker,
-    metric: &str,
+/// The SQL list `'id', ...` of `runs` and their names, or an error naming
+/// the first id that is malformed or unknown.
+async fn run_names(
+    ctx: &datafusion::prelude::SessionContext,
     runs: &[String],
-    out: &std::path::Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(String, BTreeMap<String, String>)> {
     for r in runs {
         hex_id(r)?;
     }
-    let ctx = tracker.context().await?;
     let list = runs
         .iter()
         .map(|r| format!("'{r}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    let key = metric.replace('\'', "''");
-    let mut series: BTreeMap<String, (String, Vec<(i64, f64)>)> = BTreeMap::new();
+    let mut names = BTreeMap::new();
     for b in ctx
         .sql(&format!(
             "SELECT run_id, run_name FROM runs WHERE run_id IN ({list})"
@@ -350,19 +348,33 @@ async fn plot(
         .collect()
         .await?
     {
+        let (ids, ns) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
         for i in 0..b.num_rows() {
-            series.insert(
-                b.column(0).as_string::<i32>().value(i).to_string(),
-                (
-                    b.column(1).as_string::<i32>().value(i).to_string(),
-                    Vec::new(),
-                ),
-            );
+            names.insert(ids.value(i).to_string(), ns.value(i).to_string());
         }
     }
-    if let Some(missing) = runs.iter().find(|r| !series.contains_key(*r)) {
+    if let Some(missing) = runs.iter().find(|r| !names.contains_key(*r)) {
         return Err(crate::tracking::TrackingError::UnknownRun(missing.clone()).into());
     }
+    Ok((list, names))
+}
+
+async fn plot(
+    tracker: &ExperimentTracker,
+    metric: &str,
+    runs: &[String],
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let ctx = tracker.context().await?;
+    let (list, names) = run_names(&ctx, runs).await?;
+    let key = metric.replace('\'', "''");
+    let mut series: BTreeMap<String, (String, Vec<(i64, f64)>)> = names
+        .into_iter()
+        .map(|(id, name)| (id, (name, Vec::new())))
+        .collect();
     for b in ctx
         .sql(&format!(
             "SELECT run_id, step, value FROM metrics WHERE run_id IN ({list}) AND key = '{key}' \
@@ -393,36 +405,10 @@ async fn compare(
     runs: &[String],
     format: Format,
 ) -> anyhow::Result<String> {
-    for r in runs {
-        hex_id(r)?;
-    }
     let ctx = tracker.context().await?;
-    let list = runs
-        .iter()
-        .map(|r| format!("'{r}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let (list, names) = run_names(&ctx, runs).await?;
     // (row label) -> run id -> value
     let mut table: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    for b in ctx
-        .sql(&format!(
-            "SELECT run_id, run_name FROM runs WHERE run_id IN ({list})"
-        ))
-        .await?
-        .collect()
-        .await?
-    {
-        for i in 0..b.num_rows() {
-            names.insert(
-                b.column(0).as_string::<i32>().value(i).to_string(),
-                b.column(1).as_string::<i32>().value(i).to_string(),
-            );
-        }
-    }
-    if let Some(missing) = runs.iter().find(|r| !names.contains_key(*r)) {
-        return Err(crate::tracking::TrackingError::UnknownRun(missing.clone()).into());
-    }
     for b in ctx
         .sql(&format!(
             "SELECT run_id, key, value FROM params WHERE run_id IN ({list})"
