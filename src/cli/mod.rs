@@ -74,6 +74,23 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Rows of cells as left-aligned text columns, two spaces apart.
+pub(crate) fn align(rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            format!("{}\n", line.join("  ").trim_end())
+        })
+        .collect()
+}
+
 /// Loads the config from an optional file (shared by commands).
 pub(crate) fn load_config(path: Option<&PathBuf>) -> anyhow::Result<crate::Config> {
     Ok(crate::Config::load(path.map(|p| p.as_path()))?)

@@ -423,22 +423,6 @@ fn metrics_text(v: &ModelVersion) -> String {
         .join(" ")
 }
 
-fn align(rows: Vec<Vec<String>>) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            let line: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            format!("{}\n", line.join("  ").trim_end())
-        })
-        .collect()
-}
-
 impl Output {
     fn render(&self, format: Format) -> String {
         match format {
@@ -496,7 +480,7 @@ impl Output {
                     if let Some(t) = v.metadata.training_time {
                         rows.push(vec!["training_time".into(), t.to_rfc3339()]);
                     }
-                    align(rows)
+                    super::align(rows)
                 }
                 Output::List(l) => {
                     let mut rows = vec![
@@ -514,7 +498,7 @@ impl Output {
                             v.created_at.to_rfc3339(),
                         ]
                     }));
-                    align(rows)
+                    super::align(rows)
                 }
                 Output::History(h) => {
                     let mut rows = vec![
@@ -549,7 +533,7 @@ impl Output {
                             to,
                         ]
                     }));
-                    align(rows)
+                    super::align(rows)
                 }
                 Output::Downloaded(v, p) => format!(
                     "{} version {} -> {} ({} bytes, sha256 {} verified)\n",

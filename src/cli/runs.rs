@@ -498,19 +498,7 @@ async fn compare(
                     .collect(),
                 );
             }
-            let widths: Vec<usize> = (0..rows[0].len())
-                .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-                .collect();
-            rows.iter()
-                .map(|r| {
-                    let cells: Vec<String> = r
-                        .iter()
-                        .zip(&widths)
-                        .map(|(c, w)| format!("{c:<w$}"))
-                        .collect();
-                    format!("{}\n", cells.join("  ").trim_end())
-                })
-                .collect()
+            super::align(rows)
         }
     })
 }
