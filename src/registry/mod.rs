@@ -306,9 +306,15 @@ impl ModelRegistry {
 
     /// Reads the log to its end and returns the current state.
     pub async fn state(&self) -> Result<RegistryState> {
+        self.read(|st| Ok(st.clone())).await
+    }
+
+    /// Reads the log to its end and answers `f` from the state, without
+    /// copying it.
+    async fn read<T>(&self, f: impl FnOnce(&RegistryState) -> Result<T>) -> Result<T> {
         let mut st = self.state.lock().await;
         self.refresh(&mut st).await?;
-        Ok(st.clone())
+        f(&st)
     }
 
     async fn refresh(&self, st: &mut RegistryState) -> Result<()> {
@@ -404,9 +410,8 @@ impl ModelRegistry {
 
     /// The version `selector` names.
     pub async fn get_model(&self, name: &str, selector: &Selector) -> Result<ModelVersion> {
-        let mut st = self.state.lock().await;
-        self.refresh(&mut st).await?;
-        Ok(st.model(name)?.resolve(name, selector)?.clone())
+        self.read(|st| Ok(st.model(name)?.resolve(name, selector)?.clone()))
+            .await
     }
 
     /// Writes a version's artifact into `dest_dir`, verifying its sha256.
@@ -464,14 +469,17 @@ impl ModelRegistry {
 
     /// Versions matching `filter`, sorted and paginated.
     pub async fn list_models(&self, filter: &ListFilter) -> Result<Vec<ModelVersion>> {
-        let st = self.state().await?;
-        let mut out: Vec<ModelVersion> = st
-            .models
-            .values()
-            .flat_map(|m| m.versions.values())
-            .filter(|v| filter.matches(v))
-            .cloned()
-            .collect();
+        let mut out: Vec<ModelVersion> = self
+            .read(|st| {
+                Ok(st
+                    .models
+                    .values()
+                    .flat_map(|m| m.versions.values())
+                    .filter(|v| filter.matches(v))
+                    .cloned()
+                    .collect())
+            })
+            .await?;
         match &filter.order_by {
             OrderBy::NameVersion => {}
             OrderBy::CreatedDesc => out.sort_by(|a, b| {
@@ -497,9 +505,16 @@ impl ModelRegistry {
 
     /// Every event of a model, oldest first.
     pub async fn history(&self, name: &str) -> Result<Vec<RegistryEvent>> {
-        let st = self.state().await?;
-        st.model(name)?;
-        Ok(st.events.into_iter().filter(|e| e.model == name).collect())
+        self.read(|st| {
+            st.model(name)?;
+            Ok(st
+                .events
+                .iter()
+                .filter(|e| e.model == name)
+                .cloned()
+                .collect())
+        })
+        .await
     }
 
     /// The version `selector` named at `time` (e.g. which version was in
@@ -510,8 +525,11 @@ impl ModelRegistry {
         selector: &Selector,
         time: DateTime<Utc>,
     ) -> Result<ModelVersion> {
-        let then = self.state().await?.as_of(time);
-        Ok(then.model(name)?.resolve(name, selector)?.clone())
+        self.read(|st| {
+            let then = st.as_of(time);
+            Ok(then.model(name)?.resolve(name, selector)?.clone())
+        })
+        .await
     }
 }
 
