@@ -24,8 +24,26 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(mlwatch::cli::execute(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, `outer: cause: ...`, leaving out a cause whose
+/// text the message already holds (mlwatch's error variants print their
+/// source inside their own text).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
