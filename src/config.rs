@@ -34,6 +34,8 @@ pub struct Config {
     pub drift: DriftConfig,
     /// Model registry.
     pub registry: RegistryConfig,
+    /// Experiment tracking from the tracking topic.
+    pub tracking: TrackingConfig,
     /// Monitored models by name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
@@ -53,6 +55,8 @@ pub struct KafkaConfig {
     pub features_topic: String,
     /// Topic of outcome events.
     pub outcomes_topic: String,
+    /// Topic of experiment-tracking events.
+    pub tracking_topic: String,
     /// "earliest" or "latest".
     pub auto_offset_reset: OffsetReset,
     /// Consumer session timeout.
@@ -137,6 +141,17 @@ pub struct RegistryConfig {
     pub rules: Vec<crate::registry::PromotionRule>,
 }
 
+/// Experiment tracking from the tracking topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Most runs open at once.
+    pub max_open_runs: usize,
+    /// A run without events this long is ended KILLED.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
 /// One monitored model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +225,12 @@ impl Config {
         }
         if !(self.drift.p_value_threshold > 0.0 && self.drift.p_value_threshold < 1.0) {
             return bad("drift.p_value_threshold", "must be in (0, 1)");
+        }
+        if self.tracking.max_open_runs == 0 {
+            return bad("tracking.max_open_runs", "must be at least 1");
+        }
+        if self.tracking.idle_timeout.is_zero() {
+            return bad("tracking.idle_timeout", "must be positive");
         }
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers", "must not be empty");

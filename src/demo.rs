@@ -219,6 +219,7 @@ pub fn create_topics<C: rdkafka::ClientContext>(
     cluster.create_topic(&config.kafka.predictions_topic, 3, 1)?;
     cluster.create_topic(&config.kafka.features_topic, 1, 1)?;
     cluster.create_topic(&config.kafka.outcomes_topic, 1, 1)?;
+    cluster.create_topic(&config.kafka.tracking_topic, 1, 1)?;
     Ok(())
 }
 

@@ -10,15 +10,18 @@
 //! `checkpoint.interval`, or when dead letters pile up, or on shutdown:
 //! 1. buffered dead letters are written, one file per partition named by
 //!    the first offset they cover;
-//! 2. the checkpoint (next offset per partition, watermarks, open-window
-//!    samples, counters) is written atomically to `_checkpoints/<group>.json`;
-//! 3. the offsets are committed to Kafka.
+//! 2. what tracking events logged since the last checkpoint is written
+//!    (files named by offsets, see [`crate::tracking::stream`]);
+//! 3. the checkpoint (next offset per partition, watermarks, open-window
+//!    samples, open tracking runs, counters) is written atomically to
+//!    `_checkpoints/<group>.json`;
+//! 4. the offsets are committed to Kafka.
 //!
 //! On start the checkpoint is restored and records below its offsets are
 //! skipped (Kafka's committed offset can lag it if the process died between
-//! 2 and 3). Everything after it is replayed; windows that close again are
+//! 3 and 4). Everything after it is replayed; windows that close again are
 //! recomputed from the same state and overwrite their files, and dead-letter
-//! files of the replayed interval are overwritten by name. Hence a killed
+//! and tracking files of the replayed interval are overwritten by name. Hence a killed
 //! and restarted run writes the same results as an uninterrupted one.
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +47,8 @@ use crate::monitor::DriftMonitor;
 use crate::monitor::writer::WindowWriter;
 use crate::storage::Storage;
 use crate::storage::tables::{self, DEAD_LETTER_FILE_SCHEMA};
+use crate::tracking::ExperimentTracker;
+use crate::tracking::stream::{SinkLimits, TrackingSink, TrackingSnapshot};
 use crate::window::{ClosedWindow, Windows, WindowsSnapshot};
 
 /// Event kind of each configured topic, in `Pipeline::topics` order.
@@ -64,6 +69,9 @@ pub struct Counters {
     pub events: u64,
     /// Valid outcome events (validated and counted only).
     pub outcomes: u64,
+    /// Tracking events applied to runs.
+    #[serde(default)]
+    pub tracking_events: u64,
     /// Dead letters by reason.
     pub dead_letters: BTreeMap<String, u64>,
     /// Feature names seen that the model does not declare.
@@ -83,6 +91,9 @@ struct Checkpoint {
     /// Next offset to read per (topic, partition).
     offsets: Vec<(String, i32, i64)>,
     windows: WindowsSnapshot,
+    /// Open runs of the tracking topic.
+    #[serde(default)]
+    tracking: TrackingSnapshot,
     counters: Counters,
 }
 
@@ -143,6 +154,8 @@ pub struct Pipeline {
     committed: HashMap<(String, i32), i64>,
     counters: Counters,
     topics: [String; 3],
+    tracking_topic: String,
+    tracking: TrackingSink,
 }
 
 impl Pipeline {
@@ -166,6 +179,7 @@ impl Pipeline {
         let mut offsets = BTreeMap::new();
         let mut restored = Vec::new();
         let mut counters = Counters::default();
+        let mut tracking = TrackingSnapshot::default();
         let ckpt_path = tables::checkpoint_file(&config.kafka.group_id);
         if let Some(bytes) = storage.get_opt(&ckpt_path).await? {
             let ckpt: Checkpoint =
@@ -178,6 +192,7 @@ impl Pipeline {
                 restored.push((t.clone(), *p, *o));
             }
             windows.restore(ckpt.windows);
+            tracking = ckpt.tracking;
             counters = ckpt.counters;
             tracing::info!(
                 checkpoint = %ckpt_path,
@@ -193,6 +208,15 @@ impl Pipeline {
             k.outcomes_topic.clone(),
         ];
         let writer = WindowWriter::spawn(monitor, storage.clone(), catalog.clone());
+        let tracking = TrackingSink::new(
+            ExperimentTracker::new(storage.clone()),
+            SinkLimits {
+                max_open_runs: config.tracking.max_open_runs,
+                idle_timeout: config.tracking.idle_timeout,
+            },
+            tracking,
+        );
+        let tracking_topic = k.tracking_topic.clone();
         Ok(Self {
             config,
             writer,
@@ -206,6 +230,8 @@ impl Pipeline {
             committed: HashMap::new(),
             counters,
             topics,
+            tracking_topic,
+            tracking,
         })
     }
 
@@ -273,9 +299,28 @@ impl Pipeline {
         }
         // Decode per event kind, remembering each row's position in the batch.
         let mut by_kind: [Vec<usize>; 3] = Default::default();
+        let mut tracking_events = Vec::new();
         for (i, m) in fresh.iter().enumerate() {
             if let Some(k) = self.topics.iter().position(|t| t == m.topic()) {
                 by_kind[k].push(i);
+            } else if m.topic() == self.tracking_topic {
+                tracking_events.push(*m);
+            }
+        }
+        // Tracking events are independent of the windows: applied in order.
+        for m in tracking_events {
+            let applied = self
+                .tracking
+                .apply(
+                    m.partition(),
+                    m.offset(),
+                    m.timestamp().to_millis(),
+                    m.payload().unwrap_or(b""),
+                )
+                .await?;
+            match applied {
+                Ok(()) => self.counters.tracking_events += 1,
+                Err(r) => self.dead_letter(m, r.reason, r.error),
             }
         }
         let mut decoded: Vec<(EventKind, event::Decoded)> = Vec::new();
@@ -389,9 +434,10 @@ impl Pipeline {
         self.windows.set_pending(pending);
     }
 
-    /// Whether enough dead letters are buffered to force a checkpoint.
-    pub fn dead_letters_full(&self) -> bool {
-        self.dead_count >= self.config.checkpoint.max_dead_letters
+    /// Whether enough dead letters or tracking metric points are buffered
+    /// to force a checkpoint.
+    pub fn buffers_full(&self) -> bool {
+        self.dead_count >= self.config.checkpoint.max_dead_letters || self.tracking.needs_flush()
     }
 
     /// Closes every open window (end of input) and writes them.
@@ -417,6 +463,7 @@ impl Pipeline {
             self.storage.write_parquet(&path, &[batch]).await?;
         }
         self.dead_count = 0;
+        let tracking = self.tracking.flush().await?;
         let ckpt = Checkpoint {
             format: 1,
             offsets: self
@@ -425,6 +472,7 @@ impl Pipeline {
                 .map(|((t, p), o)| (t.clone(), *p, *o))
                 .collect(),
             windows: self.windows.snapshot(),
+            tracking,
             counters: self.counters.clone(),
         };
         let bytes = serde_json::to_vec(&ckpt).map_err(|e| Error::Checkpoint {
@@ -596,6 +644,7 @@ pub fn consumer(config: &Config) -> Result<StreamConsumer> {
         k.predictions_topic.as_str(),
         k.features_topic.as_str(),
         k.outcomes_topic.as_str(),
+        k.tracking_topic.as_str(),
     ];
     c.subscribe(&topics)?;
     Ok(c)
@@ -672,7 +721,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
                 p.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        if last_ckpt.elapsed() >= interval || pipeline.dead_letters_full() {
+        if last_ckpt.elapsed() >= interval || pipeline.buffers_full() {
             pipeline.checkpoint(Some(&consumer)).await?;
             last_ckpt = Instant::now();
         }

@@ -102,8 +102,11 @@ async fn serve_broker() -> anyhow::Result<()> {
     demo::create_topics(&cluster, &config)?;
     println!("{}", cluster.bootstrap_servers());
     eprintln!(
-        "In-process Kafka broker up (topics {}, {}, {}). Point producers and `MLWATCH__KAFKA__BROKERS` at the address above; Ctrl-C stops it.",
-        config.kafka.predictions_topic, config.kafka.features_topic, config.kafka.outcomes_topic
+        "In-process Kafka broker up (topics {}, {}, {}, {}). Point producers and `MLWATCH__KAFKA__BROKERS` at the address above; Ctrl-C stops it.",
+        config.kafka.predictions_topic,
+        config.kafka.features_topic,
+        config.kafka.outcomes_topic,
+        config.kafka.tracking_topic
     );
     tokio::signal::ctrl_c().await?;
     drop(cluster);

@@ -49,6 +49,18 @@ pub enum Reason {
     UnknownModel,
     /// The event's window had already closed when it arrived.
     Late,
+    /// A tracking event for a run that is not open.
+    UnknownRun,
+    /// A tracking event for a run that has ended.
+    RunEnded,
+    /// A tracking `start` for a run id that exists.
+    DuplicateRun,
+    /// A tracking param logged again with another value.
+    ParamChanged,
+    /// A name, key or status that is not acceptable.
+    InvalidValue,
+    /// A tracking `start` while `tracking.max_open_runs` runs are open.
+    TooManyRuns,
 }
 
 impl Reason {
@@ -60,6 +72,12 @@ impl Reason {
             Reason::WrongType => "wrong_type",
             Reason::UnknownModel => "unknown_model",
             Reason::Late => "late",
+            Reason::UnknownRun => "unknown_run",
+            Reason::RunEnded => "run_ended",
+            Reason::DuplicateRun => "duplicate_run",
+            Reason::ParamChanged => "param_changed",
+            Reason::InvalidValue => "invalid_value",
+            Reason::TooManyRuns => "too_many_runs",
         }
     }
 }

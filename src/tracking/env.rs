@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// The captured facts (columns of `runs`).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunEnvironment {
     /// `git rev-parse HEAD`.
     pub git_commit: Option<String>,

@@ -19,12 +19,16 @@
 //! (the `runs`, `tags` and `latest_metrics` views pick one row per key and
 //! are not affected). Run it when no one is reading totals, e.g. nightly.
 //!
-//! Not in this module yet (see the tracking issue): the `mlwatch.tracking`
-//! Kafka topic and plots.
+//! Runs can also be logged from Kafka: [`stream`] turns JSON events of the
+//! `mlwatch.tracking` topic into calls on this API (`mlwatch run` consumes
+//! the topic). Such runs are *deferred*: they write only when the consumer
+//! checkpoints, under file names derived from Kafka offsets, so a replay
+//! after a crash overwrites instead of duplicating.
 
 pub mod env;
 pub mod filter;
 pub mod plot;
+pub mod stream;
 pub mod tables;
 
 use std::collections::BTreeMap;
@@ -129,6 +133,71 @@ fn check_name(what: &'static str, value: &str, max: usize) -> Result<(), Trackin
     }
 }
 
+/// Checks a param, metric or tag key: a name that is also a normalised
+/// relative path (no empty, `.` or `..` parts), as MLflow requires.
+fn check_key(what: &'static str, key: &str) -> Result<(), TrackingError> {
+    check_name(what, key, 250)?;
+    if key
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(TrackingError::Invalid {
+            what,
+            value: key.to_string(),
+            reason: "must not start or end with '/', hold '//', or have a `.` or `..` part".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a run id: 32 lower-case hex digits (a UUID's hex form, as
+/// MLflow's run ids and Python's `uuid.uuid4().hex`).
+fn check_run_id(run_id: &str) -> Result<(), TrackingError> {
+    if run_id.len() == 32
+        && run_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(TrackingError::Invalid {
+            what: "run id",
+            value: run_id.to_string(),
+            reason: "use 32 lower-case hex digits (e.g. Python's uuid.uuid4().hex)".into(),
+        })
+    }
+}
+
+/// The `RUNNING` row that starts a run, after checking its names.
+fn new_row(
+    run_id: String,
+    experiment: &str,
+    run_name: Option<&str>,
+    start_time: i64,
+    pid: i64,
+    env: env::RunEnvironment,
+) -> Result<RunRow, TrackingError> {
+    check_name("experiment name", experiment, 256)?;
+    let run_name = match run_name {
+        Some(n) => {
+            check_name("run name", n, 256)?;
+            n.to_string()
+        }
+        None => format!("run-{}", &run_id[..8]),
+    };
+    Ok(RunRow {
+        run_id,
+        experiment: experiment.to_string(),
+        run_name,
+        status: "RUNNING".into(),
+        start_time,
+        end_time: None,
+        updated_at: start_time,
+        pid,
+        env,
+    })
+}
+
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
 }
@@ -184,32 +253,66 @@ impl ExperimentTracker {
         tags: &[(String, String)],
         owner_pid: u32,
     ) -> Result<Run> {
-        check_name("experiment name", experiment, 256)?;
         let run_id = format!("{:032x}", rand::random::<u128>());
-        let run_name = match run_name {
-            Some(n) => {
-                check_name("run name", n, 256)?;
-                n.to_string()
-            }
-            None => format!("run-{}", &run_id[..8]),
-        };
-        let start = now_us();
-        let row = RunRow {
-            run_id: run_id.clone(),
-            experiment: experiment.to_string(),
+        let row = new_row(
+            run_id,
+            experiment,
             run_name,
-            status: "RUNNING".into(),
-            start_time: start,
-            end_time: None,
-            updated_at: start,
-            pid: i64::from(owner_pid),
-            env: self.environment().clone(),
-        };
-        let mut run = Run::new(self.clone(), row.clone(), BTreeMap::new());
+            now_us(),
+            i64::from(owner_pid),
+            self.environment().clone(),
+        )?;
+        let mut run = Run::new(self.clone(), row.clone(), BTreeMap::new(), false);
         // The start is written at once, so other processes see the run.
-        run.write("run_log", tables::run_batch(&[row])?).await?;
+        run.pending_runs.push(row);
+        run.flush().await?;
         run.set_tags(tags)?;
         Ok(run)
+    }
+
+    /// A run named and described by its producer (a Kafka event): nothing
+    /// is written until [`Run::flush`], files are named by labels (see
+    /// [`Run::label_next`]; the start row gets `label`), and the owner pid is
+    /// 0 (no local process owns it, so [`ExperimentTracker::reap_orphans`]
+    /// leaves it).
+    pub fn deferred_run(
+        &self,
+        label: &str,
+        run_id: &str,
+        experiment: &str,
+        run_name: Option<&str>,
+        start_time_us: i64,
+        environment: env::RunEnvironment,
+    ) -> Result<Run> {
+        check_run_id(run_id)?;
+        let row = new_row(
+            run_id.to_string(),
+            experiment,
+            run_name,
+            start_time_us,
+            0,
+            environment,
+        )?;
+        let mut run = Run::new(self.clone(), row.clone(), BTreeMap::new(), true);
+        run.label_next(label)?;
+        run.note_first("run_log");
+        run.pending_runs.push(row);
+        Ok(run)
+    }
+
+    /// A deferred run restored from saved state ([`Run::state`]).
+    pub fn restore_deferred(&self, row: RunRow, params: BTreeMap<String, String>) -> Run {
+        Run::new(self.clone(), row, params, true)
+    }
+
+    /// The stored (latest) row of a run, if it exists.
+    pub async fn stored_run(&self, run_id: &str) -> Result<Option<RunRow>> {
+        let ctx = self.context().await?;
+        match self.run_row(&ctx, run_id).await {
+            Ok(row) => Ok(Some(row)),
+            Err(crate::Error::Tracking(TrackingError::UnknownRun(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Reopens a run (e.g. for a later CLI call) with its logged params.
@@ -236,7 +339,7 @@ impl ExperimentTracker {
                 params.insert(k.value(i).to_string(), v.value(i).to_string());
             }
         }
-        Ok(Run::new(self.clone(), row, params))
+        Ok(Run::new(self.clone(), row, params, false))
     }
 
     /// The run's latest row, as stored (its environment is the one
@@ -321,13 +424,13 @@ impl ExperimentTracker {
             );
             for i in 0..b.num_rows() {
                 let same_host = !hosts.is_null(i) && Some(hosts.value(i)) == host.as_deref();
-                if same_host && !Path::new(&format!("/proc/{}", pids.value(i))).exists() {
-                    let mut row = self.run_row(&ctx, ids.value(i)).await?;
-                    row.status = RunStatus::Killed.as_str().into();
-                    row.end_time = Some(now_us());
-                    row.updated_at = now_us();
-                    let run = Run::new(self.clone(), row.clone(), BTreeMap::new());
-                    run.write("run_log", tables::run_batch(&[row])?).await?;
+                // pid 0: a run from the tracking topic, owned by no process.
+                let pid = pids.value(i);
+                if same_host && pid > 0 && !Path::new(&format!("/proc/{pid}")).exists() {
+                    let row = self.run_row(&ctx, ids.value(i)).await?;
+                    let mut run = Run::new(self.clone(), row, BTreeMap::new(), false);
+                    run.finish(RunStatus::Killed, now_us())?;
+                    run.flush().await?;
                     reaped.push(ids.value(i).to_string());
                 }
             }
@@ -434,11 +537,24 @@ pub async fn register_tables(ctx: &SessionContext, storage: &Storage) -> Result<
 }
 
 /// A run being logged into.
+///
+/// A run started by [`ExperimentTracker::start_run`] writes its start at
+/// once and the rest on [`Run::flush`] / [`Run::end`] (metrics also every
+/// [`METRIC_FLUSH_POINTS`]). A *deferred* run
+/// ([`ExperimentTracker::deferred_run`]) writes only on [`Run::flush`],
+/// naming each table's file by the label ([`Run::label_next`]) current when
+/// that table's first buffered row was logged.
 #[derive(Debug)]
 pub struct Run {
     tracker: ExperimentTracker,
     row: RunRow,
     params: BTreeMap<String, String>,
+    deferred: bool,
+    /// Label of what is logged next (deferred runs).
+    label: Option<String>,
+    /// File name of each table's buffered rows (deferred runs).
+    names: BTreeMap<&'static str, String>,
+    pending_runs: Vec<RunRow>,
     pending_params: Vec<(String, String, Option<String>, i64)>,
     pending_tags: Vec<(String, String, Option<String>, i64)>,
     pending_metrics: Vec<MetricPoint>,
@@ -447,11 +563,20 @@ pub struct Run {
 }
 
 impl Run {
-    fn new(tracker: ExperimentTracker, row: RunRow, params: BTreeMap<String, String>) -> Self {
+    fn new(
+        tracker: ExperimentTracker,
+        row: RunRow,
+        params: BTreeMap<String, String>,
+        deferred: bool,
+    ) -> Self {
         Self {
             tracker,
             row,
             params,
+            deferred,
+            label: None,
+            names: BTreeMap::new(),
+            pending_runs: Vec::new(),
             pending_params: Vec::new(),
             pending_tags: Vec::new(),
             pending_metrics: Vec::new(),
@@ -470,6 +595,55 @@ impl Run {
         &self.row.run_name
     }
 
+    /// The run's current row and logged params (what
+    /// [`ExperimentTracker::restore_deferred`] takes back).
+    pub fn state(&self) -> (&RunRow, &BTreeMap<String, String>) {
+        (&self.row, &self.params)
+    }
+
+    /// Whether the run has ended.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Metric points waiting to be written.
+    pub fn pending_points(&self) -> usize {
+        self.pending_metrics.len()
+    }
+
+    /// Labels what is logged next (deferred runs): when a table's buffer
+    /// is empty, the label current at its first new row names its next file,
+    /// `<table>/<run id>-<label>.parquet`, replacing a file of that name. A
+    /// caller that labels by input position (the tracking topic uses the
+    /// Kafka offset) gets the same names when it replays the same input, so
+    /// a replay overwrites what it wrote before instead of doubling it.
+    pub fn label_next(&mut self, label: &str) -> Result<()> {
+        if label.is_empty()
+            || !label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(TrackingError::Invalid {
+                what: "file label",
+                value: label.to_string(),
+                reason: "use ASCII letters, digits, '-' and '_'".into(),
+            }
+            .into());
+        }
+        self.label = Some(label.to_string());
+        Ok(())
+    }
+
+    /// Records the file name of `table` unless its buffer already has one
+    /// (call before adding rows).
+    fn note_first(&mut self, table: &'static str) {
+        if let Some(label) = &self.label
+            && self.deferred
+        {
+            self.names.entry(table).or_insert_with(|| label.clone());
+        }
+    }
+
     fn live(&self) -> Result<(), TrackingError> {
         if self.ended {
             Err(TrackingError::Ended(self.row.run_id.clone()))
@@ -478,24 +652,34 @@ impl Run {
         }
     }
 
-    async fn write(&self, table: &str, batch: RecordBatch) -> Result<()> {
-        let n = FILE_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let rel = format!(
-            "{}/{table}/{}-{}-{}-{n}.parquet",
-            tables::ROOT,
-            self.row.run_id,
-            now_us(),
-            std::process::id()
-        );
+    /// Writes one table's rows as one file: `<run id>-<label>.parquet` for a
+    /// deferred run, else `<run id>-<time>-<pid>-<n>.parquet` (unique).
+    async fn write(&mut self, table: &'static str, batch: RecordBatch) -> Result<()> {
+        let file = match self.names.remove(table) {
+            Some(name) => format!("{}-{name}", self.row.run_id),
+            None => format!(
+                "{}-{}-{}-{}",
+                self.row.run_id,
+                now_us(),
+                std::process::id(),
+                FILE_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        let rel = format!("{}/{table}/{file}.parquet", tables::ROOT);
         self.tracker.storage.write_parquet(&rel, &[batch]).await
     }
 
     /// Logs params; a key logged before must keep its value. Nothing is
     /// recorded when any of them is refused.
     pub fn log_params(&mut self, params: &[(String, String)]) -> Result<()> {
+        self.log_params_at(params, now_us())
+    }
+
+    /// [`Run::log_params`] stamped `at` (µs since the epoch).
+    pub fn log_params_at(&mut self, params: &[(String, String)], at: i64) -> Result<()> {
         self.live()?;
         for (k, v) in params {
-            check_name("param key", k, 250)?;
+            check_key("param key", k)?;
             if let Some(old) = self.params.get(k)
                 && old != v
             {
@@ -508,11 +692,13 @@ impl Run {
                 .into());
             }
         }
-        let t = now_us();
+        if params.iter().any(|(k, _)| !self.params.contains_key(k)) {
+            self.note_first("params");
+        }
         for (k, v) in params {
             if self.params.insert(k.clone(), v.clone()).is_none() {
                 self.pending_params
-                    .push((self.row.run_id.clone(), k.clone(), Some(v.clone()), t));
+                    .push((self.row.run_id.clone(), k.clone(), Some(v.clone()), at));
             }
         }
         Ok(())
@@ -520,19 +706,37 @@ impl Run {
 
     /// Logs metric points `(key, value, step)` stamped now.
     pub async fn log_metrics(&mut self, points: &[(&str, f64, i64)]) -> Result<()> {
-        self.live()?;
-        for (k, _, _) in points {
-            check_name("metric key", k, 250)?;
-        }
         let t = now_us();
-        self.pending_metrics
-            .extend(points.iter().map(|(k, v, s)| MetricPoint {
-                key: k.to_string(),
-                value: *v,
-                step: *s,
-                timestamp: t,
-            }));
-        if self.pending_metrics.len() >= METRIC_FLUSH_POINTS {
+        self.log_metric_points(points.iter().map(|(k, v, s)| MetricPoint {
+            key: k.to_string(),
+            value: *v,
+            step: *s,
+            timestamp: t,
+        }))
+        .await
+    }
+
+    /// Logs metric points with their own timestamps. Nothing is recorded
+    /// when a key is refused.
+    pub async fn log_metric_points(
+        &mut self,
+        points: impl IntoIterator<Item = MetricPoint>,
+    ) -> Result<()> {
+        self.live()?;
+        let before = self.pending_metrics.len();
+        self.pending_metrics.extend(points);
+        if let Some(p) = self.pending_metrics[before..]
+            .iter()
+            .find(|p| check_key("metric key", &p.key).is_err())
+        {
+            let err = check_key("metric key", &p.key).unwrap_err();
+            self.pending_metrics.truncate(before);
+            return Err(err.into());
+        }
+        if self.pending_metrics.len() > before {
+            self.note_first("metrics");
+        }
+        if !self.deferred && self.pending_metrics.len() >= METRIC_FLUSH_POINTS {
             self.flush_metrics().await?;
         }
         Ok(())
@@ -540,18 +744,24 @@ impl Run {
 
     /// Sets tags (a later value replaces an earlier one).
     pub fn set_tags(&mut self, tags: &[(String, String)]) -> Result<()> {
+        self.set_tags_at(tags, now_us())
+    }
+
+    /// [`Run::set_tags`] stamped `at` (µs since the epoch).
+    pub fn set_tags_at(&mut self, tags: &[(String, String)], at: i64) -> Result<()> {
         self.live()?;
         for (k, _) in tags {
-            check_name("tag key", k, 250)?;
+            check_key("tag key", k)?;
         }
-        let t = now_us();
+        if !tags.is_empty() {
+            self.note_first("tag_log");
+        }
         self.pending_tags.extend(
             tags.iter()
-                .map(|(k, v)| (self.row.run_id.clone(), k.clone(), Some(v.clone()), t)),
+                .map(|(k, v)| (self.row.run_id.clone(), k.clone(), Some(v.clone()), at)),
         );
         Ok(())
     }
-
     /// Stores bytes as the artifact `path` of this run (content-addressed).
     pub async fn log_artifact_bytes(&mut self, path: &str, bytes: Bytes) -> Result<String> {
         self.live()?;
@@ -562,6 +772,7 @@ impl Run {
         })?;
         let size = bytes.len() as i64;
         let sha = put_blob(&self.tracker.storage, bytes).await?;
+        self.note_first("artifacts");
         self.pending_artifacts
             .push((self.row.run_id.clone(), rel, sha.clone(), size, now_us()));
         Ok(sha)
@@ -602,43 +813,50 @@ impl Run {
         Ok(())
     }
 
-    /// Writes everything buffered, one file per table with rows.
+    /// Writes everything buffered, one file per table with rows; the run's
+    /// own rows last, so an end is never visible before what it ends.
     pub async fn flush(&mut self) -> Result<()> {
         if !self.pending_params.is_empty() {
-            self.write("params", tables::kv_batch(&self.pending_params)?)
-                .await?;
+            let batch = tables::kv_batch(&self.pending_params)?;
+            self.write("params", batch).await?;
             self.pending_params.clear();
         }
         if !self.pending_tags.is_empty() {
-            self.write("tag_log", tables::kv_batch(&self.pending_tags)?)
-                .await?;
+            let batch = tables::kv_batch(&self.pending_tags)?;
+            self.write("tag_log", batch).await?;
             self.pending_tags.clear();
         }
         if !self.pending_artifacts.is_empty() {
-            self.write(
-                "artifacts",
-                tables::artifact_batch(&self.pending_artifacts)?,
-            )
-            .await?;
+            let batch = tables::artifact_batch(&self.pending_artifacts)?;
+            self.write("artifacts", batch).await?;
             self.pending_artifacts.clear();
         }
-        self.flush_metrics().await
+        self.flush_metrics().await?;
+        if !self.pending_runs.is_empty() {
+            let batch = tables::run_batch(&self.pending_runs)?;
+            self.write("run_log", batch).await?;
+            self.pending_runs.clear();
+        }
+        Ok(())
+    }
+
+    /// Records the end of the run at `at` (µs since the epoch) without
+    /// writing it; [`Run::end`] also flushes.
+    pub fn finish(&mut self, status: RunStatus, at: i64) -> Result<()> {
+        self.live()?;
+        self.row.status = status.as_str().into();
+        self.row.end_time = Some(at);
+        // Strictly after the previous row, so the `runs` view picks this one.
+        self.row.updated_at = at.max(self.row.updated_at + 1);
+        self.note_first("run_log");
+        self.pending_runs.push(self.row.clone());
+        self.ended = true;
+        Ok(())
     }
 
     /// Flushes and records the end of the run.
     pub async fn end(mut self, status: RunStatus) -> Result<()> {
-        self.live()?;
-        self.flush().await?;
-        let t = now_us();
-        self.row.status = status.as_str().into();
-        self.row.end_time = Some(t);
-        self.row.updated_at = t;
-        self.write(
-            "run_log",
-            tables::run_batch(std::slice::from_ref(&self.row))?,
-        )
-        .await?;
-        self.ended = true;
-        Ok(())
+        self.finish(status, now_us())?;
+        self.flush().await
     }
 }

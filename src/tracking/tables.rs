@@ -109,7 +109,7 @@ fn t(v: impl Iterator<Item = Option<i64>>) -> ArrayRef {
 }
 
 /// One row of `run_log`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunRow {
     /// Run id.
     pub run_id: String,
