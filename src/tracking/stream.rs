@@ -138,18 +138,21 @@ pub struct StreamEnvironment {
 }
 
 impl StreamEnvironment {
+    /// The stored environment; empty strings count as absent (e.g. a
+    /// `git rev-parse` outside a repository).
     fn into_run_environment(self) -> RunEnvironment {
+        let some = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         RunEnvironment {
-            git_commit: self.git_commit,
-            git_branch: self.git_branch,
+            git_commit: some(self.git_commit),
+            git_branch: some(self.git_branch),
             git_dirty: self.git_dirty,
-            hostname: self.hostname,
-            os: self.os.unwrap_or_else(|| "unknown".into()),
-            user: self.user,
+            hostname: some(self.hostname),
+            os: some(self.os).unwrap_or_else(|| "unknown".into()),
+            user: some(self.user),
             mlwatch_version: env!("CARGO_PKG_VERSION").to_string(),
             command: self.command.unwrap_or_default(),
-            rustc_version: self.rustc_version,
-            python_version: self.python_version,
+            rustc_version: some(self.rustc_version),
+            python_version: some(self.python_version),
         }
     }
 }
