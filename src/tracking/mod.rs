@@ -405,34 +405,46 @@ impl ExperimentTracker {
     /// Marks `KILLED` every run still `RUNNING` whose owner process, on
     /// this host, no longer exists. Returns the ids marked.
     pub async fn reap_orphans(&self) -> Result<Vec<String>> {
-        let ctx = self.context().await?;
-        let host = env::hostname(&self.workdir);
+        self.reap_in(&self.context().await?).await
+    }
+
+    /// [`ExperimentTracker::reap_orphans`] with a session to read from. The
+    /// session's listing cache does not see the rows this writes: query
+    /// through a new session when it returns ids.
+    async fn reap_in(&self, ctx: &SessionContext) -> Result<Vec<String>> {
+        let Some(host) = env::hostname(&self.workdir) else {
+            return Ok(Vec::new());
+        };
+        // Start rows on this host (pid 0: a run from the tracking topic,
+        // owned by no process) without a later row that ends them.
         let batches = ctx
-            .sql(
-                "SELECT run_id, first_value(hostname) AS hostname, first_value(pid) AS pid \
-                 FROM run_log GROUP BY run_id HAVING bool_and(status = 'RUNNING')",
-            )
+            .sql(&format!(
+                "SELECT s.run_id, s.pid FROM run_log s LEFT ANTI JOIN \
+                 (SELECT run_id FROM run_log WHERE status <> 'RUNNING') e ON s.run_id = e.run_id \
+                 WHERE s.status = 'RUNNING' AND s.pid > 0 AND s.hostname = '{}'",
+                host.replace('\'', "''")
+            ))
             .await?
             .collect()
             .await?;
         let mut reaped = Vec::new();
         for b in &batches {
-            let (ids, hosts, pids) = (
+            let (ids, pids) = (
                 b.column(0).as_string::<i32>(),
-                b.column(1).as_string::<i32>(),
-                b.column(2).as_primitive::<Int64Type>(),
+                b.column(1).as_primitive::<Int64Type>(),
             );
             for i in 0..b.num_rows() {
-                let same_host = !hosts.is_null(i) && Some(hosts.value(i)) == host.as_deref();
-                // pid 0: a run from the tracking topic, owned by no process.
-                let pid = pids.value(i);
-                if same_host && pid > 0 && !Path::new(&format!("/proc/{pid}")).exists() {
-                    let row = self.run_row(&ctx, ids.value(i)).await?;
-                    let mut run = Run::new(self.clone(), row, BTreeMap::new(), false);
-                    run.finish(RunStatus::Killed, now_us())?;
-                    run.flush().await?;
-                    reaped.push(ids.value(i).to_string());
+                if Path::new(&format!("/proc/{}", pids.value(i))).exists() {
+                    continue;
                 }
+                let row = self.run_row(ctx, ids.value(i)).await?;
+                // One file name for every reaper of this run: two processes
+                // reaping it at once leave one row, not two.
+                let mut run = Run::new(self.clone(), row, BTreeMap::new(), true);
+                run.label_next("reaped")?;
+                run.finish(RunStatus::Killed, now_us())?;
+                run.flush().await?;
+                reaped.push(ids.value(i).to_string());
             }
         }
         Ok(reaped)
@@ -511,8 +523,10 @@ impl ExperimentTracker {
     /// Runs matching an MLflow-style filter (see [`filter`]), as batches.
     pub async fn search(&self, filter: &str, experiment: Option<&str>) -> Result<Vec<RecordBatch>> {
         let sql = filter::translate(filter, experiment)?.sql;
-        self.reap_orphans().await?;
-        let ctx = self.context().await?;
+        let mut ctx = self.context().await?;
+        if !self.reap_in(&ctx).await?.is_empty() {
+            ctx = self.context().await?;
+        }
         Ok(ctx.sql(&sql).await?.collect().await?)
     }
 }

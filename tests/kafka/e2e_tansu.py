@@ -2,8 +2,8 @@
 
 Starts tansu on 127.0.0.1, produces events with the confluent-kafka Python
 client (an outside producer), runs `mlwatch run --until-idle`, and checks the
-Parquet outputs with pyarrow: the documented schema, the drifted feature, and
-the dead letters. Run by .ci/run; needs TANSU (path of the tansu binary) and
+Parquet outputs with pyarrow: the documented schema, the drifted feature, the
+dead letters, and a training run logged through the `mlwatch.tracking` topic. Run by .ci/run; needs TANSU (path of the tansu binary) and
 MLWATCH (path of the mlwatch binary) in the environment.
 """
 
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -62,7 +63,7 @@ def main():
 
 def run_test(bootstrap, mlwatch):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = ["mlwatch.predictions", "mlwatch.features", "mlwatch.outcomes"]
+    topics = ["mlwatch.predictions", "mlwatch.features", "mlwatch.outcomes", "mlwatch.tracking"]
     for f in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]).values():
         f.result(timeout=30)
 
@@ -87,6 +88,18 @@ def run_test(bootstrap, mlwatch):
         if i % 100 == 7:
             producer.produce("mlwatch.predictions", b"{not json")
             bad += 1
+    run_id = uuid.uuid4().hex
+    def track(event):
+        producer.produce("mlwatch.tracking", key=run_id, value=json.dumps({"run_id": run_id, **event}))
+    track({"type": "start", "experiment": "e2e", "run_name": "tansu-run", "tags": {"ci": "yes"},
+           "env": {"git_commit": "deadbeef", "python_version": sys.version.split()[0]}})
+    track({"type": "params", "params": {"model": "xgb", "max_depth": 6}})
+    for step in range(50):
+        track({"type": "metrics", "metrics": [{"key": "loss", "value": 1 / (step + 1), "step": step},
+                                              {"key": "accuracy", "value": 0.5 + step / 100, "step": step}]})
+    track({"type": "end", "status": "FINISHED"})
+    producer.produce("mlwatch.tracking", json.dumps({"type": "params", "run_id": "0" * 32, "params": {"a": 1}}))
+    bad += 1
     producer.flush(30)
 
     data = os.path.join(tmp, "data")
@@ -138,7 +151,22 @@ y = "numeric"
 
     dead = ds.dataset(os.path.join(data, "dead_letters"), format="parquet", partitioning="hive").to_table()
     assert dead.num_rows == bad, (dead.num_rows, bad)
-    assert set(dead.column("reason").to_pylist()) == {"bad_json"}
+    assert set(dead.column("reason").to_pylist()) == {"bad_json", "unknown_run"}
+
+    # The tracking run, read back with pyarrow.
+    tracking = os.path.join(data, "tracking")
+    run_log = pq.read_table(os.path.join(tracking, "run_log")).to_pylist()
+    assert [(r["run_id"], r["run_name"], r["status"]) for r in run_log if r["status"] != "RUNNING"] == \
+        [(run_id, "tansu-run", "FINISHED")], run_log
+    assert run_log[0]["git_commit"] == "deadbeef", run_log
+    params = {r["key"]: r["value"] for r in pq.read_table(os.path.join(tracking, "params")).to_pylist()}
+    assert params == {"model": "xgb", "max_depth": "6"}, params
+    metrics = pq.read_table(os.path.join(tracking, "metrics")).to_pylist()
+    assert len(metrics) == 100 and max(m["step"] for m in metrics) == 49, len(metrics)
+    found = subprocess.run([mlwatch, "runs", "--data", data, "--format", "json", "search",
+                            "metrics.accuracy > 0.9 and params.model = 'xgb'"],
+                           capture_output=True, text=True, check=True)
+    assert [json.loads(l)["run_id"] for l in found.stdout.splitlines()] == [run_id], found.stdout
 
     sql = subprocess.run([mlwatch, "sql", "--data", data, "--format", "csv",
                           "SELECT feature, count(*) FILTER (WHERE drifted) AS d FROM drift_results GROUP BY feature ORDER BY feature"],
