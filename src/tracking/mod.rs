@@ -736,6 +736,20 @@ impl Run {
         &mut self,
         points: impl IntoIterator<Item = MetricPoint>,
     ) -> Result<()> {
+        self.buffer_metric_points(points)?;
+        if !self.deferred && self.pending_metrics.len() >= METRIC_FLUSH_POINTS {
+            self.flush_metrics().await?;
+        }
+        Ok(())
+    }
+
+    /// Adds metric points to the buffer without writing (a deferred run's
+    /// caller decides when to flush). Nothing is recorded when a key is
+    /// refused.
+    pub fn buffer_metric_points(
+        &mut self,
+        points: impl IntoIterator<Item = MetricPoint>,
+    ) -> Result<()> {
         self.live()?;
         let before = self.pending_metrics.len();
         self.pending_metrics.extend(points);
@@ -749,9 +763,6 @@ impl Run {
         }
         if self.pending_metrics.len() > before {
             self.note_first("metrics");
-        }
-        if !self.deferred && self.pending_metrics.len() >= METRIC_FLUSH_POINTS {
-            self.flush_metrics().await?;
         }
         Ok(())
     }

@@ -366,21 +366,11 @@ impl TrackingSink {
                     step: m.step,
                     timestamp: m.timestamp.unwrap_or(default_ms) * 1000,
                 });
-                match self.open.get(&run_id) {
-                    None => Err(self.missing(&run_id)),
-                    Some(_) => {
-                        let o = self.open.get_mut(&run_id).expect("checked above");
-                        o.run.label_next(&name)?;
-                        match o.run.log_metric_points(points).await {
-                            Ok(()) => {
-                                o.last_seen_ms = now_ms();
-                                self.points += n;
-                                Ok(())
-                            }
-                            Err(e) => Err(refusal(e)?),
-                        }
-                    }
+                let r = self.with_run(&run_id, name, |r| r.buffer_metric_points(points))?;
+                if r.is_ok() {
+                    self.points += n;
                 }
+                r
             }
             TrackingEvent::End {
                 run_id,
@@ -456,6 +446,12 @@ impl TrackingSink {
             Ok(t) => t,
             Err(r) => return Ok(Err(r)),
         };
+        if self.ended.iter().any(|r| r.id() == s.run_id) {
+            return Ok(Err(Rejection::new(
+                Reason::DuplicateRun,
+                format!("run {} has just ended", s.run_id),
+            )));
+        }
         if let Some(o) = self.open.get(&s.run_id) {
             // A producer's retry repeats the start: the same one is a no-op.
             let (row, _) = o.run.state();

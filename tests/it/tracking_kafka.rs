@@ -107,6 +107,14 @@ fn events() -> Vec<(String, String, Option<&'static str>)> {
             json!({"type": "tags", "run_id": RUN_A, "tags": {"late": "yes"}}).to_string(),
             "ended",
         ),
+        // Restarting an ended run is refused, before and after the
+        // checkpoint that writes its end.
+        bad(
+            RUN_A,
+            json!({"type": "start", "run_id": RUN_A, "experiment": "churn", "run_name": "xgb-a", "time": T0})
+                .to_string(),
+            "duplicate_run",
+        ),
     ]
 }
 
