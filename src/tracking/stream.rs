@@ -175,6 +175,17 @@ impl Rejection {
     }
 }
 
+/// Milliseconds since the epoch as microseconds, refusing values that do
+/// not fit (a producer sending nanoseconds, say).
+fn micros(what: &str, ms: i64) -> std::result::Result<i64, Rejection> {
+    ms.checked_mul(1000).ok_or_else(|| {
+        Rejection::new(
+            Reason::InvalidValue,
+            format!("{what} {ms} is out of range: use milliseconds since the epoch"),
+        )
+    })
+}
+
 /// Parses one record's payload.
 pub fn parse(payload: &[u8]) -> std::result::Result<TrackingEvent, Rejection> {
     serde_json::from_slice(payload).map_err(|e| {
@@ -325,7 +336,21 @@ impl TrackingSink {
         };
         let default_ms = record_ms.unwrap_or_else(now_ms);
         let name = format!("k{partition}-{offset}");
-        let applied = match event {
+        let applied = self.apply_event(event, default_ms, name).await?;
+        Ok(applied)
+    }
+
+    async fn apply_event(
+        &mut self,
+        event: TrackingEvent,
+        default_ms: i64,
+        name: String,
+    ) -> Result<std::result::Result<(), Rejection>> {
+        let record_us = match micros("record time", default_ms) {
+            Ok(t) => t,
+            Err(r) => return Ok(Err(r)),
+        };
+        Ok(match event {
             TrackingEvent::Start {
                 run_id,
                 experiment,
@@ -333,44 +358,53 @@ impl TrackingSink {
                 tags,
                 time,
                 env,
-            } => {
-                let start = StartRequest {
-                    run_id,
-                    experiment,
-                    run_name,
-                    tags,
-                    time_us: time.unwrap_or(default_ms) * 1000,
-                    env,
-                };
-                self.start(start, name).await?
-            }
-            TrackingEvent::Params { run_id, params } => {
-                let at = default_ms * 1000;
-                match texts("param", params) {
-                    Ok(kv) => self.with_run(&run_id, name, |r| r.log_params_at(&kv, at))?,
-                    Err(r) => Err(r),
+            } => match time.map_or(Ok(record_us), |t| micros("start time", t)) {
+                Ok(time_us) => {
+                    let start = StartRequest {
+                        run_id,
+                        experiment,
+                        run_name,
+                        tags,
+                        time_us,
+                        env,
+                    };
+                    self.start(start, name).await?
                 }
-            }
-            TrackingEvent::Tags { run_id, tags } => {
-                let at = default_ms * 1000;
-                match texts("tag", tags) {
-                    Ok(kv) => self.with_run(&run_id, name, |r| r.set_tags_at(&kv, at))?,
-                    Err(r) => Err(r),
-                }
-            }
+                Err(r) => Err(r),
+            },
+            TrackingEvent::Params { run_id, params } => match texts("param", params) {
+                Ok(kv) => self.with_run(&run_id, name, |r| r.log_params_at(&kv, record_us))?,
+                Err(r) => Err(r),
+            },
+            TrackingEvent::Tags { run_id, tags } => match texts("tag", tags) {
+                Ok(kv) => self.with_run(&run_id, name, |r| r.set_tags_at(&kv, record_us))?,
+                Err(r) => Err(r),
+            },
             TrackingEvent::Metrics { run_id, metrics } => {
-                let n = metrics.len();
-                let points = metrics.into_iter().map(|m| MetricPoint {
-                    key: m.key,
-                    value: m.value,
-                    step: m.step,
-                    timestamp: m.timestamp.unwrap_or(default_ms) * 1000,
-                });
-                let r = self.with_run(&run_id, name, |r| r.buffer_metric_points(points))?;
-                if r.is_ok() {
-                    self.points += n;
+                let points: std::result::Result<Vec<MetricPoint>, Rejection> = metrics
+                    .into_iter()
+                    .map(|m| {
+                        Ok(MetricPoint {
+                            timestamp: m
+                                .timestamp
+                                .map_or(Ok(record_us), |t| micros("metric timestamp", t))?,
+                            key: m.key,
+                            value: m.value,
+                            step: m.step,
+                        })
+                    })
+                    .collect();
+                match points {
+                    Ok(points) => {
+                        let n = points.len();
+                        let r = self.with_run(&run_id, name, |r| r.buffer_metric_points(points))?;
+                        if r.is_ok() {
+                            self.points += n;
+                        }
+                        r
+                    }
+                    Err(r) => Err(r),
                 }
-                r
             }
             TrackingEvent::End {
                 run_id,
@@ -386,9 +420,9 @@ impl TrackingSink {
                         format!("status `{other}`: use FINISHED, FAILED or KILLED"),
                     )),
                 };
-                match status {
-                    Ok(status) => {
-                        let at = time.unwrap_or(default_ms) * 1000;
+                let at = time.map_or(Ok(record_us), |t| micros("end time", t));
+                match status.and_then(|s| at.map(|at| (s, at))) {
+                    Ok((status, at)) => {
                         let r = self.with_run(&run_id, name, |r| r.finish(status, at))?;
                         if r.is_ok() {
                             let o = self.open.remove(&run_id).expect("just applied");
@@ -399,8 +433,7 @@ impl TrackingSink {
                     Err(r) => Err(r),
                 }
             }
-        };
-        Ok(applied)
+        })
     }
 
     fn missing(&self, run_id: &str) -> Rejection {

@@ -107,6 +107,11 @@ fn events() -> Vec<(String, String, Option<&'static str>)> {
             json!({"type": "tags", "run_id": RUN_A, "tags": {"late": "yes"}}).to_string(),
             "ended",
         ),
+        bad(
+            RUN_B,
+            json!({"type": "end", "run_id": RUN_B, "time": i64::MAX}).to_string(),
+            "invalid_value",
+        ),
         // Restarting an ended run is refused, before and after the
         // checkpoint that writes its end.
         bad(
