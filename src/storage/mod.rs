@@ -65,7 +65,8 @@ impl Storage {
             }
             "memory" => Ok(Self {
                 store: Arc::new(object_store::memory::InMemory::new()),
-                base_url: Url::parse("memory://").expect("static url"),
+                // No host: table URLs are `memory:///<path>/`, all under one store.
+                base_url: Url::parse("memory:///").expect("static url"),
                 root: ObjPath::from(url.path().trim_matches('/')),
             }),
             "s3" | "s3a" => {

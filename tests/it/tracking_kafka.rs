@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use mlwatch::demo;
 use mlwatch::pipeline::{self, RunControl};
@@ -416,4 +417,89 @@ async fn replay_after_a_crash_overwrites_instead_of_duplicating() -> TestResult 
         .await?;
     assert_eq!(r.map_err(|r| r.reason.as_str()), Err("duplicate_run"));
     Ok(())
+}
+
+/// One random tracking record: a JSON object with random field values (or
+/// a random byte string), for a few run ids, one of them malformed.
+fn random_record() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let value = prop_oneof![
+        Just(json!("text")),
+        Just(json!(0.5)),
+        Just(json!(true)),
+        Just(json!(null)),
+        Just(json!([1, 2])),
+        Just(json!(i64::MAX)),
+        Just(json!("../up")),
+        Just(json!({"k": 1})),
+    ];
+    let run = prop_oneof![Just(RUN_A), Just(RUN_B), Just("not-a-run-id")];
+    let kind = prop_oneof![
+        Just("start"),
+        Just("params"),
+        Just("metrics"),
+        Just("tags"),
+        Just("end"),
+        Just("bogus")
+    ];
+    prop_oneof![
+        9 => (kind, run, value.clone(), value).prop_map(|(kind, run, v, w)| {
+            let mut e = json!({"type": kind, "run_id": run});
+            match kind {
+                "start" => {
+                    e["experiment"] = json!("e");
+                    e["tags"] = json!({"t": v});
+                    e["time"] = w;
+                }
+                "params" => e["params"] = json!({"p": v, "q": w}),
+                "tags" => e["tags"] = json!({"t": v}),
+                "metrics" => e["metrics"] = json!([{"key": "m", "value": v, "step": w}, {"key": v, "value": 1.0}]),
+                "end" => e["status"] = v,
+                _ => e["x"] = v,
+            }
+            e.to_string().into_bytes()
+        }),
+        1 => proptest::collection::vec(any::<u8>(), 0..40),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+    /// Whatever arrives, the sink applies it or refuses it with a reason
+    /// (never panics), and exactly the accepted starts become stored runs.
+    #[test]
+    fn random_records_are_applied_or_refused(records in proptest::collection::vec(random_record(), 1..30)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let tracker = ExperimentTracker::new(Storage::open("memory://", &Default::default())?);
+            let mut sink = TrackingSink::new(
+                tracker.clone(),
+                SinkLimits { max_open_runs: 10, idle_timeout: Duration::from_secs(3600) },
+                TrackingSnapshot::default(),
+            );
+            let mut started = std::collections::BTreeSet::new();
+            for (i, r) in records.iter().enumerate() {
+                let applied = sink.apply(0, i as i64, Some(T0), r).await?;
+                if applied.is_ok()
+                    && let Ok(v) = serde_json::from_slice::<serde_json::Value>(r)
+                    && v["type"] == "start"
+                {
+                    started.insert(v["run_id"].as_str().unwrap_or_default().to_string());
+                }
+                if let Err(rej) = applied {
+                    proptest::prop_assert!(!rej.error.is_empty());
+                }
+            }
+            sink.flush().await?;
+            let ctx = tracker.context().await?;
+            let n = ctx.sql("SELECT count(*) FROM runs").await?.collect().await?;
+            let n = n[0]
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0);
+            proptest::prop_assert_eq!(n as usize, started.len());
+            Ok::<_, proptest::test_runner::TestCaseError>(())
+        })?;
+    }
 }
