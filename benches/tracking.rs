@@ -4,7 +4,10 @@
 //! * creating RUNS runs x 20 params x 10 metrics through the API (default
 //!   100,000; `MLWATCH_BENCH_RUNS` to change), then compacting;
 //! * `search` with a filter over them, in-process and as a fresh
-//!   `mlwatch runs search` process; `mlwatch runs compare` of 10 runs.
+//!   `mlwatch runs search` process; `mlwatch runs compare` of 10 runs;
+//! * the `mlwatch.tracking` topic: 200 runs x (start, params, 100 metrics
+//!   events of 10 points, end) produced to librdkafka's mock cluster, then
+//!   consumed by the pipeline (`MLWATCH_BENCH_KAFKA_RUNS` to change).
 //!
 //!     cargo bench --bench tracking
 
@@ -33,7 +36,104 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !reuse {
         create(&tracker, &data, runs).await?;
     }
-    query(&tracker, &data).await
+    query(&tracker, &data).await?;
+    let kafka_runs: usize = std::env::var("MLWATCH_BENCH_KAFKA_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    kafka(kafka_runs).await
+}
+
+/// Tracking events through the pipeline: records/s and metric points/s
+/// until every record is consumed, and the time to the final checkpoint
+/// (which writes the buffered runs).
+async fn kafka(runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use mlwatch::pipeline::{self, RunControl, StopMode};
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use serde_json::json;
+
+    let dir = tempfile::tempdir()?;
+    let reference = dir.path().join("reference.parquet");
+    mlwatch::demo::write_reference(&reference, 1000, 7)?;
+    let cluster = rdkafka::mocking::MockCluster::new(1)?;
+    let brokers = cluster.bootstrap_servers();
+    let mut config = mlwatch::demo::demo_config(&brokers, &dir.path().join("data"), &reference)?;
+    config.kafka.group_id = "tracking-bench".into();
+    cluster.create_topic(&config.kafka.tracking_topic, 4, 1)?;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()?;
+    let mut records = 0u64;
+    let mut points = 0u64;
+    for r in 0..runs {
+        let id = format!("{r:032x}");
+        let mut events = vec![
+            json!({"type": "start", "run_id": id, "experiment": "kafka-bench"}),
+            json!({"type": "params", "run_id": id, "params": {"lr": 0.1, "depth": r % 10}}),
+        ];
+        for step in 0..100 {
+            let batch: Vec<_> = (0..10)
+                .map(|m| json!({"key": format!("m{m}"), "value": (step * m) as f64, "step": step}))
+                .collect();
+            points += batch.len() as u64;
+            events.push(json!({"type": "metrics", "run_id": id, "metrics": batch}));
+        }
+        events.push(json!({"type": "end", "run_id": id}));
+        for e in events {
+            let payload = e.to_string();
+            loop {
+                match producer.send(
+                    BaseRecord::to(&config.kafka.tracking_topic)
+                        .key(id.as_str())
+                        .payload(payload.as_str()),
+                ) {
+                    Ok(()) => break,
+                    Err((_, _)) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+            records += 1;
+        }
+    }
+    producer.flush(std::time::Duration::from_secs(60))?;
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let task = tokio::spawn(pipeline::run(
+        config,
+        RunControl {
+            stop: rx,
+            idle_exit: None,
+            progress: Some(progress.clone()),
+        },
+    ));
+    // Timed from the first batch, so the consumer group's join is left out.
+    while progress.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let t = Instant::now();
+    let first = progress.load(Ordering::Relaxed);
+    while progress.load(Ordering::Relaxed) < records {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let consumed = t.elapsed().as_secs_f64();
+    let timed = (records - first) as f64;
+    tx.send(Some(StopMode::EndOfInput))?;
+    let summary = task.await??;
+    let total = t.elapsed().as_secs_f64();
+    assert_eq!(summary.counters.tracking_events, records);
+    println!(
+        "tracking topic: {records} records ({runs} runs, {points} metric points) consumed in \
+         {consumed:.2} s after the first batch ({:.0} records/s, {:.0} points/s); \
+         written by the final checkpoint at {total:.2} s",
+        timed / consumed,
+        timed / consumed * points as f64 / records as f64
+    );
+    Ok(())
 }
 
 async fn create(

@@ -48,7 +48,9 @@ use crate::monitor::writer::WindowWriter;
 use crate::storage::Storage;
 use crate::storage::tables::{self, DEAD_LETTER_FILE_SCHEMA};
 use crate::tracking::ExperimentTracker;
-use crate::tracking::stream::{SinkLimits, TrackingSink, TrackingSnapshot};
+use crate::tracking::stream::{
+    Record as TrackingRecord, SinkLimits, TrackingSink, TrackingSnapshot,
+};
 use crate::window::{ClosedWindow, Windows, WindowsSnapshot};
 
 /// Event kind of each configured topic, in `Pipeline::topics` order.
@@ -308,19 +310,22 @@ impl Pipeline {
             }
         }
         // Tracking events are independent of the windows: applied in order.
-        for m in tracking_events {
-            let applied = self
-                .tracking
-                .apply(
-                    m.partition(),
-                    m.offset(),
-                    m.timestamp().to_millis(),
-                    m.payload().unwrap_or(b""),
-                )
-                .await?;
-            match applied {
-                Ok(()) => self.counters.tracking_events += 1,
-                Err(r) => self.dead_letter(m, r.reason, r.error),
+        if !tracking_events.is_empty() {
+            let records: Vec<TrackingRecord<'_>> = tracking_events
+                .iter()
+                .map(|m| TrackingRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                    payload: m.payload().unwrap_or(b""),
+                })
+                .collect();
+            let applied = self.tracking.apply_batch(&records).await?;
+            for (m, a) in tracking_events.into_iter().zip(applied) {
+                match a {
+                    Ok(()) => self.counters.tracking_events += 1,
+                    Err(r) => self.dead_letter(m, r.reason, r.error),
+                }
             }
         }
         let mut decoded: Vec<(EventKind, event::Decoded)> = Vec::new();

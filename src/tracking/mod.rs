@@ -305,14 +305,28 @@ impl ExperimentTracker {
         Run::new(self.clone(), row, params, true)
     }
 
-    /// The stored (latest) row of a run, if it exists.
-    pub async fn stored_run(&self, run_id: &str) -> Result<Option<RunRow>> {
-        let ctx = self.context().await?;
-        match self.run_row(&ctx, run_id).await {
-            Ok(row) => Ok(Some(row)),
-            Err(crate::Error::Tracking(TrackingError::UnknownRun(_))) => Ok(None),
-            Err(e) => Err(e),
+    /// Which of `run_ids` are stored, with one query (ids that are not
+    /// well-formed run ids are never stored).
+    pub async fn stored_runs(&self, run_ids: &[&str]) -> Result<std::collections::HashSet<String>> {
+        let ids: Vec<String> = run_ids
+            .iter()
+            .filter(|id| check_run_id(id).is_ok())
+            .map(|id| format!("'{id}'"))
+            .collect();
+        let mut stored = std::collections::HashSet::new();
+        if ids.is_empty() {
+            return Ok(stored);
         }
+        let ctx = self.context().await?;
+        let sql = format!(
+            "SELECT DISTINCT run_id FROM run_log WHERE run_id IN ({})",
+            ids.join(", ")
+        );
+        for b in ctx.sql(&sql).await?.collect().await? {
+            let a = b.column(0).as_string::<i32>();
+            stored.extend((0..b.num_rows()).map(|i| a.value(i).to_string()));
+        }
+        Ok(stored)
     }
 
     /// Reopens a run (e.g. for a later CLI call) with its logged params.

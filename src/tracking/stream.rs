@@ -280,6 +280,21 @@ pub struct TrackingSink {
     /// Runs ended since the last checkpoint.
     ended: Vec<Run>,
     points: usize,
+    /// Run ids of this batch's `start` events found in storage.
+    stored: std::collections::HashSet<String>,
+}
+
+/// One Kafka record of the tracking topic.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The record's timestamp, ms since the epoch.
+    pub timestamp_ms: Option<i64>,
+    /// The JSON event.
+    pub payload: &'a [u8],
 }
 
 fn now_ms() -> i64 {
@@ -308,6 +323,7 @@ impl TrackingSink {
             open,
             ended: Vec::new(),
             points: 0,
+            stored: Default::default(),
         }
     }
 
@@ -330,14 +346,47 @@ impl TrackingSink {
         record_ms: Option<i64>,
         payload: &[u8],
     ) -> Result<std::result::Result<(), Rejection>> {
-        let event = match parse(payload) {
-            Ok(e) => e,
-            Err(r) => return Ok(Err(r)),
+        let record = Record {
+            partition,
+            offset,
+            timestamp_ms: record_ms,
+            payload,
         };
-        let default_ms = record_ms.unwrap_or_else(now_ms);
-        let name = format!("k{partition}-{offset}");
-        let applied = self.apply_event(event, default_ms, name).await?;
-        Ok(applied)
+        let mut out = self.apply_batch(&[record]).await?;
+        Ok(out.pop().expect("one result per record"))
+    }
+
+    /// Applies records in order, one result per record (see
+    /// [`TrackingSink::apply`]). The run ids that `start` events name are
+    /// looked up in storage with one query for the whole batch.
+    pub async fn apply_batch(
+        &mut self,
+        records: &[Record<'_>],
+    ) -> Result<Vec<std::result::Result<(), Rejection>>> {
+        let events: Vec<_> = records.iter().map(|r| parse(r.payload)).collect();
+        let starts: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Ok(TrackingEvent::Start { run_id, .. }) if !self.open.contains_key(run_id) => {
+                    Some(run_id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        self.stored = self.tracker.stored_runs(&starts).await?;
+        let mut out = Vec::with_capacity(records.len());
+        for (r, event) in records.iter().zip(events) {
+            let applied = match event {
+                Ok(event) => {
+                    let default_ms = r.timestamp_ms.unwrap_or_else(now_ms);
+                    let name = format!("k{}-{}", r.partition, r.offset);
+                    self.apply_event(event, default_ms, name).await?
+                }
+                Err(rej) => Err(rej),
+            };
+            out.push(applied);
+        }
+        Ok(out)
     }
 
     async fn apply_event(
@@ -526,7 +575,7 @@ impl TrackingSink {
         // A run id already stored is refused, unless this very record wrote
         // it before a crash and is now replayed: then its run_log file has
         // this record's name (a producer's retry has another offset).
-        if self.tracker.stored_run(&s.run_id).await?.is_some() {
+        if self.stored.contains(&s.run_id) {
             let file = format!(
                 "{}/run_log/{}-{name}.parquet",
                 super::tables::ROOT,
