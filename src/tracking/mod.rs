@@ -13,11 +13,12 @@
 //! died without `end` (same host, process gone) is marked `KILLED` the next
 //! time runs are read ([`ExperimentTracker::reap_orphans`]).
 //!
-//! [`ExperimentTracker::compact`] merges each table's small files into one.
-//! It writes the merged file before deleting the inputs, so no row is ever
-//! missing; a query that lists the folder in between can count a row twice
-//! (the `runs`, `tags` and `latest_metrics` views pick one row per key and
-//! are not affected). Run it when no one is reading totals, e.g. nightly.
+//! [`ExperimentTracker::compact`] merges each table's small files in
+//! bounded groups. It writes a merged file before deleting its inputs, so no
+//! row is ever missing; a query that lists the folder in between (or after a
+//! crash in between, until the duplicate files are removed) can count a row
+//! twice. The `runs`, `tags` and `latest_metrics` views pick one row per key
+//! and are not affected. Run it when no one is reading totals, e.g. nightly.
 //!
 //! Runs can also be logged from Kafka: [`stream`] turns JSON events of the
 //! `mlwatch.tracking` topic into calls on this API (`mlwatch run` consumes
@@ -49,6 +50,10 @@ use crate::error::Result;
 use crate::registry::artifact::{put_blob, safe_relative};
 use crate::storage::Storage;
 use tables::{MetricPoint, RunRow};
+
+/// Input bytes merged into one file by [`ExperimentTracker::compact`] (about
+/// 2-3x that in memory while a group is merged).
+pub const COMPACT_GROUP_BYTES: u64 = 64 << 20;
 
 /// Metric points buffered before a run writes them.
 pub const METRIC_FLUSH_POINTS: usize = 50_000;
@@ -464,74 +469,127 @@ impl ExperimentTracker {
         Ok(reaped)
     }
 
-    /// Merges each stored table's files into one file per table (see the
-    /// module docs); returns `(table, files merged, rows)` for each table
-    /// that had more than one file.
+    /// Merges each stored table's small files (see the module docs) with
+    /// [`COMPACT_GROUP_BYTES`] per output file; returns `(table, files
+    /// merged, rows)` for each table that had small files to merge.
     pub async fn compact(&self) -> Result<Vec<(String, usize, usize)>> {
-        use futures::TryStreamExt;
+        self.compact_with(COMPACT_GROUP_BYTES).await
+    }
+
+    /// [`ExperimentTracker::compact`] with another group size. Files of at
+    /// least half of `group_bytes` are left as they are (earlier outputs),
+    /// so a nightly run only rewrites what arrived since. The others are
+    /// merged in groups of at most `group_bytes` of input (memory stays
+    /// bounded whatever the table size), read concurrently, each group sorted
+    /// by key then run (so `key = ...` skips row groups) and written as one
+    /// file before its inputs are deleted.
+    pub async fn compact_with(&self, group_bytes: u64) -> Result<Vec<(String, usize, usize)>> {
+        use futures::{StreamExt, TryStreamExt};
         use object_store::ObjectStoreExt;
         let mut report = Vec::new();
         for (table, schema) in tables::stored_tables() {
             let prefix = self.storage.path(&format!("{}/{table}", tables::ROOT));
-            let files: Vec<_> = self
+            let mut files: Vec<_> = self
                 .storage
                 .store()
                 .list(Some(&prefix))
-                .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".parquet")))
+                .try_filter(|m| {
+                    futures::future::ready(
+                        m.location.as_ref().ends_with(".parquet") && m.size < group_bytes / 2,
+                    )
+                })
                 .try_collect()
                 .await?;
-            if files.len() < 2 {
-                continue;
-            }
-            let mut batches = Vec::new();
-            for f in &files {
-                let bytes = self.storage.store().get(&f.location).await?.bytes().await?;
-                let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
-                    .build()?;
-                for b in reader {
-                    batches.push(b?);
+            files.sort_by(|a, b| a.location.cmp(&b.location));
+            let mut groups: Vec<Vec<object_store::ObjectMeta>> = Vec::new();
+            let mut size = 0;
+            for f in files {
+                match groups.last_mut() {
+                    Some(g) if size + f.size <= group_bytes => {
+                        size += f.size;
+                        g.push(f);
+                    }
+                    _ => {
+                        size = f.size;
+                        groups.push(vec![f]);
+                    }
                 }
             }
-            let rows = batches.iter().map(RecordBatch::num_rows).sum();
-            let merged = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
-            // Sorted by key (then run) in row groups of 64k rows, so that a
-            // search's `key = '...'` reads only the groups holding that key.
-            let sort_cols: Vec<&str> = if schema.field_with_name("key").is_ok() {
-                vec!["key", "run_id"]
-            } else {
-                vec!["run_id"]
-            };
-            let columns: Vec<datafusion::arrow::compute::SortColumn> = sort_cols
-                .iter()
-                .map(|c| datafusion::arrow::compute::SortColumn {
-                    values: merged.column_by_name(c).expect("schema column").clone(),
-                    options: None,
-                })
-                .collect();
-            let order = datafusion::arrow::compute::lexsort_to_indices(&columns, None)?;
-            let merged = RecordBatch::try_new(
-                schema.clone(),
-                merged
-                    .columns()
-                    .iter()
-                    .map(|c| datafusion::arrow::compute::take(c, &order, None))
-                    .collect::<std::result::Result<Vec<_>, _>>()?,
-            )?;
-            let rel = format!(
-                "{}/{table}/compacted-{}-{:016x}.parquet",
-                tables::ROOT,
-                now_us(),
-                rand::random::<u64>()
-            );
-            let bytes =
-                crate::storage::encode_parquet_grouped(schema.clone(), &[merged], Some(65_536))?;
-            self.storage.put(&rel, bytes).await?;
-            for f in &files {
-                self.storage.store().delete(&f.location).await?;
+            let (mut merged_files, mut merged_rows) = (0, 0);
+            for group in groups.into_iter().filter(|g| g.len() > 1) {
+                merged_rows += self.merge_files(table, &schema, &group).await?;
+                merged_files += group.len();
+                let store = self.storage.store();
+                futures::stream::iter(group.iter().map(|f| store.delete(&f.location)))
+                    .buffer_unordered(32)
+                    .try_collect::<Vec<_>>()
+                    .await?;
             }
-            report.push((table.to_string(), files.len(), rows));
+            if merged_files > 0 {
+                report.push((table.to_string(), merged_files, merged_rows));
+            }
         }
         Ok(report)
+    }
+
+    /// Reads `files` (32 at a time), sorts their rows by key then run and
+    /// writes them as one file in 64k-row groups; returns the rows.
+    async fn merge_files(
+        &self,
+        table: &str,
+        schema: &datafusion::arrow::datatypes::SchemaRef,
+        files: &[object_store::ObjectMeta],
+    ) -> Result<usize> {
+        use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take};
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use futures::{StreamExt, TryStreamExt};
+        use object_store::ObjectStoreExt;
+        let store = self.storage.store();
+        let contents: Vec<Bytes> = futures::stream::iter(files.iter().map(|f| async move {
+            Ok::<_, crate::Error>(store.get(&f.location).await?.bytes().await?)
+        }))
+        .buffered(32)
+        .try_collect()
+        .await?;
+        let mut batches = Vec::new();
+        for bytes in contents {
+            for b in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
+                batches.push(b?);
+            }
+        }
+        let merged = concat_batches(schema, &batches)?;
+        drop(batches);
+        let sort_cols: &[&str] = if schema.field_with_name("key").is_ok() {
+            &["key", "run_id"]
+        } else {
+            &["run_id"]
+        };
+        let columns: Vec<SortColumn> = sort_cols
+            .iter()
+            .map(|c| SortColumn {
+                values: merged.column_by_name(c).expect("schema column").clone(),
+                options: None,
+            })
+            .collect();
+        let order = lexsort_to_indices(&columns, None)?;
+        let sorted = RecordBatch::try_new(
+            schema.clone(),
+            merged
+                .columns()
+                .iter()
+                .map(|c| take(c, &order, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+        )?;
+        let rel = format!(
+            "{}/{table}/compacted-{}-{:016x}.parquet",
+            tables::ROOT,
+            now_us(),
+            rand::random::<u64>()
+        );
+        let bytes =
+            crate::storage::encode_parquet_grouped(schema.clone(), &[sorted], Some(65_536))?;
+        self.storage.put(&rel, bytes).await?;
+        Ok(merged.num_rows())
     }
 
     /// Runs matching an MLflow-style filter (see [`filter`]), as batches.

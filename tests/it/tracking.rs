@@ -364,3 +364,66 @@ fn cli_runs_from_start_to_compare() -> TestResult {
     );
     Ok(())
 }
+
+/// Compaction merges small files in bounded groups, leaves earlier outputs
+/// alone, and never changes an answer.
+#[tokio::test]
+async fn compaction_merges_in_bounded_groups() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::open(dir.path().to_str().unwrap(), &Default::default())?;
+    let t = ExperimentTracker::new(storage);
+    for i in 0..30 {
+        let mut run = t.start_run("groups", None, &[]).await?;
+        run.log_params(&kv(&[("i", &i.to_string()), ("model", "xgb")]))?;
+        run.log_metrics(&[("loss", 1.0 / (i as f64 + 1.0), 0)])
+            .await?;
+        run.end(RunStatus::Finished).await?;
+    }
+    let files = |table: &str| -> Result<Vec<u64>, std::io::Error> {
+        let mut sizes = Vec::new();
+        for e in std::fs::read_dir(dir.path().join("tracking").join(table))? {
+            sizes.push(e?.metadata()?.len());
+        }
+        Ok(sizes)
+    };
+    let totals = "SELECT (SELECT count(*) FROM run_log) AS r, (SELECT count(*) FROM params) AS p, \
+                  (SELECT count(*) FROM metrics) AS m, (SELECT round(sum(value), 9) FROM metrics) AS s";
+    let before_totals = count(&t, totals).await?;
+    let before = pretty_format_batches(&t.search("params.model = 'xgb'", None).await?)?.to_string();
+    let params_before = files("params")?;
+    assert_eq!(params_before.len(), 30);
+
+    // Groups of about four small files.
+    let limit = 4 * params_before.iter().max().copied().unwrap_or(0);
+    let report = t.compact_with(limit).await?;
+    let params_after = files("params")?;
+    assert!(
+        params_after.len() > 1 && params_after.len() < 30 / 2,
+        "{} files after compaction: {report:?}",
+        params_after.len()
+    );
+    assert_eq!(count(&t, totals).await?, before_totals);
+    assert_eq!(
+        pretty_format_batches(&t.search("params.model = 'xgb'", None).await?)?.to_string(),
+        before
+    );
+
+    // Files of at least half the group size stay as they are.
+    let largest = std::fs::read_dir(dir.path().join("tracking/params"))?
+        .map(|e| e.map(|e| (e.metadata().map(|m| m.len()).unwrap_or(0), e.path())))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .max()
+        .expect("files");
+    t.compact_with(2 * largest.0).await?;
+    assert!(largest.1.exists(), "{largest:?} was rewritten");
+    assert!(files("params")?.len() < params_after.len());
+    assert_eq!(count(&t, totals).await?, before_totals);
+    // The default group size merges everything into one file per table.
+    t.compact().await?;
+    for table in ["run_log", "params", "metrics"] {
+        assert_eq!(files(table)?.len(), 1, "{table}");
+    }
+    assert_eq!(count(&t, totals).await?, before_totals);
+    Ok(())
+}
