@@ -687,16 +687,6 @@ impl Run {
         (&self.row, &self.params)
     }
 
-    /// Whether the run has ended.
-    pub fn is_ended(&self) -> bool {
-        self.ended
-    }
-
-    /// Metric points waiting to be written.
-    pub fn pending_points(&self) -> usize {
-        self.pending_metrics.len()
-    }
-
     /// Labels what is logged next (deferred runs): when a table's buffer
     /// is empty, the label current at its first new row names its next file,
     /// `<table>/<run id>-<label>.parquet`, replacing a file of that name. A
@@ -825,11 +815,10 @@ impl Run {
         self.live()?;
         let before = self.pending_metrics.len();
         self.pending_metrics.extend(points);
-        if let Some(p) = self.pending_metrics[before..]
+        if let Some(err) = self.pending_metrics[before..]
             .iter()
-            .find(|p| check_key("metric key", &p.key).is_err())
+            .find_map(|p| check_key("metric key", &p.key).err())
         {
-            let err = check_key("metric key", &p.key).unwrap_err();
             self.pending_metrics.truncate(before);
             return Err(err.into());
         }

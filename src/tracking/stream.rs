@@ -327,11 +327,6 @@ impl TrackingSink {
         }
     }
 
-    /// Runs open now.
-    pub fn open_runs(&self) -> usize {
-        self.open.len()
-    }
-
     /// Whether enough is buffered that the pipeline should checkpoint.
     pub fn needs_flush(&self) -> bool {
         self.points >= METRIC_FLUSH_POINTS
