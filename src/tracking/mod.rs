@@ -731,17 +731,15 @@ impl Run {
     /// Writes one table's rows as one file: `<run id>-<label>.parquet` for a
     /// deferred run, else `<run id>-<time>-<pid>-<n>.parquet` (unique).
     async fn write(&mut self, table: &'static str, batch: RecordBatch) -> Result<()> {
-        let file = match self.names.remove(table) {
-            Some(name) => format!("{}-{name}", self.row.run_id),
-            None => format!(
-                "{}-{}-{}-{}",
-                self.row.run_id,
+        let label = self.names.remove(table).unwrap_or_else(|| {
+            format!(
+                "{}-{}-{}",
                 now_us(),
                 std::process::id(),
                 FILE_COUNTER.fetch_add(1, Ordering::Relaxed)
-            ),
-        };
-        let rel = format!("{}/{table}/{file}.parquet", tables::ROOT);
+            )
+        });
+        let rel = tables::file_path(table, &self.row.run_id, &label);
         self.tracker.storage.write_parquet(&rel, &[batch]).await
     }
 

@@ -571,11 +571,7 @@ impl TrackingSink {
         // it before a crash and is now replayed: then its run_log file has
         // this record's name (a producer's retry has another offset).
         if self.stored.contains(&s.run_id) {
-            let file = format!(
-                "{}/run_log/{}-{name}.parquet",
-                super::tables::ROOT,
-                s.run_id
-            );
+            let file = super::tables::file_path("run_log", &s.run_id, &name);
             if self.tracker.storage().get_opt(&file).await?.is_none() {
                 return Ok(Err(Rejection::new(
                     Reason::DuplicateRun,

@@ -22,6 +22,11 @@ use crate::error::Result;
 /// Folder of the tracking tables.
 pub const ROOT: &str = "tracking";
 
+/// Path of a run's file in `table`: `tracking/<table>/<run id>-<label>.parquet`.
+pub fn file_path(table: &str, run_id: &str, label: &str) -> String {
+    format!("{ROOT}/{table}/{run_id}-{label}.parquet")
+}
+
 /// The stored tables and their schemas.
 pub fn stored_tables() -> Vec<(&'static str, SchemaRef)> {
     vec![
