@@ -227,11 +227,10 @@ pub const VIEWS: &[(&str, &str)] = &[
     // row_number() window at 100,000 runs (the window sorts every column).
     (
         "runs",
-        "SELECT l.* EXCEPT (k) FROM (SELECT *, CAST(updated_at AS BIGINT) * 4 + CASE status \
-         WHEN 'RUNNING' THEN 0 WHEN 'FAILED' THEN 1 WHEN 'FINISHED' THEN 2 ELSE 3 END AS k \
-         FROM run_log) l JOIN (SELECT run_id, max(CAST(updated_at AS BIGINT) * 4 + CASE status \
-         WHEN 'RUNNING' THEN 0 WHEN 'FAILED' THEN 1 WHEN 'FINISHED' THEN 2 ELSE 3 END) AS k \
-         FROM run_log GROUP BY run_id) m ON l.run_id = m.run_id AND l.k = m.k",
+        "WITH l AS (SELECT *, CAST(updated_at AS BIGINT) * 4 + CASE status WHEN 'RUNNING' \
+         THEN 0 WHEN 'FAILED' THEN 1 WHEN 'FINISHED' THEN 2 ELSE 3 END AS k FROM run_log) \
+         SELECT l.* EXCEPT (k) FROM l JOIN (SELECT run_id, max(k) AS k FROM l GROUP BY run_id) m \
+         ON l.run_id = m.run_id AND l.k = m.k",
     ),
     (
         "tags",
