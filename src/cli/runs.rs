@@ -334,28 +334,12 @@ async fn run_names(
     for r in runs {
         hex_id(r)?;
     }
-    let list = runs
-        .iter()
-        .map(|r| format!("'{r}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut names = BTreeMap::new();
-    for b in ctx
-        .sql(&format!(
-            "SELECT run_id, run_name FROM runs WHERE run_id IN ({list})"
-        ))
-        .await?
-        .collect()
-        .await?
-    {
-        let (ids, ns) = (
-            b.column(0).as_string::<i32>(),
-            b.column(1).as_string::<i32>(),
-        );
-        for i in 0..b.num_rows() {
-            names.insert(ids.value(i).to_string(), ns.value(i).to_string());
-        }
-    }
+    let list = crate::tracking::sql_list(runs);
+    let names = crate::tracking::text_map(
+        ctx,
+        &format!("SELECT run_id, run_name FROM runs WHERE run_id IN ({list})"),
+    )
+    .await?;
     if let Some(missing) = runs.iter().find(|r| !names.contains_key(*r)) {
         return Err(crate::tracking::TrackingError::UnknownRun(missing.clone()).into());
     }
@@ -409,50 +393,26 @@ async fn compare(
     let (list, names) = run_names(&ctx, runs).await?;
     // (row label) -> run id -> value
     let mut table: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for b in ctx
-        .sql(&format!(
-            "SELECT run_id, key, value FROM params WHERE run_id IN ({list})"
-        ))
-        .await?
-        .collect()
-        .await?
-    {
-        for i in 0..b.num_rows() {
-            table
-                .entry(format!(
-                    "params.{}",
-                    b.column(1).as_string::<i32>().value(i)
-                ))
-                .or_default()
-                .insert(
-                    b.column(0).as_string::<i32>().value(i).to_string(),
-                    b.column(2).as_string::<i32>().value(i).to_string(),
-                );
-        }
-    }
-    for b in ctx
-        .sql(&format!(
-            "SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({list})"
-        ))
-        .await?
-        .collect()
-        .await?
-    {
-        let v = b.column(2).as_primitive::<Float64Type>();
-        for i in 0..b.num_rows() {
-            if v.is_null(i) {
-                continue;
+    for (prefix, source) in [("params", "params"), ("metrics", "latest_metrics")] {
+        let sql = format!("SELECT run_id, key, value FROM {source} WHERE run_id IN ({list})");
+        for b in ctx.sql(&sql).await?.collect().await? {
+            let (ids, keys, values) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_string::<i32>(),
+                b.column(2),
+            );
+            for i in 0..b.num_rows() {
+                // Params are text, metrics numbers (printed as Rust does).
+                let value = match values.as_string_opt::<i32>() {
+                    Some(v) => v.value(i).to_string(),
+                    None if values.is_null(i) => continue,
+                    None => values.as_primitive::<Float64Type>().value(i).to_string(),
+                };
+                table
+                    .entry(format!("{prefix}.{}", keys.value(i)))
+                    .or_default()
+                    .insert(ids.value(i).to_string(), value);
             }
-            table
-                .entry(format!(
-                    "metrics.{}",
-                    b.column(1).as_string::<i32>().value(i)
-                ))
-                .or_default()
-                .insert(
-                    b.column(0).as_string::<i32>().value(i).to_string(),
-                    v.value(i).to_string(),
-                );
         }
     }
     let differs = |row: &BTreeMap<String, String>| {

@@ -160,7 +160,8 @@ struct Parser<'a> {
     joins: BTreeMap<(String, String), String>,
 }
 
-fn quote(s: &str) -> String {
+/// A SQL string literal.
+pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

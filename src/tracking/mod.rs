@@ -203,6 +203,31 @@ fn new_row(
     })
 }
 
+/// `'a', 'b', ...` for a SQL `IN (...)` list (quotes doubled).
+pub(crate) fn sql_list<S: AsRef<str>>(items: &[S]) -> String {
+    items
+        .iter()
+        .map(|s| filter::quote(s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The rows of a query of two text columns as a map from the first to the
+/// second.
+pub(crate) async fn text_map(ctx: &SessionContext, sql: &str) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for b in ctx.sql(sql).await?.collect().await? {
+        let (k, v) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            map.insert(k.value(i).to_string(), v.value(i).to_string());
+        }
+    }
+    Ok(map)
+}
+
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
 }
@@ -313,10 +338,10 @@ impl ExperimentTracker {
     /// Which of `run_ids` are stored, with one query (ids that are not
     /// well-formed run ids are never stored).
     pub async fn stored_runs(&self, run_ids: &[&str]) -> Result<std::collections::HashSet<String>> {
-        let ids: Vec<String> = run_ids
+        let ids: Vec<&str> = run_ids
             .iter()
+            .copied()
             .filter(|id| check_run_id(id).is_ok())
-            .map(|id| format!("'{id}'"))
             .collect();
         let mut stored = std::collections::HashSet::new();
         if ids.is_empty() {
@@ -325,7 +350,7 @@ impl ExperimentTracker {
         let ctx = self.context().await?;
         let sql = format!(
             "SELECT DISTINCT run_id FROM run_log WHERE run_id IN ({})",
-            ids.join(", ")
+            sql_list(&ids)
         );
         for b in ctx.sql(&sql).await?.collect().await? {
             let a = b.column(0).as_string::<i32>();
@@ -341,23 +366,11 @@ impl ExperimentTracker {
         if row.status != "RUNNING" {
             return Err(TrackingError::Ended(run_id.to_string()).into());
         }
-        let mut params = BTreeMap::new();
-        for b in ctx
-            .sql(&format!(
-                "SELECT key, value FROM params WHERE run_id = '{run_id}'"
-            ))
-            .await?
-            .collect()
-            .await?
-        {
-            let (k, v) = (
-                b.column(0).as_string::<i32>(),
-                b.column(1).as_string::<i32>(),
-            );
-            for i in 0..b.num_rows() {
-                params.insert(k.value(i).to_string(), v.value(i).to_string());
-            }
-        }
+        let params = text_map(
+            &ctx,
+            &format!("SELECT key, value FROM params WHERE run_id = '{run_id}'"),
+        )
+        .await?;
         Ok(Run::new(self.clone(), row, params, false))
     }
 
