@@ -11,7 +11,8 @@
 //!
 //! Figures are printed; nothing is asserted.
 
-use std::process::Command;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use mlwatch::registry::{ModelMetadata, ModelRegistry, PromoteOptions, Selector, Stage};
@@ -103,21 +104,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Fresh process, start-up included.
-    let exe = env!("CARGO_BIN_EXE_mlwatch");
     let mut fresh = Vec::new();
     for _ in 0..10 {
-        let t = Instant::now();
-        let out = Command::new(exe)
-            .args(["registry", "--data"])
-            .arg(&data)
-            .args(["--format", "json", "get", "model-042", "production"])
-            .output()?;
-        fresh.push(t.elapsed());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        fresh.push(common::time_mlwatch([
+            "registry".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--format".as_ref(),
+            "json".as_ref(),
+            "get".as_ref(),
+            "model-042".as_ref(),
+            "production".as_ref(),
+        ])?);
     }
     println!(
         "`mlwatch registry get model-042 production`, fresh process: median {}, max {}",

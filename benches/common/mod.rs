@@ -1,0 +1,23 @@
+//! Helpers shared by the bench binaries (each includes this module).
+
+use std::ffi::OsStr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs the `mlwatch` binary with `args` as a fresh process; returns the
+/// wall time, start-up included. A failed run is an error with its stderr.
+pub fn time_mlwatch<I, S>(args: I) -> Result<Duration, Box<dyn std::error::Error>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(args)
+        .output()?;
+    let elapsed = t.elapsed();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(elapsed)
+}
