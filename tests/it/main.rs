@@ -11,3 +11,19 @@ mod tracking_kafka;
 
 /// Result type of tests: any error fails the test with its message.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Runs the `mlwatch` binary with `args`: its stdout, or its stderr as the
+/// error when it fails.
+pub fn run_mlwatch<I, S>(args: I) -> Result<String, Box<dyn std::error::Error>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}

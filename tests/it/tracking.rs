@@ -160,16 +160,11 @@ async fn orphaned_runs_are_marked_killed() -> TestResult {
     Ok(())
 }
 
+/// `mlwatch runs --data <data> <args>`.
 fn mlwatch(data: &std::path::Path, args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
-        .args(["runs", "--data"])
-        .arg(data)
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
-    }
-    Ok(String::from_utf8(out.stdout)?)
+    let mut all = vec!["runs", "--data", data.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    crate::run_mlwatch(all)
 }
 
 /// The CLI a training script calls, then search, compare and `mlwatch sql`.
@@ -346,17 +341,14 @@ fn cli_runs_from_start_to_compare() -> TestResult {
     .to_string();
     assert!(e.contains("no finite values of metric `nope`"), "{e}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
-        .args(["sql", "--format", "json", "--data"])
-        .arg(&data)
-        .arg("SELECT r.run_name, m.value FROM runs r JOIN latest_metrics m ON m.run_id = r.run_id WHERE m.key = 'accuracy' ORDER BY m.value DESC")
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout)?;
+    let text = crate::run_mlwatch([
+        "sql",
+        "--format",
+        "json",
+        "--data",
+        data.to_str().expect("UTF-8 path"),
+        "SELECT r.run_name, m.value FROM runs r JOIN latest_metrics m ON m.run_id = r.run_id WHERE m.key = 'accuracy' ORDER BY m.value DESC",
+    ])?;
     assert_eq!(
         text.lines().next(),
         Some(r#"{"run_name":"b","value":0.94}"#),

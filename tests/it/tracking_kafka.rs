@@ -282,16 +282,10 @@ async fn tracking_events_from_kafka_become_searchable_runs() -> TestResult {
     Ok(())
 }
 
+/// `mlwatch sql --format csv --data <data> <sql>`.
 fn mlwatch_sql(data: &Path, sql: &str) -> Result<String, Box<dyn std::error::Error>> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
-        .args(["sql", "--format", "csv", "--data"])
-        .arg(data)
-        .arg(sql)
-        .output()?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
-    }
-    Ok(String::from_utf8(out.stdout)?)
+    let data = data.to_str().expect("UTF-8 path");
+    crate::run_mlwatch(["sql", "--format", "csv", "--data", data, sql])
 }
 
 /// Applies records `from..to` of `events` to `sink` (partition 0, offset =
