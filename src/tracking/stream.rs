@@ -37,7 +37,7 @@
 //! is ended `KILLED`; the pipeline checkpoints early once
 //! [`super::METRIC_FLUSH_POINTS`] points are buffered ([`TrackingSink::needs_flush`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -280,8 +280,6 @@ pub struct TrackingSink {
     /// Runs ended since the last checkpoint.
     ended: Vec<Run>,
     points: usize,
-    /// Run ids of this batch's `start` events found in storage.
-    stored: std::collections::HashSet<String>,
 }
 
 /// One Kafka record of the tracking topic.
@@ -323,7 +321,6 @@ impl TrackingSink {
             open,
             ended: Vec::new(),
             points: 0,
-            stored: Default::default(),
         }
     }
 
@@ -368,14 +365,15 @@ impl TrackingSink {
                 _ => None,
             })
             .collect();
-        self.stored = self.tracker.stored_runs(&starts).await?;
+        // Run ids of this batch's `start` events found in storage.
+        let stored = self.tracker.stored_runs(&starts).await?;
         let mut out = Vec::with_capacity(records.len());
         for (r, event) in records.iter().zip(events) {
             let applied = match event {
                 Ok(event) => {
                     let default_ms = r.timestamp_ms.unwrap_or_else(now_ms);
                     let name = format!("k{}-{}", r.partition, r.offset);
-                    self.apply_event(event, default_ms, name).await?
+                    self.apply_event(event, default_ms, name, &stored).await?
                 }
                 Err(rej) => Err(rej),
             };
@@ -389,6 +387,7 @@ impl TrackingSink {
         event: TrackingEvent,
         default_ms: i64,
         name: String,
+        stored: &HashSet<String>,
     ) -> Result<std::result::Result<(), Rejection>> {
         let record_us = match micros("record time", default_ms) {
             Ok(t) => t,
@@ -412,7 +411,7 @@ impl TrackingSink {
                         time_us,
                         env,
                     };
-                    self.start(start, name).await?
+                    self.start(start, name, stored).await?
                 }
                 Err(r) => Err(r),
             },
@@ -518,6 +517,7 @@ impl TrackingSink {
         &mut self,
         s: StartRequest,
         name: String,
+        stored: &HashSet<String>,
     ) -> Result<std::result::Result<(), Rejection>> {
         let tags = match texts("tag", s.tags) {
             Ok(t) => t,
@@ -570,7 +570,7 @@ impl TrackingSink {
         // A run id already stored is refused, unless this very record wrote
         // it before a crash and is now replayed: then its run_log file has
         // this record's name (a producer's retry has another offset).
-        if self.stored.contains(&s.run_id) {
+        if stored.contains(&s.run_id) {
             let file = super::tables::file_path("run_log", &s.run_id, &name);
             if self.tracker.storage().get_opt(&file).await?.is_none() {
                 return Ok(Err(Rejection::new(
