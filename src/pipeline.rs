@@ -48,9 +48,7 @@ use crate::monitor::writer::WindowWriter;
 use crate::storage::Storage;
 use crate::storage::tables::{self, DEAD_LETTER_FILE_SCHEMA};
 use crate::tracking::ExperimentTracker;
-use crate::tracking::stream::{
-    Record as TrackingRecord, SinkLimits, TrackingSink, TrackingSnapshot,
-};
+use crate::tracking::stream::{Record as TrackingRecord, TrackingSink, TrackingSnapshot};
 use crate::window::{ClosedWindow, Windows, WindowsSnapshot};
 
 /// Event kind of each configured topic, in `Pipeline::topics` order.
@@ -156,7 +154,6 @@ pub struct Pipeline {
     committed: HashMap<(String, i32), i64>,
     counters: Counters,
     topics: [String; 3],
-    tracking_topic: String,
     tracking: TrackingSink,
 }
 
@@ -212,13 +209,9 @@ impl Pipeline {
         let writer = WindowWriter::spawn(monitor, storage.clone(), catalog.clone());
         let tracking = TrackingSink::new(
             ExperimentTracker::new(storage.clone()),
-            SinkLimits {
-                max_open_runs: config.tracking.max_open_runs,
-                idle_timeout: config.tracking.idle_timeout,
-            },
+            config.tracking.clone(),
             tracking,
         );
-        let tracking_topic = k.tracking_topic.clone();
         Ok(Self {
             config,
             writer,
@@ -232,7 +225,6 @@ impl Pipeline {
             committed: HashMap::new(),
             counters,
             topics,
-            tracking_topic,
             tracking,
         })
     }
@@ -305,7 +297,7 @@ impl Pipeline {
         for (i, m) in fresh.iter().enumerate() {
             if let Some(k) = self.topics.iter().position(|t| t == m.topic()) {
                 by_kind[k].push(i);
-            } else if m.topic() == self.tracking_topic {
+            } else if m.topic() == self.config.kafka.tracking_topic {
                 tracking_events.push(*m);
             }
         }

@@ -38,7 +38,6 @@
 //! [`super::METRIC_FLUSH_POINTS`] points are buffered ([`TrackingSink::needs_flush`]).
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -46,6 +45,7 @@ use serde_json::Value;
 use super::env::RunEnvironment;
 use super::tables::{MetricPoint, RunRow};
 use super::{ExperimentTracker, METRIC_FLUSH_POINTS, Run, RunStatus, TrackingError};
+use crate::config::TrackingConfig;
 use crate::error::{Error, Result};
 use crate::event::Reason;
 
@@ -262,20 +262,11 @@ pub struct TrackingSnapshot {
     runs: Vec<OpenRunState>,
 }
 
-/// Limits of the sink.
-#[derive(Debug, Clone)]
-pub struct SinkLimits {
-    /// Most runs open at once.
-    pub max_open_runs: usize,
-    /// A run without events this long is ended `KILLED`.
-    pub idle_timeout: Duration,
-}
-
 /// Applies tracking events to runs and writes them at checkpoints.
 #[derive(Debug)]
 pub struct TrackingSink {
     tracker: ExperimentTracker,
-    limits: SinkLimits,
+    limits: TrackingConfig,
     open: BTreeMap<String, Open>,
     /// Runs ended since the last checkpoint.
     ended: Vec<Run>,
@@ -301,7 +292,11 @@ fn now_ms() -> i64 {
 
 impl TrackingSink {
     /// A sink writing through `tracker`, with the open runs of `snapshot`.
-    pub fn new(tracker: ExperimentTracker, limits: SinkLimits, snapshot: TrackingSnapshot) -> Self {
+    pub fn new(
+        tracker: ExperimentTracker,
+        limits: TrackingConfig,
+        snapshot: TrackingSnapshot,
+    ) -> Self {
         let open = snapshot
             .runs
             .into_iter()

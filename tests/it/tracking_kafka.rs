@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use mlwatch::config::TrackingConfig;
 use mlwatch::demo;
 use mlwatch::pipeline::{self, RunControl};
 use mlwatch::storage::Storage;
 use mlwatch::tracking::ExperimentTracker;
-use mlwatch::tracking::stream::{SinkLimits, TrackingSink, TrackingSnapshot};
+use mlwatch::tracking::stream::{TrackingSink, TrackingSnapshot};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -332,7 +333,7 @@ async fn replay_after_a_crash_overwrites_instead_of_duplicating() -> TestResult 
         metrics(RUN_B, 0, 7, 0.7),
         json!({"type": "end", "run_id": RUN_A, "status": "FAILED"}).to_string(),
     ]);
-    let limits = SinkLimits {
+    let limits = TrackingConfig {
         max_open_runs: 100,
         idle_timeout: Duration::from_secs(3600),
     };
@@ -469,7 +470,7 @@ proptest::proptest! {
             let tracker = ExperimentTracker::new(Storage::open("memory://", &Default::default())?);
             let mut sink = TrackingSink::new(
                 tracker.clone(),
-                SinkLimits { max_open_runs: 10, idle_timeout: Duration::from_secs(3600) },
+                TrackingConfig { max_open_runs: 10, idle_timeout: Duration::from_secs(3600) },
                 TrackingSnapshot::default(),
             );
             let mut started = std::collections::BTreeSet::new();
