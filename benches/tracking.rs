@@ -1,48 +1,190 @@
 //! Tracking speed on a local store (figures printed, nothing asserted):
 //!
+//! * per call, as a fresh `mlwatch` process (what a training script pays):
+//!   `runs start`, `log-metric`, `log-param`, `set-tag`, `show`, `search`,
+//!   `compare`, on an empty store (the baseline, same run) and on stores of
+//!   N runs x 20 params x 10 metrics (`MLWATCH_BENCH_SIZES`, default
+//!   `300,10000,100000`), first uncompacted (one small file per call), then
+//!   after `compact`;
+//! * creating those runs through the API, and the compaction;
 //! * logging 100,000 metric points into one run, one call per point;
-//! * creating RUNS runs x 20 params x 10 metrics through the API (default
-//!   100,000; `MLWATCH_BENCH_RUNS` to change), then compacting;
-//! * `search` with a filter over them, in-process and as a fresh
-//!   `mlwatch runs search` process; `mlwatch runs compare` of 10 runs;
 //! * the `mlwatch.tracking` topic: 200 runs x (start, params, 100 metrics
 //!   events of 10 points, end) produced to librdkafka's mock cluster, then
 //!   consumed by the pipeline (`MLWATCH_BENCH_KAFKA_RUNS` to change).
 //!
 //!     cargo bench --bench tracking
+//!
+//! `MLWATCH_BENCH_DIR` keeps the stores between runs (a store that exists
+//! is measured again, not rebuilt).
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::AsArray;
 use mlwatch::storage::Storage;
+use mlwatch::tracking::compact::CompactionPolicy;
 use mlwatch::tracking::{ExperimentTracker, RunStatus};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let runs: usize = std::env::var("MLWATCH_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    // MLWATCH_BENCH_DIR keeps the store, and a second run only measures the queries.
+    let sizes: Vec<usize> = std::env::var("MLWATCH_BENCH_SIZES")
+        .unwrap_or_else(|_| "300,10000,100000".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
     let dir = tempfile::tempdir()?;
-    let data = match std::env::var("MLWATCH_BENCH_DIR") {
+    let base = match std::env::var("MLWATCH_BENCH_DIR") {
         Ok(d) => std::path::PathBuf::from(d),
-        Err(_) => dir.path().join("store"),
+        Err(_) => dir.path().to_path_buf(),
     };
-    let reuse = data.join("tracking/run_log").exists();
-    let tracker =
-        ExperimentTracker::new(Storage::open(data.to_str().unwrap(), &Default::default())?);
-    if !reuse {
-        create(&tracker, &data, runs).await?;
+    // Reads must not compact behind the uncompacted figures' back.
+    // SAFETY: set before any thread of ours reads the environment.
+    unsafe { std::env::set_var("MLWATCH__TRACKING__COMPACT_AFTER_FILES", "0") };
+    let open = |data: &std::path::Path| -> Result<ExperimentTracker, mlwatch::Error> {
+        Ok(
+            ExperimentTracker::new(Storage::open(data.to_str().unwrap(), &Default::default())?)
+                .with_compaction(CompactionPolicy {
+                    after_files: 0,
+                    grace: Duration::ZERO,
+                    ..Default::default()
+                }),
+        )
+    };
+    let empty = base.join("empty");
+    let _ = std::fs::remove_dir_all(&empty);
+    calls("empty store (baseline)", &empty, false).await?;
+    for &n in &sizes {
+        let data = base.join(format!("runs-{n}"));
+        let tracker = open(&data)?;
+        if !data.join("tracking/run_log").exists() {
+            create(&tracker, n).await?;
+        }
+        let files: usize = ["run_log", "params", "metrics", "tag_log", "artifacts"]
+            .iter()
+            .map(|t| std::fs::read_dir(data.join("tracking").join(t)).map_or(0, |d| d.count()))
+            .sum();
+        calls(
+            &format!("{n} runs, uncompacted ({files} table files)"),
+            &data,
+            true,
+        )
+        .await?;
+        let t = Instant::now();
+        let report = tracker.compact().await?;
+        let merged: usize = report.iter().map(|c| c.files).sum();
+        println!(
+            "  compaction of {n} runs: {:.1} s ({merged} files merged)",
+            t.elapsed().as_secs_f64()
+        );
+        calls(&format!("{n} runs, compacted"), &data, true).await?;
     }
-    query(&tracker, &data).await?;
+    points(&open(&base.join("points"))?, &base.join("points")).await?;
     let kafka_runs: usize = std::env::var("MLWATCH_BENCH_KAFKA_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     kafka(kafka_runs).await
+}
+
+fn median(mut v: Vec<Duration>) -> (f64, f64) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    (ms(v[v.len() / 2]), ms(*v.last().expect("timings")))
+}
+
+/// Times each CLI call a script makes, as a fresh process, on the store at
+/// `data`: median and max of five (three for reads).
+async fn calls(
+    label: &str,
+    data: &std::path::Path,
+    reads: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let d = data.to_str().expect("UTF-8 path");
+    let run = |args: &[&str]| -> Result<String, Box<dyn std::error::Error>> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let mut start = Vec::new();
+    let mut id = String::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        id = run(&["runs", "--data", d, "start", "-e", "calls"])?
+            .trim()
+            .to_string();
+        start.push(t.elapsed());
+    }
+    let mut timings: Vec<(&str, Vec<Duration>)> = vec![("start", start)];
+    let mut metric = Vec::new();
+    let mut param = Vec::new();
+    let mut tag = Vec::new();
+    for i in 0..5 {
+        let step = i.to_string();
+        metric.push(common::time_mlwatch([
+            "runs",
+            "--data",
+            d,
+            "log-metric",
+            &id,
+            "loss=0.5",
+            "--step",
+            &step,
+        ])?);
+        let kv = format!("p{i}=v");
+        param.push(common::time_mlwatch([
+            "runs",
+            "--data",
+            d,
+            "log-param",
+            &id,
+            &kv,
+        ])?);
+        tag.push(common::time_mlwatch([
+            "runs", "--data", d, "set-tag", &id, &kv,
+        ])?);
+    }
+    timings.extend([
+        ("log-metric", metric),
+        ("log-param", param),
+        ("set-tag", tag),
+    ]);
+    if reads {
+        let filter =
+            "metrics.m3 > 0.9 and (params.p00 = 'xgb' or params.p05 < 10) order by metrics.m3 desc";
+        let ids: Vec<String> = run(&[
+            "runs", "--data", d, "--format", "json", "search", "", "-e", "bench", "--limit", "10",
+        ])?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["run_id"].as_str().map(str::to_string))
+        .collect();
+        let (mut show, mut search, mut compare) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            show.push(common::time_mlwatch([
+                "runs", "--data", d, "show", &ids[0],
+            ])?);
+            search.push(common::time_mlwatch([
+                "runs", "--data", d, "--format", "json", "search", filter, "--limit", "10",
+            ])?);
+            let mut args = vec!["runs", "--data", d, "compare"];
+            args.extend(ids.iter().map(String::as_str));
+            compare.push(common::time_mlwatch(args)?);
+        }
+        timings.extend([("show", show), ("search", search), ("compare 10", compare)]);
+    }
+    let cells: Vec<String> = timings
+        .into_iter()
+        .map(|(name, t)| {
+            let (med, max) = median(t);
+            format!("{name} {med:.0} ms (max {max:.0})")
+        })
+        .collect();
+    println!("{label}: {}", cells.join(", "));
+    Ok(())
 }
 
 /// Tracking events through the pipeline: records/s and metric points/s
@@ -141,10 +283,9 @@ async fn kafka(runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn create(
+async fn points(
     tracker: &ExperimentTracker,
     data: &std::path::Path,
-    runs: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut run = tracker.start_run("points", None, &[]).await?;
@@ -158,7 +299,14 @@ async fn create(
         "100,000 metric points in one run, one call each: {:.0} ms ({files} metric files)",
         t.elapsed().as_secs_f64() * 1e3
     );
+    Ok(())
+}
 
+/// `runs` runs x 20 params x 10 metrics through the API, 4 writers.
+async fn create(
+    tracker: &ExperimentTracker,
+    runs: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let workers = 4;
     let mut tasks = Vec::new();
@@ -197,60 +345,6 @@ async fn create(
     println!(
         "created {runs} runs x 20 params x 10 metrics: {:.1} s",
         t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
-    let report = tracker.compact().await?;
-    println!("compaction: {:.1} s {report:?}", t.elapsed().as_secs_f64());
-    Ok(())
-}
-
-async fn query(
-    tracker: &ExperimentTracker,
-    data: &std::path::Path,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let ctx = tracker.context().await?;
-    let some_ids: Vec<String> = ctx
-        .sql("SELECT run_id FROM runs WHERE experiment = 'bench' ORDER BY run_id LIMIT 10")
-        .await?
-        .collect()
-        .await?
-        .iter()
-        .flat_map(|b| {
-            let a = b.column(0).as_string::<i32>();
-            (0..b.num_rows())
-                .map(|i| a.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-
-    let filter =
-        "metrics.m3 > 0.9 and (params.p00 = 'xgb' or params.p05 < 10) order by metrics.m3 desc";
-    for i in 0..3 {
-        let t = Instant::now();
-        let out = tracker.search(filter, Some("bench")).await?;
-        let n: usize = out.iter().map(|b| b.num_rows()).sum();
-        println!(
-            "search (in process, run {i}): {:.0} ms, {n} runs match",
-            t.elapsed().as_secs_f64() * 1e3
-        );
-    }
-    let data = data.to_str().expect("UTF-8 path");
-    for i in 0..3 {
-        let args = [
-            "runs", "--data", data, "--format", "json", "search", filter, "--limit", "10",
-        ];
-        let t = common::time_mlwatch(args)?;
-        println!(
-            "`mlwatch runs search` fresh process (run {i}): {:.0} ms",
-            t.as_secs_f64() * 1e3
-        );
-    }
-    let mut args = vec!["runs", "--data", data, "compare"];
-    args.extend(some_ids[..10].iter().map(String::as_str));
-    let t = common::time_mlwatch(args)?;
-    println!(
-        "`mlwatch runs compare` of 10 runs, fresh process: {:.0} ms",
-        t.as_secs_f64() * 1e3
     );
     Ok(())
 }

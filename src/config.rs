@@ -150,6 +150,24 @@ pub struct TrackingConfig {
     /// A run without events this long is ended KILLED.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Reads compact a tracking table first once it holds more small
+    /// files than this (0: only `mlwatch runs compact` compacts).
+    pub compact_after_files: usize,
+    /// How long compacted input files stay (hidden from readers) before
+    /// they are deleted, so that queries that listed them can finish.
+    #[serde(with = "humantime_serde")]
+    pub compact_grace: Duration,
+}
+
+impl TrackingConfig {
+    /// The compaction policy these settings give.
+    pub fn compaction(&self) -> crate::tracking::compact::CompactionPolicy {
+        crate::tracking::compact::CompactionPolicy {
+            after_files: self.compact_after_files,
+            grace: self.compact_grace,
+            ..Default::default()
+        }
+    }
 }
 
 /// One monitored model.

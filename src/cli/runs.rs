@@ -47,8 +47,9 @@ pub struct RunsArgs {
 /// Tracking commands.
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
-    /// Start a run; prints its id. The run belongs to the calling process:
-    /// if that process dies without `end`, the run is marked KILLED.
+    /// Start a run; prints its id. The run stays RUNNING until `end`, whatever
+    /// happens to the shell that started it (as in MLflow); with `--owner-pid`
+    /// it is marked KILLED once that process has exited without ending it.
     Start {
         /// Experiment name.
         #[arg(long, short)]
@@ -59,6 +60,11 @@ pub enum RunsCommand {
         /// Tag `key=value` (repeatable).
         #[arg(long = "tag", value_name = "KEY=VALUE")]
         tags: Vec<String>,
+        /// Process that owns the run (e.g. `$$` in a shell script, the
+        /// training job's pid): once it has exited without `end`, the next
+        /// `list`/`search`/`show` on this host marks the run KILLED.
+        #[arg(long, value_name = "PID")]
+        owner_pid: Option<u32>,
     },
     /// Log params `key=value` (immutable once logged).
     LogParam {
@@ -97,7 +103,8 @@ pub enum RunsCommand {
         #[arg(required = true)]
         tags: Vec<String>,
     },
-    /// End a run.
+    /// End a run. Ending it again with the same status does nothing; another
+    /// status is refused (the first end wins, also between concurrent calls).
     End {
         /// Run id.
         run: String,
@@ -179,7 +186,8 @@ fn hex_id(run: &str) -> anyhow::Result<&str> {
 pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
     let config = super::load_config(args.config.as_ref())?;
     let url = args.data.clone().unwrap_or(config.storage.url.clone());
-    let tracker = ExperimentTracker::new(Storage::open(&url, &config.storage.options)?);
+    let tracker = ExperimentTracker::new(Storage::open(&url, &config.storage.options)?)
+        .with_compaction(config.tracking.compaction());
     let fmt = match args.format {
         Format::Table => SqlFormat::Table,
         Format::Json => SqlFormat::Json,
@@ -189,15 +197,16 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
             experiment,
             name,
             tags,
+            owner_pid,
         } => {
             let tags = pairs("--tag", &tags)?;
+            if let Some(pid) = owner_pid
+                && crate::tracking::markers::process_start(pid).is_none()
+            {
+                anyhow::bail!("--owner-pid {pid}: no such process on this host");
+            }
             let mut run = tracker
-                .start_run_owned_by(
-                    &experiment,
-                    name.as_deref(),
-                    &tags,
-                    std::os::unix::process::parent_id(),
-                )
+                .start_run_owned_by(&experiment, name.as_deref(), &tags, owner_pid)
                 .await?;
             run.flush().await?;
             match args.format {
@@ -221,6 +230,9 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
                 let v: f64 = v
                     .parse()
                     .with_context(|| format!("metric `{k}`: `{v}` is not a number"))?;
+                if !v.is_finite() {
+                    anyhow::bail!("metric `{k}`: `{v}` is not a finite number");
+                }
                 points.push((k, v));
             }
             let mut r = tracker.resume(hex_id(&run)?).await?;
@@ -244,14 +256,12 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
             String::new()
         }
         RunsCommand::End { run, status } => {
-            tracker.resume(hex_id(&run)?).await?.end(status).await?;
+            tracker.end_run(hex_id(&run)?, status).await?;
             String::new()
         }
         RunsCommand::List { experiment, limit } => {
             let out = tracker.search("", experiment.as_deref()).await?;
-            let ctx = datafusion::prelude::SessionContext::new();
-            let df = ctx.read_batches(out)?.limit(0, Some(limit))?;
-            render(&df.collect().await?, fmt)?
+            limited(out, limit, fmt)?
         }
         RunsCommand::Search {
             filter,
@@ -266,63 +276,152 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
                 )
             } else {
                 let out = tracker.search(&filter, experiment.as_deref()).await?;
-                let ctx = datafusion::prelude::SessionContext::new();
-                let df = ctx.read_batches(out)?.limit(0, Some(limit))?;
-                render(&df.collect().await?, fmt)?
+                limited(out, limit, fmt)?
             }
         }
-        RunsCommand::Show { run } => {
-            let id = hex_id(&run)?;
-            tracker.reap_orphans().await?;
-            let ctx = tracker.context().await?;
-            let mut text = String::new();
-            for (title, sql) in [
-                ("run", format!("SELECT * FROM runs WHERE run_id = '{id}'")),
-                (
-                    "params",
-                    format!("SELECT key, value FROM params WHERE run_id = '{id}' ORDER BY key"),
-                ),
-                (
-                    "metrics (latest step)",
-                    format!(
-                        "SELECT key, value, step FROM latest_metrics WHERE run_id = '{id}' ORDER BY key"
-                    ),
-                ),
-                (
-                    "tags",
-                    format!("SELECT key, value FROM tags WHERE run_id = '{id}' ORDER BY key"),
-                ),
-                (
-                    "artifacts",
-                    format!(
-                        "SELECT path, size, sha256 FROM artifacts WHERE run_id = '{id}' ORDER BY path"
-                    ),
-                ),
-            ] {
-                let b = ctx.sql(&sql).await?.collect().await?;
-                if title == "run" && b.iter().all(|b| b.num_rows() == 0) {
-                    return Err(crate::tracking::TrackingError::UnknownRun(run).into());
-                }
-                if matches!(args.format, Format::Table) {
-                    text.push_str(&format!("{title}:\n"));
-                }
-                text.push_str(&render(&b, fmt)?);
-            }
-            text
-        }
+        RunsCommand::Show { run } => show(&tracker, hex_id(&run)?, args.format).await?,
         RunsCommand::Compare { runs } => compare(&tracker, &runs, args.format).await?,
         RunsCommand::Plot { metric, runs, out } => {
             plot(&tracker, &metric, &runs, &out).await?;
             format!("{}\n", out.display())
         }
-        RunsCommand::Compact => tracker
-            .compact()
-            .await?
-            .iter()
-            .map(|(table, files, rows)| format!("{table}: {files} files -> 1 ({rows} rows)\n"))
-            .collect(),
+        RunsCommand::Compact => {
+            let done = tracker.compact().await?;
+            match args.format {
+                Format::Json => done
+                    .iter()
+                    .map(|c| Ok(format!("{}\n", serde_json::to_string(c)?)))
+                    .collect::<anyhow::Result<String>>()?,
+                Format::Table if done.is_empty() => "nothing to compact\n".into(),
+                Format::Table => done
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}: {} files -> {} ({} rows)\n",
+                            c.table, c.files, c.outputs, c.rows
+                        )
+                    })
+                    .collect(),
+            }
+        }
     };
     super::print_out(&text)
+}
+
+/// At most `limit` of the runs in `batches`, rendered; says on stderr when
+/// the limit cut the answer, and prints "no runs" for none (table format).
+fn limited(
+    batches: Vec<datafusion::arrow::array::RecordBatch>,
+    limit: usize,
+    fmt: SqlFormat,
+) -> anyhow::Result<String> {
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if total == 0 {
+        return Ok(match fmt {
+            SqlFormat::Table => "no runs\n".into(),
+            _ => String::new(),
+        });
+    }
+    let mut kept = Vec::new();
+    let mut left = limit;
+    for b in batches {
+        if left == 0 {
+            break;
+        }
+        let n = b.num_rows().min(left);
+        kept.push(b.slice(0, n));
+        left -= n;
+    }
+    if total > limit {
+        eprintln!("showing {limit} of {total} runs; use --limit to see more");
+    }
+    render(&kept, fmt)
+}
+
+/// `runs show`: the run's attributes, params, latest metrics, tags and
+/// artifacts; as text sections, or one JSON object with a member per section.
+async fn show(tracker: &ExperimentTracker, id: &str, format: Format) -> anyhow::Result<String> {
+    tracker.reap_orphans().await?;
+    let ctx = tracker.context().await?;
+    let sections = [
+        ("run", format!("SELECT * FROM runs WHERE run_id = '{id}'")),
+        (
+            "params",
+            format!("SELECT key, value FROM params WHERE run_id = '{id}' ORDER BY key"),
+        ),
+        (
+            "metrics",
+            format!(
+                "SELECT key, value, step FROM latest_metrics WHERE run_id = '{id}' ORDER BY key"
+            ),
+        ),
+        (
+            "tags",
+            format!("SELECT key, value FROM tags WHERE run_id = '{id}' ORDER BY key"),
+        ),
+        (
+            "artifacts",
+            format!("SELECT path, size, sha256 FROM artifacts WHERE run_id = '{id}' ORDER BY path"),
+        ),
+    ];
+    let mut text = String::new();
+    let mut json = serde_json::Map::new();
+    for (title, sql) in sections {
+        let df = ctx.sql(&sql).await?;
+        let columns: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let b = df.collect().await?;
+        let empty = b.iter().all(|b| b.num_rows() == 0);
+        if title == "run" && empty {
+            return Err(crate::tracking::TrackingError::UnknownRun(id.to_string()).into());
+        }
+        match format {
+            Format::Table => {
+                text.push_str(&format!("{title}:\n"));
+                if empty {
+                    text.push_str(&format!("{}\n(none)\n", columns.join("  ")));
+                } else {
+                    text.push_str(&render(&b, SqlFormat::Table)?);
+                }
+            }
+            Format::Json => {
+                let rows: Vec<serde_json::Value> = render(&b, SqlFormat::Json)?
+                    .lines()
+                    .map(serde_json::from_str)
+                    .collect::<Result<_, _>>()?;
+                let value = match title {
+                    "run" => rows.into_iter().next().unwrap_or_default(),
+                    // key -> value maps, as MLflow's run.data
+                    "params" | "tags" => serde_json::Value::Object(
+                        rows.into_iter()
+                            .filter_map(|r| {
+                                Some((r.get("key")?.as_str()?.to_string(), r.get("value")?.clone()))
+                            })
+                            .collect(),
+                    ),
+                    "metrics" => serde_json::Value::Object(
+                        rows.into_iter()
+                            .filter_map(|mut r| {
+                                let key = r.get("key")?.as_str()?.to_string();
+                                r.as_object_mut()?.remove("key");
+                                Some((key, r))
+                            })
+                            .collect(),
+                    ),
+                    _ => serde_json::Value::Array(rows),
+                };
+                json.insert(title.to_string(), value);
+            }
+        }
+    }
+    Ok(match format {
+        Format::Table => text,
+        Format::Json => format!("{}\n", serde_json::Value::Object(json)),
+    })
 }
 
 /// The SQL list `'id', ...` of `runs` and their names, or an error naming

@@ -6,6 +6,7 @@
 //! them; S3 PUTs are atomic), so readers never see a half-written file.
 //! Transient failures are retried with exponential backoff and logged.
 
+pub mod objects;
 pub mod tables;
 
 use std::sync::Arc;

@@ -8,17 +8,22 @@
 //! waiting), so 100,000 metric points make two files, not 100,000. Files
 //! have unique names and are written whole with one `put`, so two processes
 //! logging different runs never interfere and a reader never sees half a
-//! file. Tables and views: see [`tables`]. Params are immutable (logging a
-//! different value for a key is an error, as in MLflow). A run whose process
-//! died without `end` (same host, process gone) is marked `KILLED` the next
-//! time runs are read ([`ExperimentTracker::reap_orphans`]).
+//! file. Tables and views: see [`tables`].
 //!
-//! [`ExperimentTracker::compact`] merges each table's small files in
-//! bounded groups. It writes a merged file before deleting its inputs, so no
-//! row is ever missing; a query that lists the folder in between (or after a
-//! crash in between, until the duplicate files are removed) can count a row
-//! twice. The `runs`, `tags` and `latest_metrics` views pick one row per key
-//! and are not affected. Run it when no one is reading totals, e.g. nightly.
+//! Each run also has small control objects ([`markers`]) created with
+//! create-if-absent: its head (so a later `log-*` call reads one object, not
+//! the tables, whatever the store holds), one per param key (params are
+//! immutable, as in MLflow, also between concurrent processes: the first
+//! value wins) and its end (the first status wins). A run started with an
+//! owner process ([`ExperimentTracker::start_run`], or the CLI's
+//! `--owner-pid`) is marked `KILLED` by the next read on its host once that
+//! process is gone without `end` ([`ExperimentTracker::reap_orphans`]); a run
+//! without an owner stays `RUNNING` until it is ended.
+//!
+//! Reads compact a table first when it holds too many small files, and
+//! [`ExperimentTracker::compact`] does it on demand; [`compact`] describes
+//! the protocol that keeps concurrent readers and crashes from seeing a row
+//! twice or missing one.
 //!
 //! Runs can also be logged from Kafka: [`stream`] turns JSON events of the
 //! `mlwatch.tracking` topic into calls on this API (`mlwatch run` consumes
@@ -26,8 +31,10 @@
 //! checkpoints, under file names derived from Kafka offsets, so a replay
 //! after a crash overwrites instead of duplicating.
 
+pub mod compact;
 pub mod env;
 pub mod filter;
+pub mod markers;
 pub mod plot;
 pub mod stream;
 pub mod tables;
@@ -86,6 +93,24 @@ pub enum TrackingError {
     /// No run with that id.
     #[error("run `{0}` does not exist")]
     UnknownRun(String),
+    /// A stored tracking object cannot be read.
+    #[error("tracking object {path} is not readable: {reason}")]
+    Unreadable {
+        /// Path under the storage root.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The run ended with another status first.
+    #[error("run {run_id} has already ended as {status}; cannot end it as {requested}")]
+    AlreadyEnded {
+        /// Run.
+        run_id: String,
+        /// The status it ended with.
+        status: String,
+        /// The refused status.
+        requested: String,
+    },
     /// The run has ended.
     #[error("run {0} has ended; start a new run to log more")]
     Ended(String),
@@ -212,6 +237,59 @@ pub(crate) fn sql_list<S: AsRef<str>>(items: &[S]) -> String {
         .join(", ")
 }
 
+fn bad_marker(path: &str, e: serde_json::Error) -> crate::Error {
+    TrackingError::Unreadable {
+        path: path.to_string(),
+        reason: e.to_string(),
+    }
+    .into()
+}
+
+/// A param's marker, if the key was logged.
+async fn read_param_mark(storage: Storage, path: String) -> Result<Option<markers::ParamMark>> {
+    storage
+        .get_opt(&path)
+        .await?
+        .map(|b| serde_json::from_slice(&b).map_err(|e| bad_marker(&path, e)))
+        .transpose()
+}
+
+/// A pending param row with the marker path, the winner's marker when
+/// another value won, and whether this call created the marker.
+type Claim = (
+    (String, String, Option<String>, i64),
+    String,
+    Option<markers::ParamMark>,
+    bool,
+);
+
+/// Claims one param by creating its marker (`known`: it already exists
+/// with the same value, nothing to create).
+async fn claim_param(
+    storage: Storage,
+    run_id: String,
+    p: (String, String, Option<String>, i64),
+    known: bool,
+) -> Result<Claim> {
+    let path = markers::param_path(&run_id, &p.1);
+    if known {
+        return Ok((p, path, None, false));
+    }
+    let value = p.2.clone().unwrap_or_default();
+    let new = markers::ParamMark {
+        key: p.1.clone(),
+        value: value.clone(),
+        logged_at: p.3,
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&new).expect("json"));
+    if storage.put_if_absent(&path, bytes).await? {
+        return Ok((p, path, None, true));
+    }
+    // Lost a race: who won, with which value?
+    let winner = read_param_mark(storage, path.clone()).await?;
+    Ok((p, path, winner.filter(|w| w.value != value), false))
+}
+
 /// The rows of a query of two text columns as a map from the first to the
 /// second.
 pub(crate) async fn text_map(ctx: &SessionContext, sql: &str) -> Result<BTreeMap<String, String>> {
@@ -239,6 +317,7 @@ static FILE_COUNTER: AtomicU64 = AtomicU64::new(0);
 pub struct ExperimentTracker {
     storage: Storage,
     workdir: PathBuf,
+    policy: compact::CompactionPolicy,
     /// Captured once per tracker: the probes are subprocesses (~0.1 s).
     environment: std::sync::Arc<std::sync::OnceLock<env::RunEnvironment>>,
 }
@@ -249,8 +328,15 @@ impl ExperimentTracker {
         Self {
             storage,
             workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            policy: Default::default(),
             environment: Default::default(),
         }
+    }
+
+    /// The same tracker with another compaction policy.
+    pub fn with_compaction(mut self, policy: compact::CompactionPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The environment recorded with runs, captured on first use.
@@ -263,35 +349,59 @@ impl ExperimentTracker {
         &self.storage
     }
 
-    /// Starts a run owned by this process.
+    /// Starts a run owned by this process: if the process ends without
+    /// [`Run::end`], the next read on this host marks the run `KILLED`.
     pub async fn start_run(
         &self,
         experiment: &str,
         run_name: Option<&str>,
         tags: &[(String, String)],
     ) -> Result<Run> {
-        self.start_run_owned_by(experiment, run_name, tags, std::process::id())
+        self.start_run_owned_by(experiment, run_name, tags, Some(std::process::id()))
             .await
     }
 
-    /// Starts a run owned by process `owner_pid` (the CLI passes its
-    /// caller's pid: the run is orphaned when that script dies).
+    /// Starts a run owned by process `owner` on this host (reaped as
+    /// `KILLED` once that process is gone without ending it), or by no one
+    /// (`None`: the run stays `RUNNING` until it is ended, as in MLflow).
     pub async fn start_run_owned_by(
         &self,
         experiment: &str,
         run_name: Option<&str>,
         tags: &[(String, String)],
-        owner_pid: u32,
+        owner: Option<u32>,
     ) -> Result<Run> {
         let run_id = format!("{:032x}", rand::random::<u128>());
+        let env = self.environment().clone();
+        let owner = owner.map(|pid| markers::Owner::process(pid, env.hostname.clone()));
         let row = new_row(
             run_id,
             experiment,
             run_name,
             now_us(),
-            i64::from(owner_pid),
-            self.environment().clone(),
+            owner.as_ref().map_or(0, |o| i64::from(o.pid)),
+            env,
         )?;
+        let head = markers::Head {
+            row: row.clone(),
+            owner,
+        };
+        // A random id is new; create-if-absent makes sure of it.
+        if !self
+            .storage
+            .put_if_absent(
+                &markers::head_path(&row.run_id),
+                Bytes::from(serde_json::to_vec(&head).expect("json")),
+            )
+            .await?
+        {
+            return Err(TrackingError::Invalid {
+                what: "run id",
+                value: row.run_id,
+                reason: "already taken".into(),
+            }
+            .into());
+        }
         let mut run = Run::new(self.clone(), row.clone(), BTreeMap::new(), false);
         // The start is written at once, so other processes see the run.
         run.pending_runs.push(row);
@@ -347,7 +457,8 @@ impl ExperimentTracker {
         if ids.is_empty() {
             return Ok(stored);
         }
-        let ctx = self.context().await?;
+        // The consumer's lookup: no compaction on this path.
+        let ctx = self.tables_context().await?;
         let sql = format!(
             "SELECT DISTINCT run_id FROM run_log WHERE run_id IN ({})",
             sql_list(&ids)
@@ -359,9 +470,71 @@ impl ExperimentTracker {
         Ok(stored)
     }
 
-    /// Reopens a run (e.g. for a later CLI call) with its logged params.
+    /// Reopens a run (e.g. for a later CLI call). A run started by this
+    /// version is read from its own head and end objects (two reads,
+    /// however many runs the store holds); older runs and runs from the
+    /// tracking topic from the tables.
     pub async fn resume(&self, run_id: &str) -> Result<Run> {
-        let ctx = self.context().await?;
+        if let Some(head) = self.head(run_id).await? {
+            if let Some(end) = self.end_mark(run_id).await? {
+                let _ = end;
+                return Err(TrackingError::Ended(run_id.to_string()).into());
+            }
+            return Ok(Run::new(self.clone(), head.row, BTreeMap::new(), false));
+        }
+        self.resume_from_tables(run_id).await
+    }
+
+    /// The run's head, or `None` for runs without one (see [`markers`]).
+    async fn head(&self, run_id: &str) -> Result<Option<markers::Head>> {
+        check_run_id(run_id).map_err(|_| TrackingError::UnknownRun(run_id.to_string()))?;
+        let path = markers::head_path(run_id);
+        self.storage
+            .get_opt(&path)
+            .await?
+            .map(|b| serde_json::from_slice(&b).map_err(|e| bad_marker(&path, e)))
+            .transpose()
+    }
+
+    /// The run's end, if it has ended through its end object.
+    async fn end_mark(&self, run_id: &str) -> Result<Option<markers::EndMark>> {
+        let path = markers::end_path(run_id);
+        self.storage
+            .get_opt(&path)
+            .await?
+            .map(|b| serde_json::from_slice(&b).map_err(|e| bad_marker(&path, e)))
+            .transpose()
+    }
+
+    /// Ends run `run_id` with `status` (one call, e.g. from the CLI). The
+    /// first end wins: ending again with the same status changes nothing
+    /// and succeeds (a retried script), another status is refused with
+    /// [`TrackingError::AlreadyEnded`].
+    pub async fn end_run(&self, run_id: &str, status: RunStatus) -> Result<()> {
+        if let Some(head) = self.head(run_id).await? {
+            if let Some(end) = self.end_mark(run_id).await? {
+                return if end.status == status.as_str() {
+                    Ok(())
+                } else {
+                    Err(TrackingError::AlreadyEnded {
+                        run_id: run_id.to_string(),
+                        status: end.status,
+                        requested: status.as_str().into(),
+                    }
+                    .into())
+                };
+            }
+            return Run::new(self.clone(), head.row, BTreeMap::new(), false)
+                .end(status)
+                .await;
+        }
+        self.resume_from_tables(run_id).await?.end(status).await
+    }
+
+    /// [`ExperimentTracker::resume`] for a run without a head: its row and
+    /// params from the tables.
+    async fn resume_from_tables(&self, run_id: &str) -> Result<Run> {
+        let ctx = self.tables_context().await?;
         let row = self.run_row(&ctx, run_id).await?;
         if row.status != "RUNNING" {
             return Err(TrackingError::Ended(run_id.to_string()).into());
@@ -427,15 +600,36 @@ impl ExperimentTracker {
         })
     }
 
-    /// A SQL session with the tracking tables and views registered.
+    /// A SQL session with the tracking tables and views registered. When
+    /// a table holds more small files than the compaction policy allows, it
+    /// is compacted first (see [`compact`]), so reads stay fast without a
+    /// manual step.
     pub async fn context(&self) -> Result<SessionContext> {
+        if self.policy.after_files > 0 {
+            let done = compact::compact(&self.storage, &self.policy, false, compact::StopAt::Never)
+                .await?;
+            for c in &done {
+                tracing::info!(
+                    table = %c.table,
+                    files = c.files,
+                    rows = c.rows,
+                    "compacted small tracking files"
+                );
+            }
+        }
+        self.tables_context().await
+    }
+
+    /// A SQL session over the tracking tables, without compacting.
+    async fn tables_context(&self) -> Result<SessionContext> {
         let ctx = crate::query::new_context(Default::default());
         register_tables(&ctx, &self.storage).await?;
         Ok(ctx)
     }
 
     /// Marks `KILLED` every run still `RUNNING` whose owner process, on
-    /// this host, no longer exists. Returns the ids marked.
+    /// this host, no longer exists, and completes ends that a crashed
+    /// process recorded without writing their row. Returns the ids marked.
     pub async fn reap_orphans(&self) -> Result<Vec<String>> {
         self.reap_in(&self.context().await?).await
     }
@@ -443,166 +637,77 @@ impl ExperimentTracker {
     /// [`ExperimentTracker::reap_orphans`] with a session to read from. The
     /// session's listing cache does not see the rows this writes: query
     /// through a new session when it returns ids.
+    ///
+    /// Only runs with a head are considered: a run is reaped only when it
+    /// was started with an owner process ([`ExperimentTracker::start_run`],
+    /// `mlwatch runs start --owner-pid`), never because some other process
+    /// exited.
     async fn reap_in(&self, ctx: &SessionContext) -> Result<Vec<String>> {
-        let Some(host) = env::hostname(&self.workdir) else {
-            return Ok(Vec::new());
-        };
-        // Start rows on this host (pid 0: a run from the tracking topic,
-        // owned by no process) without a later row that ends them.
+        use futures::{StreamExt, TryStreamExt};
+        let host = env::hostname(&self.workdir).unwrap_or_default();
         let batches = ctx
-            .sql(&format!(
-                "SELECT s.run_id, s.pid FROM run_log s LEFT ANTI JOIN \
-                 (SELECT run_id FROM run_log WHERE status <> 'RUNNING') e ON s.run_id = e.run_id \
-                 WHERE s.status = 'RUNNING' AND s.pid > 0 AND s.hostname = '{}'",
-                host.replace('\'', "''")
-            ))
+            .sql("SELECT run_id FROM runs WHERE status = 'RUNNING'")
             .await?
             .collect()
             .await?;
-        let mut reaped = Vec::new();
-        for b in &batches {
-            let (ids, pids) = (
-                b.column(0).as_string::<i32>(),
-                b.column(1).as_primitive::<Int64Type>(),
-            );
-            for i in 0..b.num_rows() {
-                if Path::new(&format!("/proc/{}", pids.value(i))).exists() {
-                    continue;
+        let ids: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_string::<i32>();
+                (0..b.num_rows()).map(move |i| a.value(i).to_string())
+            })
+            .collect();
+        let reaped: Vec<Option<String>> = futures::stream::iter(ids.into_iter().map(|id| {
+            let host = host.clone();
+            async move {
+                let Some(head) = self.head(&id).await? else {
+                    return Ok::<_, crate::Error>(None);
+                };
+                if let Some(end) = self.end_mark(&id).await? {
+                    // Ended, but the process died before writing the row.
+                    let mut run = Run::new(self.clone(), head.row, BTreeMap::new(), false);
+                    run.write_end(&end).await?;
+                    return Ok(None);
                 }
-                let row = self.run_row(ctx, ids.value(i)).await?;
-                // One file name for every reaper of this run: two processes
-                // reaping it at once leave one row, not two.
-                let mut run = Run::new(self.clone(), row, BTreeMap::new(), true);
-                run.label_next("reaped")?;
-                run.finish(RunStatus::Killed, now_us())?;
-                run.flush().await?;
-                reaped.push(ids.value(i).to_string());
+                let dead = head
+                    .owner
+                    .as_ref()
+                    .and_then(|o| o.alive(&host))
+                    .is_some_and(|alive| !alive);
+                if !dead {
+                    return Ok(None);
+                }
+                match self.end_run(&id, RunStatus::Killed).await {
+                    Ok(()) => Ok(Some(id)),
+                    // Ended meanwhile by its owner or another reader.
+                    Err(crate::Error::Tracking(TrackingError::AlreadyEnded { .. })) => Ok(None),
+                    Err(e) => Err(e),
+                }
             }
-        }
+        }))
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+        let mut reaped: Vec<String> = reaped.into_iter().flatten().collect();
+        reaped.sort();
         Ok(reaped)
     }
 
-    /// Merges each stored table's small files (see the module docs) with
-    /// [`COMPACT_GROUP_BYTES`] per output file; returns `(table, files
-    /// merged, rows)` for each table that had small files to merge.
-    pub async fn compact(&self) -> Result<Vec<(String, usize, usize)>> {
-        self.compact_with(COMPACT_GROUP_BYTES).await
+    /// Merges each stored table's small files now (see [`compact`]) with
+    /// the tracker's policy; returns what was merged per table.
+    pub async fn compact(&self) -> Result<Vec<compact::Compacted>> {
+        compact::compact(&self.storage, &self.policy, true, compact::StopAt::Never).await
     }
 
     /// [`ExperimentTracker::compact`] with another group size. Files of at
     /// least half of `group_bytes` are left as they are (earlier outputs),
-    /// so a nightly run only rewrites what arrived since. The others are
-    /// merged in groups of at most `group_bytes` of input (memory stays
-    /// bounded whatever the table size), read concurrently, each group sorted
-    /// by key then run (so `key = ...` skips row groups) and written as one
-    /// file before its inputs are deleted.
-    pub async fn compact_with(&self, group_bytes: u64) -> Result<Vec<(String, usize, usize)>> {
-        use futures::{StreamExt, TryStreamExt};
-        use object_store::ObjectStoreExt;
-        let mut report = Vec::new();
-        for (table, schema) in tables::stored_tables() {
-            let prefix = self.storage.path(&format!("{}/{table}", tables::ROOT));
-            let mut files: Vec<_> = self
-                .storage
-                .store()
-                .list(Some(&prefix))
-                .try_filter(|m| {
-                    futures::future::ready(
-                        m.location.as_ref().ends_with(".parquet") && m.size < group_bytes / 2,
-                    )
-                })
-                .try_collect()
-                .await?;
-            files.sort_by(|a, b| a.location.cmp(&b.location));
-            let mut groups: Vec<Vec<object_store::ObjectMeta>> = Vec::new();
-            let mut size = 0;
-            for f in files {
-                match groups.last_mut() {
-                    Some(g) if size + f.size <= group_bytes => {
-                        size += f.size;
-                        g.push(f);
-                    }
-                    _ => {
-                        size = f.size;
-                        groups.push(vec![f]);
-                    }
-                }
-            }
-            let (mut merged_files, mut merged_rows) = (0, 0);
-            for group in groups.into_iter().filter(|g| g.len() > 1) {
-                merged_rows += self.merge_files(table, &schema, &group).await?;
-                merged_files += group.len();
-                let store = self.storage.store();
-                futures::stream::iter(group.iter().map(|f| store.delete(&f.location)))
-                    .buffer_unordered(32)
-                    .try_collect::<Vec<_>>()
-                    .await?;
-            }
-            if merged_files > 0 {
-                report.push((table.to_string(), merged_files, merged_rows));
-            }
-        }
-        Ok(report)
-    }
-
-    /// Reads `files` (32 at a time), sorts their rows by key then run and
-    /// writes them as one file in 64k-row groups; returns the rows.
-    async fn merge_files(
-        &self,
-        table: &str,
-        schema: &datafusion::arrow::datatypes::SchemaRef,
-        files: &[object_store::ObjectMeta],
-    ) -> Result<usize> {
-        use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take};
-        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-        use futures::{StreamExt, TryStreamExt};
-        use object_store::ObjectStoreExt;
-        let store = self.storage.store();
-        let contents: Vec<Bytes> = futures::stream::iter(files.iter().map(|f| async move {
-            Ok::<_, crate::Error>(store.get(&f.location).await?.bytes().await?)
-        }))
-        .buffered(32)
-        .try_collect()
-        .await?;
-        let mut batches = Vec::new();
-        for bytes in contents {
-            for b in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
-                batches.push(b?);
-            }
-        }
-        let merged = concat_batches(schema, &batches)?;
-        drop(batches);
-        let sort_cols: &[&str] = if schema.field_with_name("key").is_ok() {
-            &["key", "run_id"]
-        } else {
-            &["run_id"]
+    /// so a nightly run only rewrites what arrived since.
+    pub async fn compact_with(&self, group_bytes: u64) -> Result<Vec<compact::Compacted>> {
+        let policy = compact::CompactionPolicy {
+            group_bytes,
+            ..self.policy
         };
-        let columns: Vec<SortColumn> = sort_cols
-            .iter()
-            .map(|c| SortColumn {
-                values: merged.column_by_name(c).expect("schema column").clone(),
-                options: None,
-            })
-            .collect();
-        let order = lexsort_to_indices(&columns, None)?;
-        let sorted = RecordBatch::try_new(
-            schema.clone(),
-            merged
-                .columns()
-                .iter()
-                .map(|c| take(c, &order, None))
-                .collect::<std::result::Result<Vec<_>, _>>()?,
-        )?;
-        let rel = format!(
-            "{}/{table}/compacted-{}-{:016x}.parquet",
-            tables::ROOT,
-            now_us(),
-            rand::random::<u64>()
-        );
-        let bytes =
-            crate::storage::encode_parquet_grouped(schema.clone(), &[sorted], Some(65_536))?;
-        self.storage.put(&rel, bytes).await?;
-        Ok(merged.num_rows())
+        compact::compact(&self.storage, &policy, true, compact::StopAt::Never).await
     }
 
     /// Runs matching an MLflow-style filter (see [`filter`]), as batches.
@@ -616,8 +721,12 @@ impl ExperimentTracker {
     }
 }
 
-/// Registers the tracking tables and views on `ctx`.
+/// Registers the tracking tables and views on `ctx`. Files that a finished
+/// compaction replaced but has not deleted yet are hidden (see [`compact`]).
 pub async fn register_tables(ctx: &SessionContext, storage: &Storage) -> Result<()> {
+    let storage = storage.filtered(std::sync::Arc::new(compact::HideMerged::new(
+        storage.clone(),
+    )));
     ctx.register_object_store(storage.base_url(), storage.store().clone());
     for (name, schema) in tables::stored_tables() {
         let url = ListingTableUrl::parse(storage.table_url(&format!("{}/{name}", tables::ROOT)))?;
@@ -912,7 +1021,30 @@ impl Run {
 
     /// Writes everything buffered, one file per table with rows; the run's
     /// own rows last, so an end is never visible before what it ends.
+    ///
+    /// Params of a run that is not deferred are first claimed, each by
+    /// creating its marker ([`markers`]): a key another process set to
+    /// another value meanwhile is refused with
+    /// [`TrackingError::ParamChanged`] (after the keys this call won are
+    /// written), a key set to the same value is not written twice.
     pub async fn flush(&mut self) -> Result<()> {
+        let mut conflict = None;
+        if !self.deferred && !self.pending_params.is_empty() {
+            let pending = std::mem::take(&mut self.pending_params);
+            let (won, created, lost) = self.claim_params(pending).await?;
+            conflict = lost;
+            if !won.is_empty() {
+                let batch = tables::kv_batch(&won)?;
+                if let Err(e) = self.write("params", batch).await {
+                    // Refused whole: the keys are free again.
+                    self.tracker.storage.delete_all(&created).await?;
+                    for (_, k, _, _) in &won {
+                        self.params.remove(k);
+                    }
+                    return Err(e);
+                }
+            }
+        }
         if !self.pending_params.is_empty() {
             let batch = tables::kv_batch(&self.pending_params)?;
             self.write("params", batch).await?;
@@ -934,7 +1066,81 @@ impl Run {
             self.write("run_log", batch).await?;
             self.pending_runs.clear();
         }
-        Ok(())
+        conflict.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Claims each pending param by creating its marker; returns the rows
+    /// won, the markers created, and the first conflict. A key already
+    /// holding another value refuses the whole call before anything is
+    /// created (as a sequential change); a conflict that appears while
+    /// claiming (a concurrent writer) refuses only its key.
+    async fn claim_params(
+        &mut self,
+        pending: Vec<(String, String, Option<String>, i64)>,
+    ) -> Result<(
+        Vec<(String, String, Option<String>, i64)>,
+        Vec<String>,
+        Option<TrackingError>,
+    )> {
+        use futures::{StreamExt, TryStreamExt};
+        let storage = self.tracker.storage.clone();
+        let run_id = self.row.run_id.clone();
+        let changed = |mark: &markers::ParamMark, new: &str| TrackingError::ParamChanged {
+            run_id: run_id.clone(),
+            key: mark.key.clone(),
+            old: mark.value.clone(),
+            new: new.to_string(),
+        };
+        // A sequential change: refuse the whole request, create nothing.
+        let lookups: Vec<_> = pending
+            .iter()
+            .map(|p| read_param_mark(storage.clone(), markers::param_path(&run_id, &p.1)))
+            .collect();
+        let before: Vec<Option<markers::ParamMark>> = futures::stream::iter(lookups)
+            .buffered(16)
+            .try_collect()
+            .await?;
+        for (p, mark) in pending.iter().zip(&before) {
+            if let Some(mark) = mark
+                && Some(&mark.value) != p.2.as_ref()
+            {
+                for p in &pending {
+                    self.params.remove(&p.1);
+                }
+                return Err(changed(mark, p.2.as_deref().unwrap_or_default()).into());
+            }
+        }
+        let attempts: Vec<_> = pending
+            .into_iter()
+            .zip(before)
+            .map(|(p, mark)| claim_param(storage.clone(), run_id.clone(), p, mark.is_some()))
+            .collect();
+        let claims = futures::stream::iter(attempts)
+            .buffered(16)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let (mut won, mut created, mut lost) = (Vec::new(), Vec::new(), None);
+        for (p, path, conflict, is_new) in claims {
+            if let Some(w) = conflict {
+                self.params.insert(p.1.clone(), w.value.clone());
+                lost.get_or_insert_with(|| changed(&w, p.2.as_deref().unwrap_or_default()));
+            } else if is_new {
+                created.push(path);
+                won.push(p);
+            }
+        }
+        Ok((won, created, lost))
+    }
+
+    /// Writes the run's end row as the file `<run id>-end.parquet` (the
+    /// same name for every writer of this end, so a repeat overwrites).
+    async fn write_end(&mut self, end: &markers::EndMark) -> Result<()> {
+        self.row.status = end.status.clone();
+        self.row.end_time = Some(end.end_time);
+        self.row.updated_at = end.end_time.max(self.row.start_time + 1);
+        let batch = tables::run_batch(std::slice::from_ref(&self.row))?;
+        self.names.insert("run_log", markers::END_LABEL.to_string());
+        self.write("run_log", batch).await
     }
 
     /// Records the end of the run at `at` (µs since the epoch) without
@@ -951,9 +1157,52 @@ impl Run {
         Ok(())
     }
 
-    /// Flushes and records the end of the run.
+    /// Flushes and records the end of the run. A run that is not deferred
+    /// ends through its end object ([`markers`]): when another process
+    /// ended it first with another status, this is refused with
+    /// [`TrackingError::AlreadyEnded`] (same status: nothing to do).
     pub async fn end(mut self, status: RunStatus) -> Result<()> {
-        self.finish(status, now_us())?;
-        self.flush().await
+        if self.deferred {
+            self.finish(status, now_us())?;
+            return self.flush().await;
+        }
+        self.live()?;
+        self.flush().await?;
+        let run_id = self.row.run_id.clone();
+        let mark = markers::EndMark {
+            status: status.as_str().into(),
+            end_time: now_us(),
+        };
+        let path = markers::end_path(&run_id);
+        let created = self
+            .tracker
+            .storage
+            .put_if_absent(&path, Bytes::from(serde_json::to_vec(&mark).expect("json")))
+            .await?;
+        if !created {
+            let first = self
+                .tracker
+                .end_mark(&run_id)
+                .await?
+                .ok_or_else(|| TrackingError::Ended(run_id.clone()))?;
+            self.ended = true;
+            return if first.status == mark.status {
+                Ok(())
+            } else {
+                Err(TrackingError::AlreadyEnded {
+                    run_id,
+                    status: first.status,
+                    requested: mark.status,
+                }
+                .into())
+            };
+        }
+        self.ended = true;
+        if let Err(e) = self.write_end(&mark).await {
+            // Not half-done: the run is still running, as far as anyone knows.
+            self.tracker.storage.delete(&path).await?;
+            return Err(e);
+        }
+        Ok(())
     }
 }

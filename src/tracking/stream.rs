@@ -226,11 +226,15 @@ fn texts(
 /// What a tracking request's refusal becomes; storage failures stay errors.
 fn refusal(e: Error) -> std::result::Result<Rejection, Error> {
     match e {
+        Error::Tracking(t @ TrackingError::Unreadable { .. }) => Err(Error::Tracking(t)),
         Error::Tracking(t) => Ok(match t {
             TrackingError::ParamChanged { .. } => {
                 Rejection::new(Reason::ParamChanged, t.to_string())
             }
-            TrackingError::Ended(_) => Rejection::new(Reason::RunEnded, t.to_string()),
+            TrackingError::Ended(_) | TrackingError::AlreadyEnded { .. } => {
+                Rejection::new(Reason::RunEnded, t.to_string())
+            }
+            TrackingError::Unreadable { .. } => unreachable!("matched above"),
             TrackingError::UnknownRun(_) => Rejection::new(Reason::UnknownRun, t.to_string()),
             TrackingError::Invalid { .. } | TrackingError::Filter { .. } => {
                 Rejection::new(Reason::InvalidValue, t.to_string())

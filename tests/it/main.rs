@@ -7,6 +7,7 @@ mod pipeline;
 mod properties;
 mod registry;
 mod tracking;
+mod tracking_cli;
 mod tracking_kafka;
 
 /// Result type of tests: any error fails the test with its message.

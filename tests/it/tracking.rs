@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use mlwatch::storage::Storage;
+use mlwatch::tracking::compact::CompactionPolicy;
 use mlwatch::tracking::{ExperimentTracker, RunStatus};
 
 use crate::TestResult;
@@ -16,6 +17,15 @@ fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Compaction that deletes merged inputs at once (no concurrent readers
+/// here), so the tests can count files on disk.
+fn no_grace() -> CompactionPolicy {
+    CompactionPolicy {
+        grace: std::time::Duration::ZERO,
+        ..Default::default()
+    }
+}
+
 async fn count(t: &ExperimentTracker, sql: &str) -> Result<String, Box<dyn std::error::Error>> {
     let ctx = t.context().await?;
     Ok(pretty_format_batches(&ctx.sql(sql).await?.collect().await?)?.to_string())
@@ -25,7 +35,7 @@ async fn count(t: &ExperimentTracker, sql: &str) -> Result<String, Box<dyn std::
 async fn runs_log_search_and_refuse_bad_requests() -> TestResult {
     let dir = tempfile::tempdir()?;
     let storage = Storage::open(dir.path().to_str().unwrap(), &Default::default())?;
-    let t = ExperimentTracker::new(storage.clone());
+    let t = ExperimentTracker::new(storage.clone()).with_compaction(no_grace());
 
     let mut ids = Vec::new();
     for (model, lr, acc) in [
@@ -107,9 +117,7 @@ async fn runs_log_search_and_refuse_bad_requests() -> TestResult {
         pretty_format_batches(&t.search("metrics.accuracy > 0.9", None).await?)?.to_string();
     let report = t.compact().await?;
     assert!(
-        report
-            .iter()
-            .any(|(table, files, _)| table == "metrics" && *files > 1),
+        report.iter().any(|c| c.table == "metrics" && c.files > 1),
         "{report:?}"
     );
     for table in ["run_log", "params", "metrics", "tag_log", "artifacts"] {
@@ -147,7 +155,7 @@ async fn orphaned_runs_are_marked_killed() -> TestResult {
     let mut child = std::process::Command::new("true").spawn()?;
     let dead = child.id();
     child.wait()?;
-    let orphan = t.start_run_owned_by("e", None, &[], dead).await?;
+    let orphan = t.start_run_owned_by("e", None, &[], Some(dead)).await?;
     let live = t.start_run("e", None, &[]).await?;
     let reaped = t.reap_orphans().await?;
     assert_eq!(reaped, vec![orphan.id().to_string()]);
@@ -363,7 +371,7 @@ fn cli_runs_from_start_to_compare() -> TestResult {
 async fn compaction_merges_in_bounded_groups() -> TestResult {
     let dir = tempfile::tempdir()?;
     let storage = Storage::open(dir.path().to_str().unwrap(), &Default::default())?;
-    let t = ExperimentTracker::new(storage);
+    let t = ExperimentTracker::new(storage).with_compaction(no_grace());
     for i in 0..30 {
         let mut run = t.start_run("groups", None, &[]).await?;
         run.log_params(&kv(&[("i", &i.to_string()), ("model", "xgb")]))?;

@@ -336,6 +336,8 @@ async fn replay_after_a_crash_overwrites_instead_of_duplicating() -> TestResult 
     let limits = TrackingConfig {
         max_open_runs: 100,
         idle_timeout: Duration::from_secs(3600),
+        compact_after_files: 0,
+        compact_grace: Duration::ZERO,
     };
     let tmp = tempfile::tempdir()?;
     let open = |name: &str| {
@@ -470,7 +472,12 @@ proptest::proptest! {
             let tracker = ExperimentTracker::new(Storage::open("memory://", &Default::default())?);
             let mut sink = TrackingSink::new(
                 tracker.clone(),
-                TrackingConfig { max_open_runs: 10, idle_timeout: Duration::from_secs(3600) },
+                TrackingConfig {
+                    max_open_runs: 10,
+                    idle_timeout: Duration::from_secs(3600),
+                    compact_after_files: 0,
+                    compact_grace: Duration::ZERO,
+                },
                 TrackingSnapshot::default(),
             );
             let mut started = std::collections::BTreeSet::new();
