@@ -7,9 +7,13 @@ fn main() -> std::process::ExitCode {
     let cli = mlwatch::cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MLWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_level()));
+    // Colour only on a terminal: piped or redirected logs (CI, files,
+    // `2>&1 | grep`) get no escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

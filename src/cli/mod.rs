@@ -7,7 +7,7 @@ mod runs;
 mod sql;
 mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -39,16 +39,27 @@ impl Cli {
 pub enum Command {
     /// Consume events from Kafka and write windowed drift results (long-running; Ctrl-C drains and exits).
     Run(run::RunArgs),
-    /// Run SQL over the output tables (drift_results, dead_letters).
+    /// Run SQL over the drift, registry and tracking tables (listed in `sql --help`).
+    #[command(after_help = sql::tables_help())]
     Sql(sql::SqlArgs),
     /// Run the whole pipeline on an in-process Kafka broker with synthetic data.
     Demo(demo::DemoArgs),
     /// Statistical tests on files (CSV, Parquet, JSON lines, or one value per line).
     Stats(stats::StatsArgs),
-    /// Model registry: register, get, promote, rollback, alias, tag, list, history, download.
+    /// Model registry (the subcommands are listed from the parser).
+    #[command(about = listing::<registry::RegistryCommand>("Model registry"))]
     Registry(registry::RegistryArgs),
-    /// Experiment tracking: start, log-param, log-metric, log-artifact, set-tag, end, list, search, show, compare.
+    /// Experiment tracking (the subcommands are listed from the parser).
+    #[command(about = listing::<runs::RunsCommand>("Experiment tracking"))]
     Runs(runs::RunsArgs),
+}
+
+/// `what: a, b, c` with the names of every subcommand of `S`, so that a
+/// group's one-line help cannot miss a command added later.
+fn listing<S: clap::Subcommand>(what: &str) -> String {
+    let group = S::augment_subcommands(clap::Command::new("group"));
+    let names: Vec<&str> = group.get_subcommands().map(|c| c.get_name()).collect();
+    format!("{what}: {}", names.join(", "))
 }
 
 /// Runs the parsed command.
@@ -91,7 +102,32 @@ pub(crate) fn align(rows: Vec<Vec<String>>) -> String {
         .collect()
 }
 
-/// Loads the config from an optional file (shared by commands).
+/// Loads the config from an optional file (shared by commands); a missing
+/// file is named as the `--config` argument.
 pub(crate) fn load_config(path: Option<&PathBuf>) -> anyhow::Result<crate::Config> {
+    if let Some(p) = path {
+        input_file("--config", p)?;
+    }
     Ok(crate::Config::load(path.map(|p| p.as_path()))?)
+}
+
+/// Checks that the file argument `arg` (a flag such as `--config`, or a
+/// positional's name such as `<FILE>`, as the usage line shows it) names a
+/// file, so that the error says which argument was wrong.
+pub(crate) fn input_file(arg: &str, path: &Path) -> anyhow::Result<()> {
+    if input_path(arg, path)?.is_dir() {
+        anyhow::bail!("{arg} {}: is a folder, not a file", path.display());
+    }
+    Ok(())
+}
+
+/// As [`input_file`], for an argument that may be a file or a folder.
+pub(crate) fn input_path(arg: &str, path: &Path) -> anyhow::Result<std::fs::Metadata> {
+    std::fs::metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!("{arg} {}: no such file or folder", path.display())
+        } else {
+            anyhow::Error::new(e).context(format!("{arg} {}", path.display()))
+        }
+    })
 }

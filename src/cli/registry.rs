@@ -222,7 +222,16 @@ fn stage(s: &str) -> anyhow::Result<Stage> {
 pub async fn open(args: &RegistryArgs) -> anyhow::Result<ModelRegistry> {
     let config = super::load_config(args.config.as_ref())?;
     let url = args.data.clone().unwrap_or(config.storage.url.clone());
-    let storage = Storage::open(&url, &config.storage.options)?;
+    let storage = match args.command {
+        // Read-only: a storage root that does not exist is an error, not created.
+        RegistryCommand::Get { .. }
+        | RegistryCommand::List { .. }
+        | RegistryCommand::History { .. }
+        | RegistryCommand::Download { .. } => {
+            Storage::open_existing(&url, &config.storage.options)?
+        }
+        _ => Storage::open(&url, &config.storage.options)?,
+    };
     let mut registry = ModelRegistry::new(storage)
         .with_rules(config.registry.rules.clone())
         .with_snapshot_every(config.registry.snapshot_every);

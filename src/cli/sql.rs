@@ -22,9 +22,7 @@ pub enum Format {
 /// Arguments of `mlwatch sql`.
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// The SQL statement. Tables: drift_results, dead_letters, models,
-    /// model_versions, registry_events, runs, params, metrics,
-    /// latest_metrics, tags, artifacts, experiments.
+    /// The SQL statement (the tables are listed below).
     pub query: String,
     /// Storage root to query (path or URL); defaults to storage.url of the config.
     #[arg(long, value_name = "URL")]
@@ -40,13 +38,24 @@ pub struct SqlArgs {
 pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let config = super::load_config(args.config.as_ref())?;
     let url = args.data.unwrap_or(config.storage.url.clone());
-    let storage = Storage::open(&url, &config.storage.options)?;
+    // Read-only: a storage root that does not exist is an error, not created.
+    let storage = Storage::open_existing(&url, &config.storage.options)?;
+    tracing::debug!(%url, "registering the tables");
     let ctx = query::new_context(config.drift.ks_method);
     query::register_tables(&ctx, &storage)?;
     query::register_registry_tables(&ctx, &storage).await?;
     crate::tracking::register_tables(&ctx, &storage).await?;
     let batches = ctx.sql(&args.query).await?.collect().await?;
     super::print_out(&render(&batches, args.format)?)
+}
+
+/// The help text after the options: every table `mlwatch sql` registers,
+/// from the catalog itself.
+pub fn tables_help() -> String {
+    format!(
+        "Tables: {}.\nA table's columns: DESCRIBE <table>.",
+        query::table_names().join(", ")
+    )
 }
 
 /// Renders batches in `format`.

@@ -295,7 +295,39 @@ pub enum StatsTest {
     },
 }
 
+impl StatsTest {
+    /// The file arguments, each with its name in the usage line.
+    fn files(&self) -> Vec<(&'static str, &Path)> {
+        match self {
+            StatsTest::Ks { samples, .. }
+            | StatsTest::Chi2 { samples, .. }
+            | StatsTest::Psi { samples, .. }
+            | StatsTest::Js { samples, .. }
+            | StatsTest::Wasserstein { samples, .. }
+            | StatsTest::Ttest { samples, .. }
+            | StatsTest::Mannwhitney { samples, .. }
+            | StatsTest::Means { samples, .. } => {
+                vec![("<A>", samples.a.as_path()), ("<B>", samples.b.as_path())]
+            }
+            StatsTest::Metrics { file, .. } => vec![("<FILE>", file.as_path())],
+            StatsTest::Drift {
+                reference, current, ..
+            } => vec![
+                ("<REFERENCE>", reference.as_path()),
+                ("<CURRENT>", current.as_path()),
+            ],
+            StatsTest::Proportions { .. }
+            | StatsTest::Srm { .. }
+            | StatsTest::SampleSize { .. } => Vec::new(),
+        }
+    }
+}
+
 pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
+    // A missing file is reported with the argument it was given as.
+    for (arg, path) in args.test.files() {
+        super::input_file(arg, path)?;
+    }
     let out = match args.test {
         StatsTest::Ks {
             samples,

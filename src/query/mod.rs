@@ -28,6 +28,25 @@ pub fn new_context(ks_method: KsMethod) -> SessionContext {
     ctx
 }
 
+/// The registry's event log table.
+pub const REGISTRY_EVENTS: &str = "registry_events";
+/// The registry's models, folded from the log.
+pub const MODELS: &str = "models";
+/// The registry's versions, folded from the log.
+pub const MODEL_VERSIONS: &str = "model_versions";
+
+/// Every table and view a context gets from [`register_tables`],
+/// [`register_registry_tables`] and [`crate::tracking::register_tables`],
+/// in that order: the list `mlwatch sql --help` prints.
+pub fn table_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = output_tables().iter().map(|t| t.name).collect();
+    names.extend([REGISTRY_EVENTS, MODELS, MODEL_VERSIONS]);
+    let tracking = crate::tracking::tables::stored_tables();
+    names.extend(tracking.iter().map(|(name, _)| *name));
+    names.extend(crate::tracking::tables::VIEWS.iter().map(|(name, _)| *name));
+    names
+}
+
 /// Registers the registry's tables: `registry_events` (the log files) and
 /// `models`, `model_versions` (the state folded from them, as of now).
 pub async fn register_registry_tables(ctx: &SessionContext, storage: &Storage) -> Result<()> {
@@ -39,11 +58,11 @@ pub async fn register_registry_tables(ctx: &SessionContext, storage: &Storage) -
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(log::event_schema());
-    ctx.register_table("registry_events", Arc::new(ListingTable::try_new(config)?))?;
+    ctx.register_table(REGISTRY_EVENTS, Arc::new(ListingTable::try_new(config)?))?;
     let state = ModelRegistry::new(storage.clone()).state().await?;
     for (name, batch) in [
-        ("models", tables::models(&state)?),
-        ("model_versions", tables::model_versions(&state)?),
+        (MODELS, tables::models(&state)?),
+        (MODEL_VERSIONS, tables::model_versions(&state)?),
     ] {
         let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
         ctx.register_table(name, Arc::new(table))?;

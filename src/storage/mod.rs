@@ -43,6 +43,25 @@ impl Storage {
         location: &str,
         options: &std::collections::BTreeMap<String, String>,
     ) -> Result<Self> {
+        Self::open_with(location, options, true)
+    }
+
+    /// Opens storage that must already exist, for commands that only read:
+    /// a local folder that is missing (or is not a folder) is an
+    /// [`Error::Io`] naming it, and nothing is created. `s3://` and
+    /// `memory://` URLs are opened as by [`Storage::open`].
+    pub fn open_existing(
+        location: &str,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self> {
+        Self::open_with(location, options, false)
+    }
+
+    fn open_with(
+        location: &str,
+        options: &std::collections::BTreeMap<String, String>,
+        create: bool,
+    ) -> Result<Self> {
         let url = to_url(location)?;
         match url.scheme() {
             "file" => {
@@ -51,10 +70,14 @@ impl Storage {
                         "storage.url `{location}` is not a usable file path"
                     ))
                 })?;
-                std::fs::create_dir_all(&path).map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+                if create {
+                    std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                } else {
+                    existing_folder(&path)?;
+                }
                 let store = object_store::local::LocalFileSystem::new();
                 let root = ObjPath::from_filesystem_path(&path)
                     .map_err(|e| Error::Config(format!("storage.url `{location}`: {e}")))?;
@@ -213,6 +236,31 @@ pub fn encode_parquet_grouped(
     }
     w.close()?;
     Ok(Bytes::from(buf))
+}
+
+/// Checks that `path` is a folder, without creating anything: a missing
+/// path is an [`Error::Io`] of kind `NotFound`, a file one of kind
+/// `NotADirectory`, each naming the path.
+fn existing_folder(path: &std::path::Path) -> Result<()> {
+    // Without the trailing `/` of a folder URL, so that a file is reported
+    // as a file rather than as "not a directory" in its path.
+    let path: std::path::PathBuf = path.components().collect();
+    let io = |kind, what: &str| Error::Io {
+        path: path.clone(),
+        source: std::io::Error::new(kind, what.to_string()),
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(io(
+            std::io::ErrorKind::NotADirectory,
+            "not a folder, so not an mlwatch storage root",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(io(
+            std::io::ErrorKind::NotFound,
+            "no such folder (nothing to read; a read-only command does not create it)",
+        )),
+        Err(source) => Err(Error::Io { path, source }),
+    }
 }
 
 /// Turns a local path or URL string into a URL.

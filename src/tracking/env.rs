@@ -19,7 +19,7 @@ pub struct RunEnvironment {
     pub hostname: Option<String>,
     /// `std::env::consts::OS` and architecture.
     pub os: String,
-    /// `$USER` (or `$USERNAME`).
+    /// The user name, see [`user`].
     pub user: Option<String>,
     /// This crate's version.
     pub mlwatch_version: String,
@@ -53,6 +53,49 @@ pub fn hostname(dir: &Path) -> Option<String> {
         .or_else(|| output(dir, "hostname", &[]))
 }
 
+/// Who is running this process: `$USER`, `$LOGNAME` or `$USERNAME` when set
+/// (and not empty), else the OS account of the process's uid, so that a
+/// cron job, a container or `env -i` still records a name. Used for the
+/// tracking `user` and the registry history's `actor`.
+pub fn user() -> Option<String> {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|v| v.trim().to_string())
+        .find(|v| !v.is_empty())
+        .or_else(os_user)
+}
+
+/// The account name of this process's uid: from `/etc/passwd` (no libc
+/// call), else `id -un` (which also asks NSS: LDAP, sssd).
+fn os_user() -> Option<String> {
+    let by_passwd = uid().and_then(|uid| {
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        passwd_name(&passwd, uid)
+    });
+    by_passwd.or_else(|| output(Path::new("/"), "id", &["-un"]))
+}
+
+/// The real uid of this process, from `/proc/self/status` (Linux).
+fn uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+}
+
+/// The name of `uid` in `/etc/passwd` text (`name:x:uid:gid:...`).
+fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty() && !name.starts_with('#')).then(|| name.to_string())
+    })
+}
+
 /// Captures the environment of a run started in `dir`.
 pub fn capture(dir: &Path) -> RunEnvironment {
     let git = |args: &[&str]| output(dir, "git", args);
@@ -74,12 +117,24 @@ pub fn capture(dir: &Path) -> RunEnvironment {
         git_dirty,
         hostname: hostname(dir),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-        user: std::env::var("USER")
-            .or_else(|_| std::env::var("USERNAME"))
-            .ok(),
+        user: user(),
         mlwatch_version: env!("CARGO_PKG_VERSION").to_string(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         rustc_version: output(dir, "rustc", &["--version"]),
         python_version: output(dir, "python3", &["--version"]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_lookup_finds_the_uid_not_the_gid() {
+        let passwd = "# comment\nroot:x:0:0:root:/root:/bin/sh\n\
+                      svc:x:998:1000::/:/bin/false\nalice:x:1000:1000:A:/home/alice:/bin/sh\n";
+        assert_eq!(passwd_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(passwd_name(passwd, 1000).as_deref(), Some("alice"));
+        assert_eq!(passwd_name(passwd, 4242), None);
     }
 }

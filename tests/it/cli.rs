@@ -282,3 +282,358 @@ fn stats_drift_reproduces_evidently_report() -> TestResult {
     }
     Ok(())
 }
+
+/// Issue 10: read-only commands on a `--data` folder that does not exist
+/// fail, name the folder, and leave the file system as it was.
+#[test]
+fn read_only_commands_on_a_missing_data_path_fail_and_create_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let parent = dir.path().join("no-such");
+    let missing = parent.join("store");
+    for args in [
+        vec!["sql", "SELECT 1"],
+        vec!["registry", "get", "m"],
+        vec!["registry", "list"],
+        vec!["registry", "history", "m"],
+    ] {
+        let out = mlwatch().args(&args).arg("--data").arg(&missing).output()?;
+        let err = String::from_utf8(out.stderr)?;
+        assert!(!out.status.success(), "{args:?} succeeded: {err}");
+        assert!(
+            err.contains(&missing.display().to_string()) && err.contains("no such folder"),
+            "{args:?}: {err}"
+        );
+        assert!(!parent.exists(), "{args:?} created {}", parent.display());
+    }
+    // The same path given as a file URL.
+    let url = format!("file://{}", missing.display());
+    let out = mlwatch()
+        .args(["sql", "--data", &url, "SELECT 1"])
+        .output()?;
+    assert!(!out.status.success());
+    assert!(!parent.exists());
+    // A file is not a storage root either.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x")?;
+    let out = mlwatch()
+        .args(["sql", "SELECT 1", "--data"])
+        .arg(&file)
+        .output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)?.contains("not a folder"));
+    // A writing command still creates its storage.
+    let out = mlwatch()
+        .args(["registry", "register", "m", "--artifact"])
+        .arg(&file)
+        .arg("--data")
+        .arg(&missing)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(missing.is_dir());
+    Ok(())
+}
+
+/// Issue 10: with `$USER` (and `$LOGNAME`, `$USERNAME`) unset, a run
+/// records the OS account name, as `id -un` gives it.
+#[test]
+fn run_user_falls_back_to_the_os_account_when_user_is_unset() -> TestResult {
+    let expected = Command::new("id").arg("-un").output()?;
+    assert!(expected.status.success());
+    let expected = String::from_utf8(expected.stdout)?.trim().to_string();
+    assert!(!expected.is_empty());
+    let dir = tempfile::tempdir()?;
+    let out = mlwatch()
+        .args(["runs", "start", "-e", "who", "--data"])
+        .arg(dir.path())
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .env_remove("USERNAME")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_id = String::from_utf8(out.stdout)?.trim().to_string();
+    let users = crate::run_mlwatch([
+        "sql".as_ref(),
+        "--format".as_ref(),
+        "csv".as_ref(),
+        "--data".as_ref(),
+        dir.path().as_os_str(),
+        format!("SELECT user FROM runs WHERE run_id = '{run_id}'").as_ref(),
+    ])?;
+    assert_eq!(users.trim(), format!("user\n{expected}"));
+    Ok(())
+}
+
+/// Issue 10: an error about a missing file names the argument it was given as.
+#[test]
+fn missing_file_errors_name_the_argument() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let present = dir.path().join("present.txt");
+    std::fs::write(&present, "1\n2\n3\n")?;
+    let missing = dir.path().join("missing.csv");
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec![
+                "stats".into(),
+                "ks".into(),
+                missing.clone().into(),
+                present.clone().into(),
+            ],
+            "<A>",
+        ),
+        (
+            vec![
+                "stats".into(),
+                "ttest".into(),
+                present.clone().into(),
+                missing.clone().into(),
+            ],
+            "<B>",
+        ),
+        (
+            vec![
+                "stats".into(),
+                "drift".into(),
+                present.clone().into(),
+                missing.clone().into(),
+            ],
+            "<CURRENT>",
+        ),
+        (
+            vec![
+                "stats".into(),
+                "metrics".into(),
+                missing.clone().into(),
+                "--y-true".into(),
+                "y".into(),
+                "--y-pred".into(),
+                "p".into(),
+            ],
+            "<FILE>",
+        ),
+        (
+            vec![
+                "sql".into(),
+                "SELECT 1".into(),
+                "--config".into(),
+                missing.clone().into(),
+            ],
+            "--config",
+        ),
+        (
+            vec![
+                "run".into(),
+                "--print-config".into(),
+                "--config".into(),
+                missing.clone().into(),
+            ],
+            "--config",
+        ),
+    ];
+    for (args, arg) in cases {
+        let out = mlwatch().args(&args).output()?;
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8(out.stderr)?;
+        assert!(
+            err.contains(&format!("{arg} {}: no such file", missing.display())),
+            "{args:?}: {err}"
+        );
+    }
+    Ok(())
+}
+
+/// The text of `mlwatch <args> --help`.
+fn help(args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+    let out = mlwatch().args(args).arg("--help").output()?;
+    assert!(out.status.success(), "{args:?}");
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Issue 10: the one-line help of `runs` and `registry` (shown by
+/// `mlwatch --help` and atop the group's own help) names every subcommand
+/// the group's `Commands:` section lists.
+#[test]
+fn group_help_lists_every_subcommand() -> TestResult {
+    let top = help(&[])?;
+    for group in ["runs", "registry"] {
+        let text = help(&[group])?;
+        let about = text.split("\n\n").next().unwrap_or_default();
+        let commands: Vec<&str> = text
+            .split("Commands:\n")
+            .nth(1)
+            .ok_or("no Commands section")?
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            // A command's line, not the wrapped rest of a description.
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c != "help")
+            .collect();
+        assert!(commands.len() >= 8, "{group}: {commands:?}");
+        let words: Vec<&str> = about
+            .split(|c: char| !(c.is_alphanumeric() || c == '-'))
+            .collect();
+        // The top-level help's entry for the group, with its wrapped lines.
+        let entry: String = top
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(group))
+            .take_while(|l| l.trim_start().starts_with(group) || l.starts_with("           "))
+            .collect::<Vec<_>>()
+            .join(" ");
+        for c in &commands {
+            assert!(words.contains(c), "`{group} --help` omits {c}: {about}");
+            assert!(
+                entry
+                    .split(|ch: char| !(ch.is_alphanumeric() || ch == '-'))
+                    .any(|w| w == *c),
+                "`--help` omits {group} {c}: {entry}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Issue 10: `sql --help` lists exactly the tables the catalog registers
+/// (as information_schema sees them on an empty store).
+#[test]
+fn sql_help_lists_every_table() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let registered = crate::run_mlwatch([
+        "sql".as_ref(),
+        "--format".as_ref(),
+        "csv".as_ref(),
+        "--data".as_ref(),
+        dir.path().as_os_str(),
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' \
+         ORDER BY table_name"
+            .as_ref(),
+    ])?;
+    let mut registered: Vec<&str> = registered.lines().skip(1).collect();
+    registered.sort_unstable();
+    assert!(registered.len() >= 14, "{registered:?}");
+    let text = help(&["sql"])?;
+    let listed = text
+        .split("Tables:")
+        .nth(1)
+        .and_then(|t| t.split('.').next())
+        .ok_or("no Tables: paragraph")?;
+    let mut listed: Vec<&str> = listed
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, registered);
+    Ok(())
+}
+
+/// Issue 10: logs written to a pipe carry no ANSI escape codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = mlwatch()
+        .args(["sql", "SELECT 1", "--data"])
+        .arg(dir.path())
+        .env("MLWATCH_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr)?;
+    assert!(err.contains("DEBUG"), "no log lines: {err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in: {err:?}");
+    Ok(())
+}
+
+/// WCAG 2 contrast ratio of an sRGB colour against white.
+fn contrast_on_white((r, g, b): (u8, u8, u8)) -> f64 {
+    let channel = |v: u8| {
+        let c = f64::from(v) / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let l = 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+    1.05 / (l + 0.05)
+}
+
+/// Issue 10: every line of `runs plot` (the third was pale yellow) and every
+/// palette colour has a contrast ratio of at least 3:1 on the white background.
+#[test]
+fn plot_lines_are_readable_on_white() -> TestResult {
+    // The reference values of the formula: black 21:1, white 1:1.
+    assert!((contrast_on_white((0, 0, 0)) - 21.0).abs() < 1e-9);
+    assert!((contrast_on_white((255, 255, 255)) - 1.0).abs() < 1e-9);
+    for c in mlwatch::tracking::plot::PALETTE {
+        assert!(
+            contrast_on_white(c) >= 3.0,
+            "{c:?}: {}",
+            contrast_on_white(c)
+        );
+    }
+
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().as_os_str();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = crate::run_mlwatch([
+            "runs".as_ref(),
+            "start".as_ref(),
+            "-e".as_ref(),
+            "p".as_ref(),
+            "--data".as_ref(),
+            data,
+        ])?;
+        let id = id.trim().to_string();
+        for step in ["0", "1"] {
+            crate::run_mlwatch([
+                "runs".as_ref(),
+                "log-metric".as_ref(),
+                id.as_ref(),
+                "loss=0.5".as_ref(),
+                "--step".as_ref(),
+                step.as_ref(),
+                "--data".as_ref(),
+                data,
+            ])?;
+        }
+        ids.push(id);
+    }
+    let svg = dir.path().join("loss.svg");
+    crate::run_mlwatch(
+        ["runs", "plot", "--metric", "loss"]
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .chain(ids.iter().map(|s| s.as_ref()))
+            .chain(["--out".as_ref(), svg.as_os_str(), "--data".as_ref(), data]),
+    )?;
+    let text = std::fs::read_to_string(&svg)?;
+    let mut strokes = Vec::new();
+    for line in text.split("<polyline").skip(1) {
+        let hex = line
+            .split("stroke=\"#")
+            .nth(1)
+            .and_then(|s| s.get(..6))
+            .ok_or("a line without a stroke colour")?;
+        let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16);
+        strokes.push((byte(0)?, byte(2)?, byte(4)?));
+    }
+    strokes.sort_unstable();
+    strokes.dedup();
+    assert!(strokes.len() >= 4, "{strokes:?}");
+    for c in strokes {
+        assert!(
+            contrast_on_white(c) >= 3.0,
+            "{c:?}: {}",
+            contrast_on_white(c)
+        );
+    }
+    Ok(())
+}
