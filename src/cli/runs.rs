@@ -186,8 +186,21 @@ fn hex_id(run: &str) -> anyhow::Result<&str> {
 pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
     let config = super::load_config(args.config.as_ref())?;
     let url = args.data.clone().unwrap_or(config.storage.url.clone());
-    let tracker = ExperimentTracker::new(Storage::open(&url, &config.storage.options)?)
-        .with_compaction(config.tracking.compaction());
+    // Commands that only read never create the store.
+    let read_only = match &args.command {
+        RunsCommand::Search { show_sql, .. } => !show_sql,
+        RunsCommand::List { .. }
+        | RunsCommand::Show { .. }
+        | RunsCommand::Compare { .. }
+        | RunsCommand::Plot { .. } => true,
+        _ => false,
+    };
+    let storage = if read_only {
+        Storage::open_existing(&url, &config.storage.options)?
+    } else {
+        Storage::open(&url, &config.storage.options)?
+    };
+    let tracker = ExperimentTracker::new(storage).with_compaction(config.tracking.compaction());
     let fmt = match args.format {
         Format::Table => SqlFormat::Table,
         Format::Json => SqlFormat::Json,
@@ -243,6 +256,7 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
             String::new()
         }
         RunsCommand::LogArtifact { run, file, path } => {
+            super::input_file("<FILE>", &file)?;
             let mut r = tracker.resume(hex_id(&run)?).await?;
             let sha = r.log_artifact(&file, path.as_deref()).await?;
             r.flush().await?;

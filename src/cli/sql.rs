@@ -45,7 +45,13 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     query::register_tables(&ctx, &storage)?;
     query::register_registry_tables(&ctx, &storage).await?;
     crate::tracking::register_tables(&ctx, &storage).await?;
-    let batches = ctx.sql(&args.query).await?.collect().await?;
+    let df = ctx.sql(&args.query).await?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let mut batches = df.collect().await?;
+    if batches.is_empty() {
+        // No rows: still a header (table, CSV), never an empty box.
+        batches.push(RecordBatch::new_empty(schema));
+    }
     super::print_out(&render(&batches, args.format)?)
 }
 
