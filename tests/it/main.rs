@@ -8,6 +8,7 @@ mod properties;
 mod registry;
 mod tracking;
 mod tracking_kafka;
+mod verdicts;
 
 /// Result type of tests: any error fails the test with its message.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
