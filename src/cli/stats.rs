@@ -5,7 +5,11 @@
 //! file with one value per line. Output is one JSON object per test (an
 //! array for `drift`) with the fields named as in the library: `statistic`,
 //! `p_value`, `df`, `ci_low`, `ci_high`, `distance`, `drifted`,
-//! `n_reference`, `n_current`, as they apply.
+//! `n_reference`, `n_current`, as they apply. Wherever a result is read as
+//! drift (or, for `srm`, as a mismatch), `verdict` says `drift`, `no_drift`
+//! or `not_testable`: a NaN p-value or distance (a test undefined on the
+//! data, e.g. one category) is not testable, never "no drift"; NaN numbers
+//! are printed as `null`.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +22,7 @@ use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, S
 use serde_json::{Value, json};
 
 use crate::stats::chi_square::{Divergence, chi2_contingency, srm};
-use crate::stats::drift::{self, ColumnData, DriftMethod};
+use crate::stats::drift::{self, ColumnData, DriftMethod, Verdict};
 use crate::stats::ks::{KsMethod, ks_2samp};
 use crate::stats::mann_whitney::{MwuMethod, mannwhitneyu};
 use crate::stats::{
@@ -368,7 +372,9 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             } else {
                 distance::psi_deciles(&a, &b)?.psi
             };
-            json!({"test": "psi", "distance": d, "drifted": d >= 0.1, "n_reference": a.len(), "n_current": b.len()})
+            let verdict = Verdict::from_distance(d, 0.1);
+            json!({"test": "psi", "distance": d, "drifted": verdict.is_drift(), "verdict": verdict,
+                   "n_reference": a.len(), "n_current": b.len()})
         }
         StatsTest::Js { samples, evidently } => {
             let (a, b) = numeric_pair(&samples).await?;
@@ -379,7 +385,9 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
                 let f = |c: &[u64]| c.iter().map(|v| *v as f64).collect::<Vec<_>>();
                 distance::jensen_shannon(&f(&p.ref_counts), &f(&p.cur_counts), Some(2.0))?
             };
-            json!({"test": "js", "distance": d, "drifted": d >= 0.1, "n_reference": a.len(), "n_current": b.len()})
+            let verdict = Verdict::from_distance(d, 0.1);
+            json!({"test": "js", "distance": d, "drifted": verdict.is_drift(), "verdict": verdict,
+                   "n_reference": a.len(), "n_current": b.len()})
         }
         StatsTest::Wasserstein { samples, normed } => {
             let (a, b) = numeric_pair(&samples).await?;
@@ -390,7 +398,9 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             };
             let mut v = json!({"test": "wasserstein", "distance": d, "n_reference": a.len(), "n_current": b.len()});
             if normed {
-                v["drifted"] = json!(d >= 0.1);
+                let verdict = Verdict::from_distance(d, 0.1);
+                v["drifted"] = json!(verdict.is_drift());
+                v["verdict"] = json!(verdict);
             }
             v
         }
@@ -488,8 +498,10 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
                 );
             }
             let r = srm(&observed, &weights)?;
+            // One arm has no degrees of freedom: p is NaN, not "no mismatch".
+            let verdict = Verdict::from_p_value(r.p_value, 0.001, false);
             json!({"test": "srm", "statistic": r.statistic, "p_value": r.p_value, "df": r.df,
-                   "expected": r.expected, "drifted": r.p_value < 0.001})
+                   "expected": r.expected, "drifted": verdict.is_drift(), "verdict": verdict})
         }
         StatsTest::SampleSize {
             p1,
@@ -612,7 +624,8 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
                     ColumnData::Categorical(r, c) => (r.len(), c.len()),
                 };
                 let mut row = json!({"column": name, "method": d.method, "threshold": d.threshold,
-                                     "drifted": d.drifted, "n_reference": nr, "n_current": nc});
+                                     "drifted": d.drifted, "verdict": d.verdict,
+                                     "n_reference": nr, "n_current": nc});
                 row[if d.method.is_p_value() { "p_value" } else { "distance" }] = json!(d.value);
                 Ok((row, d))
             };
@@ -656,7 +669,9 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             }
             let ds = drift::dataset_drift(&results, drift_share);
             rows.push(json!({"dataset": true, "drifted_count": ds.drifted_count,
-                             "drifted_share": ds.drifted_share, "drifted": ds.dataset_drifted}));
+                             "not_testable_count": ds.not_testable_count,
+                             "drifted_share": ds.drifted_share, "drifted": ds.dataset_drifted,
+                             "verdict": ds.verdict}));
             Value::Array(rows)
         }
     };

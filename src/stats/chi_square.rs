@@ -3,10 +3,15 @@
 //! `chisquare` (goodness of fit of observed counts to expected counts).
 //!
 //! p-values are the upper tail of the chi-square distribution (statrs'
-//! regularised incomplete gamma). Edge cases follow scipy: a table with one
-//! category has `dof = 0`, statistic 0 and p = 1; a zero expected cell in a
-//! contingency table is an error; in goodness of fit an expected count of 0
-//! with a positive observed count gives an infinite statistic and p = 0.
+//! regularised incomplete gamma). Edge cases follow scipy 1.17: a table
+//! with one category has `dof = 0`, statistic 0 and p = 1 (scipy's
+//! convention in `chi2_contingency`); a zero expected cell in a contingency
+//! table is an error; in goodness of fit a single category has no degrees of
+//! freedom and p is NaN (`chi2.sf(x, 0)`), an expected count of 0 with a
+//! positive observed count gives an infinite statistic and p = 0, and 0
+//! observed against 0 expected gives a NaN statistic. Callers that turn a
+//! p-value into a verdict report NaN as "not testable"
+//! (`crate::stats::drift::Verdict`).
 
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
@@ -35,16 +40,15 @@ pub enum Divergence {
     LogLikelihood,
 }
 
-/// Upper-tail probability of chi-square with `df` degrees of freedom.
+/// Upper-tail probability of chi-square with `df` degrees of freedom; NaN
+/// for `df <= 0`, where the distribution is undefined (as `scipy.stats.
+/// chi2.sf`).
 pub fn chi2_sf(statistic: f64, df: f64) -> f64 {
-    if statistic.is_nan() || df.is_nan() {
+    if statistic.is_nan() || df.is_nan() || df <= 0.0 {
         return f64::NAN;
     }
     if statistic == f64::INFINITY {
         return 0.0;
-    }
-    if df <= 0.0 {
-        return if statistic > 0.0 { 0.0 } else { 1.0 };
     }
     if statistic <= 0.0 {
         return 1.0;
@@ -232,6 +236,25 @@ mod tests {
         let r = chisquare(&[3.0, 2.0], Some(&[5.0, 0.0]), Divergence::Pearson).unwrap();
         assert_eq!(r.statistic, f64::INFINITY);
         assert_eq!(r.p_value, 0.0);
+    }
+
+    /// One category: scipy's `chisquare` has no degrees of freedom and
+    /// returns p = NaN (it said p = 1, or p = 0 when the scaled expected
+    /// count rounded away from the observed one).
+    #[test]
+    fn single_category_goodness_of_fit_is_undefined() {
+        let r = chisquare(&[7.0], Some(&[7.0]), Divergence::Pearson).unwrap();
+        assert_eq!((r.statistic, r.df), (0.0, 0.0));
+        assert!(r.p_value.is_nan(), "{r:?}");
+        // 10 current values against 3 reference values scaled by 10 / 3.
+        let e = 3.0 * (10.0 / 3.0);
+        let r = chisquare(&[10.0], Some(&[e]), Divergence::Pearson).unwrap();
+        assert!(r.p_value.is_nan(), "{r:?}");
+        let s = srm(&[100.0], &[1.0]).unwrap();
+        assert!(s.p_value.is_nan(), "{s:?}");
+        // 0 observed against 0 expected: NaN statistic, as scipy.
+        let z = chisquare(&[7.0, 0.0], Some(&[7.0, 0.0]), Divergence::Pearson).unwrap();
+        assert!(z.statistic.is_nan() && z.p_value.is_nan());
     }
 
     #[test]

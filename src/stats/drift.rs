@@ -12,6 +12,18 @@
 //! p-value methods drift below their threshold (0.05; KS at or below);
 //! distances drift at or above theirs (0.1). The dataset drifts when the
 //! share of drifted columns reaches `drift_share` (0.5).
+//!
+//! **Not testable.** Each result carries a [`Verdict`]: `drift`, `no_drift`
+//! or `not_testable`. A NaN value (the kernels return what scipy returns on
+//! degenerate input, e.g. p = NaN for a goodness of fit over one category)
+//! is not testable rather than "no drift", and so is a test on counts
+//! (`chi_square`, `chi2_contingency`, `z_test`) when reference and current
+//! hold a single category between them: such a test has no degrees of
+//! freedom, whatever p-value convention the reference library reports
+//! (scipy's `chi2_contingency` and Evidently's z-test say p = 1). `drifted`
+//! stays `false` there, as in Evidently, and the dataset share counts
+//! drifted columns over all columns, as Evidently does; the dataset is not
+//! testable only when none of its columns is.
 
 use std::collections::BTreeSet;
 
@@ -82,17 +94,63 @@ impl DriftMethod {
     }
 }
 
+/// What a test result says about drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The value crossed the threshold.
+    Drift,
+    /// The value did not cross the threshold.
+    NoDrift,
+    /// The test is undefined for these inputs (a NaN p-value or distance, or
+    /// no degrees of freedom): neither drift nor no drift.
+    NotTestable,
+}
+
+impl Verdict {
+    /// The verdict of a p-value: drift below `threshold` (or at it when
+    /// `inclusive`), not testable when NaN.
+    pub fn from_p_value(p: f64, threshold: f64, inclusive: bool) -> Self {
+        if p.is_nan() {
+            Self::NotTestable
+        } else if p < threshold || (inclusive && p == threshold) {
+            Self::Drift
+        } else {
+            Self::NoDrift
+        }
+    }
+
+    /// The verdict of a distance: drift at or above `threshold`, not
+    /// testable when NaN.
+    pub fn from_distance(d: f64, threshold: f64) -> Self {
+        if d.is_nan() {
+            Self::NotTestable
+        } else if d >= threshold {
+            Self::Drift
+        } else {
+            Self::NoDrift
+        }
+    }
+
+    /// Whether this is [`Verdict::Drift`].
+    pub fn is_drift(self) -> bool {
+        self == Self::Drift
+    }
+}
+
 /// Result for one column.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ColumnDrift {
     /// Method used.
     pub method: DriftMethod,
-    /// p-value or distance.
+    /// p-value or distance (NaN when the method is undefined on the data).
     pub value: f64,
     /// Threshold applied.
     pub threshold: f64,
-    /// Whether the column drifted.
+    /// Whether the column drifted (`false` when not testable, as Evidently).
     pub drifted: bool,
+    /// Drift, no drift, or not testable.
+    pub verdict: Verdict,
 }
 
 fn key(v: f64) -> u64 {
@@ -208,16 +266,24 @@ pub fn column_drift(
         DriftMethod::JensenShannon => distance::evidently_jensen_shannon(&binned(data)?)?,
         DriftMethod::Psi => distance::evidently_psi(&binned(data)?),
     };
-    let drifted = match method {
-        DriftMethod::Ks => value <= threshold,
-        m if m.is_p_value() => value < threshold,
-        _ => value >= threshold,
+    let counts_test = matches!(
+        method,
+        DriftMethod::ChiSquare | DriftMethod::Chi2Contingency | DriftMethod::ZTest
+    );
+    let verdict = if counts_test && distinct(data) < 2 {
+        // No degrees of freedom, whatever p the convention reports.
+        Verdict::NotTestable
+    } else if method.is_p_value() {
+        Verdict::from_p_value(value, threshold, method == DriftMethod::Ks)
+    } else {
+        Verdict::from_distance(value, threshold)
     };
     Ok(ColumnDrift {
         method,
         value,
         threshold,
-        drifted,
+        drifted: verdict.is_drift(),
+        verdict,
     })
 }
 
@@ -252,23 +318,108 @@ fn z_test(reference: &[String], current: &[String]) -> Result<f64, StatsError> {
 pub struct DatasetDrift {
     /// Columns that drifted.
     pub drifted_count: usize,
-    /// `drifted_count / columns`.
+    /// Columns whose test was not testable.
+    pub not_testable_count: usize,
+    /// `drifted_count / columns` (over all columns, as Evidently).
     pub drifted_share: f64,
     /// Whether `drifted_share >= drift_share`.
     pub dataset_drifted: bool,
+    /// Drift or no drift by the share; not testable when no column was.
+    pub verdict: Verdict,
 }
 
 /// Combines column results into the dataset verdict.
 pub fn dataset_drift(columns: &[ColumnDrift], drift_share: f64) -> DatasetDrift {
     let drifted_count = columns.iter().filter(|c| c.drifted).count();
+    let not_testable_count = columns
+        .iter()
+        .filter(|c| c.verdict == Verdict::NotTestable)
+        .count();
     let drifted_share = if columns.is_empty() {
         0.0
     } else {
         drifted_count as f64 / columns.len() as f64
     };
+    let dataset_drifted = drifted_share >= drift_share;
+    let verdict = if !columns.is_empty() && not_testable_count == columns.len() {
+        Verdict::NotTestable
+    } else if dataset_drifted {
+        Verdict::Drift
+    } else {
+        Verdict::NoDrift
+    };
     DatasetDrift {
         drifted_count,
+        not_testable_count,
         drifted_share,
-        dataset_drifted: drifted_share >= drift_share,
+        dataset_drifted,
+        verdict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cats(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// One category in both samples: the goodness of fit is NaN (scipy),
+    /// `chi2_contingency` and Evidently's z-test say p = 1 by convention;
+    /// every one of them is reported not testable, never "no drift".
+    #[test]
+    fn single_category_is_not_testable() {
+        let data = ColumnData::Categorical(cats(&["a"; 3]), cats(&["a"; 10]));
+        for method in [
+            DriftMethod::ChiSquare,
+            DriftMethod::Chi2Contingency,
+            DriftMethod::ZTest,
+        ] {
+            let d = column_drift(&data, Some(method), None).unwrap();
+            assert_eq!(d.verdict, Verdict::NotTestable, "{method:?}: {d:?}");
+            assert!(!d.drifted);
+        }
+        let gof = column_drift(&data, Some(DriftMethod::ChiSquare), None).unwrap();
+        assert!(gof.value.is_nan(), "{gof:?}");
+        let z = column_drift(&data, None, None).unwrap();
+        assert_eq!((z.method, z.value), (DriftMethod::ZTest, 1.0));
+        // Two categories are testable.
+        let two = ColumnData::Categorical(cats(&["a", "b", "a"]), cats(&["a", "b"]));
+        let d = column_drift(&two, Some(DriftMethod::ChiSquare), None).unwrap();
+        assert_eq!(d.verdict, Verdict::NoDrift);
+    }
+
+    #[test]
+    fn verdicts_of_values() {
+        assert_eq!(
+            Verdict::from_p_value(f64::NAN, 0.05, false),
+            Verdict::NotTestable
+        );
+        assert_eq!(Verdict::from_p_value(0.05, 0.05, true), Verdict::Drift);
+        assert_eq!(Verdict::from_p_value(0.05, 0.05, false), Verdict::NoDrift);
+        assert_eq!(Verdict::from_distance(f64::NAN, 0.1), Verdict::NotTestable);
+        assert_eq!(Verdict::from_distance(0.1, 0.1), Verdict::Drift);
+        assert_eq!(
+            serde_json::to_value(Verdict::NotTestable).unwrap(),
+            serde_json::json!("not_testable")
+        );
+    }
+
+    #[test]
+    fn dataset_counts_not_testable_columns() {
+        let col = |verdict: Verdict| ColumnDrift {
+            method: DriftMethod::ChiSquare,
+            value: f64::NAN,
+            threshold: 0.05,
+            drifted: verdict.is_drift(),
+            verdict,
+        };
+        let ds = dataset_drift(&[col(Verdict::NotTestable), col(Verdict::Drift)], 0.5);
+        assert_eq!((ds.drifted_count, ds.not_testable_count), (1, 1));
+        assert_eq!(ds.verdict, Verdict::Drift);
+        let none = dataset_drift(&[col(Verdict::NotTestable)], 0.5);
+        assert_eq!(none.verdict, Verdict::NotTestable);
+        assert!(!none.dataset_drifted);
     }
 }

@@ -95,7 +95,9 @@ pub fn mean_difference(
     let sigma = sigma2.sqrt();
     let rho2 = optimal_rho2(alpha, t_star);
     let w = half_width(sigma, t, rho2, alpha);
-    let difference = a.mean - b.mean;
+    // Taken between the shifted means, so a large common offset (epoch
+    // timestamps) does not cost the difference its digits.
+    let difference = a.mean_difference(b);
     let always_valid_p = if sigma2 == 0.0 {
         if difference == 0.0 { 1.0 } else { 0.0 }
     } else {
@@ -158,6 +160,31 @@ mod tests {
         assert!(mean_difference(&a, &b, 0.05, 0.0).is_err());
         let flat = mean_difference(&moments(&[1.0, 1.0]), &moments(&[1.0, 1.0]), 0.05, 4.0);
         assert_eq!(flat.unwrap().always_valid_p, 1.0);
+    }
+
+    /// Arms around 1e9 with noise of about 1: the difference is the exact
+    /// difference of the means (integer arithmetic), not the difference of
+    /// two means each rounded (or accumulated) at 1e9.
+    #[test]
+    fn large_offset_difference_keeps_its_digits() {
+        // 1e9 + k / 1024 is exact; the arms' noise is a fixed pattern.
+        let ka: Vec<i64> = (0..5_000).map(|i| (i * 7919 % 2048) - 1024).collect();
+        let kb: Vec<i64> = (0..4_000).map(|i| (i * 104_729 % 2048) - 1000).collect();
+        let m = |ks: &[i64]| {
+            moments(
+                &ks.iter()
+                    .map(|k| 1e9 + *k as f64 / 1024.0)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let exact = |ks: &[i64]| ks.iter().sum::<i64>() as f64 / (ks.len() as f64 * 1024.0);
+        let want = exact(&ka) - exact(&kb);
+        let r = mean_difference(&m(&ka), &m(&kb), 0.05, 9_000.0).unwrap();
+        assert!(
+            (r.difference - want).abs() <= 1e-12 * want.abs(),
+            "{} vs {want}",
+            r.difference
+        );
     }
 
     /// Time-uniform coverage: under no difference, the share of experiments

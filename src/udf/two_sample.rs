@@ -88,6 +88,11 @@ impl TwoSampleKind {
                 Some(vec![r.statistic, r.p_value])
             }
             Self::Welch | Self::Student => {
+                // The kernel follows scipy with one value (NaN or Student's
+                // pooled answer); SQL keeps NULL below two values a side.
+                if a.len() < 2 || b.len() < 2 {
+                    return None;
+                }
                 let r = t_test::ttest_ind(a, b, self == Self::Student, Alternative::TwoSided, 0.95)
                     .ok()?;
                 Some(vec![r.statistic, r.p_value, r.df, r.ci_low, r.ci_high])

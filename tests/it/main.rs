@@ -9,6 +9,7 @@ mod registry;
 mod tracking;
 mod tracking_cli;
 mod tracking_kafka;
+mod verdicts;
 
 /// Result type of tests: any error fails the test with its message.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
