@@ -247,7 +247,14 @@ fn cli_answers_are_complete() -> TestResult {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("store");
     let data = data.to_str().unwrap();
+    // A store that does not exist: read-only commands say so, create nothing.
+    for args in [&["list"][..], &["search", ""], &["show", &"0".repeat(32)]] {
+        let e = runs(data, args).unwrap_err();
+        assert!(e.to_string().contains("no such folder"), "{args:?}: {e}");
+    }
+    assert!(!std::path::Path::new(data).exists());
     // An empty store: a sentence, never an empty ASCII table.
+    std::fs::create_dir_all(data)?;
     let out = runs(data, &["list"])?;
     assert_eq!(out, "no runs\n");
     let out = crate::run_mlwatch(["sql", "--data", data, "SELECT run_id, status FROM runs"])?;
