@@ -3,14 +3,18 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::registry::{
-    FeatureSpec, ListFilter, MetricCondition, ModelMetadata, ModelRegistry, ModelVersion, OrderBy,
-    PromoteOptions, RegistryEvent, Selector, Stage,
+    EventKind, FeatureSpec, ListFilter, MetricCondition, ModelMetadata, ModelRegistry,
+    ModelVersion, OrderBy, PromoteOptions, Promotion, RegistryEvent, Rollback, Selector, Stage,
 };
+
+/// How the CLI's time flags are described in `--help`.
+const TIME_HELP: &str = "RFC 3339 (2026-11-29T10:00:00+01:00), or a date and time without a zone, read as UTC (2026-11-29T10:00:00, 2026-11-29 10:00, 2026-11-29)";
 use crate::storage::Storage;
 
 /// Output format.
@@ -78,8 +82,8 @@ pub enum RegistryCommand {
         /// Tracking run the model came from.
         #[arg(long)]
         run_id: Option<String>,
-        /// When training finished (RFC 3339 or YYYY-MM-DD).
-        #[arg(long, value_parser = parse_time)]
+        /// When training finished.
+        #[arg(long, value_parser = parse_time, long_help = format!("When training finished: {TIME_HELP}."))]
         training_time: Option<DateTime<Utc>>,
     },
     /// Show one version: a number, a stage, an alias, or `latest`.
@@ -89,11 +93,12 @@ pub enum RegistryCommand {
         /// Version selector.
         #[arg(default_value = "latest")]
         selector: String,
-        /// Answer as of this time (RFC 3339 or YYYY-MM-DD).
-        #[arg(long, value_parser = parse_time)]
+        /// Answer as of this time (a time without a zone is UTC).
+        #[arg(long, value_parser = parse_time, long_help = format!("Answer as of this time: {TIME_HELP}."))]
         as_of: Option<DateTime<Utc>>,
     },
-    /// Move a version to staging, production or archived.
+    /// Move a version to staging, production or archived (a version already
+    /// there stays, and the command succeeds without writing anything).
     Promote {
         /// Model name.
         name: String,
@@ -104,11 +109,14 @@ pub enum RegistryCommand {
         /// Allow dev -> production without staging.
         #[arg(long)]
         allow_skip: bool,
-        /// Ignore the configured promotion rules.
+        /// Ignore the configured promotion rules (the history records who
+        /// forced which rule).
         #[arg(long)]
         force: bool,
     },
-    /// Give a stage back to the version that held it before the current one.
+    /// Give a stage back to the previous holder: each rollback goes one step
+    /// further back through the stage's history, skipping (and naming)
+    /// versions archived for another reason.
     Rollback {
         /// Model name.
         name: String,
@@ -161,11 +169,11 @@ pub enum RegistryCommand {
         /// Metric condition such as `metrics.auc >= 0.9` (repeatable).
         #[arg(long = "metric", value_name = "CONDITION")]
         metrics: Vec<String>,
-        /// Trained at or after (RFC 3339 or YYYY-MM-DD).
-        #[arg(long, value_parser = parse_time)]
+        /// Trained at or after (a time without a zone is UTC).
+        #[arg(long, value_parser = parse_time, long_help = format!("Trained at or after: {TIME_HELP}."))]
         trained_after: Option<DateTime<Utc>>,
-        /// Trained before.
-        #[arg(long, value_parser = parse_time)]
+        /// Trained before (a time without a zone is UTC).
+        #[arg(long, value_parser = parse_time, long_help = format!("Trained before: {TIME_HELP}."))]
         trained_before: Option<DateTime<Utc>>,
         /// Model type.
         #[arg(long)]
@@ -198,13 +206,30 @@ pub enum RegistryCommand {
     },
 }
 
+/// RFC 3339 (`T` or a space between date and time), or a date with an
+/// optional time and no zone, read as UTC.
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+    let t = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(t) {
         return Ok(t.with_timezone(&Utc));
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+    let naive = t.strip_suffix(['Z', 'z']).unwrap_or(t);
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(naive, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(t) = DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(t, "%Y-%m-%d")
         .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
-        .map_err(|_| format!("`{s}` is not an RFC 3339 time or a YYYY-MM-DD date"))
+        .map_err(|_| format!("`{s}` is not a time: expected {TIME_HELP}"))
 }
 
 fn split_pair<'a>(flag: &str, s: &'a str, sep: char) -> anyhow::Result<(&'a str, &'a str)> {
@@ -314,38 +339,31 @@ pub(super) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             force,
         } => {
             let options = PromoteOptions { allow_skip, force };
-            Output::Version(
+            Output::Promoted(
                 registry
                     .promote_model(&name, version, stage(&to)?, options)
                     .await?,
             )
         }
         RegistryCommand::Rollback { name, stage: s } => {
-            Output::Version(registry.rollback(&name, stage(&s)?).await?)
+            Output::RolledBack(registry.rollback(&name, stage(&s)?).await?)
         }
         RegistryCommand::Alias {
             name,
             alias,
             version,
             delete,
-        } => {
-            match (delete, version) {
-                (true, _) => registry.delete_alias(&name, &alias).await?,
-                (false, Some(v)) => registry.set_alias(&name, &alias, v).await?,
-                (false, None) => bail!("give a version or --delete"),
+        } => match (delete, version) {
+            (true, _) => Output::AliasDeleted(AliasDeleted {
+                version: registry.delete_alias(&name, &alias).await?,
+                deleted_alias: alias,
+            }),
+            (false, Some(v)) => {
+                registry.set_alias(&name, &alias, v).await?;
+                Output::Version(registry.get_model(&name, &Selector::Version(v)).await?)
             }
-            Output::Version(
-                registry
-                    .get_model(
-                        &name,
-                        &match version {
-                            Some(v) => Selector::Version(v),
-                            None => Selector::Latest,
-                        },
-                    )
-                    .await?,
-            )
-        }
+            (false, None) => bail!("give a version or --delete"),
+        },
         RegistryCommand::Tag {
             name,
             version,
@@ -416,11 +434,65 @@ pub(super) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     super::print_out(&out.render(args.format))
 }
 
+/// `alias NAME --delete`: the version the alias pointed at.
+#[derive(Serialize)]
+struct AliasDeleted {
+    /// The alias removed.
+    deleted_alias: String,
+    /// The version it pointed at, as it is now.
+    #[serde(flatten)]
+    version: ModelVersion,
+}
+
 enum Output {
     Version(ModelVersion),
+    Promoted(Promotion),
+    RolledBack(Rollback),
+    AliasDeleted(AliasDeleted),
     List(Vec<ModelVersion>),
     History(Vec<RegistryEvent>),
     Downloaded(ModelVersion, PathBuf),
+}
+
+fn version_table(v: &ModelVersion) -> String {
+    let mut rows = vec![
+        vec!["name".into(), v.name.clone()],
+        vec!["version".into(), v.version.to_string()],
+        vec!["stage".into(), v.stage.to_string()],
+        vec!["aliases".into(), v.aliases.join(",")],
+        vec!["metrics".into(), metrics_text(v)],
+        vec![
+            "model_type".into(),
+            v.metadata.model_type.clone().unwrap_or_default(),
+        ],
+        vec![
+            "run_id".into(),
+            v.metadata.run_id.clone().unwrap_or_default(),
+        ],
+        vec![
+            "tags".into(),
+            v.tags
+                .iter()
+                .map(|(k, t)| format!("{k}={t}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ],
+        vec![
+            "artifact".into(),
+            format!(
+                "{} ({}, {} bytes, sha256 {})",
+                v.artifact.name, v.artifact.kind, v.artifact.size, v.artifact.sha256
+            ),
+        ],
+        vec![
+            "created".into(),
+            format!("{} by {}", v.created_at.to_rfc3339(), v.created_by),
+        ],
+    ];
+    if let Some(t) = v.metadata.training_time {
+        rows.push(vec!["training_time".into(), t.to_rfc3339()]);
+    }
+    super::align(rows)
 }
 
 fn metrics_text(v: &ModelVersion) -> String {
@@ -438,6 +510,9 @@ impl Output {
             Format::Json => {
                 let v = match self {
                     Output::Version(v) => json!(v),
+                    Output::Promoted(p) => json!(p),
+                    Output::RolledBack(r) => json!(r),
+                    Output::AliasDeleted(d) => json!(d),
                     Output::List(l) => json!(l),
                     Output::History(h) => json!(h),
                     Output::Downloaded(v, p) => json!({
@@ -448,49 +523,43 @@ impl Output {
                 format!("{}\n", serde_json::to_string_pretty(&v).expect("json"))
             }
             Format::Table => match self {
-                Output::Version(v) => {
-                    let mut rows = vec![
-                        vec!["name".into(), v.name.clone()],
-                        vec!["version".into(), v.version.to_string()],
-                        vec!["stage".into(), v.stage.to_string()],
-                        vec!["aliases".into(), v.aliases.join(",")],
-                        vec!["metrics".into(), metrics_text(v)],
-                        vec![
-                            "model_type".into(),
-                            v.metadata.model_type.clone().unwrap_or_default(),
-                        ],
-                        vec![
-                            "run_id".into(),
-                            v.metadata.run_id.clone().unwrap_or_default(),
-                        ],
-                        vec![
-                            "tags".into(),
-                            v.tags
-                                .iter()
-                                .map(|(k, t)| format!("{k}={t}"))
-                                .collect::<Vec<_>>()
-                                .join(" "),
-                        ],
-                        vec![
-                            "artifact".into(),
-                            format!(
-                                "{} ({}, {} bytes, sha256 {})",
-                                v.artifact.name,
-                                v.artifact.kind,
-                                v.artifact.size,
-                                v.artifact.sha256
-                            ),
-                        ],
-                        vec![
-                            "created".into(),
-                            format!("{} by {}", v.created_at.to_rfc3339(), v.created_by),
-                        ],
-                    ];
-                    if let Some(t) = v.metadata.training_time {
-                        rows.push(vec!["training_time".into(), t.to_rfc3339()]);
+                Output::Version(v) => version_table(v),
+                Output::Promoted(p) => {
+                    let v = &p.version;
+                    let mut head = if p.changed {
+                        format!("{} version {} is now in {}", v.name, v.version, v.stage)
+                    } else {
+                        format!(
+                            "{} version {} is already in {}: nothing to do, nothing written",
+                            v.name, v.version, v.stage
+                        )
+                    };
+                    if let Some(r) = p.replaced {
+                        head += &format!(" (version {r} archived)");
                     }
-                    super::align(rows)
+                    if let Some(rule) = &p.forced_rule {
+                        head += &format!("\nforced past promotion rule: {rule}");
+                    }
+                    format!("{head}\n\n{}", version_table(v))
                 }
+                Output::RolledBack(r) => {
+                    let v = &r.version;
+                    let mut head = format!(
+                        "{} {} rolled back from version {} to version {}\n",
+                        v.name, v.stage, r.rolled_back_from, v.version
+                    );
+                    for s in &r.skipped {
+                        head += &format!("skipped version {}: {}\n", s.version, s.reason);
+                    }
+                    format!("{head}\n{}", version_table(v))
+                }
+                Output::AliasDeleted(d) => format!(
+                    "alias {} of {} removed; it pointed at version {}\n\n{}",
+                    d.deleted_alias,
+                    d.version.name,
+                    d.version.version,
+                    version_table(&d.version)
+                ),
                 Output::List(l) => {
                     let mut rows = vec![
                         ["name", "version", "stage", "aliases", "metrics", "created"]
@@ -511,19 +580,19 @@ impl Output {
                 }
                 Output::History(h) => {
                     let mut rows = vec![
-                        ["seq", "time", "actor", "event", "version", "from", "to"]
-                            .map(String::from)
-                            .to_vec(),
+                        [
+                            "seq", "time", "actor", "event", "version", "from", "to", "note",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
                     ];
                     rows.extend(h.iter().map(|e| {
                         let (from, to) = match e.kind {
-                            crate::registry::EventKind::SetAlias
-                            | crate::registry::EventKind::DeleteAlias => (
+                            EventKind::SetAlias | EventKind::DeleteAlias => (
                                 e.from_version.map(|v| format!("v{v}")).unwrap_or_default(),
                                 e.alias.clone().unwrap_or_default(),
                             ),
-                            crate::registry::EventKind::SetTag
-                            | crate::registry::EventKind::DeleteTag => (
+                            EventKind::SetTag | EventKind::DeleteTag => (
                                 e.tag_key.clone().unwrap_or_default(),
                                 e.tag_value.clone().unwrap_or_default(),
                             ),
@@ -531,6 +600,13 @@ impl Output {
                                 e.from_stage.map(|s| s.to_string()).unwrap_or_default(),
                                 e.to_stage.map(|s| s.to_string()).unwrap_or_default(),
                             ),
+                        };
+                        let note = match (&e.forced_rule, e.kind, e.from_version) {
+                            (Some(rule), _, _) => format!("forced past promotion rule: {rule}"),
+                            (None, EventKind::Rollback, Some(v)) => {
+                                format!("rolled back from v{v}")
+                            }
+                            _ => String::new(),
                         };
                         vec![
                             e.seq.to_string(),
@@ -540,6 +616,7 @@ impl Output {
                             e.version.to_string(),
                             from,
                             to,
+                            note,
                         ]
                     }));
                     super::align(rows)

@@ -18,6 +18,10 @@
 //! one listing of `snapshots/`, one read, and at most `snapshot_every - 1`
 //! small reads, however long the history. A failed snapshot is only logged:
 //! the log alone is complete.
+//!
+//! Columns are only ever added, at the end and nullable (`forced_rule` came
+//! later): a file written before a column existed reads it as null, here
+//! and in `mlwatch sql` (the listing table fills missing nullable columns).
 
 use std::sync::Arc;
 
@@ -75,6 +79,7 @@ pub fn event_schema() -> SchemaRef {
         s("tag_value", true),
         s("metadata", true),
         s("commit_id", false),
+        s("forced_rule", true),
     ]))
 }
 
@@ -111,6 +116,7 @@ pub fn to_batch(events: &[RegistryEvent]) -> Result<RecordBatch> {
         strs(&|e| e.tag_value.as_deref()),
         strs(&|e| e.metadata.as_deref()),
         strs(&|e| Some(&e.commit_id)),
+        strs(&|e| e.forced_rule.as_deref()),
     ];
     Ok(RecordBatch::try_new(event_schema(), columns)?)
 }
@@ -185,6 +191,11 @@ pub fn decode(path: &str, bytes: Bytes) -> Result<Vec<RegistryEvent>> {
             (actor?, model?, kind?, from_stage?, to_stage?);
         let (alias, tag_key, tag_value, metadata, commit_id) =
             (alias?, tag_key?, tag_value?, metadata?, commit_id?);
+        // Added later: absent from older files, where it reads as null.
+        let forced_rule = b
+            .column_by_name("forced_rule")
+            .map(|_| string("forced_rule"))
+            .transpose()?;
         let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
         let stage = |a: &StringArray, i: usize| -> Result<Option<Stage>> {
             opt(a, i)
@@ -210,6 +221,7 @@ pub fn decode(path: &str, bytes: Bytes) -> Result<Vec<RegistryEvent>> {
                 tag_value: opt(&tag_value, i),
                 metadata: opt(&metadata, i),
                 commit_id: commit_id.value(i).to_string(),
+                forced_rule: forced_rule.as_ref().and_then(|a| opt(a, i)),
             });
         }
     }

@@ -14,8 +14,15 @@
 //! Stages: `dev -> staging -> production`, any -> `archived`; at most one
 //! version per model in `staging` and in `production` (the one replaced is
 //! archived in the same commit). `dev -> production` needs
-//! [`PromoteOptions::allow_skip`]. Configured [`PromotionRule`]s (a metric
-//! must not be worse than the current holder's) apply unless forced.
+//! [`PromoteOptions::allow_skip`]. Promoting a version to the stage it
+//! already holds succeeds without writing anything ([`Promotion::changed`]
+//! is false), so a retried deploy step does not fail. Configured
+//! [`PromotionRule`]s (a metric must not be worse than the current
+//! holder's) apply unless forced; a forced breach is recorded in the
+//! promote event ([`RegistryEvent::forced_rule`], next to its actor).
+//! Rollback walks a stage's history back one holder at a time and skips,
+//! naming them, versions that were retired for another reason (see
+//! [`state`]).
 
 pub mod artifact;
 pub mod log;
@@ -30,7 +37,7 @@ use tokio::sync::Mutex;
 
 pub use model::{
     ArtifactRef, EventKind, FeatureSpec, ModelMetadata, ModelVersion, RegistryEvent, Selector,
-    Stage, validate_name,
+    SkippedVersion, Stage, validate_name,
 };
 pub use state::{PromoteOptions, PromotionRule, RegistryState};
 
@@ -56,6 +63,45 @@ pub enum RegistryError {
     /// No model of that name.
     #[error("model `{0}` is not registered")]
     UnknownModel(String),
+    /// The model exists now but had no version at the time asked about.
+    #[error(
+        "model `{name}` had no versions as of {}; first registered at {}",
+        .time.to_rfc3339(),
+        .first_registered.to_rfc3339()
+    )]
+    NoVersionsYet {
+        /// Model name.
+        name: String,
+        /// The time asked about.
+        time: DateTime<Utc>,
+        /// When its first version was registered.
+        first_registered: DateTime<Utc>,
+    },
+    /// A rollback of a stage no version holds.
+    #[error(
+        "model `{name}` has no version in {stage}: nothing to roll back (promote a version instead)"
+    )]
+    EmptyStage {
+        /// Model name.
+        name: String,
+        /// The stage.
+        stage: Stage,
+    },
+    /// A rollback found no earlier holder it may give the stage back to.
+    #[error(
+        "model `{name}`: no earlier holder of {stage} to roll back to from version {current}{}",
+        skipped_text(.skipped)
+    )]
+    NothingToRollBack {
+        /// Model name.
+        name: String,
+        /// The stage.
+        stage: Stage,
+        /// Its current holder, which keeps it.
+        current: u64,
+        /// Earlier holders that may not have it back, and why.
+        skipped: Vec<SkippedVersion>,
+    },
     /// The selector matches no version.
     #[error("model `{name}` has no {selector}")]
     NotFound {
@@ -107,6 +153,40 @@ pub enum RegistryError {
         /// What is wrong.
         reason: String,
     },
+}
+
+fn skipped_text(skipped: &[SkippedVersion]) -> String {
+    if skipped.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    format!(" (skipped {})", list.join(", "))
+}
+
+/// What a promotion did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Promotion {
+    /// The version, as it is now.
+    #[serde(flatten)]
+    pub version: ModelVersion,
+    /// False when it already was in the stage (nothing was written).
+    pub changed: bool,
+    /// The version this promotion archived (the previous holder).
+    pub replaced: Option<u64>,
+    /// The promotion rules `force` overrode, as recorded in the history.
+    pub forced_rule: Option<String>,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Rollback {
+    /// The version that got the stage back, as it is now.
+    #[serde(flatten)]
+    pub version: ModelVersion,
+    /// The holder it replaced (now archived).
+    pub rolled_back_from: u64,
+    /// Newer earlier holders passed over, newest first, with the reason.
+    pub skipped: Vec<SkippedVersion>,
 }
 
 /// A metric condition such as `metrics.auc >= 0.9`.
@@ -330,22 +410,32 @@ impl ModelRegistry {
     }
 
     /// Reads to the end of the log, builds events with `command`, and
-    /// commits them as the next entry; retries on lost races.
-    async fn commit<F>(&self, command: F) -> Result<Vec<RegistryEvent>>
+    /// commits them as the next entry; retries on lost races. `command` also
+    /// answers a value about its events (e.g. what a rollback skipped),
+    /// returned with the events of the attempt that landed. No events: the
+    /// request needs no change, and nothing is written.
+    async fn commit<T, F>(&self, command: F) -> Result<(Vec<RegistryEvent>, T)>
     where
-        F: Fn(&RegistryState) -> Result<Vec<RegistryEvent>, RegistryError>,
+        F: Fn(&RegistryState) -> Result<(Vec<RegistryEvent>, T), RegistryError>,
     {
         let commit_id = format!("{:032x}", rand::random::<u128>());
         let mut st = self.state.lock().await;
         let mut failures = 0;
+        // The answer of the last attempt whose write failed: it may have landed.
+        let mut unsure = None;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             self.refresh(&mut st).await?;
-            if let Some(mine) = st.commit_of(&commit_id) {
-                return Ok(mine); // an earlier attempt landed despite an error
+            if let Some(mine) = st.commit_of(&commit_id)
+                && let Some(value) = unsure.take()
+            {
+                return Ok((mine, value)); // an earlier attempt landed despite an error
             }
             let seq = st.head + 1;
             let now = Utc::now();
-            let mut events = command(&st)?;
+            let (mut events, value) = command(&st)?;
+            if events.is_empty() {
+                return Ok((events, value));
+            }
             for (i, e) in events.iter_mut().enumerate() {
                 e.seq = seq;
                 e.idx = i as u32;
@@ -364,7 +454,7 @@ impl ModelRegistry {
                     {
                         tracing::warn!(seq, error = %e, "registry snapshot not written; the log is complete without it");
                     }
-                    return Ok(events);
+                    return Ok((events, value));
                 }
                 Ok(log::Put::Taken) => {
                     self.lost_races
@@ -372,6 +462,7 @@ impl ModelRegistry {
                 }
                 Err(e) if failures < 5 => {
                     failures += 1;
+                    unsure = Some(value);
                     tracing::warn!(seq, error = %e, "registry commit failed; reading the log and retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(50 << failures)).await;
                 }
@@ -379,6 +470,14 @@ impl ModelRegistry {
             }
         }
         Err(RegistryError::Conflict(MAX_COMMIT_ATTEMPTS).into())
+    }
+
+    /// [`Self::commit`] for commands that answer nothing but their events.
+    async fn commit_events<F>(&self, command: F) -> Result<Vec<RegistryEvent>>
+    where
+        F: Fn(&RegistryState) -> Result<Vec<RegistryEvent>, RegistryError>,
+    {
+        Ok(self.commit(|st| Ok((command(st)?, ()))).await?.0)
     }
 
     fn version_of(&self, st: &RegistryState, name: &str, version: u64) -> Result<ModelVersion> {
@@ -402,7 +501,7 @@ impl ModelRegistry {
         }
         let art = artifact::upload(&self.storage, artifact).await?;
         let events = self
-            .commit(|st| state::register(st, name, &metadata, &art))
+            .commit_events(|st| state::register(st, name, &metadata, &art))
             .await?;
         let st = self.state.lock().await;
         self.version_of(&st, name, events[0].version)
@@ -419,39 +518,59 @@ impl ModelRegistry {
         artifact::download(&self.storage, &version.artifact, dest_dir).await
     }
 
-    /// Moves `version` to `stage`, archiving the version it replaces.
+    /// Moves `version` to `stage`, archiving the version it replaces. A
+    /// version already in `stage` is left there: the answer says so
+    /// ([`Promotion::changed`] false) and nothing is written.
     pub async fn promote_model(
         &self,
         name: &str,
         version: u64,
         stage: Stage,
         options: PromoteOptions,
-    ) -> Result<ModelVersion> {
-        self.commit(|st| state::promote(st, name, version, stage, options, &self.rules))
+    ) -> Result<Promotion> {
+        let events = self
+            .commit_events(|st| state::promote(st, name, version, stage, options, &self.rules))
             .await?;
         let st = self.state.lock().await;
-        self.version_of(&st, name, version)
+        Ok(Promotion {
+            version: self.version_of(&st, name, version)?,
+            changed: !events.is_empty(),
+            replaced: events
+                .iter()
+                .skip(1)
+                .find(|e| e.kind == EventKind::Archive)
+                .map(|e| e.version),
+            forced_rule: events.first().and_then(|e| e.forced_rule.clone()),
+        })
     }
 
-    /// Gives `stage` back to the version that held it before the current one.
-    pub async fn rollback(&self, name: &str, stage: Stage) -> Result<ModelVersion> {
-        let events = self.commit(|st| state::rollback(st, name, stage)).await?;
+    /// Gives `stage` back to the newest earlier holder still eligible,
+    /// skipping (and naming) versions retired for another reason; see
+    /// [`state`].
+    pub async fn rollback(&self, name: &str, stage: Stage) -> Result<Rollback> {
+        let (events, skipped) = self.commit(|st| state::rollback(st, name, stage)).await?;
         let st = self.state.lock().await;
-        self.version_of(&st, name, events[0].version)
+        Ok(Rollback {
+            version: self.version_of(&st, name, events[0].version)?,
+            rolled_back_from: events[0].from_version.unwrap_or_default(),
+            skipped,
+        })
     }
 
     /// Points `alias` at `version` (moving it if it points elsewhere).
     pub async fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<()> {
-        self.commit(|st| state::set_alias(st, name, alias, version))
+        self.commit_events(|st| state::set_alias(st, name, alias, version))
             .await
             .map(drop)
     }
 
-    /// Removes `alias`.
-    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<()> {
-        self.commit(|st| state::delete_alias(st, name, alias))
-            .await
-            .map(drop)
+    /// Removes `alias`; returns the version it pointed at (as it is now).
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
+        let events = self
+            .commit_events(|st| state::delete_alias(st, name, alias))
+            .await?;
+        let st = self.state.lock().await;
+        self.version_of(&st, name, events[0].version)
     }
 
     /// Sets (Some) or removes (None) a tag of a version.
@@ -462,7 +581,7 @@ impl ModelRegistry {
         key: &str,
         value: Option<&str>,
     ) -> Result<()> {
-        self.commit(|st| state::tag(st, name, version, key, value))
+        self.commit_events(|st| state::tag(st, name, version, key, value))
             .await
             .map(drop)
     }
@@ -518,7 +637,8 @@ impl ModelRegistry {
     }
 
     /// The version `selector` named at `time` (e.g. which version was in
-    /// production then), with its stage and aliases as they were.
+    /// production then), with its stage and aliases as they were. Before
+    /// the model's first version the error says when that came.
     pub async fn as_of(
         &self,
         name: &str,
@@ -527,7 +647,26 @@ impl ModelRegistry {
     ) -> Result<ModelVersion> {
         self.read(|st| {
             let then = st.as_of(time);
-            Ok(then.model(name)?.resolve(name, selector)?.clone())
+            match then.models.get(name) {
+                Some(m) if !m.versions.is_empty() => Ok(m.resolve(name, selector)?.clone()),
+                _ => {
+                    let first = st
+                        .model(name)?
+                        .versions
+                        .values()
+                        .map(|v| v.created_at)
+                        .min();
+                    Err(match first {
+                        Some(first_registered) => RegistryError::NoVersionsYet {
+                            name: name.to_string(),
+                            time,
+                            first_registered,
+                        },
+                        None => RegistryError::UnknownModel(name.to_string()),
+                    }
+                    .into())
+                }
+            }
         })
         .await
     }

@@ -201,7 +201,8 @@ pub enum EventKind {
     Promote,
     /// A version was archived (explicitly or because another replaced it).
     Archive,
-    /// A version got back the stage it held before the current holder.
+    /// A version got back a stage it held before the current holder (see
+    /// [`super::state`] for which one).
     Rollback,
     /// An alias was set or moved.
     SetAlias,
@@ -277,6 +278,25 @@ pub struct RegistryEvent {
     pub metadata: Option<String>,
     /// Identifies the writer's commit (to recognise its own after a retry).
     pub commit_id: String,
+    /// The promotion rules a `--force` overrode, with the values compared
+    /// (`promote` events only; the actor is who forced it). Null otherwise,
+    /// and in logs written before the column existed.
+    pub forced_rule: Option<String>,
+}
+
+/// An earlier holder of a stage that a rollback passed over, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedVersion {
+    /// Version number.
+    pub version: u64,
+    /// Why it was not restored, e.g. `archived explicitly by bob at ...`.
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "version {} ({})", self.version, self.reason)
+    }
 }
 
 /// Checks a model name, alias or tag key: 1-64 characters (128 for tag

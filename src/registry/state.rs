@@ -1,29 +1,95 @@
 //! The registry's current state, derived by folding the event log, and the
 //! commands that turn a request into events after checking it against that
 //! state. Commands are pure: a rejected request returns an error and no
-//! events, so nothing is written.
+//! events, so nothing is written; a request that is already satisfied
+//! (promoting a version to the stage it holds) returns no events either,
+//! and succeeds.
+//!
+//! # Stage history and rollback
+//!
+//! Each exclusive stage (`staging`, `production`) keeps its history: the
+//! versions that held it, oldest first, each listed once, at its latest
+//! hold. A promotion into the stage moves the version to the top. A
+//! rollback takes the current holder off the top and gives the stage to the
+//! newest earlier holder that is still *eligible*: archived because another
+//! version took this stage from it (a displacement, recorded as the second
+//! event of a promote or rollback commit). Versions above it that are not
+//! eligible (archived explicitly, or now in another stage) are skipped,
+//! leave the history with the rolled-back-from version, and are reported
+//! by name and reason. So rollbacks walk back one holder at a time (v4 ->
+//! v3 -> v2 -> v1), never flip between the last two, never revive a version
+//! someone retired on purpose, and a version rolled back from is not
+//! restored again unless it is promoted again. A rollback needs a current
+//! holder (rolling back an empty stage is an error: promote explicitly) and
+//! an eligible earlier one.
+//!
+//! The history is derived from the events alone, so logs written before
+//! these rules fold the same way (an old rollback to a version no longer in
+//! the history puts it on top).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::RegistryError;
 use super::model::{
-    ArtifactRef, EventKind, ModelMetadata, ModelVersion, RegistryEvent, Selector, Stage,
+    ArtifactRef, EventKind, ModelMetadata, ModelVersion, RegistryEvent, Selector, SkippedVersion,
+    Stage,
 };
 
-/// One model: its versions, aliases and who held each exclusive stage.
+/// One model: its versions, aliases and the history of its exclusive stages.
 #[derive(Debug, Clone, Default)]
 pub struct ModelState {
     /// Versions by number.
     pub versions: BTreeMap<u64, ModelVersion>,
     /// Alias -> version.
     pub aliases: BTreeMap<String, u64>,
-    /// For `staging` and `production`: versions in the order they took the stage.
-    pub holders: BTreeMap<Stage, Vec<u64>>,
+    /// For `staging` and `production`: the versions that held the stage,
+    /// oldest first, each once (see the module docs; a rollback walks it
+    /// back).
+    pub stage_history: BTreeMap<Stage, Vec<u64>>,
+    /// The last stage change of each version that has one.
+    pub(crate) last_moves: BTreeMap<u64, StageChange>,
+}
+
+/// A version's last stage change, as far as rollback needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StageChange {
+    /// Set when it was archived because another version took this stage.
+    pub displaced_from: Option<Stage>,
+    /// Who moved it.
+    pub actor: String,
+    /// When.
+    pub time: DateTime<Utc>,
 }
 
 impl ModelState {
+    /// Why `version` cannot get `stage` back from a rollback (None: it can).
+    fn not_restorable(&self, version: u64, stage: Stage) -> Option<String> {
+        let Some(v) = self.versions.get(&version) else {
+            return Some("it is not registered".into());
+        };
+        let when = |m: &StageChange| {
+            format!(
+                "by {} at {}",
+                m.actor,
+                m.time.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )
+        };
+        match self.last_moves.get(&version) {
+            Some(m) if v.stage == Stage::Archived && m.displaced_from == Some(stage) => None,
+            Some(m) if v.stage == Stage::Archived => Some(match m.displaced_from {
+                Some(other) => format!(
+                    "archived {} when another version replaced it in {other}",
+                    when(m)
+                ),
+                None => format!("archived explicitly {}", when(m)),
+            }),
+            Some(m) => Some(format!("now in {} (moved there {})", v.stage, when(m))),
+            None => Some(format!("now in {}", v.stage)),
+        }
+    }
+
     /// The version now in an exclusive stage.
     pub fn holder(&self, stage: Stage) -> Option<u64> {
         self.versions
@@ -106,6 +172,21 @@ impl RegistryState {
     /// history and otherwise ignored.
     pub fn apply(&mut self, e: RegistryEvent) {
         self.head = self.head.max(e.seq);
+        // An archive right after a promotion or rollback into the stage the
+        // version leaves, in the same commit, is a displacement.
+        let displaced_from = self
+            .events
+            .last()
+            .filter(|p| {
+                e.kind == EventKind::Archive
+                    && p.seq == e.seq
+                    && p.model == e.model
+                    && matches!(p.kind, EventKind::Promote | EventKind::Rollback)
+                    && p.version != e.version
+                    && p.to_stage.is_some()
+                    && p.to_stage == e.from_stage
+            })
+            .and_then(|p| p.to_stage);
         let model = self.models.entry(e.model.clone()).or_default();
         if e.kind == EventKind::Register {
             if let Some(mv) = registered_version(&e) {
@@ -118,8 +199,27 @@ impl RegistryState {
                     if let Some(to) = e.to_stage {
                         v.stage = to;
                         if to.is_exclusive() {
-                            model.holders.entry(to).or_default().push(e.version);
+                            let h = model.stage_history.entry(to).or_default();
+                            let at = h.iter().position(|x| *x == e.version);
+                            match (e.kind, at) {
+                                // Everything above the restored version leaves.
+                                (EventKind::Rollback, Some(i)) => h.truncate(i + 1),
+                                (_, at) => {
+                                    if let Some(i) = at {
+                                        h.remove(i);
+                                    }
+                                    h.push(e.version);
+                                }
+                            }
                         }
+                        model.last_moves.insert(
+                            e.version,
+                            StageChange {
+                                displaced_from,
+                                actor: e.actor.clone(),
+                                time: e.time,
+                            },
+                        );
                     }
                 }
                 EventKind::SetAlias => {
@@ -209,7 +309,8 @@ fn production() -> Stage {
 pub struct PromoteOptions {
     /// Allow dev -> production (and archived -> production) without staging.
     pub allow_skip: bool,
-    /// Ignore the configured promotion rules.
+    /// Ignore the configured promotion rules; a rule this overrides is
+    /// recorded in the promote event's `forced_rule`.
     pub force: bool,
 }
 
@@ -231,6 +332,7 @@ pub(crate) fn draft(model: &str, kind: EventKind, version: u64) -> RegistryEvent
         tag_value: None,
         metadata: None,
         commit_id: String::new(),
+        forced_rule: None,
     }
 }
 
@@ -276,11 +378,10 @@ pub(crate) fn register(
     }])
 }
 
-/// Why `from -> to` is not allowed (None when it is).
+/// Why `from -> to` (`from != to`) is not allowed (None when it is).
 fn transition_error(from: Stage, to: Stage, allow_skip: bool) -> Option<String> {
     use Stage::*;
     match (from, to) {
-        _ if from == to => Some(format!("it is already in {to}")),
         (_, Archived) => None,
         (_, Dev) => Some("a version never goes back to dev".into()),
         (Dev | Archived, Staging) => None,
@@ -297,6 +398,8 @@ fn transition_error(from: Stage, to: Stage, allow_skip: bool) -> Option<String> 
 }
 
 /// Events of moving `version` to `to`, archiving the version it replaces.
+/// None when it is already in `to`: a retried request succeeds and writes
+/// nothing.
 pub(crate) fn promote(
     state: &RegistryState,
     name: &str,
@@ -307,6 +410,9 @@ pub(crate) fn promote(
 ) -> Result<Vec<RegistryEvent>, RegistryError> {
     let model = state.model(name)?;
     let v = model.resolve(name, &Selector::Version(version))?;
+    if v.stage == to {
+        return Ok(Vec::new());
+    }
     if let Some(reason) = transition_error(v.stage, to, options.allow_skip) {
         return Err(RegistryError::IllegalTransition {
             name: name.to_string(),
@@ -321,12 +427,22 @@ pub(crate) fn promote(
     } else {
         None
     };
-    if !options.force
-        && let Some(cur) = current.and_then(|c| model.versions.get(&c))
-    {
-        check_rules(name, v, cur, to, rules)?;
+    let breaches = match current.and_then(|c| model.versions.get(&c)) {
+        Some(cur) => rule_breaches(v, cur, to, rules),
+        None => Vec::new(),
+    };
+    let forced_rule = (!breaches.is_empty()).then(|| breaches.join("; "));
+    if let Some(reason) = forced_rule.as_ref().filter(|_| !options.force) {
+        return Err(RegistryError::RuleViolated {
+            name: name.to_string(),
+            version,
+            reason: format!("{reason}; use --force to override"),
+        });
     }
-    let mut events = vec![stage_event(name, EventKind::Promote, version, v.stage, to)];
+    let mut events = vec![RegistryEvent {
+        forced_rule,
+        ..stage_event(name, EventKind::Promote, version, v.stage, to)
+    }];
     if to == Stage::Archived {
         events[0].kind = EventKind::Archive;
     }
@@ -342,13 +458,16 @@ pub(crate) fn promote(
     Ok(events)
 }
 
-fn check_rules(
-    name: &str,
+/// The configured rules for `stage` that `candidate` breaks against the
+/// current holder, each as `metric `auc` is 0.79 against 0.85 for version 2
+/// in production (higher is better)`.
+fn rule_breaches(
     candidate: &ModelVersion,
     current: &ModelVersion,
     stage: Stage,
     rules: &[PromotionRule],
-) -> Result<(), RegistryError> {
+) -> Vec<String> {
+    let mut out = Vec::new();
     for rule in rules.iter().filter(|r| r.stage == stage) {
         let Some(theirs) = current.metadata.metrics.get(&rule.metric) else {
             continue;
@@ -360,34 +479,31 @@ fn check_rules(
             Some(o) => o > theirs,
         };
         if worse {
-            return Err(RegistryError::RuleViolated {
-                name: name.to_string(),
-                version: candidate.version,
-                reason: format!(
-                    "metric `{}` is {} against {} for version {} in {stage} ({} is better); use --force to override",
-                    rule.metric,
-                    ours.map_or("missing".to_string(), |o| o.to_string()),
-                    theirs,
-                    current.version,
-                    if rule.higher_is_better {
-                        "higher"
-                    } else {
-                        "lower"
-                    }
-                ),
-            });
+            out.push(format!(
+                "metric `{}` is {} against {} for version {} in {stage} ({} is better)",
+                rule.metric,
+                ours.map_or("missing".to_string(), |o| o.to_string()),
+                theirs,
+                current.version,
+                if rule.higher_is_better {
+                    "higher"
+                } else {
+                    "lower"
+                }
+            ));
         }
     }
-    Ok(())
+    out
 }
 
-/// Events of giving `stage` back to the version that held it before the
-/// current holder (or to the last holder when none holds it now).
+/// Events of giving `stage` back to the newest earlier holder that is
+/// still eligible (see the module docs), archiving the current holder; and
+/// the versions skipped on the way, with the reason.
 pub(crate) fn rollback(
     state: &RegistryState,
     name: &str,
     stage: Stage,
-) -> Result<Vec<RegistryEvent>, RegistryError> {
+) -> Result<(Vec<RegistryEvent>, Vec<SkippedVersion>), RegistryError> {
     let model = state.model(name)?;
     if !stage.is_exclusive() {
         return Err(RegistryError::Invalid {
@@ -396,34 +512,41 @@ pub(crate) fn rollback(
             reason: "only staging and production can be rolled back".into(),
         });
     }
-    let current = model.holder(stage);
-    let previous = model
-        .holders
-        .get(&stage)
-        .into_iter()
-        .flatten()
-        .rev()
-        .find(|v| Some(**v) != current && model.versions.contains_key(v))
-        .copied()
-        .ok_or_else(|| RegistryError::NotFound {
+    let current = model
+        .holder(stage)
+        .ok_or_else(|| RegistryError::EmptyStage {
             name: name.to_string(),
-            selector: format!("a version that held {stage} before the current one"),
-        })?;
-    let prev = &model.versions[&previous];
-    let mut events = vec![RegistryEvent {
-        from_version: current,
-        ..stage_event(name, EventKind::Rollback, previous, prev.stage, stage)
-    }];
-    if let Some(cur) = current {
-        events.push(stage_event(
-            name,
-            EventKind::Archive,
-            cur,
             stage,
-            Stage::Archived,
-        ));
+        })?;
+    let mut skipped = Vec::new();
+    let mut restored = None;
+    let earlier = model.stage_history.get(&stage).into_iter().flatten().rev();
+    for &v in earlier.filter(|v| **v != current) {
+        match model.not_restorable(v, stage) {
+            None => {
+                restored = Some(v);
+                break;
+            }
+            Some(reason) => skipped.push(SkippedVersion { version: v, reason }),
+        }
     }
-    Ok(events)
+    let Some(restored) = restored else {
+        return Err(RegistryError::NothingToRollBack {
+            name: name.to_string(),
+            stage,
+            current,
+            skipped,
+        });
+    };
+    let prev = &model.versions[&restored];
+    let events = vec![
+        RegistryEvent {
+            from_version: Some(current),
+            ..stage_event(name, EventKind::Rollback, restored, prev.stage, stage)
+        },
+        stage_event(name, EventKind::Archive, current, stage, Stage::Archived),
+    ];
+    Ok((events, skipped))
 }
 
 /// Events of pointing `alias` at `version` (moving it if set elsewhere).
@@ -563,7 +686,8 @@ mod tests {
         );
         let t_v2 = s.events.last().unwrap().time;
         // Roll production back: 1 returns, 2 is archived.
-        let ev = rollback(&s, "fraud", Stage::Production).unwrap();
+        let (ev, skipped) = rollback(&s, "fraud", Stage::Production).unwrap();
+        assert!(skipped.is_empty());
         run(&mut s, ev);
         let m = s.model("fraud").unwrap();
         assert_eq!(m.holder(Stage::Production), Some(1));
@@ -585,5 +709,175 @@ mod tests {
         let e = set_alias(&s, "fraud", "champion", 9).unwrap_err();
         assert!(e.to_string().contains("version 9"), "{e}");
         assert!(promote(&s, "nope", 1, Stage::Staging, opts, &[]).is_err());
+    }
+
+    /// Applies a command's events as `actor`.
+    fn run_as(state: &mut RegistryState, actor: &str, events: Vec<RegistryEvent>) {
+        let events = events
+            .into_iter()
+            .map(|e| RegistryEvent {
+                actor: actor.to_string(),
+                ..e
+            })
+            .collect();
+        run(state, events);
+    }
+
+    fn with_versions(n: usize) -> RegistryState {
+        let mut s = RegistryState::default();
+        for _ in 0..n {
+            let ev = register(&s, "m", &auc(0.8), &artifact()).unwrap();
+            run(&mut s, ev);
+        }
+        s
+    }
+
+    fn to(s: &mut RegistryState, v: u64, stage: Stage) {
+        let skip = PromoteOptions {
+            allow_skip: true,
+            force: false,
+        };
+        let ev = promote(s, "m", v, stage, skip, &[]).unwrap();
+        run(s, ev);
+    }
+
+    /// Rolls production back; the version restored and the ones skipped.
+    fn back(s: &mut RegistryState, stage: Stage) -> (u64, Vec<u64>) {
+        let (ev, skipped) = rollback(s, "m", stage).unwrap();
+        let restored = ev[0].version;
+        run(s, ev);
+        (restored, skipped.iter().map(|k| k.version).collect())
+    }
+
+    #[test]
+    fn rollback_walks_the_stage_history_back() {
+        let mut s = with_versions(4);
+        for v in 1..=4 {
+            to(&mut s, v, Stage::Production);
+        }
+        assert_eq!(
+            s.model("m").unwrap().stage_history[&Stage::Production],
+            [1, 2, 3, 4]
+        );
+        for expected in [3, 2, 1] {
+            assert_eq!(back(&mut s, Stage::Production), (expected, vec![]));
+            assert_eq!(
+                s.model("m").unwrap().holder(Stage::Production),
+                Some(expected)
+            );
+        }
+        let e = rollback(&s, "m", Stage::Production).unwrap_err();
+        assert!(
+            matches!(e, RegistryError::NothingToRollBack { current: 1, ref skipped, .. } if skipped.is_empty()),
+            "{e}"
+        );
+        // The same history folds from the log alone.
+        let again = RegistryState::from_events(s.events.clone());
+        assert_eq!(
+            again.model("m").unwrap().stage_history,
+            s.model("m").unwrap().stage_history
+        );
+        // A re-promoted version moves to the top once, not twice.
+        to(&mut s, 3, Stage::Production);
+        to(&mut s, 2, Stage::Production);
+        assert_eq!(
+            s.model("m").unwrap().stage_history[&Stage::Production],
+            [1, 3, 2]
+        );
+        assert_eq!(back(&mut s, Stage::Production), (3, vec![]));
+        assert_eq!(back(&mut s, Stage::Production), (1, vec![]));
+    }
+
+    #[test]
+    fn rollback_skips_versions_retired_for_another_reason() {
+        let mut s = with_versions(5);
+        for v in 1..=3 {
+            to(&mut s, v, Stage::Production);
+        }
+        // 3 is archived by hand, production is empty: nothing to roll back.
+        let ev = promote(&s, "m", 3, Stage::Archived, PromoteOptions::default(), &[]).unwrap();
+        run_as(&mut s, "bob", ev);
+        let e = rollback(&s, "m", Stage::Production).unwrap_err();
+        assert!(matches!(e, RegistryError::EmptyStage { .. }), "{e}");
+        assert!(e.to_string().contains("no version in production"), "{e}");
+        // 4 goes out; rolling it back skips 3 and names why.
+        to(&mut s, 4, Stage::Production);
+        let (ev, skipped) = rollback(&s, "m", Stage::Production).unwrap();
+        assert_eq!((ev[0].version, ev[0].from_version), (2, Some(4)));
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].version, 3);
+        assert!(
+            skipped[0]
+                .reason
+                .starts_with("archived explicitly by bob at 1970-"),
+            "{}",
+            skipped[0].reason
+        );
+        run(&mut s, ev);
+        // 3 stays archived, and is gone from the history with 4.
+        let m = s.model("m").unwrap();
+        assert_eq!(m.versions[&3].stage, Stage::Archived);
+        assert_eq!(m.stage_history[&Stage::Production], [1, 2]);
+        // A staging holder that went on to production is not pulled back.
+        to(&mut s, 5, Stage::Staging);
+        let ev = promote(
+            &s,
+            "m",
+            5,
+            Stage::Production,
+            PromoteOptions::default(),
+            &[],
+        )
+        .unwrap();
+        run(&mut s, ev);
+        let ev = promote(&s, "m", 4, Stage::Staging, PromoteOptions::default(), &[]).unwrap();
+        run(&mut s, ev);
+        let e = rollback(&s, "m", Stage::Staging).unwrap_err();
+        assert!(
+            e.to_string().contains("version 5 (now in production"),
+            "{e}"
+        );
+        assert_eq!(back(&mut s, Stage::Production), (2, vec![]));
+    }
+
+    #[test]
+    fn promotion_to_the_held_stage_is_empty_and_forcing_is_recorded() {
+        let mut s = with_versions(2);
+        let ev = register(&s, "m", &auc(0.7), &artifact()).unwrap();
+        run(&mut s, ev);
+        to(&mut s, 1, Stage::Production);
+        let opts = PromoteOptions::default();
+        assert!(
+            promote(&s, "m", 1, Stage::Production, opts, &[])
+                .unwrap()
+                .is_empty()
+        );
+        to(&mut s, 2, Stage::Archived);
+        assert!(
+            promote(&s, "m", 2, Stage::Archived, opts, &[])
+                .unwrap()
+                .is_empty()
+        );
+        let rules = [PromotionRule {
+            metric: "auc".into(),
+            higher_is_better: true,
+            stage: Stage::Production,
+        }];
+        to(&mut s, 3, Stage::Staging);
+        let e = promote(&s, "m", 3, Stage::Production, opts, &rules).unwrap_err();
+        assert!(e.to_string().ends_with("use --force to override"), "{e}");
+        let force = PromoteOptions {
+            force: true,
+            ..opts
+        };
+        let ev = promote(&s, "m", 3, Stage::Production, force, &rules).unwrap();
+        assert_eq!(
+            ev[0].forced_rule.as_deref(),
+            Some("metric `auc` is 0.7 against 0.8 for version 1 in production (higher is better)")
+        );
+        assert_eq!(ev[1].forced_rule, None);
+        // Forcing when no rule is broken records nothing.
+        let ev = promote(&s, "m", 2, Stage::Staging, force, &rules).unwrap();
+        assert_eq!(ev[0].forced_rule, None);
     }
 }

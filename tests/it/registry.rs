@@ -330,7 +330,7 @@ fn concurrent_worker() -> TestResult {
     };
     let ops: u64 = std::env::var("MLWATCH_REGISTRY_WORKER_OPS")?.parse()?;
     let rt = tokio::runtime::Runtime::new()?;
-    let (mut done, mut refused, mut lost) = (0u64, 0u64, 0u64);
+    let (mut done, mut refused, mut lost, mut no_ops) = (0u64, 0u64, 0u64, 0u64);
     rt.block_on(async {
         let reg = ModelRegistry::new(Storage::open(&data, &Default::default())?)
             .with_actor(format!("worker-{worker}"))
@@ -355,13 +355,15 @@ fn concurrent_worker() -> TestResult {
                     },
                 )
                 .await
-                .map(drop)
+                // The other process may have promoted it first: then nothing is written.
+                .map(|p| p.changed)
             } else {
-                reg.rollback("race", Stage::Production).await.map(drop)
+                reg.rollback("race", Stage::Production).await.map(|_| true)
             };
             lost = reg.lost_races();
             match result {
-                Ok(()) => done += 1,
+                Ok(true) => done += 1,
+                Ok(false) => no_ops += 1,
                 // The other process changed the model first: a refused request writes nothing.
                 Err(mlwatch::Error::Registry(e)) => {
                     assert!(
@@ -375,7 +377,7 @@ fn concurrent_worker() -> TestResult {
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
-    println!("WORKER-RESULT {done} {refused} {lost}");
+    println!("WORKER-RESULT {done} {refused} {lost} {no_ops}");
     Ok(())
 }
 
@@ -422,10 +424,10 @@ fn race(data: &str, ops: u64) -> TestResult {
         let line = text.split("WORKER-RESULT").nth(1).expect("worker result");
         let n: Vec<u64> = line
             .split_whitespace()
-            .take(3)
+            .take(4)
             .map(|x| x.parse().unwrap())
             .collect();
-        assert_eq!(n[0] + n[1], ops);
+        assert_eq!(n[0] + n[1] + n[3], ops);
         succeeded += n[0];
         lost += n[2];
     }
@@ -471,8 +473,9 @@ fn race(data: &str, ops: u64) -> TestResult {
     Ok(())
 }
 
-/// Create-if-absent gives a sequence number to one writer only, and a
-/// request that another writer made illegal is refused on the fresh state.
+/// Create-if-absent gives a sequence number to one writer only, a request
+/// that another writer made illegal is refused on the fresh state, and one
+/// another writer already carried out succeeds without a commit.
 #[tokio::test]
 async fn create_if_absent_and_revalidation() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -490,12 +493,21 @@ async fn create_if_absent_and_revalidation() -> TestResult {
     // a has read the log; b now promotes version 1 behind a's back.
     assert_eq!(a.state().await?.head, 2);
     b.promote_model("m", 1, Stage::Production, skip).await?;
-    // a asks for the same move: refused on the fresh state, nothing written.
+    // a asks for a move that is illegal now: refused on the fresh state.
     let err = a
-        .promote_model("m", 1, Stage::Production, skip)
+        .promote_model("m", 1, Stage::Staging, skip)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("already in production"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("production does not go back to staging"),
+        "{err}"
+    );
+    // a asks for the same move: already done, so nothing is written.
+    let same = a.promote_model("m", 1, Stage::Production, skip).await?;
+    assert!(!same.changed);
+    assert_eq!(same.version.stage, Stage::Production);
+    assert_eq!(a.state().await?.head, 3);
     // Commit 3 exists: a second create of it is refused by the store.
     let again =
         mlwatch::registry::log::put_commit(a.storage(), 3, &a.state().await?.events[..1]).await?;
@@ -685,6 +697,355 @@ async fn list_filters_sort_and_paginate() -> TestResult {
             EventKind::SetAlias,
             EventKind::DeleteTag
         ]
+    );
+    Ok(())
+}
+
+/// Runs `mlwatch registry --data <data> --actor alice <args>` with table output.
+fn cli_text(data: &str, args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+    crate::run_mlwatch(
+        ["registry", "--data", data, "--actor", "alice"]
+            .iter()
+            .chain(args),
+    )
+    .map_err(|e| format!("mlwatch registry {args:?} failed: {e}").into())
+}
+
+/// Registers `n` versions of `name` (metric `auc` as given) from one file.
+fn register_versions(
+    data: &str,
+    dir: &Path,
+    name: &str,
+    aucs: &[&str],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let f = dir.join(format!("{name}.bin"));
+    std::fs::write(&f, name)?;
+    for auc in aucs {
+        cli(
+            data,
+            &[
+                "register",
+                name,
+                "--artifact",
+                f.to_str().unwrap(),
+                "--metric",
+                &format!("auc={auc}"),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn history_len(data: &str, name: &str) -> Result<usize, Box<dyn std::error::Error>> {
+    Ok(cli(data, &["history", name])?.as_array().unwrap().len())
+}
+
+/// Three rollbacks from v4 go to v3, v2, v1 (never back and forth between
+/// the last two), and a fourth has nothing left to restore.
+#[test]
+fn rollback_walks_back_through_the_stage_history() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    register_versions(data, dir.path(), "m", &["0.8"; 4])?;
+    for v in ["1", "2", "3", "4"] {
+        cli(data, &["promote", "m", v, "staging"])?;
+        cli(data, &["promote", "m", v, "production"])?;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let r = cli(data, &["rollback", "m", "production"])?;
+        assert_eq!(r["stage"], "production", "{r}");
+        let now = cli(data, &["get", "m", "production"])?;
+        assert_eq!(now["version"], r["version"]);
+        answers.push(r);
+    }
+    let versions: Vec<Option<u64>> = answers.iter().map(|r| r["version"].as_u64()).collect();
+    assert_eq!(versions, [Some(3), Some(2), Some(1)]);
+    for (r, from) in answers.iter().zip([4, 3, 2]) {
+        assert_eq!(r["rolled_back_from"], from, "{r}");
+        assert_eq!(r["skipped"].as_array().map(Vec::len), Some(0), "{r}");
+        assert_eq!(
+            cli(data, &["get", "m", &from.to_string()])?["stage"],
+            "archived"
+        );
+    }
+    // Nothing held production before version 1: refused, nothing written.
+    let before = history_len(data, "m")?;
+    let err = cli_err(data, &["rollback", "m", "production"])?;
+    assert!(
+        err.contains("`m`") && err.contains("production") && err.contains("version 1"),
+        "{err}"
+    );
+    assert_eq!(history_len(data, "m")?, before);
+    assert_eq!(cli(data, &["get", "m", "production"])?["version"], 1);
+    Ok(())
+}
+
+/// A version taken out of production by hand is not brought back by a
+/// rollback: it is skipped, and the answer says so.
+#[test]
+fn rollback_skips_versions_archived_by_hand_and_says_so() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    register_versions(data, dir.path(), "m", &["0.8"; 4])?;
+    for v in ["1", "2", "3"] {
+        cli(data, &["promote", "m", v, "production", "--allow-skip"])?;
+    }
+    // Version 3 is pulled from production by hand; 4 goes out later.
+    crate::run_mlwatch([
+        "registry", "--data", data, "--actor", "bob", "promote", "m", "3", "archived",
+    ])?;
+    cli(data, &["promote", "m", "4", "staging"])?;
+    cli(data, &["promote", "m", "4", "production"])?;
+    let r = cli(data, &["rollback", "m", "production"])?;
+    assert_eq!(r["version"], 2, "{r}");
+    assert_eq!(r["rolled_back_from"], 4, "{r}");
+    let skipped = r["skipped"].as_array().expect("skipped list");
+    assert_eq!(skipped.len(), 1, "{r}");
+    assert_eq!(skipped[0]["version"], 3, "{r}");
+    let why = skipped[0]["reason"].as_str().unwrap();
+    assert!(why.contains("archived") && why.contains("bob"), "{why}");
+    assert_eq!(cli(data, &["get", "m", "3"])?["stage"], "archived");
+    // A version that has moved to another stage is skipped too, and the
+    // table output says so: 4 returns, 2 goes to staging, 4 is rolled back.
+    cli(data, &["promote", "m", "4", "production", "--allow-skip"])?;
+    cli(data, &["promote", "m", "2", "staging"])?;
+    let text = cli_text(data, &["rollback", "m", "production"])?;
+    assert!(
+        text.contains("rolled back from version 4 to version 1")
+            && text.contains("skipped version 2: now in staging"),
+        "{text}"
+    );
+    assert_eq!(cli(data, &["get", "m", "staging"])?["version"], 2);
+    Ok(())
+}
+
+/// Rolling back a stage nobody holds is an error naming model and stage,
+/// even when a version held it before (it is not revived).
+#[test]
+fn rollback_of_an_empty_stage_is_an_error() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    register_versions(data, dir.path(), "m", &["0.8", "0.8"])?;
+    let err = cli_err(data, &["rollback", "m", "staging"])?;
+    assert!(
+        err.contains("`m`") && err.contains("no version in staging"),
+        "{err}"
+    );
+    for v in ["1", "2"] {
+        cli(data, &["promote", "m", v, "production", "--allow-skip"])?;
+    }
+    cli(data, &["promote", "m", "2", "archived"])?;
+    let before = history_len(data, "m")?;
+    let err = cli_err(data, &["rollback", "m", "production"])?;
+    assert!(
+        err.contains("`m`") && err.contains("no version in production"),
+        "{err}"
+    );
+    assert_eq!(history_len(data, "m")?, before);
+    assert_eq!(cli(data, &["get", "m", "2"])?["stage"], "archived");
+    Ok(())
+}
+
+/// A retried deploy step: promoting a version to the stage it holds
+/// succeeds, says so, and writes nothing.
+#[test]
+fn promoting_to_the_held_stage_is_a_no_op() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    register_versions(data, dir.path(), "m", &["0.8"])?;
+    let first = cli(data, &["promote", "m", "1", "staging"])?;
+    let before = history_len(data, "m")?;
+    let again = cli(data, &["promote", "m", "1", "staging"])?;
+    assert_eq!(
+        (again["version"].as_u64(), again["stage"].as_str()),
+        (Some(1), Some("staging"))
+    );
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(first["changed"], true, "{first}");
+    let text = cli_text(data, &["promote", "m", "1", "staging"])?;
+    assert!(text.contains("already in staging"), "{text}");
+    assert_eq!(history_len(data, "m")?, before);
+    Ok(())
+}
+
+/// `--force` past a promotion rule is in the history: actor and rule, in
+/// the CLI's table and JSON and in `registry_events`.
+#[test]
+fn forced_promotions_record_who_and_which_rule() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    let config = dir.path().join("rules.toml");
+    std::fs::write(
+        &config,
+        "[registry]\nrules = [{ metric = \"auc\", higher_is_better = true }]\n",
+    )?;
+    let config = config.to_str().unwrap();
+    register_versions(data, dir.path(), "m", &["0.9", "0.8"])?;
+    for v in ["1", "2"] {
+        cli(data, &["promote", "m", v, "staging", "-c", config])?;
+    }
+    cli(
+        data,
+        &[
+            "promote",
+            "m",
+            "1",
+            "production",
+            "--allow-skip",
+            "-c",
+            config,
+        ],
+    )?;
+    let err = cli_err(data, &["promote", "m", "2", "production", "-c", config])?;
+    assert!(err.contains("auc"), "{err}");
+    cli(
+        data,
+        &["promote", "m", "2", "production", "--force", "-c", config],
+    )?;
+    let h = cli(data, &["history", "m"])?;
+    let forced: Vec<&Value> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["forced_rule"].is_null())
+        .collect();
+    assert_eq!(forced.len(), 1, "{h}");
+    let rule = forced[0]["forced_rule"].as_str().unwrap();
+    assert_eq!(forced[0]["kind"], "promote");
+    assert_eq!(forced[0]["version"], 2);
+    assert_eq!(forced[0]["actor"], "alice");
+    assert!(
+        rule.contains("auc") && rule.contains("0.8") && rule.contains("0.9"),
+        "{rule}"
+    );
+    let table = cli_text(data, &["history", "m"])?;
+    let line = table
+        .lines()
+        .find(|l| l.contains("forced"))
+        .unwrap_or_else(|| panic!("no forced line in\n{table}"));
+    assert!(line.contains("alice") && line.contains("auc"), "{line}");
+    let rows = sql(
+        data,
+        "SELECT actor, version, forced_rule FROM registry_events WHERE forced_rule IS NOT NULL",
+    )?;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["actor"], "alice");
+    assert_eq!(rows[0]["version"], 2);
+    assert_eq!(rows[0]["forced_rule"], rule);
+    Ok(())
+}
+
+/// A log file written before the `forced_rule` column existed still reads,
+/// from Rust and from SQL, with the column null.
+#[test]
+fn logs_without_the_forced_rule_column_stay_readable() -> TestResult {
+    use mlwatch::registry::log;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    register_versions(data, dir.path(), "m", &["0.8"])?;
+    cli(data, &["promote", "m", "1", "staging"])?;
+    // Rewrite commit 2 without the column, as older mlwatch wrote it.
+    let storage = Storage::open(data, &Default::default())?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let bytes = storage.get_opt(&log::log_path(2)).await?.expect("commit 2");
+        let events = log::decode(&log::log_path(2), bytes)?;
+        let batch = log::to_batch(&events)?;
+        let keep: Vec<usize> = (0..batch.num_columns())
+            .filter(|i| batch.schema().field(*i).name() != "forced_rule")
+            .collect();
+        assert!(keep.len() < batch.num_columns(), "the column exists now");
+        let old = batch.project(&keep)?;
+        let bytes = mlwatch::storage::encode_parquet(old.schema(), &[old])?;
+        let path = dir.path().join("store").join(log::log_path(2));
+        std::fs::write(path, bytes)?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    let h = cli(data, &["history", "m"])?;
+    assert_eq!(h.as_array().unwrap().len(), 2);
+    assert!(h[1]["forced_rule"].is_null(), "{h}");
+    assert_eq!(h[1]["kind"], "promote");
+    let rows = sql(
+        data,
+        "SELECT seq, kind, forced_rule FROM registry_events ORDER BY seq",
+    )?;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1]["kind"], "promote");
+    assert!(rows.iter().all(|r| r["forced_rule"].is_null()), "{rows:?}");
+    Ok(())
+}
+
+/// `alias NAME --delete` answers with the version the alias pointed at.
+#[test]
+fn deleting_an_alias_prints_the_version_it_pointed_at() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    register_versions(data, dir.path(), "m", &["0.8", "0.8", "0.8"])?;
+    cli(data, &["alias", "m", "champion", "2"])?;
+    let d = cli(data, &["alias", "m", "champion", "--delete"])?;
+    assert_eq!(d["version"], 2, "{d}");
+    assert_eq!(d["deleted_alias"], "champion", "{d}");
+    assert_eq!(d["aliases"].as_array().map(Vec::len), Some(0), "{d}");
+    cli(data, &["alias", "m", "champion", "2"])?;
+    let text = cli_text(data, &["alias", "m", "champion", "--delete"])?;
+    assert!(text.contains("pointed at version 2"), "{text}");
+    let err = cli_err(data, &["get", "m", "champion"])?;
+    assert!(err.contains("alias champion"), "{err}");
+    Ok(())
+}
+
+/// `get --as-of` before the first version says so, and times without a
+/// zone are read as UTC.
+#[test]
+fn as_of_before_the_model_and_times_without_a_zone() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    register_versions(data, dir.path(), "m", &["0.8"])?;
+    let err = cli_err(data, &["get", "m", "--as-of", "2000-01-01T00:00:00Z"])?;
+    assert!(
+        err.contains("`m`") && err.contains("had no versions") && err.contains("first registered"),
+        "{err}"
+    );
+    assert!(!err.contains("not registered"), "{err}");
+    // An unknown model is still named as such.
+    let err = cli_err(data, &["get", "nope", "--as-of", "2000-01-01"])?;
+    assert!(err.contains("`nope` is not registered"), "{err}");
+    // Times without a zone are UTC: a minute from now, in two spellings.
+    let later = Utc::now() + chrono::Duration::minutes(2);
+    for t in [
+        later.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        later.format("%Y-%m-%d %H:%M").to_string(),
+    ] {
+        assert_eq!(
+            cli(data, &["get", "m", "--as-of", &t])?["version"],
+            1,
+            "{t}"
+        );
+    }
+    let earlier = Utc::now() - chrono::Duration::hours(30);
+    let err = cli_err(
+        data,
+        &[
+            "get",
+            "m",
+            "--as-of",
+            &earlier.format("%Y-%m-%d %H:%M").to_string(),
+        ],
+    )?;
+    assert!(err.contains("had no versions"), "{err}");
+    let help = crate::run_mlwatch(["registry", "get", "--help"])?;
+    assert!(
+        help.contains("UTC") && help.contains("2026-11-29 10:00"),
+        "{help}"
     );
     Ok(())
 }
