@@ -35,7 +35,7 @@ pub struct RegistryArgs {
     /// Configuration file (storage, registry rules).
     #[arg(short, long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// Who the history records (default: $USER).
+    /// Who the history records (default: $USER, else the OS user name).
     #[arg(long, global = true)]
     pub actor: Option<String>,
     /// Output format.
@@ -282,6 +282,7 @@ pub(super) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             run_id,
             training_time,
         } => {
+            super::input_path("--artifact", &artifact)?;
             let mut md: ModelMetadata = match &metadata {
                 Some(p) => {
                     let text = std::fs::read_to_string(p)

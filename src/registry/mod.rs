@@ -348,7 +348,7 @@ impl ModelRegistry {
     pub fn new(storage: Storage) -> Self {
         Self {
             storage,
-            actor: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            actor: crate::tracking::env::user().unwrap_or_else(|| "unknown".into()),
             rules: Vec::new(),
             snapshot_every: 100,
             state: Mutex::new(RegistryState::default()),

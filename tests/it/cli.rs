@@ -637,3 +637,53 @@ fn plot_lines_are_readable_on_white() -> TestResult {
     }
     Ok(())
 }
+
+/// The registry's history records the OS account as the actor when no
+/// user variable is set; a missing `--artifact` names its argument.
+#[test]
+fn registry_actor_falls_back_to_the_os_account() -> TestResult {
+    let expected = Command::new("id").arg("-un").output()?;
+    let expected = String::from_utf8(expected.stdout)?.trim().to_string();
+    let dir = tempfile::tempdir()?;
+    let model = dir.path().join("m.bin");
+    std::fs::write(&model, b"weights")?;
+    let out = mlwatch()
+        .args(["registry", "--data"])
+        .arg(dir.path().join("store"))
+        .args(["register", "who"])
+        .arg("--artifact")
+        .arg(&model)
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .env_remove("USERNAME")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = dir.path().join("store");
+    let actors = crate::run_mlwatch([
+        "sql".as_ref(),
+        "--format".as_ref(),
+        "csv".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "SELECT DISTINCT actor FROM registry_events".as_ref(),
+    ])?;
+    assert_eq!(actors.trim(), format!("actor\n{expected}"));
+    let missing = dir.path().join("nope.bin");
+    let e = crate::run_mlwatch([
+        "registry".as_ref(),
+        "--data".as_ref(),
+        store.as_os_str(),
+        "register".as_ref(),
+        "who".as_ref(),
+        "--artifact".as_ref(),
+        missing.as_os_str(),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--artifact") && e.contains("nope.bin"), "{e}");
+    Ok(())
+}

@@ -258,7 +258,10 @@ fn cli_answers_are_complete() -> TestResult {
     let out = runs(data, &["list"])?;
     assert_eq!(out, "no runs\n");
     let out = crate::run_mlwatch(["sql", "--data", data, "SELECT run_id, status FROM runs"])?;
-    assert!(out.contains("| run_id | status |") && !out.contains("++"), "{out}");
+    assert!(
+        out.contains("| run_id | status |") && !out.contains("++"),
+        "{out}"
+    );
     let mut ids = Vec::new();
     for i in 0..3 {
         let id = runs(data, &["start", "-e", "e", "--name", &format!("r{i}")])?
