@@ -100,15 +100,7 @@ async fn calls(
     reads: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let d = data.to_str().expect("UTF-8 path");
-    let run = |args: &[&str]| -> Result<String, Box<dyn std::error::Error>> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlwatch"))
-            .args(args)
-            .output()?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
-        }
-        Ok(String::from_utf8(out.stdout)?)
-    };
+    let run = common::run_mlwatch;
     let mut start = Vec::new();
     let mut id = String::new();
     for _ in 0..5 {

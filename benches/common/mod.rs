@@ -21,3 +21,16 @@ where
     }
     Ok(elapsed)
 }
+
+/// Runs the `mlwatch` binary with `args`: its stdout, or its stderr as the
+/// error when it fails.
+#[allow(dead_code)] // not every bench binary uses it
+pub fn run_mlwatch(args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}

@@ -141,16 +141,10 @@ async fn records(
         name.ends_with(".json") && !name.starts_with("lease-")
     }))
     .map(|f| async move {
-        let Some(bytes) = storage.get_opt(&f.rel).await? else {
-            return Ok(None); // removed by a cleaner meanwhile
-        };
-        let record: Record =
-            serde_json::from_slice(&bytes).map_err(|e| super::TrackingError::Unreadable {
-                path: f.rel.clone(),
-                reason: e.to_string(),
-            })?;
+        // None: removed by a cleaner meanwhile.
+        let record: Option<Record> = super::read_json(storage, &f.rel).await?;
         let age = (now - f.last_modified).to_std().unwrap_or_default();
-        Ok::<_, crate::Error>(Some((f.rel, record, age)))
+        Ok::<_, crate::Error>(record.map(|r| (f.rel, r, age)))
     })
     .buffer_unordered(16)
     .try_filter_map(|r| futures::future::ready(Ok(r)))
@@ -257,13 +251,11 @@ impl Lease {
         let next = match gens.last() {
             None => 1,
             Some((n, rel)) => {
-                if let Some(bytes) = storage.get_opt(rel).await? {
-                    let state: LeaseState = serde_json::from_slice(&bytes).map_err(|e| {
-                        crate::Error::Config(format!("compaction lease {rel}: {e}"))
-                    })?;
-                    if !state.released && state.expires_us > Utc::now().timestamp_micros() {
-                        return Ok(None);
-                    }
+                if let Some(state) = super::read_json::<LeaseState>(storage, rel).await?
+                    && !state.released
+                    && state.expires_us > Utc::now().timestamp_micros()
+                {
+                    return Ok(None);
                 }
                 n + 1
             }
@@ -307,12 +299,9 @@ impl Lease {
     /// commits beside the one that took over.
     async fn check(&self) -> Result<()> {
         let margin = (self.length / 4).as_micros() as i64;
-        let ours = match self.storage.get_opt(&self.path).await? {
-            Some(b) => serde_json::from_slice::<LeaseState>(&b)
-                .map(|s| s.holder == self.holder && !s.released)
-                .unwrap_or(false),
-            None => false,
-        };
+        let ours = super::read_json::<LeaseState>(&self.storage, &self.path)
+            .await?
+            .is_some_and(|s| s.holder == self.holder && !s.released);
         if ours && Utc::now().timestamp_micros() + margin < self.expires_us {
             Ok(())
         } else {

@@ -237,21 +237,30 @@ pub(crate) fn sql_list<S: AsRef<str>>(items: &[S]) -> String {
         .join(", ")
 }
 
-fn bad_marker(path: &str, e: serde_json::Error) -> crate::Error {
-    TrackingError::Unreadable {
-        path: path.to_string(),
-        reason: e.to_string(),
-    }
-    .into()
+/// A JSON object of the store (a control object, a compaction record), or
+/// `None` when there is none at `path`.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    storage: &Storage,
+    path: &str,
+) -> Result<Option<T>> {
+    storage
+        .get_opt(path)
+        .await?
+        .map(|b| {
+            serde_json::from_slice(&b).map_err(|e| {
+                TrackingError::Unreadable {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                }
+                .into()
+            })
+        })
+        .transpose()
 }
 
 /// A param's marker, if the key was logged.
 async fn read_param_mark(storage: Storage, path: String) -> Result<Option<markers::ParamMark>> {
-    storage
-        .get_opt(&path)
-        .await?
-        .map(|b| serde_json::from_slice(&b).map_err(|e| bad_marker(&path, e)))
-        .transpose()
+    read_json(&storage, &path).await
 }
 
 /// A pending param row with the marker path, the winner's marker when
@@ -488,22 +497,12 @@ impl ExperimentTracker {
     /// The run's head, or `None` for runs without one (see [`markers`]).
     async fn head(&self, run_id: &str) -> Result<Option<markers::Head>> {
         check_run_id(run_id).map_err(|_| TrackingError::UnknownRun(run_id.to_string()))?;
-        let path = markers::head_path(run_id);
-        self.storage
-            .get_opt(&path)
-            .await?
-            .map(|b| serde_json::from_slice(&b).map_err(|e| bad_marker(&path, e)))
-            .transpose()
+        read_json(&self.storage, &markers::head_path(run_id)).await
     }
 
     /// The run's end, if it has ended through its end object.
     async fn end_mark(&self, run_id: &str) -> Result<Option<markers::EndMark>> {
-        let path = markers::end_path(run_id);
-        self.storage
-            .get_opt(&path)
-            .await?
-            .map(|b| serde_json::from_slice(&b).map_err(|e| bad_marker(&path, e)))
-            .transpose()
+        read_json(&self.storage, &markers::end_path(run_id)).await
     }
 
     /// Ends run `run_id` with `status` (one call, e.g. from the CLI). The
