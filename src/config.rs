@@ -160,11 +160,13 @@ pub struct TrackingConfig {
 }
 
 impl TrackingConfig {
-    /// The compaction policy these settings give.
-    pub fn compaction(&self) -> crate::tracking::compact::CompactionPolicy {
+    /// The compaction policy these settings give, for runs whose tracking
+    /// topic is `tracking_topic` (`kafka.tracking_topic`).
+    pub fn compaction(&self, tracking_topic: &str) -> crate::tracking::compact::CompactionPolicy {
         crate::tracking::compact::CompactionPolicy {
             after_files: self.compact_after_files,
             grace: self.compact_grace,
+            tracking_topic: tracking_topic.to_string(),
             ..Default::default()
         }
     }

@@ -200,7 +200,8 @@ pub(super) async fn run(args: RunsArgs) -> anyhow::Result<()> {
     } else {
         Storage::open(&url, &config.storage.options)?
     };
-    let tracker = ExperimentTracker::new(storage).with_compaction(config.tracking.compaction());
+    let tracker = ExperimentTracker::new(storage)
+        .with_compaction(config.tracking.compaction(&config.kafka.tracking_topic));
     let fmt = match args.format {
         Format::Table => SqlFormat::Table,
         Format::Json => SqlFormat::Json,

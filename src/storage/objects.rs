@@ -97,8 +97,10 @@ impl Storage {
 
     /// The same storage, except that each listing leaves out the objects
     /// `filter` names for it (reads, writes and deletes are unchanged). The
-    /// filter is asked after the objects are listed, at every listing, so a
-    /// long-lived SQL session sees each change when it happens.
+    /// filter is asked after the objects are listed, at every listing the
+    /// store serves. (DataFusion caches a table's listing for the life of a
+    /// session, so a session sees the files as of its first scan: open a new
+    /// one for each command, as mlwatch does.)
     pub fn filtered(&self, filter: Arc<dyn ListFilter>) -> Storage {
         Storage {
             store: Arc::new(HidingStore {

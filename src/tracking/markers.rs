@@ -40,6 +40,12 @@ pub struct Owner {
     /// `/proc/<pid>/stat`), so a later process that reuses the pid is not
     /// taken for the owner.
     pub started: Option<u64>,
+    /// The kernel's boot id and the PID namespace the pid belongs to:
+    /// containers that share a host name (a Kubernetes pod, `--network
+    /// host`) do not share pids, so liveness is only judged from the same
+    /// boot and namespace.
+    #[serde(default)]
+    pub pid_space: Option<String>,
 }
 
 impl Owner {
@@ -49,6 +55,7 @@ impl Owner {
             pid,
             hostname,
             started: process_start(pid),
+            pid_space: pid_space(),
         }
     }
 
@@ -58,12 +65,25 @@ impl Owner {
         if self.hostname.as_deref() != Some(this_host) {
             return None;
         }
+        // Unknown unless this process sees the same pids as the owner did.
+        let here = pid_space()?;
+        if self.pid_space.as_deref() != Some(here.as_str()) {
+            return None;
+        }
         Some(match (process_start(self.pid), self.started) {
             (None, _) => false,
             (Some(now), Some(then)) => now == then,
             (Some(_), None) => true,
         })
     }
+}
+
+/// This process's boot id and PID namespace (`<boot id>/<pid:[inode]>`),
+/// or `None` where `/proc` does not tell.
+pub fn pid_space() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), ns.display()))
 }
 
 /// Start time of process `pid` in clock ticks after boot (field 22 of
@@ -140,6 +160,12 @@ mod tests {
         assert!(me.started.is_some());
         assert_eq!(me.alive("h"), Some(true));
         assert_eq!(me.alive("other-host"), None);
+        // Another pid namespace (a container sharing the host name): unknown.
+        let other = Owner {
+            pid_space: Some("elsewhere".into()),
+            ..me.clone()
+        };
+        assert_eq!(other.alive("h"), None);
         // Same pid, another start time: a reused pid is not the owner.
         let reused = Owner {
             started: me.started.map(|s| s + 1),

@@ -513,7 +513,7 @@ impl ExperimentTracker {
         if let Some(head) = self.head(run_id).await? {
             if let Some(end) = self.end_mark(run_id).await? {
                 return if end.status == status.as_str() {
-                    Ok(())
+                    self.repair_end(head, &end).await
                 } else {
                     Err(TrackingError::AlreadyEnded {
                         run_id: run_id.to_string(),
@@ -528,6 +528,19 @@ impl ExperimentTracker {
                 .await;
         }
         self.resume_from_tables(run_id).await?.end(status).await
+    }
+
+    /// A run whose end object exists but whose process died before writing
+    /// the end row still reads `RUNNING`: write the row. Checked through the
+    /// tables (an `end` repeated by its caller, not a `log-*` call), and only
+    /// written when no end row is visible, so it never adds a second one.
+    async fn repair_end(&self, head: markers::Head, end: &markers::EndMark) -> Result<()> {
+        let ctx = self.tables_context().await?;
+        if self.run_row(&ctx, &head.row.run_id).await?.status == "RUNNING" {
+            let mut run = Run::new(self.clone(), head.row, BTreeMap::new(), false);
+            run.write_end(end).await?;
+        }
+        Ok(())
     }
 
     /// [`ExperimentTracker::resume`] for a run without a head: its row and
@@ -605,15 +618,23 @@ impl ExperimentTracker {
     /// manual step.
     pub async fn context(&self) -> Result<SessionContext> {
         if self.policy.after_files > 0 {
-            let done = compact::compact(&self.storage, &self.policy, false, compact::StopAt::Never)
-                .await?;
-            for c in &done {
-                tracing::info!(
-                    table = %c.table,
-                    files = c.files,
-                    rows = c.rows,
-                    "compacted small tracking files"
-                );
+            // A read must not fail because compaction did (read-only
+            // credentials, a transient error): it reads the files as they are.
+            match compact::compact(&self.storage, &self.policy, false, compact::StopAt::Never).await
+            {
+                Ok(done) => {
+                    for c in &done {
+                        tracing::info!(
+                            table = %c.table,
+                            files = c.files,
+                            rows = c.rows,
+                            "compacted small tracking files"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "tracking compaction failed; reading uncompacted files")
+                }
             }
         }
         self.tables_context().await
@@ -643,9 +664,16 @@ impl ExperimentTracker {
     /// exited.
     async fn reap_in(&self, ctx: &SessionContext) -> Result<Vec<String>> {
         use futures::{StreamExt, TryStreamExt};
-        let host = env::hostname(&self.workdir).unwrap_or_default();
+        let Some(host) = env::hostname(&self.workdir) else {
+            return Ok(Vec::new());
+        };
+        // Runs with an owner process on this host: the only ones whose
+        // owner this process can check.
         let batches = ctx
-            .sql("SELECT run_id FROM runs WHERE status = 'RUNNING'")
+            .sql(&format!(
+                "SELECT run_id FROM runs WHERE status = 'RUNNING' AND pid > 0 AND hostname = {}",
+                filter::quote(&host)
+            ))
             .await?
             .collect()
             .await?;
@@ -663,7 +691,8 @@ impl ExperimentTracker {
                     return Ok::<_, crate::Error>(None);
                 };
                 if let Some(end) = self.end_mark(&id).await? {
-                    // Ended, but the process died before writing the row.
+                    // Ended, but the process died before writing the row
+                    // (the row is not visible: this run reads RUNNING).
                     let mut run = Run::new(self.clone(), head.row, BTreeMap::new(), false);
                     run.write_end(&end).await?;
                     return Ok(None);
@@ -704,7 +733,7 @@ impl ExperimentTracker {
     pub async fn compact_with(&self, group_bytes: u64) -> Result<Vec<compact::Compacted>> {
         let policy = compact::CompactionPolicy {
             group_bytes,
-            ..self.policy
+            ..self.policy.clone()
         };
         compact::compact(&self.storage, &policy, true, compact::StopAt::Never).await
     }
@@ -1030,16 +1059,26 @@ impl Run {
         let mut conflict = None;
         if !self.deferred && !self.pending_params.is_empty() {
             let pending = std::mem::take(&mut self.pending_params);
-            let (won, created, lost) = self.claim_params(pending).await?;
+            let keys: Vec<String> = pending.iter().map(|p| p.1.clone()).collect();
+            let (won, created, lost) = match self.claim_params(pending).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Not logged: the same call may be retried.
+                    for k in &keys {
+                        self.params.remove(k);
+                    }
+                    return Err(e);
+                }
+            };
             conflict = lost;
             if !won.is_empty() {
                 let batch = tables::kv_batch(&won)?;
                 if let Err(e) = self.write("params", batch).await {
                     // Refused whole: the keys are free again.
-                    self.tracker.storage.delete_all(&created).await?;
                     for (_, k, _, _) in &won {
                         self.params.remove(k);
                     }
+                    self.tracker.storage.delete_all(&created).await?;
                     return Err(e);
                 }
             }

@@ -427,3 +427,53 @@ async fn compaction_merges_in_bounded_groups() -> TestResult {
     assert_eq!(count(&t, totals).await?, before_totals);
     Ok(())
 }
+
+/// A param whose key another process claimed first (its marker exists with
+/// another value) is refused when the run flushes, and no row is written:
+/// markers decide before rows are written.
+#[tokio::test]
+async fn a_param_claimed_elsewhere_is_refused_without_a_row() -> TestResult {
+    use mlwatch::tracking::markers;
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::open(dir.path().to_str().unwrap(), &Default::default())?;
+    let t = ExperimentTracker::new(storage.clone());
+    let mut run = t.start_run("claims", None, &[]).await?;
+    let theirs = markers::ParamMark {
+        key: "lr".into(),
+        value: "0.3".into(),
+        logged_at: 1,
+    };
+    assert!(
+        storage
+            .put_if_absent(
+                &markers::param_path(run.id(), "lr"),
+                Bytes::from(serde_json::to_vec(&theirs)?),
+            )
+            .await?
+    );
+    run.log_params(&kv(&[("lr", "0.1"), ("depth", "4")]))?;
+    let e = run.flush().await.unwrap_err();
+    assert!(e.to_string().contains("param `lr` is already `0.3`"), "{e}");
+    let rows = count(
+        &t,
+        &format!(
+            "SELECT key, value FROM params WHERE run_id = '{}'",
+            run.id()
+        ),
+    )
+    .await?;
+    assert!(!rows.contains("lr") && !rows.contains("depth"), "{rows}");
+    // The same value as the stored one is accepted and not written again.
+    run.log_params(&kv(&[("depth", "4")]))?;
+    run.flush().await?;
+    let rows = count(
+        &t,
+        &format!(
+            "SELECT count(*) AS n FROM params WHERE run_id = '{}'",
+            run.id()
+        ),
+    )
+    .await?;
+    assert!(rows.contains("| 1 |"), "{rows}");
+    Ok(())
+}
