@@ -23,7 +23,7 @@ fn features(edges: &str) -> Result<BTreeMap<String, BTreeSet<String>>, Box<dyn s
             "-f",
             "{p}|{f}",
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(crate::manifest_dir())
         .output()?;
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());

@@ -31,7 +31,7 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn adwin_detects_where_river_does() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/adwin_river.json");
+    let path = crate::manifest_dir().join("tests/data/adwin_river.json");
     let v: Vectors = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(v.cases.len(), 4);
     for case in v.cases {

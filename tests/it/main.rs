@@ -12,6 +12,16 @@ mod tracking_cli;
 mod tracking_kafka;
 mod verdicts;
 
+/// The checkout the tests run from: cargo's `CARGO_MANIFEST_DIR` at run
+/// time (a test binary reused from a build cache may have been compiled in
+/// another checkout, so the compile-time path can point elsewhere), else the
+/// compile-time one.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 /// Result type of tests: any error fails the test with its message.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 

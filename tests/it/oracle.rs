@@ -20,19 +20,12 @@ use serde_json::Value;
 
 use crate::TestResult;
 
-/// `$MLWATCH_ORACLE_DIR`, else the nearest `shared/oracle` beside the
-/// checkout or one of its parents (the layout is `<dir>/main`, `<dir>/shared`).
+/// `$MLWATCH_ORACLE_DIR`, else the vectors vendored in `tests/data/oracle`
+/// (a copy of the shared oracle, so a fresh clone tests on its own).
 pub(crate) fn oracle_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MLWATCH_ORACLE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .skip(1)
-        .map(|a| a.join("shared/oracle"))
-        .find(|p| p.join("index.json").is_file())
-        .unwrap_or_else(|| manifest.join("../shared/oracle"))
+    std::env::var_os("MLWATCH_ORACLE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::manifest_dir().join("tests/data/oracle"))
 }
 
 /// A number from the oracle, where non-finite values are strings.
@@ -715,7 +708,7 @@ fn every_oracle_entry_matches() -> TestResult {
 /// Every entry is checked with the oracle's tolerances.
 #[test]
 fn hard_input_entries_match() -> TestResult {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/hard_inputs_oracle.json");
+    let path = crate::manifest_dir().join("tests/data/hard_inputs_oracle.json");
     let doc: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let cases = doc["cases"].as_array().ok_or("no cases")?;
     let mut tally = Tally::default();
