@@ -356,8 +356,7 @@ fn limited(
 /// `runs show`: the run's attributes, params, latest metrics, tags and
 /// artifacts; as text sections, or one JSON object with a member per section.
 async fn show(tracker: &ExperimentTracker, id: &str, format: Format) -> anyhow::Result<String> {
-    tracker.reap_orphans().await?;
-    let ctx = tracker.context().await?;
+    let ctx = tracker.reaped_context().await?;
     let sections = [
         ("run", format!("SELECT * FROM runs WHERE run_id = '{id}'")),
         (

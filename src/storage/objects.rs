@@ -50,6 +50,15 @@ impl Storage {
         }
     }
 
+    /// An object as [`Storage::list`] reports it.
+    fn listed(&self, m: &ObjectMeta) -> Listed {
+        Listed {
+            rel: self.relative(&m.location),
+            size: m.size,
+            last_modified: m.last_modified,
+        }
+    }
+
     /// Every object under the folder `rel` (recursively), in no set order.
     /// A folder that does not exist lists as empty.
     pub async fn list(&self, rel: &str) -> Result<Vec<Listed>> {
@@ -59,14 +68,7 @@ impl Storage {
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        Ok(metas
-            .into_iter()
-            .map(|m| Listed {
-                rel: self.relative(&m.location),
-                size: m.size,
-                last_modified: m.last_modified,
-            })
-            .collect())
+        Ok(metas.into_iter().map(|m| self.listed(&m)).collect())
     }
 
     /// Deletes `rel`; an object that is already gone is not an error (a
@@ -185,14 +187,7 @@ impl ObjectStore for HidingStore {
         let listing = self.inner.store.list(prefix);
         futures::stream::once(async move {
             let metas: Vec<ObjectMeta> = listing.try_collect().await?;
-            let listed: Vec<Listed> = metas
-                .iter()
-                .map(|m| Listed {
-                    rel: inner.relative(&m.location),
-                    size: m.size,
-                    last_modified: m.last_modified,
-                })
-                .collect();
+            let listed: Vec<Listed> = metas.iter().map(|m| inner.listed(m)).collect();
             let hidden = filter.hidden(&listed).await.map_err(to_store_error)?;
             let kept: Vec<object_store::Result<ObjectMeta>> = metas
                 .into_iter()
@@ -211,15 +206,7 @@ impl ObjectStore for HidingStore {
         prefix: Option<&ObjPath>,
     ) -> object_store::Result<ListResult> {
         let mut out = self.inner.store.list_with_delimiter(prefix).await?;
-        let listed: Vec<Listed> = out
-            .objects
-            .iter()
-            .map(|m| Listed {
-                rel: self.inner.relative(&m.location),
-                size: m.size,
-                last_modified: m.last_modified,
-            })
-            .collect();
+        let listed: Vec<Listed> = out.objects.iter().map(|m| self.inner.listed(m)).collect();
         let hidden = self.filter.hidden(&listed).await.map_err(to_store_error)?;
         out.objects
             .retain(|m| !hidden.contains(&self.inner.relative(&m.location)));

@@ -121,9 +121,9 @@ fn records_dir(table: &str) -> String {
 
 /// A table's files as readers see them.
 #[derive(Debug, Default)]
-pub struct TableFiles {
+pub(crate) struct TableFiles {
     /// Visible Parquet files.
-    pub live: Vec<Listed>,
+    pub(crate) live: Vec<Listed>,
     /// Records: (path, record, merged file exists, age).
     records: Vec<(String, Record, bool, Duration)>,
 }
@@ -161,7 +161,7 @@ async fn records(
 }
 
 /// Lists `table` as readers see it, with its compaction records.
-pub async fn table_files(storage: &Storage, table: &str) -> Result<TableFiles> {
+pub(crate) async fn table_files(storage: &Storage, table: &str) -> Result<TableFiles> {
     let files = storage.list(&table_dir(table)).await?;
     let names: HashSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
     let records = records(storage, table, &names).await?;
@@ -183,13 +183,13 @@ pub async fn table_files(storage: &Storage, table: &str) -> Result<TableFiles> {
 /// The [`ListFilter`] readers list the tracking tables through: it hides
 /// the inputs of merges that are committed in the same listing.
 #[derive(Debug)]
-pub struct HideMerged {
+pub(crate) struct HideMerged {
     storage: Storage,
 }
 
 impl HideMerged {
     /// A filter reading compaction records from `storage`.
-    pub fn new(storage: Storage) -> Self {
+    pub(crate) fn new(storage: Storage) -> Self {
         Self { storage }
     }
 }
@@ -402,7 +402,7 @@ async fn replayable_files(storage: &Storage, topic: &str) -> Result<impl Fn(&str
 
 /// Where a test stops a compaction, as a crash would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopAt {
+pub(crate) enum StopAt {
     /// Run to the end.
     Never,
     /// After the record, before the merged file.
@@ -414,7 +414,7 @@ pub enum StopAt {
 /// Compacts each table that has more small files than `policy.after_files`
 /// (every table with two or more when `force`). Tables whose lease another
 /// compactor holds are skipped.
-pub async fn compact(
+pub(crate) async fn compact(
     storage: &Storage,
     policy: &CompactionPolicy,
     force: bool,
@@ -623,18 +623,6 @@ async fn merge(
     let n = sorted.num_rows();
     let bytes = crate::storage::encode_parquet_grouped(schema.clone(), &[sorted], Some(65_536))?;
     Ok((bytes, n))
-}
-
-/// Small files per table as readers see them (for reports and tests).
-pub async fn live_counts(storage: &Storage) -> Result<BTreeMap<String, usize>> {
-    let mut out = BTreeMap::new();
-    for (table, _) in tables::stored_tables() {
-        out.insert(
-            table.to_string(),
-            table_files(storage, table).await?.live.len(),
-        );
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -741,11 +741,21 @@ impl ExperimentTracker {
     /// Runs matching an MLflow-style filter (see [`filter`]), as batches.
     pub async fn search(&self, filter: &str, experiment: Option<&str>) -> Result<Vec<RecordBatch>> {
         let sql = filter::translate(filter, experiment)?.sql;
-        let mut ctx = self.context().await?;
-        if !self.reap_in(&ctx).await?.is_empty() {
-            ctx = self.context().await?;
-        }
+        let ctx = self.reaped_context().await?;
         Ok(ctx.sql(&sql).await?.collect().await?)
+    }
+
+    /// [`ExperimentTracker::context`] after reaping orphaned runs: what a
+    /// read that shows run statuses (`list`, `search`, `show`) answers from.
+    /// One compaction check; a second session only when something was
+    /// reaped (a session's listing does not see the rows reaping writes).
+    pub async fn reaped_context(&self) -> Result<SessionContext> {
+        let ctx = self.context().await?;
+        if self.reap_in(&ctx).await?.is_empty() {
+            Ok(ctx)
+        } else {
+            self.tables_context().await
+        }
     }
 }
 
