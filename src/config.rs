@@ -103,8 +103,11 @@ pub struct WindowConfig {
     /// Allowed lateness behind the newest event time per partition.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
-    /// Rows kept per window, model and version.
+    /// Values kept per numeric column, window and group (bottom-k sample).
     pub sample_size: usize,
+    /// Distinct categories counted per categorical column, window and
+    /// group; the rest are counted together as `other`.
+    pub max_categories: usize,
 }
 
 /// Checkpointing.
@@ -239,6 +242,9 @@ impl Config {
         }
         if self.window.sample_size == 0 {
             return bad("window.sample_size", "must be at least 1");
+        }
+        if self.window.max_categories == 0 {
+            return bad("window.max_categories", "must be at least 1");
         }
         if self.kafka.max_batch_records == 0 {
             return bad("kafka.max_batch_records", "must be at least 1");

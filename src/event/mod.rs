@@ -96,6 +96,37 @@ pub mod field {
     pub const LABEL: &str = "label";
 }
 
+/// What a monitored column is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnKind {
+    /// A declared feature.
+    Feature,
+    /// The model's `prediction`.
+    Prediction,
+}
+
+impl ColumnKind {
+    /// The value stored in result tables' `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Feature => "feature",
+            Self::Prediction => "prediction",
+        }
+    }
+}
+
+/// A column the windows summarise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDef {
+    /// Feature name, or `prediction`.
+    pub name: String,
+    /// Feature or prediction.
+    pub kind: ColumnKind,
+    /// Numeric or categorical.
+    pub ty: FeatureType,
+}
+
 /// The schemas of one model, fixed by its declared features.
 #[derive(Debug, Clone)]
 pub struct ModelSchema {
@@ -105,6 +136,10 @@ pub struct ModelSchema {
     pub features: Vec<(String, FeatureType)>,
     /// Indexes (into `features`) of the numeric ones.
     pub numeric: Vec<usize>,
+    /// Monitored columns: the features in name order, then the prediction.
+    pub columns: Vec<ColumnDef>,
+    /// Types of `columns`, in order.
+    pub column_types: Vec<FeatureType>,
     /// Schema of prediction events.
     pub prediction: SchemaRef,
     /// Schema of feature events.
@@ -156,10 +191,26 @@ impl ModelSchema {
             .filter(|(_, (_, t))| *t == FeatureType::Numeric)
             .map(|(i, _)| i)
             .collect();
+        let mut columns: Vec<ColumnDef> = features
+            .iter()
+            .map(|(n, t)| ColumnDef {
+                name: n.clone(),
+                kind: ColumnKind::Feature,
+                ty: *t,
+            })
+            .collect();
+        columns.push(ColumnDef {
+            name: field::PREDICTION.to_string(),
+            kind: ColumnKind::Prediction,
+            ty: prediction,
+        });
+        let column_types = columns.iter().map(|c| c.ty).collect();
         Self {
             name: name.to_string(),
             features: features.to_vec(),
             numeric,
+            columns,
+            column_types,
             prediction: Arc::new(prediction_schema),
             feature: Arc::new(feature_schema),
             outcome: Arc::new(outcome_schema),

@@ -21,14 +21,13 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 
-pub mod writer;
-
-use crate::config::Config;
+use crate::config::{Config, FeatureType};
 use crate::error::{Error, Result};
 use crate::event::ModelCatalog;
-use crate::storage::tables::{DRIFT_FILE_SCHEMA, col};
+use crate::pipeline::evaluate::{Evaluator, Output};
+use crate::storage::tables::{self, DRIFT_FILE_SCHEMA, col};
 use crate::udf::{KsReference, References};
-use crate::window::ClosedWindow;
+use crate::window::{ClosedWindow, ColumnSummary, GroupState};
 
 /// The query run for every closed window.
 pub const WINDOW_DRIFT_SQL: &str = include_str!("../../sql/window_drift.sql");
@@ -53,14 +52,52 @@ pub struct ModelDrift {
 }
 
 /// Runs the drift tests of closed windows.
-pub struct DriftMonitor {
+pub struct DriftEvaluator {
     ctx: SessionContext,
     catalog: Arc<ModelCatalog>,
     threshold: f64,
     min_current: i64,
 }
 
-impl DriftMonitor {
+#[async_trait::async_trait]
+impl Evaluator for DriftEvaluator {
+    fn name(&self) -> &'static str {
+        "drift"
+    }
+
+    async fn evaluate(&mut self, window: &ClosedWindow) -> Result<Vec<Output>> {
+        Ok(DriftEvaluator::evaluate(self, window)
+            .await?
+            .into_iter()
+            .map(|d| Output {
+                table: tables::DRIFT_RESULTS,
+                model: self.catalog.models[d.model].name.clone(),
+                batch: d.batch,
+            })
+            .collect())
+    }
+}
+
+/// The groups of `window` with the variants of each (model, version) merged.
+fn by_version(window: &ClosedWindow) -> Vec<GroupState> {
+    let mut out: Vec<GroupState> = Vec::new();
+    for g in &window.groups {
+        match out
+            .last_mut()
+            .filter(|o| o.key.model == g.key.model && o.key.version == g.key.version)
+        {
+            Some(o) => o.merge(g),
+            None => {
+                let mut g = g.clone();
+                g.key.variant.clear();
+                out.push(g);
+            }
+        }
+    }
+    out
+}
+
+impl DriftEvaluator {
     /// Loads every model's reference and prepares the session.
     pub async fn new(config: &Config, catalog: Arc<ModelCatalog>) -> Result<Self> {
         let ctx = crate::query::new_context(config.drift.ks_method);
@@ -111,14 +148,20 @@ impl DriftMonitor {
 
     fn current_batch(&self, window: &ClosedWindow) -> Result<RecordBatch> {
         let (mut m, mut v, mut f, mut x) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for g in &window.groups {
-            let schema = &self.catalog.models[g.model];
-            for (col_idx, &feat_idx) in schema.numeric.iter().enumerate() {
-                let name = &schema.features[feat_idx].0;
-                for value in g.sample.column(col_idx) {
+        let groups = by_version(window);
+        for g in &groups {
+            let schema = &self.catalog.models[g.key.model];
+            for (def, summary) in schema.columns.iter().zip(&g.columns) {
+                let ColumnSummary::Numeric(n) = summary else {
+                    continue;
+                };
+                if def.kind != crate::event::ColumnKind::Feature || def.ty != FeatureType::Numeric {
+                    continue;
+                }
+                for value in n.sample.sorted_values() {
                     m.push(schema.name.as_str());
-                    v.push(g.version.as_str());
-                    f.push(name.as_str());
+                    v.push(g.key.version.as_str());
+                    f.push(def.name.as_str());
                     x.push(value);
                 }
             }

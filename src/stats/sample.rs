@@ -165,6 +165,126 @@ impl BottomK {
     }
 }
 
+/// A bottom-k sample of single values: the one-column case of [`BottomK`]
+/// without a vector per kept row, used for each numeric column of a window.
+///
+/// Same contract: the `k` values with the smallest priorities (ties broken
+/// by the value's total order) are kept, so the sample is independent of
+/// arrival order and two samples merge into the sample of the union.
+/// Missing values are not offered (callers count them apart).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ValueSample {
+    capacity: usize,
+    seen: u64,
+    /// Max-heap of (priority, order key of the value).
+    #[serde(with = "value_heap")]
+    heap: BinaryHeap<(u64, u64)>,
+}
+
+mod value_heap {
+    use std::collections::BinaryHeap;
+    pub fn serialize<S: serde::Serializer>(
+        h: &BinaryHeap<(u64, u64)>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<(u64, u64)> = h.iter().copied().collect();
+        v.sort_unstable();
+        serde::Serialize::serialize(&v, s)
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<BinaryHeap<(u64, u64)>, D::Error> {
+        let v: Vec<(u64, u64)> = serde::Deserialize::deserialize(d)?;
+        Ok(v.into_iter().collect())
+    }
+}
+
+impl PartialEq for ValueSample {
+    /// Same capacity, count and kept set (whatever the heap layout).
+    fn eq(&self, o: &Self) -> bool {
+        let sorted = |h: &BinaryHeap<(u64, u64)>| {
+            let mut v: Vec<(u64, u64)> = h.iter().copied().collect();
+            v.sort_unstable();
+            v
+        };
+        self.capacity == o.capacity && self.seen == o.seen && sorted(&self.heap) == sorted(&o.heap)
+    }
+}
+
+/// Maps a float to a `u64` with the same total order (`f64::total_cmp`).
+fn order_key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+impl ValueSample {
+    /// An empty sample keeping at most `capacity` values.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            seen: 0,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    /// Values offered so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Values kept.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// True when no value is kept.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// True when every offered value is kept (tests on it are exact).
+    pub fn is_complete(&self) -> bool {
+        self.seen == self.heap.len() as u64
+    }
+
+    /// Offers `value` with `priority`.
+    #[inline]
+    pub fn offer(&mut self, priority: u64, value: f64) {
+        self.seen += 1;
+        self.push((priority, order_key(value)));
+    }
+
+    #[inline]
+    fn push(&mut self, item: (u64, u64)) {
+        if self.heap.len() < self.capacity {
+            self.heap.push(item);
+        } else if let Some(mut top) = self.heap.peek_mut()
+            && item < *top
+        {
+            *top = item;
+        }
+    }
+
+    /// Merges another sample into this one.
+    pub fn merge(&mut self, other: &ValueSample) {
+        self.seen += other.seen;
+        for item in other.heap.iter() {
+            self.push(*item);
+        }
+    }
+
+    /// The kept values, ascending.
+    pub fn sorted_values(&self) -> Vec<f64> {
+        let mut keys: Vec<u64> = self.heap.iter().map(|(_, k)| *k).collect();
+        keys.sort_unstable();
+        keys.into_iter().map(from_order_key).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +306,39 @@ mod tests {
             prop_assert_eq!(a.seen(), all.seen());
             prop_assert!(a.len() <= k);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn value_sample_merge_equals_single_pass(rows in proptest::collection::vec((0u64..64, -1e6f64..1e6), 0..300),
+                                                 split in 0usize..300, k in 1usize..50) {
+            let split = split.min(rows.len());
+            let mut all = ValueSample::new(k);
+            for (p, v) in &rows { all.offer(*p, *v); }
+            let mut a = ValueSample::new(k);
+            let mut b = ValueSample::new(k);
+            for (p, v) in rows[split..].iter().rev() { b.offer(*p, *v); }
+            for (p, v) in &rows[..split] { a.offer(*p, *v); }
+            a.merge(&b);
+            prop_assert_eq!(&a, &all);
+            prop_assert_eq!(a.sorted_values(), all.sorted_values());
+            prop_assert!(a.len() <= k);
+        }
+    }
+
+    #[test]
+    fn value_sample_round_trips_values_and_serde() {
+        let mut s = ValueSample::new(10);
+        for (i, v) in [-2.5, 0.0, -0.0, 3.25, f64::INFINITY, -1e300]
+            .iter()
+            .enumerate()
+        {
+            s.offer(i as u64, *v);
+        }
+        let v = s.sorted_values();
+        assert_eq!(v, vec![-1e300, -2.5, -0.0, 0.0, 3.25, f64::INFINITY]);
+        let back: ValueSample = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

@@ -106,14 +106,12 @@ pub static DEAD_LETTER_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-/// Relative path of the drift results of one model and window.
-pub fn drift_file(model: &str, window_start_ms: i64, window_end_ms: i64) -> String {
+/// Relative path of the rows of `table` for one model and window.
+pub fn window_file(table: &str, model: &str, window_start_ms: i64, window_end_ms: i64) -> String {
     let date = DateTime::<Utc>::from_timestamp_millis(window_start_ms)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "invalid".into());
-    format!(
-        "{DRIFT_RESULTS}/model={model}/date={date}/window-{window_start_ms}-{window_end_ms}.parquet"
-    )
+    format!("{table}/model={model}/date={date}/window-{window_start_ms}-{window_end_ms}.parquet")
 }
 
 /// Relative path of the dead letters of one partition starting at `first_offset`.

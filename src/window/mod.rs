@@ -10,26 +10,19 @@
 //! depends only on the records before it, replaying the same partition
 //! sequence after a crash reproduces it.
 //!
-//! State per open window is a map from (model, version) to a bounded
-//! [`BottomK`] sample of feature rows, so memory does not grow with the
-//! event count. The whole state serialises into the checkpoint.
+//! State per open window is a list of (model, version, variant) groups,
+//! each made of per-column mergeable summaries ([`group`]), so memory does
+//! not grow with the event count. The whole state serialises into the
+//! checkpoint.
+
+pub mod group;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::sample::BottomK;
-
-/// One (model, version) group of a window.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GroupState {
-    /// Model index in the catalog.
-    pub model: usize,
-    /// Model version ("" when the events carried none).
-    pub version: String,
-    /// Sample of numeric feature rows (columns = the model's numeric features).
-    pub sample: BottomK,
-}
+use crate::config::FeatureType;
+pub use group::{ColumnSummary, GroupKey, GroupState};
 
 /// A window that has closed, with its groups.
 #[derive(Debug, Clone)]
@@ -38,7 +31,7 @@ pub struct ClosedWindow {
     pub start: i64,
     /// Exclusive end, epoch ms.
     pub end: i64,
-    /// Its (model, version) groups.
+    /// Its (model, version, variant) groups, in key order.
     pub groups: Vec<GroupState>,
 }
 
@@ -59,8 +52,9 @@ pub struct Windows {
     size_ms: i64,
     lateness_ms: i64,
     sample_size: usize,
-    /// Open windows by start; a window's groups are few (models x versions),
-    /// so a vector with a linear scan beats hashing a version string per row.
+    category_cap: usize,
+    /// Open windows by start; a window's groups are few (models x versions
+    /// x variants), so a vector with a linear scan beats hashing per row.
     open: BTreeMap<i64, Vec<GroupState>>,
     /// Largest event time per partition; few partitions, so a vector.
     partition_max: Vec<(String, i32, i64)>,
@@ -75,12 +69,15 @@ pub struct Windows {
 }
 
 impl Windows {
-    /// Empty state for windows of `size_ms` with `lateness_ms` allowed lateness.
-    pub fn new(size_ms: i64, lateness_ms: i64, sample_size: usize) -> Self {
+    /// Empty state for windows of `size_ms` with `lateness_ms` allowed
+    /// lateness; numeric columns keep `sample_size` values, categorical ones
+    /// at most `category_cap` categories.
+    pub fn new(size_ms: i64, lateness_ms: i64, sample_size: usize, category_cap: usize) -> Self {
         Self {
             size_ms,
             lateness_ms,
             sample_size,
+            category_cap,
             open: BTreeMap::new(),
             partition_max: Vec::new(),
             closed_through: i64::MIN,
@@ -166,27 +163,29 @@ impl Windows {
         self.watermark = self.watermark.max(wm);
     }
 
-    /// The group of `(model, version)` in the window starting at `start`.
+    /// The group of (`model`, `version`, `variant`) in the window starting
+    /// at `start`, created with columns of `types` if absent.
     pub fn group_mut(
         &mut self,
         start: i64,
         model: usize,
         version: &str,
-        width: usize,
+        variant: &str,
+        types: &[FeatureType],
     ) -> &mut GroupState {
-        let sample_size = self.sample_size;
+        let (sample_size, cap) = (self.sample_size, self.category_cap);
         let groups = self.open.entry(start).or_default();
-        let idx = match groups
-            .iter()
-            .position(|g| g.model == model && g.version == version)
-        {
+        let idx = match groups.iter().position(|g| {
+            g.key.model == model && g.key.version == version && g.key.variant == variant
+        }) {
             Some(i) => i,
             None => {
-                groups.push(GroupState {
+                let key = GroupKey {
                     model,
                     version: version.to_string(),
-                    sample: BottomK::new(sample_size, width),
-                });
+                    variant: variant.to_string(),
+                };
+                groups.push(GroupState::new(key, types, sample_size, cap));
                 groups.len() - 1
             }
         };
@@ -220,7 +219,7 @@ impl Windows {
 
     fn close(&mut self, start: i64) -> ClosedWindow {
         let mut groups = self.open.remove(&start).unwrap_or_default();
-        groups.sort_by(|a, b| (a.model, &a.version).cmp(&(b.model, &b.version)));
+        groups.sort_by(|a, b| a.key.cmp(&b.key));
         self.closed_through = self.closed_through.max(start + self.size_ms);
         ClosedWindow {
             start,
@@ -246,7 +245,7 @@ impl Windows {
                 .iter()
                 .map(|(s, g)| {
                     let mut groups = g.clone();
-                    groups.sort_by(|a, b| (a.model, &a.version).cmp(&(b.model, &b.version)));
+                    groups.sort_by(|a, b| a.key.cmp(&b.key));
                     (*s, groups)
                 })
                 .collect(),
@@ -268,10 +267,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn num(g: &mut GroupState) -> &mut group::NumericSummary {
+        match &mut g.columns[0] {
+            ColumnSummary::Numeric(n) => n,
+            ColumnSummary::Categorical(_) => unreachable!("column 0 is numeric in these tests"),
+        }
+    }
+
     proptest! {
         #[test]
         fn cached_watermark_equals_a_full_recompute(events in proptest::collection::vec((0i32..5, 0i64..1_000_000), 1..200)) {
-            let mut w = Windows::new(60_000, 1_000, 10);
+            let mut w = Windows::new(60_000, 1_000, 10, 10);
             let mut max: std::collections::BTreeMap<i32, i64> = Default::default();
             let mut expected = i64::MIN;
             for (p, ts) in events {
@@ -286,11 +292,11 @@ mod tests {
 
     #[test]
     fn watermark_is_min_over_partitions_and_closes_windows() {
-        let mut w = Windows::new(60_000, 10_000, 100);
+        let mut w = Windows::new(60_000, 10_000, 100, 10);
         w.observe("t", 0, 130_000);
         assert_eq!(w.watermark(), 120_000);
-        w.group_mut(0, 0, "v1", 1).sample.offer(1, vec![1.0]);
-        w.group_mut(60_000, 0, "v1", 1).sample.offer(2, vec![2.0]);
+        num(w.group_mut(0, 0, "v1", "", &[FeatureType::Numeric])).push(1, 1.0);
+        num(w.group_mut(60_000, 0, "v1", "", &[FeatureType::Numeric])).push(2, 2.0);
         w.observe("t", 1, 65_000); // a slower partition holds the watermark back
         assert_eq!(w.watermark(), 120_000, "watermark never moves backwards");
         let closed = w.take_closable();
@@ -304,7 +310,7 @@ mod tests {
 
     #[test]
     fn pending_partitions_hold_the_watermark_until_they_deliver() {
-        let mut w = Windows::new(60_000, 0, 100);
+        let mut w = Windows::new(60_000, 0, 100, 10);
         w.set_pending(vec![("t".into(), 1)]);
         w.observe("t", 0, 200_000);
         assert_eq!(w.watermark(), i64::MIN, "partition 1 has unread data");
@@ -317,11 +323,11 @@ mod tests {
 
     #[test]
     fn slow_partition_holds_back_closing() {
-        let mut w = Windows::new(60_000, 0, 100);
+        let mut w = Windows::new(60_000, 0, 100, 10);
         w.observe("t", 0, 10_000);
         w.observe("t", 1, 200_000);
         assert_eq!(w.watermark(), 10_000);
-        w.group_mut(0, 0, "", 1);
+        w.group_mut(0, 0, "", "", &[FeatureType::Numeric]);
         assert!(w.take_closable().is_empty());
         w.observe("t", 0, 60_000);
         assert_eq!(w.take_closable().len(), 1);
@@ -329,18 +335,22 @@ mod tests {
 
     #[test]
     fn snapshot_round_trip_keeps_watermark_and_windows() {
-        let mut w = Windows::new(60_000, 5_000, 10);
+        let mut w = Windows::new(60_000, 5_000, 10, 10);
         w.observe("t", 0, 70_000);
-        w.group_mut(60_000, 1, "v", 2)
-            .sample
-            .offer(7, vec![1.0, 2.0]);
+        let types = [FeatureType::Numeric, FeatureType::Categorical];
+        let g = w.group_mut(60_000, 1, "v", "B", &types);
+        num(g).push(7, 1.5);
+        if let ColumnSummary::Categorical(c) = &mut g.columns[1] {
+            c.push(Some("north"));
+        }
         let snap = serde_json::to_string(&w.snapshot()).unwrap();
-        let mut r = Windows::new(60_000, 5_000, 10);
+        let mut r = Windows::new(60_000, 5_000, 10, 10);
         r.restore(serde_json::from_str(&snap).unwrap());
         assert_eq!(r.watermark(), w.watermark());
         assert_eq!(r.open_windows(), 1);
         let all = r.take_all();
-        assert_eq!(all[0].groups[0].sample.len(), 1);
+        assert_eq!(all[0].groups, w.take_all()[0].groups);
+        assert_eq!(all[0].groups[0].columns[1].rows(), 1);
         assert!(r.is_late(60_000));
     }
 }

@@ -1,0 +1,276 @@
+//! Closed windows → evaluators → sinks, on a task of their own.
+//!
+//! Each [`Evaluator`] (drift today; quality, performance, A/B later) turns a
+//! closed window into rows for its table and owns whatever state it carries
+//! from window to window, which it hands to the checkpoint as a named part.
+//! Each [`Sink`] takes every window's rows (Parquet files today; alerts
+//! later). Adding one is an entry in the lists built by
+//! [`super::Pipeline::new`]: the consumer loop does not change.
+//!
+//! The pipeline hands each closed window to [`WindowWriter::submit`]; one
+//! task evaluates and writes, so the DataFusion work of a window overlaps
+//! with consuming the next records (on another core). The channel is
+//! bounded, so a slow store slows the consumer instead of piling up windows
+//! in memory. Before a checkpoint the pipeline calls [`WindowWriter::flush`],
+//! which returns once every window submitted before it is durable, with the
+//! evaluators' and sinks' checkpoint parts as of that point: offsets are
+//! never committed ahead of the results derived from them, and the parts
+//! match the offsets.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+use crate::storage::tables::{self, col};
+use crate::window::ClosedWindow;
+
+/// Rows of one table for one model and window.
+#[derive(Debug, Clone)]
+pub(crate) struct Output {
+    /// Table name ([`crate::storage::tables`]).
+    pub table: &'static str,
+    /// Model name.
+    pub model: String,
+    /// Rows in the table's file schema.
+    pub batch: RecordBatch,
+}
+
+/// Checkpoint parts by owner name.
+pub(crate) type Parts = BTreeMap<String, serde_json::Value>;
+
+/// Turns a closed window into rows.
+#[async_trait]
+pub(crate) trait Evaluator: Send {
+    /// Name (also the key of its checkpoint part).
+    fn name(&self) -> &'static str;
+    /// The rows of `window`.
+    async fn evaluate(&mut self, window: &ClosedWindow) -> Result<Vec<Output>>;
+    /// State carried between windows, for the checkpoint.
+    fn snapshot(&self) -> Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+    /// Restores what [`Evaluator::snapshot`] returned.
+    fn restore(&mut self, _part: serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Takes the rows of every closed window.
+#[async_trait]
+pub(crate) trait Sink: Send {
+    /// Name (also the key of its checkpoint part).
+    fn name(&self) -> &'static str;
+    /// Takes the rows of `window`, in evaluator order.
+    async fn write(&mut self, window: &ClosedWindow, outputs: &[Output]) -> Result<()>;
+    /// State carried between windows, for the checkpoint.
+    fn snapshot(&self) -> Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+    /// Restores what [`Sink::snapshot`] returned.
+    fn restore(&mut self, _part: serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes each output as one Parquet file named after its table, model and
+/// window, with one atomic put: a replay overwrites the same file.
+pub(crate) struct ParquetSink {
+    storage: Storage,
+}
+
+impl ParquetSink {
+    pub fn new(storage: Storage) -> Self {
+        Self { storage }
+    }
+}
+
+#[async_trait]
+impl Sink for ParquetSink {
+    fn name(&self) -> &'static str {
+        "parquet"
+    }
+
+    async fn write(&mut self, window: &ClosedWindow, outputs: &[Output]) -> Result<()> {
+        for o in outputs {
+            let path = tables::window_file(o.table, &o.model, window.start, window.end);
+            self.storage
+                .write_parquet(&path, std::slice::from_ref(&o.batch))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What the writer did since the last flush.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WriterStats {
+    /// Windows evaluated and written.
+    pub windows: u64,
+    /// Rows written per table.
+    pub rows: BTreeMap<&'static str, u64>,
+    /// `drift_results` rows marked drifted.
+    pub drifted: u64,
+}
+
+/// What a flush returns.
+pub(crate) struct Flushed {
+    pub stats: WriterStats,
+    pub parts: Parts,
+}
+
+enum Msg {
+    Window(ClosedWindow),
+    Flush(oneshot::Sender<Result<Flushed>>),
+}
+
+/// Handle of the writer task.
+pub(crate) struct WindowWriter {
+    tx: mpsc::Sender<Msg>,
+    task: Option<JoinHandle<Result<()>>>,
+}
+
+/// Windows queued ahead of the writer before `submit` waits.
+const QUEUE: usize = 2;
+
+/// Key of a part in the checkpoint.
+fn part_key(kind: &str, name: &str) -> String {
+    format!("{kind}.{name}")
+}
+
+impl WindowWriter {
+    /// Restores each evaluator's and sink's part from `parts`, then starts
+    /// the task.
+    pub fn spawn(
+        mut evaluators: Vec<Box<dyn Evaluator>>,
+        mut sinks: Vec<Box<dyn Sink>>,
+        parts: &Parts,
+    ) -> Result<Self> {
+        for e in &mut evaluators {
+            if let Some(p) = parts.get(&part_key("evaluator", e.name())) {
+                e.restore(p.clone())?;
+            }
+        }
+        for s in &mut sinks {
+            if let Some(p) = parts.get(&part_key("sink", s.name())) {
+                s.restore(p.clone())?;
+            }
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(run(evaluators, sinks, rx));
+        Ok(Self {
+            tx,
+            task: Some(task),
+        })
+    }
+
+    /// Queues a closed window; waits while the queue is full.
+    pub async fn submit(&mut self, window: ClosedWindow) -> Result<()> {
+        if self.tx.send(Msg::Window(window)).await.is_err() {
+            return Err(self.failure().await);
+        }
+        Ok(())
+    }
+
+    /// Waits until every window submitted so far is written; returns what
+    /// was written and the checkpoint parts as of now.
+    pub async fn flush(&mut self) -> Result<Flushed> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_err() {
+            return Err(self.failure().await);
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(self.failure().await),
+        }
+    }
+
+    /// The error the task stopped with.
+    async fn failure(&mut self) -> Error {
+        let task = "window writer";
+        match self.task.take() {
+            Some(t) => match t.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => Error::Task {
+                    task,
+                    reason: "stopped".into(),
+                },
+                Err(e) => Error::Task {
+                    task,
+                    reason: e.to_string(),
+                },
+            },
+            None => Error::Task {
+                task,
+                reason: "already failed".into(),
+            },
+        }
+    }
+}
+
+fn parts_of(evaluators: &[Box<dyn Evaluator>], sinks: &[Box<dyn Sink>]) -> Result<Parts> {
+    let mut parts = Parts::new();
+    for e in evaluators {
+        if let Some(p) = e.snapshot()? {
+            parts.insert(part_key("evaluator", e.name()), p);
+        }
+    }
+    for s in sinks {
+        if let Some(p) = s.snapshot()? {
+            parts.insert(part_key("sink", s.name()), p);
+        }
+    }
+    Ok(parts)
+}
+
+async fn run(
+    mut evaluators: Vec<Box<dyn Evaluator>>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<()> {
+    let mut stats = WriterStats::default();
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Flush(reply) => {
+                let r = parts_of(&evaluators, &sinks).map(|parts| Flushed {
+                    stats: std::mem::take(&mut stats),
+                    parts,
+                });
+                let _ = reply.send(r);
+            }
+            Msg::Window(w) => {
+                let t0 = Instant::now();
+                let mut outputs = Vec::new();
+                for e in &mut evaluators {
+                    outputs.extend(e.evaluate(&w).await?);
+                }
+                let eval_ms = t0.elapsed().as_secs_f64() * 1e3;
+                for s in &mut sinks {
+                    s.write(&w, &outputs).await?;
+                }
+                for o in &outputs {
+                    *stats.rows.entry(o.table).or_default() += o.batch.num_rows() as u64;
+                    if o.table == tables::DRIFT_RESULTS {
+                        stats.drifted += o
+                            .batch
+                            .column_by_name(col::DRIFTED)
+                            .map_or(0, |c| c.as_boolean().true_count() as u64);
+                    }
+                }
+                stats.windows += 1;
+                tracing::info!(
+                    window_start = w.start,
+                    outputs = outputs.len(),
+                    eval_ms,
+                    "window written"
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! The streaming pipeline: Kafka records → Arrow → windows → evaluators →
+//! sinks, with checkpoints that make a crash replay instead of lose or
+//! duplicate.
+//!
+//! The parts, each owning its state:
+//! * [`kafka`]: the consumer, positions per partition, commits;
+//! * [`step`]: the source-agnostic step that applies decoded batches with
+//!   their provenance to the windows (lateness, per-column summaries);
+//! * [`evaluate`]: the evaluators (drift, ...) that turn a closed window into
+//!   rows and the sinks (Parquet tables, ...) that take them, on a task of
+//!   their own;
+//! * [`dead_letters`]: refused records until the next checkpoint;
+//! * [`checkpoint`]: the checkpoint format.
+//!
+//! **Ordering.** A poll batch is decoded per topic (one Arrow decode per
+//! model), then its valid rows are applied to the windows in the original
+//! record order, so lateness decisions depend only on the record sequence.
+//!
+//! **Durability protocol.** Closed windows are evaluated and written as soon
+//! as they close (one file per table, model and window; the name comes from
+//! the window). Every `checkpoint.interval`, or when dead letters pile up, or
+//! on shutdown:
+//! 1. the writer is flushed: every closed window is durable, and the
+//!    evaluators and sinks hand over their state as of that point;
+//! 2. buffered dead letters are written, one file per partition named by
+//!    the first offset they cover;
+//! 3. what tracking events logged since the last checkpoint is written
+//!    (files named by offsets, see [`crate::tracking::stream`]);
+//! 4. the checkpoint (next offset per partition, watermarks, open-window
+//!    summaries, evaluator and sink parts, open tracking runs, counters) is
+//!    written atomically to `_checkpoints/<group>.json`;
+//! 5. the offsets are committed to Kafka.
+//!
+//! On start the checkpoint is restored and records below its offsets are
+//! skipped. Everything after it is replayed; windows that close again are
+//! recomputed from the same state and overwrite their files, and dead-letter
+//! and tracking files of the replayed interval are overwritten by name.
+//! Hence a killed and restarted run writes the same results as an
+//! uninterrupted one.
+
+mod checkpoint;
+mod dead_letters;
+pub(crate) mod evaluate;
+mod kafka;
+pub(crate) mod step;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::event::{self, EventKind, ModelCatalog, Reason};
+use crate::monitor::DriftEvaluator;
+use crate::storage::Storage;
+use crate::tracking::ExperimentTracker;
+use crate::tracking::stream::{Record as TrackingRecord, TrackingSink};
+use crate::window::ClosedWindow;
+use checkpoint::Checkpoint;
+use dead_letters::DeadLetters;
+use evaluate::{Evaluator, ParquetSink, Sink, WindowWriter};
+use kafka::{KINDS, KafkaPositions};
+use step::{Input, Origin, Step};
+
+/// Counters of one run (also carried in the checkpoint).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    /// Records consumed (including dead letters).
+    pub records: u64,
+    /// Records skipped because the checkpoint already covered them.
+    pub skipped_replayed: u64,
+    /// Valid prediction and feature events applied to windows.
+    pub events: u64,
+    /// Valid outcome events (validated and counted only).
+    pub outcomes: u64,
+    /// Tracking events applied to runs.
+    #[serde(default)]
+    pub tracking_events: u64,
+    /// Dead letters by reason.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Feature names seen that the model does not declare.
+    pub unknown_features: u64,
+    /// Windows closed and written.
+    pub windows_closed: u64,
+    /// Rows written per result table.
+    #[serde(default)]
+    pub rows: BTreeMap<String, u64>,
+    /// Drift result rows written.
+    pub drift_rows: u64,
+    /// Drift result rows marked drifted.
+    pub drifted_rows: u64,
+}
+
+/// How a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Keep open windows in the checkpoint (Ctrl-C, SIGTERM): a restart resumes them.
+    Interrupt,
+    /// The input is finished: close and write every open window.
+    EndOfInput,
+}
+
+/// Controls how [`run`] stops.
+#[derive(Debug, Clone)]
+pub struct RunControl {
+    /// Becomes `Some` when the run should stop.
+    pub stop: watch::Receiver<Option<StopMode>>,
+    /// Stop with [`StopMode::EndOfInput`] after this long without records.
+    pub idle_exit: Option<Duration>,
+    /// Incremented by the number of records consumed (lets a producer in the
+    /// same process pace itself, as the demo does).
+    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// Summary returned when a run ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Counters at the end.
+    pub counters: Counters,
+    /// Seconds spent.
+    pub seconds: f64,
+    /// Of those, seconds spent decoding and applying records (the rest is
+    /// waiting for Kafka, checkpoints and shutdown).
+    pub process_seconds: f64,
+}
+
+/// The pipeline's parts between poll batches.
+struct Pipeline {
+    config: Config,
+    catalog: Arc<ModelCatalog>,
+    storage: Storage,
+    positions: KafkaPositions,
+    step: Step,
+    writer: WindowWriter,
+    dead: DeadLetters,
+    counters: Counters,
+    tracking: TrackingSink,
+}
+
+impl Pipeline {
+    /// Opens storage, builds the evaluators and restores the checkpoint if any.
+    async fn new(config: Config) -> Result<Self> {
+        let catalog = Arc::new(ModelCatalog::from_config(&config));
+        if catalog.models.is_empty() {
+            return Err(Error::Config(
+                "no models are declared: add a [models.<name>] table (see config/mlwatch.toml)"
+                    .into(),
+            ));
+        }
+        let storage = Storage::open(&config.storage.url, &config.storage.options)?;
+        let ckpt = Checkpoint::load(&storage, &config.kafka.group_id).await?;
+        let mut step = Step::new(&config, catalog.clone());
+        let (offsets, counters, tracking, parts) = match ckpt {
+            Some(c) => {
+                step.restore(c.windows);
+                tracing::info!(
+                    group = %config.kafka.group_id,
+                    partitions = c.offsets.len(),
+                    open_windows = step.windows().open_windows(),
+                    "restored checkpoint"
+                );
+                (c.offsets, c.counters, c.tracking, c.parts)
+            }
+            None => Default::default(),
+        };
+        let evaluators: Vec<Box<dyn Evaluator>> = vec![Box::new(
+            DriftEvaluator::new(&config, catalog.clone()).await?,
+        )];
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(ParquetSink::new(storage.clone()))];
+        let writer = WindowWriter::spawn(evaluators, sinks, &parts)?;
+        let tracking = TrackingSink::new(
+            ExperimentTracker::new(storage.clone()),
+            config.tracking.clone(),
+            tracking,
+        );
+        Ok(Self {
+            positions: KafkaPositions::new(&config, offsets),
+            config,
+            catalog,
+            storage,
+            step,
+            writer,
+            dead: DeadLetters::default(),
+            counters,
+            tracking,
+        })
+    }
+
+    fn dead_letter(&mut self, msg: &OwnedMessage, reason: Reason, error: String) {
+        *self
+            .counters
+            .dead_letters
+            .entry(reason.as_str().to_string())
+            .or_default() += 1;
+        self.dead.push(
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.payload().unwrap_or_default(),
+            reason,
+            error,
+        );
+    }
+
+    /// Applies one poll batch of records and hands windows that closed to
+    /// the writer.
+    async fn process(&mut self, msgs: &[OwnedMessage]) -> Result<()> {
+        let fresh = self.positions.admit(msgs, &mut self.counters);
+        // Route by topic, remembering each record's position in the batch.
+        let mut by_kind: [Vec<usize>; 3] = Default::default();
+        let mut tracking_events = Vec::new();
+        for (i, m) in fresh.iter().enumerate() {
+            if let Some(k) = self.positions.kind_of(m.topic()) {
+                by_kind[KINDS.iter().position(|x| *x == k).unwrap_or(0)].push(i);
+            } else if m.topic() == self.config.kafka.tracking_topic {
+                tracking_events.push(*m);
+            }
+        }
+        // Tracking events are independent of the windows: applied in order.
+        if !tracking_events.is_empty() {
+            let records: Vec<TrackingRecord<'_>> = tracking_events
+                .iter()
+                .map(|m| TrackingRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                    payload: m.payload().unwrap_or(b""),
+                })
+                .collect();
+            let applied = self.tracking.apply_batch(&records).await?;
+            for (m, a) in tracking_events.into_iter().zip(applied) {
+                match a {
+                    Ok(()) => self.counters.tracking_events += 1,
+                    Err(r) => self.dead_letter(m, r.reason, r.error),
+                }
+            }
+        }
+        // Decode each event kind; batch `seq`s become record positions.
+        let mut batches: Vec<(EventKind, event::Decoded)> = Vec::new();
+        for (k, idxs) in by_kind.iter().enumerate() {
+            if idxs.is_empty() {
+                continue;
+            }
+            let payloads: Vec<&[u8]> = idxs
+                .iter()
+                .map(|&i| fresh[i].payload().unwrap_or(b""))
+                .collect();
+            let out = event::decode(&self.catalog, KINDS[k], &payloads);
+            self.counters.unknown_features += out.unknown_features;
+            for r in out.rejected {
+                let msg = fresh[idxs[r.seq as usize]];
+                self.dead_letter(msg, r.reason, r.error);
+            }
+            for mut d in out.decoded {
+                for s in d.seq.iter_mut() {
+                    *s = idxs[*s as usize] as u32;
+                }
+                batches.push((KINDS[k], d));
+            }
+        }
+        let input = Input {
+            batches,
+            origins: fresh
+                .iter()
+                .map(|m| Origin {
+                    source: m.topic(),
+                    partition: m.partition(),
+                })
+                .collect(),
+        };
+        let refused = self.step.apply(&input, &mut self.counters);
+        drop(input);
+        for r in refused {
+            self.dead_letter(fresh[r.pos], Reason::Late, r.error);
+        }
+        let closed = self.step.take_closable();
+        self.write_windows(closed).await
+    }
+
+    async fn write_windows(&mut self, closed: Vec<ClosedWindow>) -> Result<()> {
+        for w in closed {
+            self.writer.submit(w).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the windows which assigned partitions still hold unread data.
+    /// Runs before the first batch and then about once a second.
+    fn update_pending(&mut self, consumer: &StreamConsumer) {
+        if let Some(p) = self.positions.pending(consumer, self.step.windows()) {
+            self.step.set_pending(p);
+        }
+    }
+
+    /// Whether enough dead letters or tracking metric points are buffered
+    /// to force a checkpoint.
+    fn buffers_full(&self) -> bool {
+        self.dead.len() >= self.config.checkpoint.max_dead_letters || self.tracking.needs_flush()
+    }
+
+    /// Closes every open window (end of input) and writes them.
+    async fn flush_all(&mut self) -> Result<()> {
+        let closed = self.step.take_all();
+        self.write_windows(closed).await
+    }
+
+    /// Makes results, dead letters, state and offsets durable, then commits
+    /// to Kafka.
+    async fn checkpoint(&mut self, consumer: Option<&StreamConsumer>) -> Result<()> {
+        // Results first: the offsets below must not run ahead of them.
+        let flushed = self.writer.flush().await?;
+        let c = &mut self.counters;
+        c.windows_closed += flushed.stats.windows;
+        for (table, n) in &flushed.stats.rows {
+            *c.rows.entry(table.to_string()).or_default() += n;
+        }
+        c.drift_rows += flushed
+            .stats
+            .rows
+            .get(crate::storage::tables::DRIFT_RESULTS)
+            .copied()
+            .unwrap_or(0);
+        c.drifted_rows += flushed.stats.drifted;
+        self.dead.write(&self.storage).await?;
+        let tracking = self.tracking.flush().await?;
+        Checkpoint::new(
+            self.positions.offsets(),
+            self.step.snapshot(),
+            tracking,
+            self.counters.clone(),
+            flushed.parts,
+        )
+        .save(&self.storage, &self.config.kafka.group_id)
+        .await?;
+        if let Some(c) = consumer {
+            self.positions.commit(c);
+        }
+        tracing::debug!(
+            open_windows = self.step.windows().open_windows(),
+            "checkpoint written"
+        );
+        Ok(())
+    }
+}
+
+/// Runs the pipeline until `control` says stop. This is what `mlwatch run`
+/// and `mlwatch demo` call.
+pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> {
+    let started = Instant::now();
+    let max_batch = config.kafka.max_batch_records;
+    let poll_timeout = config.kafka.poll_timeout;
+    let interval = config.checkpoint.interval;
+    let mut pipeline = Pipeline::new(config.clone()).await?;
+    let consumer = kafka::consumer(&config)?;
+    tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, "consuming");
+    let mut last_ckpt = Instant::now();
+    // Before the first record the idle clock also allows for a group join,
+    // which can take up to about two session timeouts.
+    let join_allowance = config.kafka.session_timeout * 2 + Duration::from_secs(5);
+    let mut last_record: Option<Instant> = None;
+    let mut last_pending_check: Option<Instant> = None;
+    let mut process_time = Duration::ZERO;
+    let mode = loop {
+        if let Some(mode) = *control.stop.borrow() {
+            break mode;
+        }
+        let mut batch: Vec<OwnedMessage> = Vec::new();
+        // One timer per batch, not per record: the select below polls the
+        // consumer, the batch deadline and the stop signal, in that order.
+        let deadline = tokio::time::sleep(poll_timeout);
+        tokio::pin!(deadline);
+        while batch.len() < max_batch {
+            tokio::select! {
+                biased;
+                r = consumer.recv() => match r {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) => {
+                        // A subscribed topic that does not exist (yet) is
+                        // reported on every metadata refresh; it is not a
+                        // reason to slow down the topics that do exist.
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+                            tracing::debug!(error = %e, "subscribed topic not available");
+                            continue;
+                        }
+                        tracing::warn!(error = %e, "kafka error; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        break;
+                    }
+                },
+                _ = &mut deadline => break,
+                _ = control.stop.changed() => break,
+            }
+        }
+        if batch.is_empty() {
+            let idle = match last_record {
+                Some(t) => control.idle_exit.is_some_and(|d| t.elapsed() >= d),
+                None => control
+                    .idle_exit
+                    .is_some_and(|d| started.elapsed() >= d.max(join_allowance)),
+            };
+            if idle {
+                break StopMode::EndOfInput;
+            }
+        } else {
+            last_record = Some(Instant::now());
+            if last_pending_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                pipeline.update_pending(&consumer);
+                last_pending_check = Some(Instant::now());
+            }
+            let t0 = Instant::now();
+            pipeline.process(&batch).await?;
+            process_time += t0.elapsed();
+            if let Some(p) = &control.progress {
+                p.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if last_ckpt.elapsed() >= interval || pipeline.buffers_full() {
+            pipeline.checkpoint(Some(&consumer)).await?;
+            last_ckpt = Instant::now();
+        }
+    };
+    if mode == StopMode::EndOfInput {
+        pipeline.flush_all().await?;
+    }
+    pipeline.checkpoint(Some(&consumer)).await?;
+    let summary = RunSummary {
+        counters: pipeline.counters.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        process_seconds: process_time.as_secs_f64(),
+    };
+    tracing::info!(?mode, events = summary.counters.events, "stopped");
+    Ok(summary)
+}

@@ -1,0 +1,265 @@
+//! The source-agnostic step: decoded batches with their provenance in,
+//! window state updated, closed windows out.
+//!
+//! A source (the Kafka consumer today, files for backfills later) decodes
+//! its records into [`Input`]: Arrow batches per (event kind, model) and,
+//! for every record position, where it came from ([`Origin`]). [`Step::apply`]
+//! applies the valid rows in record order, so lateness depends only on the
+//! record sequence, and returns the rows it refused as late; the source
+//! turns those into dead letters (it holds the payloads).
+
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, Float64Array, StringArray, StructArray,
+};
+use datafusion::arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::Counters;
+use crate::config::Config;
+use crate::event::{Decoded, EventKind, ModelCatalog, field};
+use crate::window::{ClosedWindow, ColumnSummary, Windows, WindowsSnapshot};
+
+/// Where a record came from: a partition of a source (a topic's
+/// partition; a file). Watermarks are kept per (source, partition); the
+/// source keeps the position within it (offset, row) for its dead letters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    /// Topic, or file.
+    pub source: &'a str,
+    /// Partition within the source.
+    pub partition: i32,
+}
+
+/// Decoded records of one poll batch or file chunk.
+pub(crate) struct Input<'a> {
+    /// Valid events by (kind, model); each batch's `seq` indexes `origins`.
+    pub batches: Vec<(EventKind, Decoded)>,
+    /// Provenance of every record position (valid or not).
+    pub origins: Vec<Origin<'a>>,
+}
+
+/// A row the step refused.
+#[derive(Debug, Clone)]
+pub(crate) struct Refused {
+    /// Record position in [`Input::origins`].
+    pub pos: usize,
+    /// Why.
+    pub error: String,
+}
+
+/// Window state and the rules that fill it.
+pub(crate) struct Step {
+    catalog: std::sync::Arc<ModelCatalog>,
+    windows: Windows,
+}
+
+impl Step {
+    /// An empty step for `config`'s windows.
+    pub fn new(config: &Config, catalog: std::sync::Arc<ModelCatalog>) -> Self {
+        let w = &config.window;
+        Self {
+            catalog,
+            windows: Windows::new(
+                w.size.as_millis() as i64,
+                w.allowed_lateness.as_millis() as i64,
+                w.sample_size,
+                w.max_categories,
+            ),
+        }
+    }
+
+    /// The windows (watermark bookkeeping for sources).
+    pub fn windows(&self) -> &Windows {
+        &self.windows
+    }
+
+    /// Sets the partitions that still hold unread data (see
+    /// [`Windows::set_pending`]).
+    pub fn set_pending(&mut self, pending: Vec<(String, i32)>) {
+        self.windows.set_pending(pending);
+    }
+
+    /// Applies `input` in record order; returns the rows refused as late.
+    pub fn apply(&mut self, input: &Input<'_>, counters: &mut Counters) -> Vec<Refused> {
+        let mut order: Vec<(u32, u32, u32)> = Vec::new(); // (position, batch, row)
+        for (bi, (_, d)) in input.batches.iter().enumerate() {
+            order.extend(
+                d.seq
+                    .iter()
+                    .enumerate()
+                    .map(|(row, s)| (*s, bi as u32, row as u32)),
+            );
+        }
+        order.sort_unstable_by_key(|o| o.0);
+        let views: Vec<RowView<'_>> = input
+            .batches
+            .iter()
+            .map(|(k, d)| RowView::new(*k, d, &self.catalog))
+            .collect();
+        let mut refused = Vec::new();
+        for (pos, bi, row) in order {
+            let (pos, row) = (pos as usize, row as usize);
+            let view = &views[bi as usize];
+            if view.kind == EventKind::Outcome {
+                counters.outcomes += 1;
+                continue;
+            }
+            let ts = view.ts[row];
+            if self.windows.is_late(ts) {
+                refused.push(Refused {
+                    pos,
+                    error: format!(
+                        "event time {ts} is behind the watermark {}; its window already closed",
+                        self.windows.watermark()
+                    ),
+                });
+                continue;
+            }
+            counters.events += 1;
+            let start = self.windows.window_start(ts);
+            let priority = xxh3_64(view.event_id.value(row).as_bytes());
+            let types = &self.catalog.models[view.model].column_types;
+            let group = self.windows.group_mut(
+                start,
+                view.model,
+                view.string(view.version, row),
+                view.string(view.variant, row),
+                types,
+            );
+            match view.kind {
+                EventKind::Prediction => group.predictions += 1,
+                _ => group.feature_events += 1,
+            }
+            let struct_null = view.features.is_none_or(|f| f.is_null(row));
+            for (summary, col) in group.columns.iter_mut().zip(&view.columns) {
+                match (summary, col) {
+                    (_, Col::Absent) => {}
+                    (ColumnSummary::Numeric(s), Col::Numeric(c, in_struct)) => {
+                        let missing = (*in_struct && struct_null) || c.is_null(row);
+                        s.push(priority, if missing { f64::NAN } else { c.value(row) });
+                    }
+                    (ColumnSummary::Numeric(s), Col::Missing) => s.push(priority, f64::NAN),
+                    (ColumnSummary::Categorical(s), Col::Categorical(c, in_struct)) => {
+                        let missing = (*in_struct && struct_null) || c.is_null(row);
+                        s.push((!missing).then(|| c.value(row)));
+                    }
+                    (ColumnSummary::Categorical(s), Col::Bool(c)) => {
+                        s.push(
+                            (!c.is_null(row)).then(|| if c.value(row) { "true" } else { "false" }),
+                        );
+                    }
+                    (ColumnSummary::Categorical(s), Col::Missing) => s.push(None),
+                    _ => debug_assert!(false, "column view does not match its summary"),
+                }
+            }
+            let origin = input.origins[pos];
+            self.windows.observe(origin.source, origin.partition, ts);
+        }
+        refused
+    }
+
+    /// Removes the windows the watermark has passed.
+    pub fn take_closable(&mut self) -> Vec<ClosedWindow> {
+        self.windows.take_closable()
+    }
+
+    /// Closes every open window (end of input).
+    pub fn take_all(&mut self) -> Vec<ClosedWindow> {
+        self.windows.take_all()
+    }
+
+    /// The window state for the checkpoint.
+    pub fn snapshot(&self) -> WindowsSnapshot {
+        self.windows.snapshot()
+    }
+
+    /// Restores the window state of a checkpoint.
+    pub fn restore(&mut self, snap: WindowsSnapshot) {
+        self.windows.restore(snap);
+    }
+}
+
+/// How a batch holds one monitored column.
+enum Col<'a> {
+    /// A Float64 column (`true`: a field of the `features` struct).
+    Numeric(&'a Float64Array, bool),
+    /// A Utf8 column (`true`: a field of the `features` struct).
+    Categorical(&'a StringArray, bool),
+    /// A boolean prediction read as a category.
+    Bool(&'a BooleanArray),
+    /// Declared but absent from the batch: every row is missing.
+    Missing,
+    /// Not carried by this kind of event (the prediction of a feature
+    /// event): not counted.
+    Absent,
+}
+
+/// Typed access to the columns of one decoded batch.
+struct RowView<'a> {
+    kind: EventKind,
+    model: usize,
+    ts: &'a [i64],
+    event_id: &'a StringArray,
+    version: Option<&'a StringArray>,
+    variant: Option<&'a StringArray>,
+    features: Option<&'a StructArray>,
+    /// One per column of the model, in [`crate::event::ModelSchema::columns`] order.
+    columns: Vec<Col<'a>>,
+}
+
+impl<'a> RowView<'a> {
+    fn new(kind: EventKind, d: &'a Decoded, catalog: &ModelCatalog) -> Self {
+        let b = &d.batch;
+        let schema = &catalog.models[d.model];
+        let ts = b
+            .column_by_name(field::TS)
+            .expect("ts is in every schema")
+            .as_primitive::<TimestampMillisecondType>()
+            .values();
+        let event_id = b
+            .column_by_name(field::EVENT_ID)
+            .expect("event_id is in every schema")
+            .as_string::<i32>();
+        let string_col = |name: &str| b.column_by_name(name).map(|c| c.as_string::<i32>());
+        let features = b.column_by_name(field::FEATURES).map(|c| c.as_struct());
+        let typed = |c: &'a dyn Array, in_struct: bool| match c.data_type() {
+            DataType::Float64 => Col::Numeric(c.as_primitive::<Float64Type>(), in_struct),
+            DataType::Utf8 => Col::Categorical(c.as_string::<i32>(), in_struct),
+            DataType::Boolean => Col::Bool(c.as_boolean()),
+            _ => Col::Missing,
+        };
+        let columns = schema
+            .columns
+            .iter()
+            .map(|c| match c.kind {
+                crate::event::ColumnKind::Feature => match features {
+                    Some(f) => f
+                        .column_by_name(&c.name)
+                        .map_or(Col::Missing, |a| typed(a.as_ref(), true)),
+                    None => Col::Missing,
+                },
+                crate::event::ColumnKind::Prediction => match b.column_by_name(&c.name) {
+                    Some(a) if kind == EventKind::Prediction => typed(a.as_ref(), false),
+                    _ => Col::Absent,
+                },
+            })
+            .collect();
+        Self {
+            kind,
+            model: d.model,
+            ts,
+            event_id,
+            version: string_col(field::VERSION),
+            variant: string_col(field::VARIANT),
+            features,
+            columns,
+        }
+    }
+
+    fn string(&self, col: Option<&'a StringArray>, row: usize) -> &'a str {
+        match col {
+            Some(v) if !v.is_null(row) => v.value(row),
+            _ => "",
+        }
+    }
+}
