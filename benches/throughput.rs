@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mlwatch::config::Config;
-use mlwatch::demo::{self, Generator};
+use mlwatch::demo::{self, Drifts, Generator};
 use mlwatch::event::{self, EventKind, ModelCatalog};
 use mlwatch::pipeline::{self, RunControl, StopMode};
 use rdkafka::ClientConfig;
@@ -68,7 +68,15 @@ fn produce(brokers: &str, topic: &str, n: u64) -> u64 {
         // About 10,000 events per one-minute window.
         let windows = (n / 10_000).max(1) as i64;
         let ts = demo::START_MS + (i as i64 * windows * 60_000) / n as i64;
-        let payload = g.event_json(i, ts, i >= n / 2);
+        let payload = g.event_json(
+            i,
+            ts,
+            if i >= n / 2 {
+                Drifts::at(1, 1)
+            } else {
+                Drifts::NONE
+            },
+        );
         bytes += payload.len() as u64;
         let part = (i % PARTITIONS as u64) as i32;
         let mut rec = BaseRecord::<(), _>::to(topic)

@@ -13,7 +13,12 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stats::drift::DriftMethod;
 use crate::stats::ks::KsMethod;
+
+/// Method names accepted in `[models.M.drift] method`.
+const METHOD_NAMES: &str =
+    "auto, ks, wasserstein, psi, js, hellinger, anderson, cramer_von_mises, chi2, g_test, z";
 
 /// The embedded defaults (also the documentation of every key).
 pub const DEFAULT_TOML: &str = include_str!("../config/mlwatch.toml");
@@ -125,12 +130,40 @@ pub struct CheckpointConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriftConfig {
-    /// p-value below which a result is drifted.
+    /// p-value below which a result is drifted (p-value methods without a
+    /// column threshold).
     pub p_value_threshold: f64,
+    /// Correction of one window's p-values per model and version.
+    pub correction: Correction,
+    /// Share of drifted columns at which the dataset drifted.
+    pub dataset_share: f64,
     /// KS p-value method.
     pub ks_method: KsMethod,
     /// Fewest current values for a feature to be tested.
     pub min_current: usize,
+}
+
+/// Multiple-testing correction across the columns of one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Correction {
+    /// Each column on its own p-value.
+    None,
+    /// Holm-Bonferroni (family-wise error rate).
+    Holm,
+    /// Benjamini-Hochberg (false discovery rate).
+    Bh,
+}
+
+impl Correction {
+    /// The name in the configuration and the SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Holm => "holm",
+            Self::Bh => "bh",
+        }
+    }
 }
 
 /// Model registry.
@@ -186,6 +219,24 @@ pub struct ModelConfig {
     pub prediction: FeatureType,
     /// Declared features and their types; this fixes the Arrow schema.
     pub features: BTreeMap<String, FeatureType>,
+    /// Drift methods and thresholds per column.
+    #[serde(default)]
+    pub drift: ModelDriftConfig,
+}
+
+/// `[models.M.drift]`: per-column drift settings (feature names, or
+/// `prediction`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDriftConfig {
+    /// Method per column (`ks`, `wasserstein`, `psi`, `js`, `hellinger`,
+    /// `anderson`, `cramer_von_mises`, `chi2`, `g_test`, `z`); others get
+    /// Evidently's choice by type and size.
+    #[serde(default)]
+    pub method: BTreeMap<String, String>,
+    /// Threshold per column (a p-value, or a distance for distance methods).
+    #[serde(default)]
+    pub threshold: BTreeMap<String, f64>,
 }
 
 fn default_prediction() -> FeatureType {
@@ -252,6 +303,9 @@ impl Config {
         if !(self.drift.p_value_threshold > 0.0 && self.drift.p_value_threshold < 1.0) {
             return bad("drift.p_value_threshold", "must be in (0, 1)");
         }
+        if !(self.drift.dataset_share > 0.0 && self.drift.dataset_share <= 1.0) {
+            return bad("drift.dataset_share", "must be in (0, 1]");
+        }
         if self.tracking.max_open_runs == 0 {
             return bad("tracking.max_open_runs", "must be at least 1");
         }
@@ -280,6 +334,57 @@ impl Config {
                         &format!("models.{name}.features.{feature}"),
                         "feature names use letters, digits, '_', '-' and '.'",
                     );
+                }
+                if feature == crate::event::field::PREDICTION {
+                    return bad(
+                        &format!("models.{name}.features.{feature}"),
+                        "`prediction` names the model's output in results; rename the feature",
+                    );
+                }
+            }
+            let column_type = |col: &str| {
+                if col == crate::event::field::PREDICTION {
+                    Some(model.prediction)
+                } else {
+                    model.features.get(col).copied()
+                }
+            };
+            for (col, method) in &model.drift.method {
+                let key = format!("models.{name}.drift.method.{col}");
+                let Some(ty) = column_type(col) else {
+                    return bad(&key, "is neither a declared feature nor `prediction`");
+                };
+                if method == "auto" {
+                    continue;
+                }
+                let Some(m) = DriftMethod::parse(method) else {
+                    return bad(
+                        &key,
+                        &format!("unknown method `{method}`; use one of {}", METHOD_NAMES),
+                    );
+                };
+                let fits = match ty {
+                    FeatureType::Numeric => m.fits_numeric(),
+                    FeatureType::Categorical => m.fits_categorical(),
+                };
+                if !fits {
+                    let ty = match ty {
+                        FeatureType::Numeric => "numeric",
+                        FeatureType::Categorical => "categorical",
+                    };
+                    return bad(
+                        &key,
+                        &format!("method `{method}` does not apply to the {ty} column `{col}`"),
+                    );
+                }
+            }
+            for (col, t) in &model.drift.threshold {
+                let key = format!("models.{name}.drift.threshold.{col}");
+                if column_type(col).is_none() {
+                    return bad(&key, "is neither a declared feature nor `prediction`");
+                }
+                if !(t.is_finite() && *t > 0.0) {
+                    return bad(&key, "must be a positive number");
                 }
             }
         }

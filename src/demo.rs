@@ -2,10 +2,14 @@
 //! a synthetic event stream, and the same [`pipeline::run`] as `mlwatch run`.
 //!
 //! The stream has one model, `credit_risk`, with five numeric and two
-//! categorical features. Half-way through, `credit_score` shifts up by
-//! two-thirds of a standard deviation; every other feature keeps its
-//! training distribution. The producer paces itself on the pipeline's
-//! progress because the mock broker keeps only ~5 MiB per partition.
+//! categorical features and a score prediction. Three changes are injected,
+//! each from a window boundary on ([`Drifts::at`]): from a quarter of the
+//! windows on, a new `region` ("overseas") takes a fifth of the events;
+//! from half-way, `credit_score` shifts up by two-thirds of a standard
+//! deviation; from three quarters, the prediction's distribution moves up.
+//! Every other column keeps its training distribution. The producer paces
+//! itself on the pipeline's progress because the mock broker keeps only
+//! ~5 MiB per partition.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +34,50 @@ use crate::pipeline::{self, RunControl, RunSummary};
 pub const MODEL: &str = "credit_risk";
 /// The feature that shifts half-way through the stream.
 pub const SHIFTED_FEATURE: &str = "credit_score";
+/// The categorical feature that gains a new category a quarter of the way in.
+pub const NEW_CATEGORY_FEATURE: &str = "region";
+/// The category that appears.
+pub const NEW_CATEGORY: &str = "overseas";
+
+/// Which injected changes are active for an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drifts {
+    /// `credit_score` shifted.
+    pub score: bool,
+    /// `region` has the new category.
+    pub new_category: bool,
+    /// The prediction shifted.
+    pub prediction: bool,
+}
+
+impl Drifts {
+    /// No change: the training distribution.
+    pub const NONE: Drifts = Drifts {
+        score: false,
+        new_category: false,
+        prediction: false,
+    };
+
+    /// The changes active in window `window` (0-based) of `windows`.
+    pub fn at(window: u64, windows: u64) -> Self {
+        Self {
+            new_category: 4 * window >= windows,
+            score: 2 * window >= windows,
+            prediction: 4 * window >= 3 * windows,
+        }
+    }
+
+    /// The first window (0-based) of `windows` where each change is active:
+    /// (new category, score, prediction).
+    pub fn starts(windows: u64) -> (u64, u64, u64) {
+        let first = |f: fn(&Drifts) -> bool| (0..windows).find(|w| f(&Drifts::at(*w, windows)));
+        (
+            first(|d| d.new_category).unwrap_or(windows),
+            first(|d| d.score).unwrap_or(windows),
+            first(|d| d.prediction).unwrap_or(windows),
+        )
+    }
+}
 /// Numeric features of the demo model.
 pub const NUMERIC: [&str; 5] = [
     "age",
@@ -55,6 +103,8 @@ pub struct Generator {
     shifted_score: Normal<f64>,
     tenure: Exp<f64>,
     debt: Beta<f64>,
+    prediction: Beta<f64>,
+    shifted_prediction: Beta<f64>,
 }
 
 /// One synthetic row.
@@ -63,6 +113,8 @@ pub struct Row {
     pub numeric: [f64; 5],
     /// Categorical values in [`CATEGORICAL`] order.
     pub categorical: [&'static str; 2],
+    /// The model's score.
+    pub prediction: f64,
 }
 
 impl Generator {
@@ -76,13 +128,15 @@ impl Generator {
             shifted_score: Normal::new(690.0, 60.0).expect("valid parameters"),
             tenure: Exp::new(1.0 / 36.0).expect("valid parameters"),
             debt: Beta::new(2.0, 5.0).expect("valid parameters"),
+            prediction: Beta::new(2.0, 5.0).expect("valid parameters"),
+            shifted_prediction: Beta::new(3.0, 4.0).expect("valid parameters"),
         }
     }
 
-    /// Draws one row; `shifted` moves `credit_score`.
-    pub fn row(&mut self, shifted: bool) -> Row {
+    /// Draws one row with the changes of `drifts`.
+    pub fn row(&mut self, drifts: Drifts) -> Row {
         let r = &mut self.rng;
-        let score = if shifted {
+        let score = if drifts.score {
             self.shifted_score.sample(r)
         } else {
             self.score.sample(r)
@@ -97,17 +151,26 @@ impl Generator {
                 round(self.debt.sample(r)),
             ],
             categorical: [
-                REGIONS[r.random_range(0..REGIONS.len())],
+                if drifts.new_category && r.random_bool(0.2) {
+                    NEW_CATEGORY
+                } else {
+                    REGIONS[r.random_range(0..REGIONS.len())]
+                },
                 DEVICES[r.random_range(0..DEVICES.len())],
             ],
+            prediction: if drifts.prediction {
+                self.shifted_prediction.sample(r)
+            } else {
+                self.prediction.sample(r)
+            },
         }
     }
 
     /// The JSON of prediction event `i` at event time `ts_ms`.
-    pub fn event_json(&mut self, i: u64, ts_ms: i64, shifted: bool) -> String {
-        let row = self.row(shifted);
+    pub fn event_json(&mut self, i: u64, ts_ms: i64, drifts: Drifts) -> String {
+        let row = self.row(drifts);
         let variant = if self.rng.random_bool(0.5) { "A" } else { "B" };
-        let pred = self.rng.random::<f64>();
+        let pred = row.prediction;
         let latency = 5.0 + self.rng.random::<f64>() * 20.0;
         let [a, inc, s, t, d] = row.numeric;
         let [reg, dev] = row.categorical;
@@ -118,13 +181,16 @@ impl Generator {
     }
 }
 
-/// Writes a reference sample of `rows` rows as Parquet at `path`.
+/// Writes a reference sample of `rows` rows (features and the model's
+/// prediction on them) as Parquet at `path`.
 pub fn write_reference(path: &Path, rows: usize, seed: u64) -> Result<()> {
     let mut g = Generator::new(seed);
     let mut cols: Vec<Vec<f64>> = (0..5).map(|_| Vec::with_capacity(rows)).collect();
     let mut cats: Vec<Vec<&str>> = (0..2).map(|_| Vec::with_capacity(rows)).collect();
+    let mut predictions = Vec::with_capacity(rows);
     for _ in 0..rows {
-        let r = g.row(false);
+        let r = g.row(Drifts::NONE);
+        predictions.push(r.prediction);
         for (c, v) in cols.iter_mut().zip(r.numeric) {
             c.push(v);
         }
@@ -141,6 +207,7 @@ pub fn write_reference(path: &Path, rows: usize, seed: u64) -> Result<()> {
             .iter()
             .map(|n| Field::new(*n, DataType::Utf8, false)),
     );
+    fields.push(Field::new("prediction", DataType::Float64, false));
     let mut arrays: Vec<ArrayRef> = cols
         .into_iter()
         .map(|c| Arc::new(Float64Array::from(c)) as ArrayRef)
@@ -149,6 +216,7 @@ pub fn write_reference(path: &Path, rows: usize, seed: u64) -> Result<()> {
         cats.into_iter()
             .map(|c| Arc::new(StringArray::from(c)) as ArrayRef),
     );
+    arrays.push(Arc::new(Float64Array::from(predictions)));
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
     let bytes = crate::storage::encode_parquet(batch.schema(), &[batch])?;
     if let Some(dir) = path.parent() {
@@ -303,8 +371,8 @@ fn produce(
             std::thread::sleep(Duration::from_millis(5));
         }
         let ts = START_MS + (i as i64 * span_ms) / events as i64;
-        let shifted = i >= events / 2;
-        let payload = g.event_json(i, ts, shifted);
+        let window = ((ts - START_MS) / 60_000) as u64;
+        let payload = g.event_json(i, ts, Drifts::at(window, windows));
         let key = format!("user-{}", i % 50_000);
         let mut record = BaseRecord::to(topic).payload(&payload).key(&key);
         loop {

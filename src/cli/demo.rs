@@ -33,11 +33,16 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.events == 0 {
         anyhow::bail!("--events must be at least 1");
     }
+    let (new_category, score, prediction) = demo::Drifts::starts(args.windows);
     eprintln!(
-        "mlwatch demo: in-process Kafka broker, {} events over {} one-minute windows; `{}` shifts half-way.",
+        "mlwatch demo: in-process Kafka broker, {} events over {} one-minute windows; injected: \
+         `{}` gains the category `{}` from window {new_category}, `{}` shifts from window {score}, \
+         the prediction shifts from window {prediction} (windows counted from 0).",
         args.events,
         args.windows,
-        demo::SHIFTED_FEATURE
+        demo::NEW_CATEGORY_FEATURE,
+        demo::NEW_CATEGORY,
+        demo::SHIFTED_FEATURE,
     );
     let summary = demo::run_demo(&DemoOptions {
         data: args.data.clone(),
@@ -58,10 +63,19 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let storage = Storage::open(&args.data.display().to_string(), &Default::default())?;
     let ctx = query::new_context(Default::default());
     query::register_tables(&ctx, &storage)?;
+    let columns: Vec<&str> = demo::NUMERIC
+        .iter()
+        .chain(demo::CATEGORICAL.iter())
+        .copied()
+        .chain(["prediction"])
+        .collect();
     let per_window = ctx
         .sql(&format!(
-            "SELECT window_start, {} FROM drift_results WHERE model = '{}' GROUP BY window_start ORDER BY window_start",
-            demo::NUMERIC
+            "SELECT d.window_start, {}, any_value(s.dataset_drifted) AS dataset \
+             FROM drift_results d JOIN drift_summary s \
+               ON d.window_start = s.window_start AND d.model = s.model AND d.version = s.version \
+             WHERE d.model = '{}' GROUP BY d.window_start ORDER BY d.window_start",
+            columns
                 .iter()
                 .map(|f| format!(
                     "max(CASE WHEN feature = '{f}' THEN (CASE WHEN drifted THEN 'DRIFT' ELSE '.' END) END) AS {f}"
@@ -73,13 +87,16 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await?
         .collect()
         .await?;
-    println!("\nDrift by window (KS vs reference, p < threshold = DRIFT):");
+    println!(
+        "\nDrift by window and column (method by Evidently's rule; DRIFT = p-value after \
+         correction below its threshold, or distance at or above it):"
+    );
     print!(
         "{}",
         super::sql::render(&per_window, super::sql::Format::Table)?
     );
     let totals = ctx
-        .sql("SELECT feature, count(*) FILTER (WHERE drifted) AS drifted_windows, count(*) AS windows FROM drift_results GROUP BY feature ORDER BY feature")
+        .sql("SELECT kind, feature, any_value(method) AS method, count(*) FILTER (WHERE drifted) AS drifted_windows, count(*) AS windows FROM drift_results GROUP BY kind, feature ORDER BY kind, feature")
         .await?
         .collect()
         .await?;

@@ -1,62 +1,128 @@
-//! Drift monitoring: reference samples and the per-window drift tests.
+//! Drift monitoring: the evaluator that tests every monitored column of a
+//! closed window against its training profile.
 //!
-//! Each model's reference (training) sample is read once at start-up from
-//! Parquet or CSV, sorted per feature and handed to the `ks_reference`
-//! aggregate registered on the monitor's DataFusion session. When a window
-//! closes, its samples become the table `window_current(model, version,
-//! feature, value)` and `sql/window_drift.sql` runs `ks_reference` per model,
-//! version and feature. The test stays in SQL, so backfills and ad-hoc
-//! queries can use the same functions (`ks_2samp` takes both samples as rows).
+//! Each model's profile (per column: a sorted sample of a numeric column,
+//! the category counts of a categorical one) is loaded once at start-up
+//! ([`reference`]) and held by the `drift_reference*` SQL functions
+//! ([`crate::udf::drift`]). When a window closes, the variants of each
+//! (model, version) are merged and its summaries become the tables
+//! `window_numeric` (the bottom-k sample values) and `window_categorical`
+//! (the counts); `sql/window_drift.sql` runs one test per column with the
+//! configured method (or Evidently's choice), corrects the p-values of the
+//! window (Holm or Benjamini-Hochberg) and decides `drifted`;
+//! `sql/window_drift_summary.sql` gives the dataset verdict. The tests stay
+//! in SQL, so backfills and `mlwatch sql` use the same functions.
 
-use std::sync::Arc;
+pub mod reference;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::AggregateUDF;
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 
-use crate::config::{Config, FeatureType};
+use crate::config::{Config, Correction};
 use crate::error::{Error, Result};
 use crate::event::ModelCatalog;
 use crate::pipeline::evaluate::{Evaluator, Output};
-use crate::storage::tables::{self, DRIFT_FILE_SCHEMA, col};
-use crate::udf::{KsReference, References};
+use crate::stats::drift::Reference;
+use crate::storage::tables::{self, DRIFT_FILE_SCHEMA, DRIFT_SUMMARY_FILE_SCHEMA, col};
+use crate::udf::drift::{Baselines, DriftKind, DriftUdaf};
 use crate::window::{ClosedWindow, ColumnSummary, GroupState};
 
 /// The query run for every closed window.
 pub const WINDOW_DRIFT_SQL: &str = include_str!("../../sql/window_drift.sql");
+/// The dataset verdict, run on the rows of [`WINDOW_DRIFT_SQL`].
+pub const WINDOW_DRIFT_SUMMARY_SQL: &str = include_str!("../../sql/window_drift_summary.sql");
 
-/// Schema of `window_current(model, version, feature, value)`.
-fn window_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new(col::MODEL, DataType::Utf8, false),
-        Field::new(col::VERSION, DataType::Utf8, false),
-        Field::new(col::FEATURE, DataType::Utf8, false),
-        Field::new(col::VALUE, DataType::Float64, false),
-    ]))
-}
+/// Which profile a model's windows are tested against, as the `baseline`
+/// column says.
+const CONFIG_BASELINE: &str = "config";
 
-/// Drift results of one model in one window, in the `drift_results` file schema.
-#[derive(Debug)]
-pub struct ModelDrift {
-    /// Model index in the catalog.
-    pub model: usize,
-    /// Rows in [`DRIFT_FILE_SCHEMA`].
-    pub batch: RecordBatch,
+/// One monitored column's test settings.
+#[derive(Debug, Clone)]
+struct ColumnTest {
+    /// Profile name in the baselines, if the reference has this column.
+    reference: Option<String>,
+    /// Configured method or "auto".
+    method: String,
+    /// Configured threshold.
+    threshold: Option<f64>,
 }
 
 /// Runs the drift tests of closed windows.
 pub struct DriftEvaluator {
     ctx: SessionContext,
     catalog: Arc<ModelCatalog>,
-    threshold: f64,
+    /// Per model, per column ([`crate::event::ModelSchema::columns`]).
+    tests: Vec<Vec<ColumnTest>>,
+    p_value_threshold: f64,
     min_current: i64,
+    correction: Correction,
+    dataset_share: f64,
+}
+
+impl DriftEvaluator {
+    /// Loads every model's reference and prepares the session.
+    pub async fn new(config: &Config, catalog: Arc<ModelCatalog>) -> Result<Self> {
+        let ctx = crate::query::new_context(config.drift.ks_method);
+        let mut profiles: BTreeMap<String, Arc<Reference>> = BTreeMap::new();
+        let mut tests = Vec::with_capacity(catalog.models.len());
+        for schema in &catalog.models {
+            let model = &config.models[&schema.name];
+            let loaded = reference::load(
+                &ctx,
+                &schema.name,
+                &model.reference,
+                &schema.columns,
+                config.window.max_categories,
+            )
+            .await?;
+            let mut model_tests = Vec::with_capacity(schema.columns.len());
+            for (def, profile) in schema.columns.iter().zip(loaded) {
+                let reference = profile.map(|p| {
+                    let name = format!("{}/{CONFIG_BASELINE}/{}", schema.name, def.name);
+                    profiles.insert(name.clone(), Arc::new(p));
+                    name
+                });
+                if reference.is_none() {
+                    tracing::warn!(model = %schema.name, column = %def.name, reference = %model.reference,
+                        "the reference has no such column; the column is not tested");
+                }
+                model_tests.push(ColumnTest {
+                    reference,
+                    method: model
+                        .drift
+                        .method
+                        .get(&def.name)
+                        .cloned()
+                        .unwrap_or_else(|| "auto".into()),
+                    threshold: model.drift.threshold.get(&def.name).copied(),
+                });
+            }
+            tests.push(model_tests);
+        }
+        let baselines: Baselines = Arc::new(RwLock::new(profiles));
+        for kind in DriftKind::ALL {
+            ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(kind, baselines.clone())));
+        }
+        Ok(Self {
+            ctx,
+            catalog,
+            tests,
+            p_value_threshold: config.drift.p_value_threshold,
+            min_current: config.drift.min_current as i64,
+            correction: config.drift.correction,
+            dataset_share: config.drift.dataset_share,
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -66,15 +132,45 @@ impl Evaluator for DriftEvaluator {
     }
 
     async fn evaluate(&mut self, window: &ClosedWindow) -> Result<Vec<Output>> {
-        Ok(DriftEvaluator::evaluate(self, window)
-            .await?
-            .into_iter()
-            .map(|d| Output {
-                table: tables::DRIFT_RESULTS,
-                model: self.catalog.models[d.model].name.clone(),
-                batch: d.batch,
-            })
-            .collect())
+        let groups = by_version(window);
+        let (numeric, categorical) = self.window_tables(&groups)?;
+        if numeric.num_rows() == 0 && categorical.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let results = self
+            .query(
+                &[
+                    ("window_numeric", numeric),
+                    ("window_categorical", categorical),
+                ],
+                WINDOW_DRIFT_SQL,
+                vec![
+                    ScalarValue::Int64(Some(self.min_current)),
+                    ScalarValue::Float64(Some(self.p_value_threshold)),
+                    ScalarValue::Utf8(Some(self.correction.as_str().into())),
+                ],
+            )
+            .await?;
+        let Some(results) = results else {
+            return Ok(Vec::new());
+        };
+        let summary = self
+            .query(
+                &[("window_drift", results.clone())],
+                WINDOW_DRIFT_SUMMARY_SQL,
+                vec![ScalarValue::Float64(Some(self.dataset_share))],
+            )
+            .await?;
+        let mut out = split_by_model(tables::DRIFT_RESULTS, &DRIFT_FILE_SCHEMA, window, &results)?;
+        if let Some(summary) = summary {
+            out.extend(split_by_model(
+                tables::DRIFT_SUMMARY,
+                &DRIFT_SUMMARY_FILE_SCHEMA,
+                window,
+                &summary,
+            )?);
+        }
+        Ok(out)
     }
 }
 
@@ -97,124 +193,169 @@ fn by_version(window: &ClosedWindow) -> Vec<GroupState> {
     out
 }
 
-impl DriftEvaluator {
-    /// Loads every model's reference and prepares the session.
-    pub async fn new(config: &Config, catalog: Arc<ModelCatalog>) -> Result<Self> {
-        let ctx = crate::query::new_context(config.drift.ks_method);
-        let mut references = References::new();
-        for (name, model) in &config.models {
-            let schema = &catalog.models[catalog.index(name).expect("catalog built from config")];
-            for (feature, v) in load_reference(&ctx, name, &model.reference, schema).await? {
-                references.insert(format!("{name}/{feature}"), Arc::new(v));
-            }
-        }
-        ctx.register_udaf(AggregateUDF::from(KsReference::new(
-            config.drift.ks_method,
-            Arc::new(references),
-        )));
-        Ok(Self {
-            ctx,
-            catalog,
-            threshold: config.drift.p_value_threshold,
-            min_current: config.drift.min_current as i64,
-        })
+fn utf8(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+}
+
+fn group_fields() -> Vec<Field> {
+    vec![
+        utf8(col::MODEL),
+        utf8(col::VERSION),
+        utf8(col::KIND),
+        utf8(col::FEATURE),
+        utf8(col::BASELINE),
+        utf8("reference"),
+        utf8(col::METHOD),
+        Field::new(col::THRESHOLD, DataType::Float64, true),
+    ]
+}
+
+/// Columns of `window_numeric` / `window_categorical` shared by both.
+#[derive(Default)]
+struct GroupCols<'a> {
+    model: Vec<&'a str>,
+    version: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    feature: Vec<&'a str>,
+    baseline: Vec<&'static str>,
+    reference: Vec<&'a str>,
+    method: Vec<&'a str>,
+    threshold: Vec<Option<f64>>,
+}
+
+impl<'a> GroupCols<'a> {
+    fn push(
+        &mut self,
+        g: &'a GroupState,
+        schema: &'a crate::event::ModelSchema,
+        c: usize,
+        t: &'a ColumnTest,
+        reference: &'a str,
+    ) {
+        let def = &schema.columns[c];
+        self.model.push(&schema.name);
+        self.version.push(&g.key.version);
+        self.kind.push(def.kind.as_str());
+        self.feature.push(&def.name);
+        self.baseline.push(CONFIG_BASELINE);
+        self.reference.push(reference);
+        self.method.push(&t.method);
+        self.threshold.push(t.threshold);
     }
 
-    /// Tests every numeric feature of every (model, version) in `window`.
-    pub async fn evaluate(&self, window: &ClosedWindow) -> Result<Vec<ModelDrift>> {
-        let current = self.current_batch(window)?;
-        if current.num_rows() == 0 {
-            return Ok(Vec::new());
-        }
-        let table = MemTable::try_new(current.schema(), vec![vec![current]])?;
-        self.ctx.deregister_table("window_current")?;
-        self.ctx.register_table("window_current", Arc::new(table))?;
-        let df = self
-            .ctx
-            .sql(WINDOW_DRIFT_SQL)
-            .await?
-            .with_param_values(vec![
-                ScalarValue::Float64(Some(self.threshold)),
-                ScalarValue::Int64(Some(self.min_current)),
-            ])?;
-        let batches = df.collect().await?;
-        self.ctx.deregister_table("window_current")?;
-        if batches.is_empty() {
-            return Ok(Vec::new());
-        }
-        let all = concat_batches(&batches[0].schema(), &batches)?;
-        split_by_model(&self.catalog, window, &all)
-    }
-
-    fn current_batch(&self, window: &ClosedWindow) -> Result<RecordBatch> {
-        let (mut m, mut v, mut f, mut x) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let groups = by_version(window);
-        for g in &groups {
-            let schema = &self.catalog.models[g.key.model];
-            for (def, summary) in schema.columns.iter().zip(&g.columns) {
-                let ColumnSummary::Numeric(n) = summary else {
-                    continue;
-                };
-                if def.kind != crate::event::ColumnKind::Feature || def.ty != FeatureType::Numeric {
-                    continue;
-                }
-                for value in n.sample.sorted_values() {
-                    m.push(schema.name.as_str());
-                    v.push(g.key.version.as_str());
-                    f.push(def.name.as_str());
-                    x.push(value);
-                }
-            }
-        }
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(m)),
-            Arc::new(StringArray::from(v)),
-            Arc::new(StringArray::from(f)),
-            Arc::new(Float64Array::from(x)),
-        ];
-        Ok(RecordBatch::try_new(window_schema(), cols)?)
+    fn arrays(self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(StringArray::from(self.model)),
+            Arc::new(StringArray::from(self.version)),
+            Arc::new(StringArray::from(self.kind)),
+            Arc::new(StringArray::from(self.feature)),
+            Arc::new(StringArray::from(self.baseline)),
+            Arc::new(StringArray::from(self.reference)),
+            Arc::new(StringArray::from(self.method)),
+            Arc::new(Float64Array::from(self.threshold)),
+        ]
     }
 }
 
+impl DriftEvaluator {
+    /// The window's summaries as `window_numeric` and `window_categorical`.
+    fn window_tables(&self, groups: &[GroupState]) -> Result<(RecordBatch, RecordBatch)> {
+        let (mut num, mut values) = (GroupCols::default(), Vec::<f64>::new());
+        let (mut cat, mut cats, mut counts) = (
+            GroupCols::default(),
+            Vec::<Option<&str>>::new(),
+            Vec::<i64>::new(),
+        );
+        for g in groups {
+            let schema = &self.catalog.models[g.key.model];
+            for (c, summary) in g.columns.iter().enumerate() {
+                let t = &self.tests[g.key.model][c];
+                let Some(reference) = t.reference.as_deref() else {
+                    continue;
+                };
+                match summary {
+                    ColumnSummary::Numeric(n) => {
+                        for v in n.sample.sorted_values() {
+                            num.push(g, schema, c, t, reference);
+                            values.push(v);
+                        }
+                    }
+                    ColumnSummary::Categorical(s) => {
+                        let (kept, other) = s.counts.counts();
+                        let rows = kept
+                            .iter()
+                            .map(|(k, n)| (Some(k.as_str()), *n))
+                            .chain((other > 0).then_some((None, other)));
+                        for (k, n) in rows {
+                            cat.push(g, schema, c, t, reference);
+                            cats.push(k);
+                            counts.push(n as i64);
+                        }
+                    }
+                }
+            }
+        }
+        let mut nf = group_fields();
+        nf.push(Field::new(col::VALUE, DataType::Float64, false));
+        let mut na = num.arrays();
+        na.push(Arc::new(Float64Array::from(values)));
+        let mut cf = group_fields();
+        cf.push(utf8("category"));
+        cf.push(Field::new("n", DataType::Int64, false));
+        let mut ca = cat.arrays();
+        ca.push(Arc::new(StringArray::from(cats)));
+        ca.push(Arc::new(Int64Array::from(counts)));
+        Ok((
+            RecordBatch::try_new(Arc::new(Schema::new(nf)), na)?,
+            RecordBatch::try_new(Arc::new(Schema::new(cf)), ca)?,
+        ))
+    }
+
+    /// Runs `sql` over `inputs` registered as tables; `None` without rows.
+    async fn query(
+        &self,
+        inputs: &[(&str, RecordBatch)],
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Option<RecordBatch>> {
+        for (name, batch) in inputs {
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])?;
+            self.ctx.deregister_table(*name)?;
+            self.ctx.register_table(*name, Arc::new(table))?;
+        }
+        let result = async {
+            let df = self.ctx.sql(sql).await?.with_param_values(params)?;
+            df.collect().await
+        }
+        .await;
+        for (name, _) in inputs {
+            self.ctx.deregister_table(*name)?;
+        }
+        let batches = result?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(None);
+        }
+        Ok(Some(concat_batches(&batches[0].schema(), &batches)?))
+    }
+}
+
+/// Splits query rows (sorted by model) into one output per model in the
+/// table's file schema: the window's bounds, then the schema's other
+/// columns taken by name.
 fn split_by_model(
-    catalog: &ModelCatalog,
+    table: &'static str,
+    file_schema: &SchemaRef,
     window: &ClosedWindow,
     all: &RecordBatch,
-) -> Result<Vec<ModelDrift>> {
-    let col_str = |name: &str| -> Result<StringArray> {
-        let c = all.column_by_name(name).ok_or_else(|| missing(name))?;
-        Ok(cast(c, &DataType::Utf8)?.as_string::<i32>().clone())
-    };
-    let col_f64 = |name: &str| -> Result<Float64Array> {
-        let c = all.column_by_name(name).ok_or_else(|| missing(name))?;
-        Ok(cast(c, &DataType::Float64)?
-            .as_primitive::<Float64Type>()
-            .clone())
-    };
-    let col_i64 = |name: &str| -> Result<Int64Array> {
-        let c = all.column_by_name(name).ok_or_else(|| missing(name))?;
-        Ok(cast(c, &DataType::Int64)?
-            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-            .clone())
-    };
-    let model = col_str(col::MODEL)?;
-    let drifted = all
-        .column_by_name(col::DRIFTED)
-        .ok_or_else(|| missing(col::DRIFTED))?
-        .as_boolean()
-        .clone();
-    let (version, feature, method) = (
-        col_str(col::VERSION)?,
-        col_str(col::FEATURE)?,
-        col_str(col::METHOD)?,
-    );
-    let (stat, p, th) = (
-        col_f64(col::STATISTIC)?,
-        col_f64(col::P_VALUE)?,
-        col_f64(col::THRESHOLD)?,
-    );
-    let (nr, nc) = (col_i64(col::N_REFERENCE)?, col_i64(col::N_CURRENT)?);
-
+) -> Result<Vec<Output>> {
+    let model = all
+        .column_by_name(col::MODEL)
+        .ok_or_else(|| missing(col::MODEL))?;
+    let model = cast(model, &DataType::Utf8)?;
+    let model = model
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| missing(col::MODEL))?;
     let mut out = Vec::new();
     let mut start = 0;
     while start < all.num_rows() {
@@ -224,32 +365,28 @@ fn split_by_model(
             end += 1;
         }
         let len = end - start;
-        let model_idx = catalog.index(name).ok_or_else(|| missing(name))?;
-        let ts = |v: i64| -> ArrayRef {
-            Arc::new(TimestampMillisecondArray::from(vec![v; len]).with_timezone("UTC"))
-        };
-        let cols: Vec<ArrayRef> = vec![
-            ts(window.start),
-            ts(window.end),
-            Arc::new(version.slice(start, len)),
-            Arc::new(feature.slice(start, len)),
-            Arc::new(method.slice(start, len)),
-            Arc::new(stat.slice(start, len)),
-            Arc::new(p.slice(start, len)),
-            Arc::new(th.slice(start, len)),
-            Arc::new(BooleanArray::from(
-                drifted
-                    .slice(start, len)
-                    .iter()
-                    .map(|b| b.unwrap_or(false))
-                    .collect::<Vec<_>>(),
-            )),
-            Arc::new(nr.slice(start, len)),
-            Arc::new(nc.slice(start, len)),
-        ];
-        out.push(ModelDrift {
-            model: model_idx,
-            batch: RecordBatch::try_new(DRIFT_FILE_SCHEMA.clone(), cols)?,
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(file_schema.fields().len());
+        for f in file_schema.fields() {
+            let a: ArrayRef = match f.name().as_str() {
+                col::WINDOW_START | col::WINDOW_END => {
+                    let v = if f.name() == col::WINDOW_START {
+                        window.start
+                    } else {
+                        window.end
+                    };
+                    Arc::new(TimestampMillisecondArray::from(vec![v; len]).with_timezone("UTC"))
+                }
+                n => {
+                    let c = all.column_by_name(n).ok_or_else(|| missing(n))?;
+                    cast(&c.slice(start, len), f.data_type())?
+                }
+            };
+            cols.push(a);
+        }
+        out.push(Output {
+            table,
+            model: name.to_string(),
+            batch: RecordBatch::try_new(file_schema.clone(), cols)?,
         });
         start = end;
     }
@@ -260,61 +397,4 @@ fn missing(what: &str) -> Error {
     Error::DataFusion(datafusion::error::DataFusionError::Internal(format!(
         "window drift query returned no `{what}`"
     )))
-}
-
-/// Reads one model's reference file: each numeric feature's values, sorted.
-async fn load_reference(
-    ctx: &SessionContext,
-    model: &str,
-    location: &str,
-    schema: &crate::event::ModelSchema,
-) -> Result<Vec<(String, Vec<f64>)>> {
-    let err = |reason: String| Error::Reference {
-        model: model.to_string(),
-        location: location.to_string(),
-        reason,
-    };
-    let lower = location.to_ascii_lowercase();
-    let df = if lower.ends_with(".parquet") {
-        ctx.read_parquet(location, ParquetReadOptions::default())
-            .await
-    } else if lower.ends_with(".csv") {
-        ctx.read_csv(location, CsvReadOptions::new().has_header(true))
-            .await
-    } else {
-        return Err(err("the file name must end in .parquet or .csv".into()));
-    }
-    .map_err(|e| err(e.to_string()))?;
-    let batches = df.collect().await.map_err(|e| err(e.to_string()))?;
-    let mut out = Vec::with_capacity(schema.numeric.len());
-    for &idx in &schema.numeric {
-        let name = &schema.features[idx].0;
-        let mut found = false;
-        let mut values = Vec::new();
-        for b in &batches {
-            let Some(c) = b.column_by_name(name) else {
-                continue;
-            };
-            found = true;
-            let c =
-                cast(c, &DataType::Float64).map_err(|e| err(format!("column `{name}`: {e}")))?;
-            values.extend(
-                c.as_primitive::<Float64Type>()
-                    .iter()
-                    .flatten()
-                    .filter(|v| !v.is_nan()),
-            );
-        }
-        if !found && !batches.is_empty() {
-            return Err(err(format!(
-                "numeric feature `{name}` has no column in the reference"
-            )));
-        }
-        values.sort_unstable_by(f64::total_cmp);
-        out.push((name.clone(), values));
-    }
-    if out.iter().all(|(_, v)| v.is_empty()) {
-        return Err(err("no numeric reference values".into()));
-    }
-    Ok(out)
 }

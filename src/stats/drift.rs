@@ -85,6 +85,42 @@ impl DriftMethod {
         }
     }
 
+    /// Parses a method's configuration name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "ks" => Self::Ks,
+            "wasserstein" => Self::Wasserstein,
+            "psi" => Self::Psi,
+            "js" => Self::JensenShannon,
+            "chi2" => Self::ChiSquare,
+            "z" => Self::ZTest,
+            _ => return None,
+        })
+    }
+
+    /// The method's configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ks => "ks",
+            Self::Wasserstein => "wasserstein",
+            Self::Psi => "psi",
+            Self::JensenShannon => "js",
+            Self::ChiSquare => "chi2",
+            Self::Chi2Contingency => "chi2_contingency",
+            Self::ZTest => "z",
+        }
+    }
+
+    /// Whether the method applies to a numeric column.
+    pub fn fits_numeric(self) -> bool {
+        true
+    }
+
+    /// Whether the method applies to a categorical column.
+    pub fn fits_categorical(self) -> bool {
+        !matches!(self, Self::Ks | Self::Wasserstein)
+    }
+
     /// Whether the value is a p-value (small = drift) rather than a distance.
     pub fn is_p_value(self) -> bool {
         matches!(
@@ -138,11 +174,69 @@ impl Verdict {
     }
 }
 
+/// A column's training profile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reference {
+    /// A numeric column's values, sorted ascending, without NaN.
+    Numeric {
+        /// The values.
+        sorted: Vec<f64>,
+    },
+    /// A categorical column's counts.
+    Categorical(super::summary::CategoryCounts),
+}
+
+/// Drift of a numeric column: `current` against the sorted reference.
+pub fn numeric_drift(
+    reference_sorted: &[f64],
+    current: &[f64],
+    method: Option<DriftMethod>,
+    threshold: Option<f64>,
+) -> Result<ColumnDrift, StatsError> {
+    column_drift(
+        &ColumnData::Numeric(reference_sorted.to_vec(), current.to_vec()),
+        method,
+        threshold,
+    )
+}
+
+/// Drift of a categorical column from counts (one `other` bucket when a
+/// side overflowed its cap).
+pub fn categorical_drift(
+    reference: &super::summary::CategoryCounts,
+    current: &super::summary::CategoryCounts,
+    method: Option<DriftMethod>,
+    threshold: Option<f64>,
+) -> Result<ColumnDrift, StatsError> {
+    let a = reference.aligned(current);
+    let names: Vec<String> = a
+        .categories
+        .iter()
+        .cloned()
+        .chain(a.other.map(|_| "\u{0}other".to_string()))
+        .collect();
+    let (r, c) = a.buckets();
+    let expand = |counts: &[u64]| -> Vec<String> {
+        names
+            .iter()
+            .zip(counts)
+            .flat_map(|(n, k)| std::iter::repeat_n(n.clone(), *k as usize))
+            .collect()
+    };
+    column_drift(
+        &ColumnData::Categorical(expand(&r), expand(&c)),
+        method,
+        threshold,
+    )
+}
+
 /// Result for one column.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ColumnDrift {
     /// Method used.
     pub method: DriftMethod,
+    /// The test statistic (the distance itself for distance methods).
+    pub statistic: f64,
     /// p-value or distance (NaN when the method is undefined on the data).
     pub value: f64,
     /// Threshold applied.
@@ -280,6 +374,7 @@ pub fn column_drift(
     };
     Ok(ColumnDrift {
         method,
+        statistic: value,
         value,
         threshold,
         drifted: verdict.is_drift(),
@@ -410,6 +505,7 @@ mod tests {
     fn dataset_counts_not_testable_columns() {
         let col = |verdict: Verdict| ColumnDrift {
             method: DriftMethod::ChiSquare,
+            statistic: f64::NAN,
             value: f64::NAN,
             threshold: 0.05,
             drifted: verdict.is_drift(),

@@ -340,6 +340,12 @@ impl CategoryCounts {
         self.other > 0
     }
 
+    /// Counts `n` occurrences of categories known only to be outside the
+    /// kept set (a summary rebuilt from its kept counts and `other`).
+    pub fn add_other(&mut self, n: u64) {
+        self.other += n;
+    }
+
     /// The most distinct categories kept.
     pub fn cap(&self) -> usize {
         self.cap

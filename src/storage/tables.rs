@@ -4,6 +4,7 @@
 //! | table | layout under the storage root |
 //! |---|---|
 //! | `drift_results` | `drift_results/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
+//! | `drift_summary` | `drift_summary/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `dead_letters`  | `dead_letters/topic=<t>/partition=<p>/<first_offset>.parquet` |
 //!
 //! File names are derived from what they hold (the window; the first offset
@@ -17,6 +18,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 
 /// Table of drift test results, one row per window, model, version and feature.
 pub const DRIFT_RESULTS: &str = "drift_results";
+/// Table of dataset-level drift verdicts, one row per window, model and version.
+pub const DRIFT_SUMMARY: &str = "drift_summary";
 /// Table of records that could not be used, with the reason.
 pub const DEAD_LETTERS: &str = "dead_letters";
 /// Folder of checkpoints (not a table).
@@ -40,6 +43,11 @@ pub fn output_tables() -> Vec<TableDef> {
             partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
         },
         TableDef {
+            name: DRIFT_SUMMARY,
+            file_schema: DRIFT_SUMMARY_FILE_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
             name: DEAD_LETTERS,
             file_schema: DEAD_LETTER_FILE_SCHEMA.clone(),
             partitions: vec![
@@ -57,9 +65,18 @@ pub mod col {
     pub const MODEL: &str = "model";
     pub const VERSION: &str = "version";
     pub const FEATURE: &str = "feature";
+    pub const KIND: &str = "kind";
     pub const METHOD: &str = "method";
     pub const STATISTIC: &str = "statistic";
     pub const P_VALUE: &str = "p_value";
+    pub const P_VALUE_ADJUSTED: &str = "p_value_adjusted";
+    pub const DISTANCE: &str = "distance";
+    pub const BASELINE: &str = "baseline";
+    pub const CAPPED: &str = "capped";
+    pub const COLUMNS_TESTED: &str = "columns_tested";
+    pub const COLUMNS_DRIFTED: &str = "columns_drifted";
+    pub const SHARE: &str = "share";
+    pub const DATASET_DRIFTED: &str = "dataset_drifted";
     pub const THRESHOLD: &str = "threshold";
     pub const DRIFTED: &str = "drifted";
     pub const N_REFERENCE: &str = "n_reference";
@@ -78,20 +95,40 @@ fn ts_type() -> DataType {
 }
 
 /// Schema of the rows stored in `drift_results` files (`model` and `date` are
-/// added from the path by readers that understand Hive partitions).
+/// added from the path by readers that understand Hive partitions). Columns
+/// added after the first release are nullable, so older files still read.
 pub static DRIFT_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new(col::WINDOW_START, ts_type(), false),
         Field::new(col::WINDOW_END, ts_type(), false),
         Field::new(col::VERSION, DataType::Utf8, false),
+        Field::new(col::KIND, DataType::Utf8, true),
         Field::new(col::FEATURE, DataType::Utf8, false),
         Field::new(col::METHOD, DataType::Utf8, false),
         Field::new(col::STATISTIC, DataType::Float64, true),
         Field::new(col::P_VALUE, DataType::Float64, true),
+        Field::new(col::P_VALUE_ADJUSTED, DataType::Float64, true),
+        Field::new(col::DISTANCE, DataType::Float64, true),
         Field::new(col::THRESHOLD, DataType::Float64, false),
         Field::new(col::DRIFTED, DataType::Boolean, false),
         Field::new(col::N_REFERENCE, DataType::Int64, false),
         Field::new(col::N_CURRENT, DataType::Int64, false),
+        Field::new(col::BASELINE, DataType::Utf8, true),
+        Field::new(col::CAPPED, DataType::Boolean, true),
+    ]))
+});
+
+/// Schema of the rows stored in `drift_summary` files (`model` and `date`
+/// come from the path).
+pub static DRIFT_SUMMARY_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(col::WINDOW_START, ts_type(), false),
+        Field::new(col::WINDOW_END, ts_type(), false),
+        Field::new(col::VERSION, DataType::Utf8, false),
+        Field::new(col::COLUMNS_TESTED, DataType::Int64, false),
+        Field::new(col::COLUMNS_DRIFTED, DataType::Int64, false),
+        Field::new(col::SHARE, DataType::Float64, false),
+        Field::new(col::DATASET_DRIFTED, DataType::Boolean, false),
     ]))
 });
 

@@ -9,6 +9,7 @@
 //! everywhere.
 
 pub mod categorical;
+pub mod drift;
 pub mod ks_reference;
 pub mod two_sample;
 
@@ -64,6 +65,15 @@ pub fn register_all(ctx: &SessionContext, ks_method: KsMethod) {
     }
     for kind in CategoricalKind::ALL {
         ctx.register_udaf(AggregateUDF::from(Categorical::new(kind)));
+    }
+    // The drift aggregates; `drift_reference*` find no profile here (the
+    // monitor registers its own with the models' profiles).
+    let none: drift::Baselines = Default::default();
+    for kind in drift::DriftKind::ALL {
+        ctx.register_udaf(AggregateUDF::from(drift::DriftUdaf::new(
+            kind,
+            none.clone(),
+        )));
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mlwatch::config::Config;
-use mlwatch::demo::{self, Generator};
+use mlwatch::demo::{self, Drifts, Generator};
 use mlwatch::pipeline::{self, RunControl, RunSummary};
 use mlwatch::query;
 use mlwatch::storage::Storage;
@@ -75,16 +75,14 @@ fn wait_for_checkpoint(path: &Path, n: u64) {
     }
 }
 
-/// `n` events over `windows` minutes; the second half shifted.
+/// `n` events over `windows` minutes, with the demo's changes.
 fn events(n: u64, windows: i64) -> Vec<String> {
     let mut g = Generator::new(11);
     (0..n)
         .map(|i| {
-            g.event_json(
-                i,
-                demo::START_MS + (i as i64 * windows * 60_000) / n as i64,
-                i >= n / 2,
-            )
+            let offset = (i as i64 * windows * 60_000) / n as i64;
+            let drifts = Drifts::at((offset / 60_000) as u64, windows as u64);
+            g.event_json(i, demo::START_MS + offset, drifts)
         })
         .collect()
 }
@@ -132,7 +130,8 @@ async fn query_csv(data: &Path, sql: &str) -> Result<String, Box<dyn std::error:
     Ok(String::from_utf8(buf)?)
 }
 
-const ALL_DRIFT: &str = "SELECT window_start, window_end, model, version, feature, method, statistic, p_value, threshold, drifted, n_reference, n_current FROM drift_results ORDER BY window_start, feature";
+const ALL_DRIFT: &str = "SELECT window_start, window_end, model, version, kind, feature, method, statistic, p_value, p_value_adjusted, distance, threshold, drifted, n_reference, n_current, baseline, capped FROM drift_results ORDER BY window_start, kind, feature";
+const ALL_SUMMARY: &str = "SELECT * FROM drift_summary ORDER BY window_start, model, version";
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -144,7 +143,10 @@ fn setup() -> Result<Setup, Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().to_path_buf();
     let reference = root.join("reference.parquet");
-    demo::write_reference(&reference, 4000, 7)?;
+    // 1,000 rows: Evidently's rule then picks KS and chi-square (p-values,
+    // with the demo's threshold of 0.001 and the correction across columns)
+    // rather than distances, which flag 1,000-event windows by chance.
+    demo::write_reference(&reference, 1000, 7)?;
     Ok(Setup {
         _tmp: tmp,
         reference,
@@ -257,13 +259,39 @@ async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> 
         total.lines().nth(1),
         Some(format!("{n_bad},{n_bad}").as_str())
     );
-    // The shifted feature is flagged in the later windows, the others are not.
-    let flagged = query_csv(
-        &clean_data,
-        "SELECT DISTINCT feature FROM drift_results WHERE drifted ORDER BY feature",
+    assert_changes_flagged_from_their_window_on(&clean_data, 6).await
+}
+
+/// Each injected change of the demo stream ([`Drifts::at`]) is flagged in
+/// every window from the one where it starts, and in no window before; the
+/// unchanged columns are never flagged.
+async fn assert_changes_flagged_from_their_window_on(data: &Path, windows: u64) -> TestResult {
+    let rows = query_csv(
+        data,
+        "SELECT feature, CAST((CAST(window_start AS BIGINT) - 1767225600000) / 60000 AS BIGINT) AS w, drifted, \
+         method, statistic, p_value, p_value_adjusted, distance, threshold, n_current \
+         FROM drift_results ORDER BY feature, w",
     )
     .await?;
-    assert_eq!(flagged.trim(), "feature\ncredit_score");
+    let (new_category, score, prediction) = Drifts::starts(windows);
+    let mut seen = std::collections::BTreeMap::<String, u64>::new();
+    for line in rows.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (feature, w, drifted) = (f[0], f[1].parse::<u64>()?, f[2] == "true");
+        let expected = match feature {
+            "region" => w >= new_category,
+            "credit_score" => w >= score,
+            "prediction" => w >= prediction,
+            _ => false,
+        };
+        assert_eq!(drifted, expected, "{feature} in window {w}:\n{rows}");
+        *seen.entry(feature.to_string()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 8, "every column tested: {seen:?}");
+    assert!(
+        seen.values().all(|n| *n == windows),
+        "every window: {seen:?}"
+    );
     Ok(())
 }
 
@@ -308,8 +336,16 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     let whole = query_csv(&whole_data, ALL_DRIFT).await?;
     assert_eq!(
         whole.lines().count(),
-        1 + 8 * 5,
-        "8 windows x 5 numeric features:\n{whole}"
+        1 + 8 * 8,
+        "8 windows x (7 features + prediction):\n{whole}"
+    );
+    assert_eq!(killed, whole);
+    let killed = query_csv(&killed_data, ALL_SUMMARY).await?;
+    let whole = query_csv(&whole_data, ALL_SUMMARY).await?;
+    assert_eq!(
+        whole.lines().count(),
+        1 + 8,
+        "one verdict per window:\n{whole}"
     );
     assert_eq!(killed, whole);
     Ok(())
@@ -411,6 +447,6 @@ async fn sigint_checkpoints_open_windows_and_exits_zero() -> TestResult {
     );
     assert_eq!(v["counters"]["windows_closed"], 2, "{last}");
     let rows = query_csv(&data, "SELECT count(*) AS n FROM drift_results").await?;
-    assert_eq!(rows.trim(), "n\n10");
+    assert_eq!(rows.trim(), "n\n16", "2 windows x 8 columns");
     Ok(())
 }
