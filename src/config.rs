@@ -37,6 +37,8 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// Drift tests.
     pub drift: DriftConfig,
+    /// Data-quality thresholds.
+    pub quality: QualityConfig,
     /// Model registry.
     pub registry: RegistryConfig,
     /// Experiment tracking from the tracking topic.
@@ -141,6 +143,18 @@ pub struct DriftConfig {
     pub ks_method: KsMethod,
     /// Fewest current values for a feature to be tested.
     pub min_current: usize,
+}
+
+/// Data-quality thresholds: a share above one is a breach.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Share of events without a value.
+    pub missing_share: f64,
+    /// Share of numeric values outside the profile's [min, max].
+    pub out_of_range_share: f64,
+    /// Share of categorical values the profile never saw.
+    pub unseen_share: f64,
 }
 
 /// Multiple-testing correction across the columns of one window.
@@ -302,6 +316,18 @@ impl Config {
         }
         if !(self.drift.p_value_threshold > 0.0 && self.drift.p_value_threshold < 1.0) {
             return bad("drift.p_value_threshold", "must be in (0, 1)");
+        }
+        for (key, v) in [
+            ("quality.missing_share", self.quality.missing_share),
+            (
+                "quality.out_of_range_share",
+                self.quality.out_of_range_share,
+            ),
+            ("quality.unseen_share", self.quality.unseen_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(key, "must be in [0, 1]");
+            }
         }
         if !(self.drift.dataset_share > 0.0 && self.drift.dataset_share <= 1.0) {
             return bad("drift.dataset_share", "must be in (0, 1]");

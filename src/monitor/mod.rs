@@ -13,10 +13,10 @@
 //! `sql/window_drift_summary.sql` gives the dataset verdict. The tests stay
 //! in SQL, so backfills and `mlwatch sql` use the same functions.
 
+pub mod quality;
 pub mod reference;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
@@ -32,25 +32,19 @@ use crate::config::{Config, Correction};
 use crate::error::{Error, Result};
 use crate::event::ModelCatalog;
 use crate::pipeline::evaluate::{Evaluator, Output};
-use crate::stats::drift::Reference;
 use crate::storage::tables::{self, DRIFT_FILE_SCHEMA, DRIFT_SUMMARY_FILE_SCHEMA, col};
-use crate::udf::drift::{Baselines, DriftKind, DriftUdaf};
+use crate::udf::drift::{DriftKind, DriftUdaf};
 use crate::window::{ClosedWindow, ColumnSummary, GroupState};
+use reference::{ModelProfile, Profiles};
 
 /// The query run for every closed window.
 pub const WINDOW_DRIFT_SQL: &str = include_str!("../../sql/window_drift.sql");
 /// The dataset verdict, run on the rows of [`WINDOW_DRIFT_SQL`].
 pub const WINDOW_DRIFT_SUMMARY_SQL: &str = include_str!("../../sql/window_drift_summary.sql");
 
-/// Which profile a model's windows are tested against, as the `baseline`
-/// column says.
-const CONFIG_BASELINE: &str = "config";
-
 /// One monitored column's test settings.
 #[derive(Debug, Clone)]
 struct ColumnTest {
-    /// Profile name in the baselines, if the reference has this column.
-    reference: Option<String>,
     /// Configured method or "auto".
     method: String,
     /// Configured threshold.
@@ -61,6 +55,7 @@ struct ColumnTest {
 pub struct DriftEvaluator {
     ctx: SessionContext,
     catalog: Arc<ModelCatalog>,
+    profiles: Arc<Profiles>,
     /// Per model, per column ([`crate::event::ModelSchema::columns`]).
     tests: Vec<Vec<ColumnTest>>,
     p_value_threshold: f64,
@@ -70,58 +65,45 @@ pub struct DriftEvaluator {
 }
 
 impl DriftEvaluator {
-    /// Loads every model's reference and prepares the session.
-    pub async fn new(config: &Config, catalog: Arc<ModelCatalog>) -> Result<Self> {
+    /// A session over the shared `profiles` with each column's settings.
+    pub fn new(config: &Config, catalog: Arc<ModelCatalog>, profiles: Arc<Profiles>) -> Self {
         let ctx = crate::query::new_context(config.drift.ks_method);
-        let mut profiles: BTreeMap<String, Arc<Reference>> = BTreeMap::new();
-        let mut tests = Vec::with_capacity(catalog.models.len());
-        for schema in &catalog.models {
-            let model = &config.models[&schema.name];
-            let loaded = reference::load(
-                &ctx,
-                &schema.name,
-                &model.reference,
-                &schema.columns,
-                config.window.max_categories,
-            )
-            .await?;
-            let mut model_tests = Vec::with_capacity(schema.columns.len());
-            for (def, profile) in schema.columns.iter().zip(loaded) {
-                let reference = profile.map(|p| {
-                    let name = format!("{}/{CONFIG_BASELINE}/{}", schema.name, def.name);
-                    profiles.insert(name.clone(), Arc::new(p));
-                    name
-                });
-                if reference.is_none() {
-                    tracing::warn!(model = %schema.name, column = %def.name, reference = %model.reference,
-                        "the reference has no such column; the column is not tested");
-                }
-                model_tests.push(ColumnTest {
-                    reference,
-                    method: model
-                        .drift
-                        .method
-                        .get(&def.name)
-                        .cloned()
-                        .unwrap_or_else(|| "auto".into()),
-                    threshold: model.drift.threshold.get(&def.name).copied(),
-                });
-            }
-            tests.push(model_tests);
-        }
-        let baselines: Baselines = Arc::new(RwLock::new(profiles));
         for kind in DriftKind::ALL {
-            ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(kind, baselines.clone())));
+            ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(
+                kind,
+                profiles.baselines().clone(),
+            )));
         }
-        Ok(Self {
+        let tests = catalog
+            .models
+            .iter()
+            .map(|schema| {
+                let model = &config.models[&schema.name];
+                schema
+                    .columns
+                    .iter()
+                    .map(|def| ColumnTest {
+                        method: model
+                            .drift
+                            .method
+                            .get(&def.name)
+                            .cloned()
+                            .unwrap_or_else(|| "auto".into()),
+                        threshold: model.drift.threshold.get(&def.name).copied(),
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
             ctx,
             catalog,
+            profiles,
             tests,
             p_value_threshold: config.drift.p_value_threshold,
             min_current: config.drift.min_current as i64,
             correction: config.drift.correction,
             dataset_share: config.drift.dataset_share,
-        })
+        }
     }
 }
 
@@ -175,7 +157,7 @@ impl Evaluator for DriftEvaluator {
 }
 
 /// The groups of `window` with the variants of each (model, version) merged.
-fn by_version(window: &ClosedWindow) -> Vec<GroupState> {
+pub(crate) fn by_version(window: &ClosedWindow) -> Vec<GroupState> {
     let mut out: Vec<GroupState> = Vec::new();
     for g in &window.groups {
         match out
@@ -217,7 +199,7 @@ struct GroupCols<'a> {
     version: Vec<&'a str>,
     kind: Vec<&'static str>,
     feature: Vec<&'a str>,
-    baseline: Vec<&'static str>,
+    baseline: Vec<String>,
     reference: Vec<&'a str>,
     method: Vec<&'a str>,
     threshold: Vec<Option<f64>>,
@@ -230,14 +212,14 @@ impl<'a> GroupCols<'a> {
         schema: &'a crate::event::ModelSchema,
         c: usize,
         t: &'a ColumnTest,
-        reference: &'a str,
+        (baseline, reference): (&str, &'a str),
     ) {
         let def = &schema.columns[c];
         self.model.push(&schema.name);
         self.version.push(&g.key.version);
         self.kind.push(def.kind.as_str());
         self.feature.push(&def.name);
-        self.baseline.push(CONFIG_BASELINE);
+        self.baseline.push(baseline.to_string());
         self.reference.push(reference);
         self.method.push(&t.method);
         self.threshold.push(t.threshold);
@@ -260,19 +242,24 @@ impl<'a> GroupCols<'a> {
 impl DriftEvaluator {
     /// The window's summaries as `window_numeric` and `window_categorical`.
     fn window_tables(&self, groups: &[GroupState]) -> Result<(RecordBatch, RecordBatch)> {
+        let profiles: Vec<Arc<ModelProfile>> = groups
+            .iter()
+            .map(|g| self.profiles.for_version(g.key.model, &g.key.version))
+            .collect();
         let (mut num, mut values) = (GroupCols::default(), Vec::<f64>::new());
         let (mut cat, mut cats, mut counts) = (
             GroupCols::default(),
             Vec::<Option<&str>>::new(),
             Vec::<i64>::new(),
         );
-        for g in groups {
+        for (g, profile) in groups.iter().zip(&profiles) {
             let schema = &self.catalog.models[g.key.model];
             for (c, summary) in g.columns.iter().enumerate() {
                 let t = &self.tests[g.key.model][c];
-                let Some(reference) = t.reference.as_deref() else {
+                let Some(p) = &profile.columns[c] else {
                     continue;
                 };
+                let reference = (profile.baseline.as_str(), p.name.as_str());
                 match summary {
                     ColumnSummary::Numeric(n) => {
                         for v in n.sample.sorted_values() {

@@ -58,6 +58,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::{self, EventKind, ModelCatalog, Reason};
 use crate::monitor::DriftEvaluator;
+use crate::monitor::quality::QualityEvaluator;
+use crate::monitor::reference::Profiles;
 use crate::storage::Storage;
 use crate::tracking::ExperimentTracker;
 use crate::tracking::stream::{Record as TrackingRecord, TrackingSink};
@@ -169,9 +171,16 @@ impl Pipeline {
             }
             None => Default::default(),
         };
-        let evaluators: Vec<Box<dyn Evaluator>> = vec![Box::new(
-            DriftEvaluator::new(&config, catalog.clone()).await?,
-        )];
+        let ctx = crate::query::new_context(config.drift.ks_method);
+        let profiles = Arc::new(Profiles::load_config(&ctx, &config, &catalog).await?);
+        let evaluators: Vec<Box<dyn Evaluator>> = vec![
+            Box::new(DriftEvaluator::new(
+                &config,
+                catalog.clone(),
+                profiles.clone(),
+            )),
+            Box::new(QualityEvaluator::new(&config, catalog.clone(), profiles)),
+        ];
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(ParquetSink::new(storage.clone()))];
         let writer = WindowWriter::spawn(evaluators, sinks, &parts)?;
         let tracking = TrackingSink::new(

@@ -4,6 +4,7 @@
 //! | table | layout under the storage root |
 //! |---|---|
 //! | `drift_results` | `drift_results/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
+//! | `data_quality` | `data_quality/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `drift_summary` | `drift_summary/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `dead_letters`  | `dead_letters/topic=<t>/partition=<p>/<first_offset>.parquet` |
 //!
@@ -20,6 +21,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 pub const DRIFT_RESULTS: &str = "drift_results";
 /// Table of dataset-level drift verdicts, one row per window, model and version.
 pub const DRIFT_SUMMARY: &str = "drift_summary";
+/// Table of data-quality measures, one row per window, model, version and column.
+pub const DATA_QUALITY: &str = "data_quality";
 /// Table of records that could not be used, with the reason.
 pub const DEAD_LETTERS: &str = "dead_letters";
 /// Folder of checkpoints (not a table).
@@ -45,6 +48,11 @@ pub fn output_tables() -> Vec<TableDef> {
         TableDef {
             name: DRIFT_SUMMARY,
             file_schema: DRIFT_SUMMARY_FILE_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: DATA_QUALITY,
+            file_schema: DATA_QUALITY_FILE_SCHEMA.clone(),
             partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
         },
         TableDef {
@@ -129,6 +137,33 @@ pub static DRIFT_SUMMARY_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(col::COLUMNS_DRIFTED, DataType::Int64, false),
         Field::new(col::SHARE, DataType::Float64, false),
         Field::new(col::DATASET_DRIFTED, DataType::Boolean, false),
+    ]))
+});
+
+/// Schema of the rows stored in `data_quality` files (`model` and `date`
+/// come from the path).
+pub static DATA_QUALITY_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let int = |n: &str, null| Field::new(n, DataType::Int64, null);
+    let float = |n: &str, null| Field::new(n, DataType::Float64, null);
+    Arc::new(Schema::new(vec![
+        Field::new(col::WINDOW_START, ts_type(), false),
+        Field::new(col::WINDOW_END, ts_type(), false),
+        Field::new(col::VERSION, DataType::Utf8, false),
+        Field::new(col::KIND, DataType::Utf8, false),
+        Field::new(col::FEATURE, DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        int("rows", false),
+        int("missing", false),
+        float("missing_share", false),
+        int("out_of_range", true),
+        float("out_of_range_share", true),
+        int("unseen", true),
+        float("unseen_share", true),
+        Field::new("unseen_top", DataType::Utf8, true),
+        Field::new("missing_everywhere", DataType::Boolean, false),
+        Field::new("sampled", DataType::Boolean, false),
+        Field::new("breaches", DataType::Utf8, true),
+        Field::new(col::BASELINE, DataType::Utf8, false),
     ]))
 });
 

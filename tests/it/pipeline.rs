@@ -132,6 +132,8 @@ async fn query_csv(data: &Path, sql: &str) -> Result<String, Box<dyn std::error:
 
 const ALL_DRIFT: &str = "SELECT window_start, window_end, model, version, kind, feature, method, statistic, p_value, p_value_adjusted, distance, threshold, drifted, n_reference, n_current, baseline, capped FROM drift_results ORDER BY window_start, kind, feature";
 const ALL_SUMMARY: &str = "SELECT * FROM drift_summary ORDER BY window_start, model, version";
+const ALL_QUALITY: &str =
+    "SELECT * FROM data_quality ORDER BY window_start, model, version, kind, feature";
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -347,6 +349,10 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
         1 + 8,
         "one verdict per window:\n{whole}"
     );
+    assert_eq!(killed, whole);
+    let killed = query_csv(&killed_data, ALL_QUALITY).await?;
+    let whole = query_csv(&whole_data, ALL_QUALITY).await?;
+    assert_eq!(whole.lines().count(), 1 + 8 * 8, "{whole}");
     assert_eq!(killed, whole);
     Ok(())
 }
