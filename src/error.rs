@@ -30,6 +30,10 @@ pub enum Error {
     /// operation and the object path.
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    /// A table file (a reference, a `mlwatch stats` input) cannot be read;
+    /// names the file.
+    #[error("{0}")]
+    File(#[from] crate::files::FileError),
     /// A statistical kernel rejected its input.
     #[error("statistics: {0}")]
     Stats(#[from] crate::stats::StatsError),

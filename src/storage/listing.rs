@@ -27,8 +27,9 @@ use crate::error::Result;
 
 impl Storage {
     /// Hands this storage's store to `ctx` for every URL under its base URL
-    /// (replacing the store registered there before).
-    fn register_store(&self, ctx: &SessionContext) {
+    /// (replacing the store registered there before), so that DataFusion
+    /// can read [`Storage::object_url`]s.
+    pub(crate) fn register_store(&self, ctx: &SessionContext) {
         ctx.register_object_store(&self.base_url, self.store.clone());
     }
 

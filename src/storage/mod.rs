@@ -8,7 +8,8 @@
 //! transient failures are retried with capped exponential backoff and
 //! logged, final ones are returned at once, and either is reported as a
 //! [`StorageError`] naming the operation and the object path. DataFusion
-//! reaches the store only through `Storage::register_listing`.
+//! reaches the store only through `Storage::register_listing` (and
+//! `Storage::register_store` for single files).
 
 mod listing;
 pub mod objects;
@@ -139,7 +140,13 @@ impl Storage {
 
     /// Listing URL of a table folder, for DataFusion.
     fn table_url(&self, table: &str) -> String {
-        format!("{}{}/", self.base_url, self.path(table))
+        format!("{}/", self.object_url(table))
+    }
+
+    /// URL of the object `rel`, for DataFusion (after
+    /// [`Storage::register_store`]).
+    pub(crate) fn object_url(&self, rel: &str) -> String {
+        format!("{}{}", self.base_url, self.path(rel))
     }
 
     /// Writes bytes to `rel` atomically (replacing any object there),

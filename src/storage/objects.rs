@@ -78,6 +78,20 @@ impl Storage {
         Ok(metas.into_iter().map(|m| self.listed(&m)).collect())
     }
 
+    /// The size and time of `rel`, or `None` when it does not exist.
+    pub(crate) async fn head(&self, rel: &str) -> Result<Option<Listed>> {
+        let path = self.path(rel);
+        match self
+            .retry
+            .run(StorageOp::Head, &path, || self.store.head(&path))
+            .await
+        {
+            Ok(m) => Ok(Some(self.listed(&m))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes `rel`; an object that is already gone is not an error (a
     /// concurrent cleaner may have deleted it).
     pub async fn delete(&self, rel: &str) -> Result<()> {

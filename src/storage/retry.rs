@@ -530,6 +530,9 @@ mod tests {
             f.plan("get", &[Transient]);
             assert_eq!(s.get_opt("t/b").await?, Some(x.clone()));
             assert_eq!(f.calls("get"), 2);
+            f.plan("head", &[Transient]);
+            assert_eq!(s.head("t/a").await?.map(|l| l.size), Some(1));
+            assert_eq!(f.calls("head"), 2);
             // A listing cut off part-way is listed again from the start.
             f.plan("list", &[Transient, Transient, Transient]);
             let mut names: Vec<String> = s.list("t").await?.into_iter().map(|l| l.rel).collect();
@@ -563,6 +566,8 @@ mod tests {
             // NotFound as each caller expects it, after one call each.
             assert_eq!(s.get_opt("t/a").await?, None);
             assert_eq!(f.calls("get"), 1);
+            assert!(s.head("t/a").await?.is_none());
+            assert_eq!(f.calls("head"), 1);
             s.delete("t/a").await?;
             assert_eq!(f.calls("delete"), 1);
             assert!(s.list("t").await?.is_empty());
