@@ -23,9 +23,17 @@ pub enum Error {
     /// DataFusion planning or execution error.
     #[error("datafusion: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
-    /// Object store error after retries.
+    /// An object store could not be set up (e.g. an S3 option it refuses).
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
+    /// A storage operation failed finally or after its retries; names the
+    /// operation and the object path.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    /// A table file (a reference, a `mlwatch stats` input) cannot be read;
+    /// names the file.
+    #[error("{0}")]
+    File(#[from] crate::files::FileError),
     /// A statistical kernel rejected its input.
     #[error("statistics: {0}")]
     Stats(#[from] crate::stats::StatsError),

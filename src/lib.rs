@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod event;
+pub mod files;
 pub mod monitor;
 pub mod pipeline;
 pub mod query;

@@ -1,8 +1,9 @@
 //! `mlwatch stats`: the statistics library on files, for ad-hoc checks.
 //!
-//! Samples are read from CSV, Parquet or JSON lines (by extension: `.csv`,
-//! `.parquet`, `.jsonl`/`.ndjson`/`.json`) with `--column`, or from a text
-//! file with one value per line. Output is one JSON object per test (an
+//! Samples are read by [`crate::files`] from CSV, Parquet or JSON lines (by
+//! extension: `.csv`, `.parquet`, `.jsonl`/`.ndjson`/`.json`) with
+//! `--column`, or from a text file with one value per line; each file is a
+//! path or a `file://` or `s3://` URL. Output is one JSON object per test (an
 //! array for `drift`) with the fields named as in the library: `statistic`,
 //! `p_value`, `df`, `ci_low`, `ci_high`, `distance`, `drifted`,
 //! `n_reference`, `n_current`, as they apply. Wherever a result is read as
@@ -15,12 +16,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type};
-use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::arrow::array::RecordBatch;
 use serde_json::{Value, json};
 
+use crate::files::{self, Format, TableFile};
 use crate::stats::chi_square::{Divergence, chi2_contingency, srm};
 use crate::stats::drift::{self, ColumnData, DriftMethod, Verdict};
 use crate::stats::ks::{KsMethod, ks_2samp};
@@ -330,7 +329,9 @@ impl StatsTest {
 pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
     // A missing file is reported with the argument it was given as.
     for (arg, path) in args.test.files() {
-        super::input_file(arg, path)?;
+        if !is_url(path) {
+            super::input_file(arg, path)?;
+        }
     }
     let out = match args.test {
         StatsTest::Ks {
@@ -545,9 +546,10 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
             average,
             regression,
         } => {
-            let batches = read_table(&file).await?;
-            let t = column_f64(&batches, &y_true, &file)?;
-            let p = column_f64(&batches, &y_pred, &file)?;
+            let loc = location(&file)?;
+            let batches = files::read_table(loc).await?;
+            let t = numeric_values(&batches, &y_true, loc)?;
+            let p = numeric_values(&batches, &y_pred, loc)?;
             if regression {
                 let r = metrics::regression_errors(&t, &p)?;
                 json!({"test": "metrics", "mae": r.mae, "mse": r.mse, "rmse": r.rmse, "n": t.len()})
@@ -567,7 +569,7 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
                     "precision": prf.precision, "recall": prf.recall, "f1": prf.f1, "labels": labels,
                     "confusion_matrix": metrics::confusion_matrix(&t, &p, &labels)?, "n": t.len()});
                 if let Some(score) = y_score {
-                    let s = column_f64(&batches, &score, &file)?;
+                    let s = numeric_values(&batches, &score, loc)?;
                     let auc = metrics::roc_auc(&t, &s)?;
                     v["roc_auc"] = if auc.is_nan() {
                         Value::Null
@@ -603,19 +605,21 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
                 parse("categorical-method", categorical_method.as_deref())?.or(method);
             // One column at a time from each file, so memory holds a column
             // per worker rather than both tables.
-            let schema_df = open_table(&reference).await?;
-            let schema = std::sync::Arc::new(schema_df.schema().as_arrow().clone());
+            let reference = TableFile::open(location(&reference)?, &Default::default()).await?;
+            let current = TableFile::open(location(&current)?, &Default::default()).await?;
+            let (rl, cl) = (reference.location(), current.location());
+            let schema = reference.schema().clone();
             let runtime = tokio::runtime::Handle::current();
             // Columns are independent: test them on every core.
             let one_column = |field: &datafusion::arrow::datatypes::Field| -> anyhow::Result<(Value, drift::ColumnDrift)> {
                 let name = field.name();
-                let rb = runtime.block_on(read_column(&reference, name))?;
-                let cb = runtime.block_on(read_column(&current, name))?;
+                let rb = runtime.block_on(reference.read_column(name))?;
+                let cb = runtime.block_on(current.read_column(name))?;
                 let (data, method) = if field.data_type().is_numeric() {
-                    let data = ColumnData::Numeric(column_f64(&rb, name, &reference)?, column_f64(&cb, name, &current)?);
+                    let data = ColumnData::Numeric(numeric_values(&rb, name, rl)?, numeric_values(&cb, name, cl)?);
                     (data, numeric_method)
                 } else {
-                    let data = ColumnData::Categorical(column_str(&rb, name, &reference)?, column_str(&cb, name, &current)?);
+                    let data = ColumnData::Categorical(text_values(&rb, name, rl)?, text_values(&cb, name, cl)?);
                     (data, categorical_method)
                 };
                 let d = drift::column_drift(&data, method, None).with_context(|| format!("column `{name}`"))?;
@@ -716,160 +720,50 @@ async fn category_pair(s: &TwoSamples) -> anyhow::Result<(Vec<String>, Vec<Strin
 }
 
 async fn read_categories(p: &Path, column: Option<&str>) -> anyhow::Result<Vec<String>> {
-    if !is_table(p) {
-        return read_lines(p);
+    let loc = location(p)?;
+    if Format::of(loc).is_none() {
+        return Ok(files::read_lines(loc).await?);
     }
-    let col = column.ok_or_else(|| anyhow::anyhow!("{}: give --column", p.display()))?;
-    column_str(&read_column(p, col).await?, col, p)
-}
-
-fn is_table(p: &Path) -> bool {
-    matches!(
-        p.extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some("csv" | "parquet" | "jsonl" | "ndjson" | "json")
-    )
-}
-
-fn read_lines(p: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+    let col = column.ok_or_else(|| anyhow::anyhow!("{loc}: give --column"))?;
+    let file = TableFile::open(loc, &Default::default()).await?;
+    text_values(&file.read_column(col).await?, col, loc)
 }
 
 async fn read_numeric(p: &Path, column: Option<&str>) -> anyhow::Result<Vec<f64>> {
-    if !is_table(p) {
-        return read_lines(p)?
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                l.parse::<f64>().with_context(|| {
-                    format!("{} line {}: `{l}` is not a number", p.display(), i + 1)
-                })
-            })
-            .collect();
+    let loc = location(p)?;
+    if Format::of(loc).is_none() {
+        return Ok(files::read_numbers(loc).await?);
     }
-    let col = column.ok_or_else(|| anyhow::anyhow!("{}: give --column", p.display()))?;
-    column_f64(&read_column(p, col).await?, col, p)
+    let col = column.ok_or_else(|| anyhow::anyhow!("{loc}: give --column"))?;
+    let file = TableFile::open(loc, &Default::default()).await?;
+    numeric_values(&file.read_column(col).await?, col, loc)
 }
 
-/// A DataFrame over a table file (CSV, Parquet or JSON lines by extension).
-async fn open_table(p: &Path) -> anyhow::Result<datafusion::dataframe::DataFrame> {
-    if !p.exists() {
-        bail!("{}: no such file", p.display());
-    }
-    let ctx = SessionContext::new();
-    let path = p.to_str().context("the file name is not UTF-8")?;
-    let ext = p
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let df = match ext.as_str() {
-        "csv" => {
-            ctx.read_csv(path, CsvReadOptions::new().has_header(true))
-                .await
-        }
-        "parquet" => ctx.read_parquet(path, ParquetReadOptions::default()).await,
-        _ => {
-            ctx.read_json(
-                path,
-                JsonReadOptions::default().file_extension(&format!(".{ext}")),
-            )
-            .await
-        }
-    };
-    df.with_context(|| format!("{}: cannot read as {ext}", p.display()))
+/// A file argument as the location string the readers take.
+fn location(p: &Path) -> anyhow::Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{}: the file name is not UTF-8", p.display()))
 }
 
-async fn read_table(p: &Path) -> anyhow::Result<Vec<RecordBatch>> {
-    open_table(p)
-        .await?
-        .collect()
-        .await
-        .with_context(|| format!("{}: cannot read", p.display()))
+/// Whether a file argument is a URL (checked by the reader, not locally).
+fn is_url(p: &Path) -> bool {
+    p.to_str().is_some_and(|s| s.contains("://"))
 }
 
-/// One column of a table file (only that column is decoded).
-async fn read_column(p: &Path, name: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    let df = open_table(p).await?;
-    if df.schema().field_with_unqualified_name(name).is_err() {
-        let names: Vec<&str> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        bail!(
-            "{}: no column `{name}` (columns: {})",
-            p.display(),
-            names.join(", ")
-        );
-    }
-    let df = df
-        .select_columns(&[name])
-        .with_context(|| format!("{}: column `{name}`", p.display()))?;
-    df.collect()
-        .await
-        .with_context(|| format!("{}: cannot read column `{name}`", p.display()))
-}
-
-fn column_of<'a>(
-    batches: &'a [RecordBatch],
-    name: &str,
-    p: &Path,
-) -> anyhow::Result<Vec<&'a std::sync::Arc<dyn Array>>> {
-    let Some(first) = batches.first() else {
-        bail!("{}: no rows", p.display())
-    };
-    let schema = first.schema();
-    if schema.index_of(name).is_err() {
-        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        bail!(
-            "{}: no column `{name}` (columns: {})",
-            p.display(),
-            names.join(", ")
-        );
-    }
-    Ok(batches
-        .iter()
-        .filter_map(|b| b.column_by_name(name))
-        .collect())
-}
-
-fn column_f64(batches: &[RecordBatch], name: &str, p: &Path) -> anyhow::Result<Vec<f64>> {
-    let mut out = Vec::new();
-    for c in column_of(batches, name, p)? {
-        let c = cast(c, &DataType::Float64)
-            .with_context(|| format!("{}: column `{name}` is not numeric", p.display()))?;
-        out.extend(
-            c.as_primitive::<Float64Type>()
-                .iter()
-                .flatten()
-                .filter(|v| !v.is_nan()),
-        );
-    }
+/// [`files::column_f64`], refusing a column without numeric values.
+fn numeric_values(batches: &[RecordBatch], name: &str, loc: &str) -> anyhow::Result<Vec<f64>> {
+    let out = files::column_f64(batches, name, loc)?;
     if out.is_empty() {
-        bail!("{}: column `{name}` has no numeric values", p.display());
+        bail!("{loc}: column `{name}` has no numeric values");
     }
     Ok(out)
 }
 
-fn column_str(batches: &[RecordBatch], name: &str, p: &Path) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for c in column_of(batches, name, p)? {
-        let c = cast(c, &DataType::Utf8)
-            .with_context(|| format!("{}: column `{name}`", p.display()))?;
-        out.extend(c.as_string::<i32>().iter().flatten().map(str::to_string));
-    }
+/// [`files::column_str`], refusing a column without values.
+fn text_values(batches: &[RecordBatch], name: &str, loc: &str) -> anyhow::Result<Vec<String>> {
+    let out = files::column_str(batches, name, loc)?;
     if out.is_empty() {
-        bail!("{}: column `{name}` has no values", p.display());
+        bail!("{loc}: column `{name}` has no values");
     }
     Ok(out)
 }

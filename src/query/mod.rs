@@ -7,10 +7,6 @@
 
 use std::sync::Arc;
 
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::Result;
@@ -51,14 +47,14 @@ pub fn table_names() -> Vec<&'static str> {
 /// `models`, `model_versions` (the state folded from them, as of now).
 pub async fn register_registry_tables(ctx: &SessionContext, storage: &Storage) -> Result<()> {
     use crate::registry::{ModelRegistry, log, tables};
-    ctx.register_object_store(storage.base_url(), storage.store().clone());
-    let url = ListingTableUrl::parse(storage.table_url(log::LOG_DIR))?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(log::event_schema());
-    ctx.register_table(REGISTRY_EVENTS, Arc::new(ListingTable::try_new(config)?))?;
+    storage.register_listing(
+        ctx,
+        REGISTRY_EVENTS,
+        log::LOG_DIR,
+        log::event_schema(),
+        &[],
+        None,
+    )?;
     let state = ModelRegistry::new(storage.clone()).state().await?;
     for (name, batch) in [
         (MODELS, tables::models(&state)?),
@@ -72,21 +68,8 @@ pub async fn register_registry_tables(ctx: &SessionContext, storage: &Storage) -
 
 /// Registers `drift_results` and `dead_letters` from `storage` on `ctx`.
 pub fn register_tables(ctx: &SessionContext, storage: &Storage) -> Result<()> {
-    ctx.register_object_store(storage.base_url(), storage.store().clone());
     for t in output_tables() {
-        let url = ListingTableUrl::parse(storage.table_url(t.name))?;
-        let partitions = t
-            .partitions
-            .into_iter()
-            .map(|(n, ty)| (n.to_string(), ty))
-            .collect();
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(partitions);
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(t.file_schema);
-        ctx.register_table(t.name, Arc::new(ListingTable::try_new(config)?))?;
+        storage.register_listing(ctx, t.name, t.name, t.file_schema, &t.partitions, None)?;
     }
     Ok(())
 }

@@ -35,7 +35,6 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, UInt32Type, UInt64Type,
 };
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use futures::TryStreamExt;
 
 use super::RegistryError;
 use super::model::{EventKind, RegistryEvent, Stage};
@@ -264,12 +263,12 @@ pub async fn read_after(storage: &Storage, head: u64) -> Result<Vec<RegistryEven
 
 /// The newest snapshot's events, if any.
 pub async fn read_latest_snapshot(storage: &Storage) -> Result<Vec<RegistryEvent>> {
-    let prefix = storage.path(SNAPSHOT_DIR);
-    let metas: Vec<_> = storage.store().list(Some(&prefix)).try_collect().await?;
-    let newest = metas
+    let newest = storage
+        .list(SNAPSHOT_DIR)
+        .await?
         .iter()
-        .filter_map(|m| {
-            let name = m.location.filename()?;
+        .filter_map(|l| {
+            let name = l.rel.rsplit('/').next()?;
             name.strip_suffix(".parquet")?.parse::<u64>().ok()
         })
         .max();

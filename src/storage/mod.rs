@@ -4,13 +4,19 @@
 //! `file://`, `s3://` and `memory://` URLs are supported. Every object is
 //! written with a single `put` (object_store stages local files and renames
 //! them; S3 PUTs are atomic), so readers never see a half-written file.
-//! Transient failures are retried with exponential backoff and logged.
+//! Every store operation goes through the one retry policy of [`retry`]:
+//! transient failures are retried with capped exponential backoff and
+//! logged, final ones are returned at once, and either is reported as a
+//! [`StorageError`] naming the operation and the object path. DataFusion
+//! reaches the store only through `Storage::register_listing` (and
+//! `Storage::register_store` for single files).
 
+mod listing;
 pub mod objects;
+pub mod retry;
 pub mod tables;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -22,9 +28,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
 use crate::error::{Error, Result};
-
-/// Attempts per write before the error is reported.
-const WRITE_ATTEMPTS: u32 = 5;
+use retry::RetryPolicy;
+pub use retry::{StorageError, StorageOp};
 
 /// An object store and the root under which mlwatch keeps its tables.
 #[derive(Clone, Debug)]
@@ -34,6 +39,8 @@ pub struct Storage {
     base_url: Url,
     /// Prefix inside the store.
     root: ObjPath,
+    /// How store operations are retried.
+    retry: RetryPolicy,
 }
 
 impl Storage {
@@ -85,6 +92,7 @@ impl Storage {
                     store: Arc::new(store),
                     base_url: Url::parse("file:///").expect("static url"),
                     root,
+                    retry: RetryPolicy::DEFAULT,
                 })
             }
             "memory" => Ok(Self {
@@ -92,6 +100,7 @@ impl Storage {
                 // No host: table URLs are `memory:///<path>/`, all under one store.
                 base_url: Url::parse("memory:///").expect("static url"),
                 root: ObjPath::from(url.path().trim_matches('/')),
+                retry: RetryPolicy::DEFAULT,
             }),
             "s3" | "s3a" => {
                 let bucket = url.host_str().ok_or_else(|| {
@@ -111,6 +120,7 @@ impl Storage {
                     store: Arc::new(store),
                     base_url: Url::parse(&format!("s3://{bucket}/")).expect("bucket url"),
                     root: ObjPath::from(url.path().trim_matches('/')),
+                    retry: RetryPolicy::DEFAULT,
                 })
             }
             other => Err(Error::Config(format!(
@@ -119,18 +129,8 @@ impl Storage {
         }
     }
 
-    /// The underlying store.
-    pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
-    }
-
-    /// URL DataFusion registers the store under.
-    pub fn base_url(&self) -> &Url {
-        &self.base_url
-    }
-
     /// Object path of `rel` under the root.
-    pub fn path(&self, rel: &str) -> ObjPath {
+    fn path(&self, rel: &str) -> ObjPath {
         let mut p = self.root.clone();
         for part in rel.split('/').filter(|s| !s.is_empty()) {
             p = p.clone().join(part);
@@ -139,63 +139,80 @@ impl Storage {
     }
 
     /// Listing URL of a table folder, for DataFusion.
-    pub fn table_url(&self, table: &str) -> String {
-        let prefix = self.path(table);
-        format!("{}{}/", self.base_url, prefix)
+    fn table_url(&self, table: &str) -> String {
+        format!("{}/", self.object_url(table))
     }
 
-    /// Writes bytes to `rel` atomically, retrying transient failures.
+    /// URL of the object `rel`, for DataFusion (after
+    /// [`Storage::register_store`]).
+    pub(crate) fn object_url(&self, rel: &str) -> String {
+        format!("{}{}", self.base_url, self.path(rel))
+    }
+
+    /// Writes bytes to `rel` atomically (replacing any object there),
+    /// retrying transient failures.
     pub async fn put(&self, rel: &str, bytes: Bytes) -> Result<()> {
         let path = self.path(rel);
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 1;
-        loop {
-            match self
-                .store
-                .put(&path, PutPayload::from_bytes(bytes.clone()))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt < WRITE_ATTEMPTS => {
-                    tracing::warn!(path = %path, attempt, error = %e, "write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.retry
+            .run(StorageOp::Put, &path, || {
+                self.store.put(&path, PutPayload::from_bytes(bytes.clone()))
+            })
+            .await?;
+        Ok(())
     }
 
     /// Creates `rel` only if no object is there (`PutMode::Create`:
     /// If-None-Match on S3, a no-replace link locally). `Ok(true)` when this
-    /// call created it, `Ok(false)` when it already existed. A transient
-    /// failure is returned, not retried: the write may have landed, and only
-    /// the caller knows how to tell.
+    /// call created it, `Ok(false)` when it already existed.
+    ///
+    /// Transient failures are retried. An attempt that failed that way may
+    /// still have landed, so when a retry then finds the object taken, the
+    /// object is read back: the same bytes count as created by this call
+    /// (or by an identical write, which no caller can tell apart from its
+    /// own: registry commits name their commit id, blobs are named by their
+    /// content, control objects hold the value written).
     pub async fn put_if_absent(&self, rel: &str, bytes: Bytes) -> Result<bool> {
+        let path = self.path(rel);
         let opts = object_store::PutOptions {
             mode: object_store::PutMode::Create,
             ..Default::default()
         };
-        match self
-            .store
-            .put_opts(&self.path(rel), PutPayload::from_bytes(bytes), opts)
-            .await
-        {
+        let mut tries = 0u32;
+        let created = self
+            .retry
+            .run(StorageOp::PutIfAbsent, &path, || {
+                tries += 1;
+                self.store
+                    .put_opts(&path, PutPayload::from_bytes(bytes.clone()), opts.clone())
+            })
+            .await;
+        match created {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) if e.is_taken() && tries > 1 => {
+                Ok(self.get_opt(rel).await?.is_some_and(|b| b == bytes))
+            }
+            Err(e) if e.is_taken() => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Reads `rel`, or `None` when it does not exist.
     pub async fn get_opt(&self, rel: &str) -> Result<Option<Bytes>> {
-        match self.store.get(&self.path(rel)).await {
-            Ok(r) => Ok(Some(r.bytes().await?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+        match self.get_bytes(rel).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Reads `rel`; the whole read (request and body) is one attempt.
+    async fn get_bytes(&self, rel: &str) -> std::result::Result<Bytes, StorageError> {
+        let path = self.path(rel);
+        self.retry
+            .run(StorageOp::Get, &path, || async {
+                self.store.get(&path).await?.bytes().await
+            })
+            .await
     }
 
     /// Encodes batches as one Parquet file (zstd) and writes it atomically.

@@ -22,7 +22,7 @@ use object_store::{
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
-use super::Storage;
+use super::{Storage, StorageError, StorageOp};
 use crate::error::Result;
 
 /// An object found by [`Storage::list`].
@@ -60,27 +60,55 @@ impl Storage {
     }
 
     /// Every object under the folder `rel` (recursively), in no set order.
-    /// A folder that does not exist lists as empty.
+    /// A folder that does not exist lists as empty. The listing is one
+    /// attempt: a transient failure part-way lists again from the start.
     pub async fn list(&self, rel: &str) -> Result<Vec<Listed>> {
         let prefix = self.path(rel);
-        let metas: Vec<ObjectMeta> = match self.store.list(Some(&prefix)).try_collect().await {
+        let metas: Vec<ObjectMeta> = match self
+            .retry
+            .run(StorageOp::List, &prefix, || {
+                self.store.list(Some(&prefix)).try_collect()
+            })
+            .await
+        {
             Ok(m) => m,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) if e.is_not_found() => Vec::new(),
             Err(e) => return Err(e.into()),
         };
         Ok(metas.into_iter().map(|m| self.listed(&m)).collect())
     }
 
-    /// Deletes `rel`; an object that is already gone is not an error (a
-    /// concurrent cleaner may have deleted it).
-    pub async fn delete(&self, rel: &str) -> Result<()> {
-        match self.store.delete(&self.path(rel)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+    /// The size and time of `rel`, or `None` when it does not exist.
+    pub(crate) async fn head(&self, rel: &str) -> Result<Option<Listed>> {
+        let path = self.path(rel);
+        match self
+            .retry
+            .run(StorageOp::Head, &path, || self.store.head(&path))
+            .await
+        {
+            Ok(m) => Ok(Some(self.listed(&m))),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Deletes every path in `rels`, up to 32 at a time.
+    /// Deletes `rel`; an object that is already gone is not an error (a
+    /// concurrent cleaner may have deleted it).
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        let path = self.path(rel);
+        match self
+            .retry
+            .run(StorageOp::Delete, &path, || self.store.delete(&path))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes every path in `rels`, up to 32 at a time, each as by
+    /// [`Storage::delete`].
     pub async fn delete_all(&self, rels: &[String]) -> Result<()> {
         // Futures collected first: a closure inside the stream would make
         // callers' futures fail `Send` (a known rustc limitation).
@@ -92,9 +120,10 @@ impl Storage {
         Ok(())
     }
 
-    /// Reads `rel`, which must exist.
+    /// Reads `rel`, which must exist (a missing object is a
+    /// [`StorageError::Failed`] with object_store's `NotFound`).
     pub async fn get(&self, rel: &str) -> Result<Bytes> {
-        Ok(self.store.get(&self.path(rel)).await?.bytes().await?)
+        Ok(self.get_bytes(rel).await?)
     }
 
     /// The same storage, except that each listing leaves out the objects
@@ -111,6 +140,7 @@ impl Storage {
             }),
             base_url: self.base_url.clone(),
             root: self.root.clone(),
+            retry: self.retry,
         }
     }
 }
@@ -134,9 +164,13 @@ impl std::fmt::Display for HidingStore {
     }
 }
 
+/// A filter's error as the store's: a final storage error as what the store
+/// said, anything else (retries that ran out included, which the retry
+/// policy then does not retry again) wrapped as `Generic`.
 fn to_store_error(e: crate::Error) -> object_store::Error {
     match e {
-        crate::Error::ObjectStore(e) => e,
+        crate::Error::ObjectStore(e)
+        | crate::Error::Storage(StorageError::Failed { source: e, .. }) => e,
         other => object_store::Error::Generic {
             store: "mlwatch list filter",
             source: Box::new(other),

@@ -47,10 +47,6 @@ use bytes::Bytes;
 use chrono::Utc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::prelude::SessionContext;
 
 use crate::error::Result;
@@ -762,18 +758,11 @@ impl ExperimentTracker {
 /// Registers the tracking tables and views on `ctx`. Files that a finished
 /// compaction replaced but has not deleted yet are hidden (see [`compact`]).
 pub async fn register_tables(ctx: &SessionContext, storage: &Storage) -> Result<()> {
-    let storage = storage.filtered(std::sync::Arc::new(compact::HideMerged::new(
-        storage.clone(),
-    )));
-    ctx.register_object_store(storage.base_url(), storage.store().clone());
+    let hide: std::sync::Arc<dyn crate::storage::objects::ListFilter> =
+        std::sync::Arc::new(compact::HideMerged::new(storage.clone()));
     for (name, schema) in tables::stored_tables() {
-        let url = ListingTableUrl::parse(storage.table_url(&format!("{}/{name}", tables::ROOT)))?;
-        let options = ListingOptions::new(std::sync::Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet");
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(schema);
-        ctx.register_table(name, std::sync::Arc::new(ListingTable::try_new(config)?))?;
+        let dir = format!("{}/{name}", tables::ROOT);
+        storage.register_listing(ctx, name, &dir, schema, &[], Some(hide.clone()))?;
     }
     for (name, sql) in tables::VIEWS {
         let view = ctx.sql(sql).await?.into_view();

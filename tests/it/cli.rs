@@ -213,6 +213,83 @@ fn stats_commands_read_every_format_and_match_scipy() -> TestResult {
     Ok(())
 }
 
+/// `mlwatch stats` reads the vendored files of every format (and text
+/// files of one value per line) alike, names the accepted extensions when
+/// a table is needed, and reads `s3://` URLs when a store is configured.
+#[test]
+fn stats_reads_files_by_extension_and_url() -> TestResult {
+    let data = crate::manifest_dir().join("tests/data/files");
+    let ks = |a: &std::ffi::OsStr,
+              b: &std::ffi::OsStr|
+     -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let out = mlwatch()
+            .args(["stats", "ks"])
+            .args([a, b])
+            .args(["--column", "x"])
+            .output()?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let csv = data.join("sample.csv");
+    for other in ["sample.parquet", "sample.jsonl", "values.txt"] {
+        // The same three values (the null left out) in each file.
+        let v = ks(csv.as_os_str(), data.join(other).as_os_str())?;
+        assert_eq!(v["statistic"], 0.0, "{other}: {v}");
+        assert_eq!(
+            (v["n_reference"].clone(), v["n_current"].clone()),
+            (3.into(), 3.into())
+        );
+    }
+    // drift needs tables: a text file is refused with the accepted names.
+    let out = mlwatch()
+        .args(["stats", "drift"])
+        .arg(data.join("values.txt"))
+        .arg(&csv)
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr)?;
+    assert!(
+        err.contains("values.txt")
+            && err.contains("accepted: .parquet, .csv, .jsonl, .ndjson, .json"),
+        "{err}"
+    );
+    // A URL is not checked as a local path: its own error names it.
+    let out = mlwatch()
+        .args(["stats", "ks", "http://example.invalid/a.csv"])
+        .arg(&csv)
+        .args(["--column", "x"])
+        .output()?;
+    let err = String::from_utf8(out.stderr)?;
+    assert!(
+        err.contains("http://example.invalid/a.csv: scheme `http` is not supported"),
+        "{err}"
+    );
+
+    let Ok(bucket) = std::env::var("MLWATCH_TEST_S3_URL") else {
+        eprintln!("MLWATCH_TEST_S3_URL is not set: S3 part skipped (.ci/run sets it)");
+        return Ok(());
+    };
+    let prefix = format!("{bucket}/stats-files-{}", std::process::id());
+    let rt = tokio::runtime::Runtime::new()?;
+    let storage = mlwatch::storage::Storage::open(&prefix, &Default::default())?;
+    rt.block_on(storage.put(
+        "sample.parquet",
+        std::fs::read(data.join("sample.parquet"))?.into(),
+    ))?;
+    let url = format!("{prefix}/sample.parquet");
+    let v = ks(std::ffi::OsStr::new(&url), csv.as_os_str())?;
+    assert_eq!(v["statistic"], 0.0, "{v}");
+    let missing = format!("{prefix}/missing.csv");
+    let err = ks(std::ffi::OsStr::new(&missing), csv.as_os_str())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{missing}: no such file")), "{err}");
+    rt.block_on(storage.delete("sample.parquet"))?;
+    Ok(())
+}
+
 /// `mlwatch stats drift` on CSV files reproduces Evidently's DataDriftPreset
 /// (oracle case evidently_report/small_ref_le_1000): methods, values, verdict.
 #[test]
