@@ -39,6 +39,8 @@ pub struct Config {
     pub drift: DriftConfig,
     /// Data-quality thresholds.
     pub quality: QualityConfig,
+    /// Where alerts go.
+    pub alerts: AlertsConfig,
     /// Model registry.
     pub registry: RegistryConfig,
     /// Experiment tracking from the tracking topic.
@@ -64,6 +66,8 @@ pub struct KafkaConfig {
     pub outcomes_topic: String,
     /// Topic of experiment-tracking events.
     pub tracking_topic: String,
+    /// Topic alerts are produced to ("" = none).
+    pub alerts_topic: String,
     /// "earliest" or "latest".
     pub auto_offset_reset: OffsetReset,
     /// Consumer session timeout.
@@ -155,6 +159,22 @@ pub struct QualityConfig {
     pub out_of_range_share: f64,
     /// Share of categorical values the profile never saw.
     pub unseen_share: f64,
+}
+
+/// Alerts (besides the `alerts` table and `kafka.alerts_topic`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// URL alerts are POSTed to as JSON ("" = none).
+    pub webhook_url: String,
+    /// Timeout of one webhook request.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Retries of a failed webhook request.
+    pub webhook_retries: u32,
+    /// Windows during which repeats for the same (model, version, column)
+    /// are suppressed.
+    pub cooldown: u32,
 }
 
 /// Multiple-testing correction across the columns of one window.
@@ -328,6 +348,13 @@ impl Config {
             if !(0.0..=1.0).contains(&v) {
                 return bad(key, "must be in [0, 1]");
             }
+        }
+        if !self.alerts.webhook_url.is_empty()
+            && url::Url::parse(&self.alerts.webhook_url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+        {
+            return bad("alerts.webhook_url", "must be an http:// or https:// URL");
         }
         if !(self.drift.dataset_share > 0.0 && self.drift.dataset_share <= 1.0) {
             return bad("drift.dataset_share", "must be in (0, 1]");

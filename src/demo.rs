@@ -288,6 +288,9 @@ pub fn create_topics<C: rdkafka::ClientContext>(
     cluster.create_topic(&config.kafka.features_topic, 1, 1)?;
     cluster.create_topic(&config.kafka.outcomes_topic, 1, 1)?;
     cluster.create_topic(&config.kafka.tracking_topic, 1, 1)?;
+    if !config.kafka.alerts_topic.is_empty() {
+        cluster.create_topic(&config.kafka.alerts_topic, 1, 1)?;
+    }
     Ok(())
 }
 

@@ -16,7 +16,6 @@ use std::sync::{Arc, RwLock};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 
 use crate::config::{Config, FeatureType};
 use crate::error::{Error, Result};
@@ -65,17 +64,13 @@ pub struct Profiles {
 
 impl Profiles {
     /// Loads each model's reference file.
-    pub async fn load_config(
-        ctx: &SessionContext,
-        config: &Config,
-        catalog: &ModelCatalog,
-    ) -> Result<Self> {
+    pub async fn load_config(config: &Config, catalog: &ModelCatalog) -> Result<Self> {
         let mut map = BTreeMap::new();
         let mut by_model = Vec::with_capacity(catalog.models.len());
         for schema in &catalog.models {
             let model = &config.models[&schema.name];
             let loaded = load(
-                ctx,
+                &config.storage.options,
                 &schema.name,
                 &model.reference,
                 &schema.columns,
@@ -124,7 +119,7 @@ impl Profiles {
 /// the file lacks). A feature missing from a file that has rows is an
 /// error; the prediction may be absent.
 async fn load(
-    ctx: &SessionContext,
+    options: &BTreeMap<String, String>,
     model: &str,
     location: &str,
     columns: &[ColumnDef],
@@ -135,18 +130,12 @@ async fn load(
         location: location.to_string(),
         reason,
     };
-    let lower = location.to_ascii_lowercase();
-    let df = if lower.ends_with(".parquet") {
-        ctx.read_parquet(location, ParquetReadOptions::default())
-            .await
-    } else if lower.ends_with(".csv") {
-        ctx.read_csv(location, CsvReadOptions::new().has_header(true))
-            .await
-    } else {
-        return Err(err("the file name must end in .parquet or .csv".into()));
-    }
-    .map_err(|e| err(e.to_string()))?;
-    let batches = df.collect().await.map_err(|e| err(e.to_string()))?;
+    let batches = crate::files::TableFile::open(location, options)
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .read()
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let mut out = Vec::with_capacity(columns.len());
     for def in columns {
         let name = &def.name;

@@ -97,6 +97,9 @@ pub struct Counters {
     pub drift_rows: u64,
     /// Drift result rows marked drifted.
     pub drifted_rows: u64,
+    /// Alert webhook deliveries that failed after their retries.
+    #[serde(default)]
+    pub webhook_failures: u64,
 }
 
 /// How a run ends.
@@ -143,6 +146,8 @@ struct Pipeline {
     dead: DeadLetters,
     counters: Counters,
     tracking: TrackingSink,
+    /// Webhook deliveries that failed, counted by the alert sink's task.
+    webhook_failures: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Pipeline {
@@ -171,8 +176,7 @@ impl Pipeline {
             }
             None => Default::default(),
         };
-        let ctx = crate::query::new_context(config.drift.ks_method);
-        let profiles = Arc::new(Profiles::load_config(&ctx, &config, &catalog).await?);
+        let profiles = Arc::new(Profiles::load_config(&config, &catalog).await?);
         let evaluators: Vec<Box<dyn Evaluator>> = vec![
             Box::new(DriftEvaluator::new(
                 &config,
@@ -181,7 +185,12 @@ impl Pipeline {
             )),
             Box::new(QualityEvaluator::new(&config, catalog.clone(), profiles)),
         ];
-        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(ParquetSink::new(storage.clone()))];
+        let alerts = crate::alerts::AlertSink::new(&config, storage.clone())?;
+        let webhook_failures = alerts.webhook_failures();
+        let sinks: Vec<Box<dyn Sink>> = vec![
+            Box::new(ParquetSink::new(storage.clone())),
+            Box::new(alerts),
+        ];
         let writer = WindowWriter::spawn(evaluators, sinks, &parts)?;
         let tracking = TrackingSink::new(
             ExperimentTracker::new(storage.clone()),
@@ -198,6 +207,7 @@ impl Pipeline {
             dead: DeadLetters::default(),
             counters,
             tracking,
+            webhook_failures,
         })
     }
 
@@ -336,6 +346,9 @@ impl Pipeline {
             .copied()
             .unwrap_or(0);
         c.drifted_rows += flushed.stats.drifted;
+        if let Some(f) = &self.webhook_failures {
+            c.webhook_failures += f.swap(0, std::sync::atomic::Ordering::Relaxed);
+        }
         self.dead.write(&self.storage).await?;
         let tracking = self.tracking.flush().await?;
         Checkpoint::new(

@@ -6,6 +6,7 @@
 //! | `drift_results` | `drift_results/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `data_quality` | `data_quality/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `drift_summary` | `drift_summary/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
+//! | `alerts` | `alerts/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `dead_letters`  | `dead_letters/topic=<t>/partition=<p>/<first_offset>.parquet` |
 //!
 //! File names are derived from what they hold (the window; the first offset
@@ -23,6 +24,8 @@ pub const DRIFT_RESULTS: &str = "drift_results";
 pub const DRIFT_SUMMARY: &str = "drift_summary";
 /// Table of data-quality measures, one row per window, model, version and column.
 pub const DATA_QUALITY: &str = "data_quality";
+/// Table of alerts, one row per alert.
+pub const ALERTS: &str = "alerts";
 /// Table of records that could not be used, with the reason.
 pub const DEAD_LETTERS: &str = "dead_letters";
 /// Folder of checkpoints (not a table).
@@ -53,6 +56,11 @@ pub fn output_tables() -> Vec<TableDef> {
         TableDef {
             name: DATA_QUALITY,
             file_schema: DATA_QUALITY_FILE_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: ALERTS,
+            file_schema: ALERTS_FILE_SCHEMA.clone(),
             partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
         },
         TableDef {
@@ -164,6 +172,20 @@ pub static DATA_QUALITY_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("sampled", DataType::Boolean, false),
         Field::new("breaches", DataType::Utf8, true),
         Field::new(col::BASELINE, DataType::Utf8, false),
+    ]))
+});
+
+/// Schema of the rows stored in `alerts` files (`model` and `date` come
+/// from the path).
+pub static ALERTS_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(col::WINDOW_START, ts_type(), false),
+        Field::new(col::WINDOW_END, ts_type(), false),
+        Field::new("alert_id", DataType::Utf8, false),
+        Field::new(col::VERSION, DataType::Utf8, false),
+        Field::new(col::KIND, DataType::Utf8, false),
+        Field::new("column", DataType::Utf8, true),
+        Field::new("message", DataType::Utf8, false),
     ]))
 });
 

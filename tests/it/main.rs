@@ -1,5 +1,6 @@
 //! The one integration-test binary: modules per area.
 
+mod alerts;
 mod build;
 mod cli;
 mod detectors;

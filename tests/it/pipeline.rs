@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::TestResult;
 
-const TOPIC: &str = "mlwatch.predictions";
+pub(crate) const TOPIC: &str = "mlwatch.predictions";
 
 /// The demo's configuration with test settings: a named group, exact
 /// windows (no lateness), a small sample, frequent checkpoints. The same
@@ -29,7 +29,7 @@ const OVERRIDES: [(&str, &str); 4] = [
     ("MLWATCH__KAFKA__SESSION_TIMEOUT", "6s"),
 ];
 
-fn test_config(
+pub(crate) fn test_config(
     brokers: &str,
     data: &Path,
     reference: &Path,
@@ -76,7 +76,7 @@ fn wait_for_checkpoint(path: &Path, n: u64) {
 }
 
 /// `n` events over `windows` minutes, with the demo's changes.
-fn events(n: u64, windows: i64) -> Vec<String> {
+pub(crate) fn events(n: u64, windows: i64) -> Vec<String> {
     let mut g = Generator::new(11);
     (0..n)
         .map(|i| {
@@ -87,7 +87,7 @@ fn events(n: u64, windows: i64) -> Vec<String> {
         .collect()
 }
 
-fn produce(brokers: &str, payloads: &[String]) -> TestResult {
+pub(crate) fn produce(brokers: &str, payloads: &[String]) -> TestResult {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -100,7 +100,7 @@ fn produce(brokers: &str, payloads: &[String]) -> TestResult {
     Ok(())
 }
 
-async fn run_until_idle(config: Config) -> Result<RunSummary, mlwatch::Error> {
+pub(crate) async fn run_until_idle(config: Config) -> Result<RunSummary, mlwatch::Error> {
     let (_tx, rx) = watch::channel(None);
     pipeline::run(
         config,
@@ -113,7 +113,10 @@ async fn run_until_idle(config: Config) -> Result<RunSummary, mlwatch::Error> {
     .await
 }
 
-async fn query_csv(data: &Path, sql: &str) -> Result<String, Box<dyn std::error::Error>> {
+pub(crate) async fn query_csv(
+    data: &Path,
+    sql: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
     let storage = Storage::open(&data.display().to_string(), &Default::default())?;
     let ctx = query::new_context(Default::default());
     query::register_tables(&ctx, &storage)?;
@@ -134,14 +137,15 @@ const ALL_DRIFT: &str = "SELECT window_start, window_end, model, version, kind, 
 const ALL_SUMMARY: &str = "SELECT * FROM drift_summary ORDER BY window_start, model, version";
 const ALL_QUALITY: &str =
     "SELECT * FROM data_quality ORDER BY window_start, model, version, kind, feature";
+const ALL_ALERTS: &str = "SELECT * FROM alerts ORDER BY window_start, alert_id";
 
-struct Setup {
+pub(crate) struct Setup {
     _tmp: tempfile::TempDir,
-    reference: std::path::PathBuf,
-    root: std::path::PathBuf,
+    pub reference: std::path::PathBuf,
+    pub root: std::path::PathBuf,
 }
 
-fn setup() -> Result<Setup, Box<dyn std::error::Error>> {
+pub(crate) fn setup() -> Result<Setup, Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().to_path_buf();
     let reference = root.join("reference.parquet");
@@ -354,6 +358,10 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     let whole = query_csv(&whole_data, ALL_QUALITY).await?;
     assert_eq!(whole.lines().count(), 1 + 8 * 8, "{whole}");
     assert_eq!(killed, whole);
+    let killed = query_csv(&killed_data, ALL_ALERTS).await?;
+    let whole = query_csv(&whole_data, ALL_ALERTS).await?;
+    assert!(whole.lines().count() > 4, "header and the alerts: {whole}");
+    assert_eq!(killed, whole, "same alerts, same ids");
     Ok(())
 }
 

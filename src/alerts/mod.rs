@@ -1,0 +1,409 @@
+//! Alerts: the sink that watches every closed window's results and tells a
+//! person when something changed.
+//!
+//! An alert is raised when a column's drift verdict turns to drift
+//! (`drift`) or back (`recovered`), when a model version's dataset verdict
+//! turns (`dataset_drift`, `dataset_recovered`), and when a column breaches
+//! a data-quality threshold (`quality`). Repeats for the same (model,
+//! version, column) within `alerts.cooldown` windows of the last alert are
+//! suppressed (drift and quality alerts are counted apart).
+//!
+//! Each alert has an `alert_id` derived from (model, version, kind, column,
+//! window start), so a replay after a crash produces the same ids. It is
+//! written to the `alerts` table (one file per model and window, replaced on
+//! replay), produced to the Kafka topic `kafka.alerts_topic` as JSON keyed
+//! by model (at-least-once: a replay produces it again, so consumers dedupe
+//! by `alert_id`), logged, and POSTed to `alerts.webhook_url` when set
+//! ([`webhook`]: retried with backoff on a task of its own; a failure is
+//! logged and counted and never blocks the stream).
+//!
+//! The verdicts and cool-down clocks are the sink's checkpoint part, so a
+//! restart resumes them where the offsets resume.
+
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pipeline::evaluate::{Output, Sink};
+use crate::storage::Storage;
+use crate::storage::tables::{self, ALERTS_FILE_SCHEMA, col};
+use crate::window::ClosedWindow;
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A column's verdict turned to drift.
+    Drift,
+    /// A column's verdict turned back to no drift.
+    Recovered,
+    /// The dataset verdict turned to drift.
+    DatasetDrift,
+    /// The dataset verdict turned back.
+    DatasetRecovered,
+    /// A column breached a data-quality threshold.
+    Quality,
+}
+
+impl AlertKind {
+    /// The name in records and the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Drift => "drift",
+            Self::Recovered => "recovered",
+            Self::DatasetDrift => "dataset_drift",
+            Self::DatasetRecovered => "dataset_recovered",
+            Self::Quality => "quality",
+        }
+    }
+}
+
+/// One alert, as produced to Kafka and POSTed to the webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Stable id: hex of sha256(model, version, kind, column, window start), 16 bytes.
+    pub alert_id: String,
+    /// Model.
+    pub model: String,
+    /// Model version.
+    pub version: String,
+    /// What happened.
+    pub kind: AlertKind,
+    /// The column (a feature or `prediction`); `None` for dataset alerts.
+    pub column: Option<String>,
+    /// Window start, RFC 3339 UTC.
+    pub window_start: String,
+    /// Window end, RFC 3339 UTC.
+    pub window_end: String,
+    /// One line for a person.
+    pub message: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The id of an alert: the same inputs always give the same id.
+pub fn alert_id(
+    model: &str,
+    version: &str,
+    kind: AlertKind,
+    column: Option<&str>,
+    window_start_ms: i64,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        model,
+        version,
+        kind.as_str(),
+        column.unwrap_or(""),
+        &window_start_ms.to_string(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Verdict and cool-down clock of one (model, version, subject).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Track {
+    /// Current verdict (drift / breach).
+    on: bool,
+    /// Start of the window of the last alert sent for this subject.
+    last_alert: Option<i64>,
+}
+
+/// The sink's state between windows (its checkpoint part).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct AlertState {
+    /// By `model/version/subject` (`drift:<column>`, `dataset`, `quality:<column>`).
+    tracks: BTreeMap<String, Track>,
+}
+
+/// The alert sink.
+pub(crate) struct AlertSink {
+    storage: Storage,
+    producer: Option<(FutureProducer, String)>,
+    webhook: Option<webhook::Webhook>,
+    cooldown_ms: i64,
+    state: AlertState,
+}
+
+impl AlertSink {
+    /// A sink for `config` (Kafka producer to `kafka.alerts_topic`, webhook
+    /// when `alerts.webhook_url` is set).
+    pub fn new(config: &Config, storage: Storage) -> Result<Self> {
+        let k = &config.kafka;
+        let producer = if k.alerts_topic.is_empty() {
+            None
+        } else {
+            let mut cc = ClientConfig::new();
+            cc.set("bootstrap.servers", &k.brokers)
+                .set("message.timeout.ms", "30000");
+            for (key, v) in &k.options {
+                cc.set(key, v);
+            }
+            Some((cc.create::<FutureProducer>()?, k.alerts_topic.clone()))
+        };
+        let a = &config.alerts;
+        let webhook = (!a.webhook_url.is_empty()).then(|| webhook::Webhook::spawn(a));
+        Ok(Self {
+            storage,
+            producer,
+            webhook,
+            cooldown_ms: a.cooldown as i64 * config.window.size.as_millis() as i64,
+            state: AlertState::default(),
+        })
+    }
+
+    /// Failed webhook deliveries so far (after their retries).
+    pub fn webhook_failures(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        self.webhook.as_ref().map(|w| w.failures())
+    }
+
+    /// Applies one observation; returns whether to alert (a turn, or a
+    /// quality breach, outside the cool-down).
+    fn observe(&mut self, key: String, on: bool, window_start: i64, level: bool) -> bool {
+        let cooldown = self.cooldown_ms;
+        let t = self.state.tracks.entry(key).or_default();
+        let changed = t.on != on;
+        t.on = on;
+        let fire = if level { on } else { changed };
+        if !fire {
+            return false;
+        }
+        if t.last_alert
+            .is_some_and(|last| window_start < last.saturating_add(cooldown))
+        {
+            return false;
+        }
+        t.last_alert = Some(window_start);
+        true
+    }
+
+    /// The alerts of one window.
+    fn alerts_of(&mut self, window: &ClosedWindow, outputs: &[Output]) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let mut push =
+            |model: &str, version: &str, kind: AlertKind, column: Option<&str>, message: String| {
+                alerts.push(Alert {
+                    alert_id: alert_id(model, version, kind, column, window.start),
+                    model: model.to_string(),
+                    version: version.to_string(),
+                    kind,
+                    column: column.map(str::to_string),
+                    window_start: rfc3339(window.start),
+                    window_end: rfc3339(window.end),
+                    message,
+                });
+            };
+        for o in outputs {
+            let b = &o.batch;
+            let m = o.model.as_str();
+            match o.table {
+                tables::DRIFT_RESULTS => {
+                    let (Some(version), Some(feature), Some(drifted)) = (
+                        strings(b, col::VERSION),
+                        strings(b, col::FEATURE),
+                        bools(b, col::DRIFTED),
+                    ) else {
+                        continue;
+                    };
+                    let method = strings(b, col::METHOD);
+                    for i in 0..b.num_rows() {
+                        let (v, f, on) = (version.value(i), feature.value(i), drifted.value(i));
+                        if self.observe(format!("{m}/{v}/drift:{f}"), on, window.start, false) {
+                            let how = method.as_ref().map_or("", |x| x.value(i));
+                            let (kind, message) = if on {
+                                (AlertKind::Drift, format!("{m} v{v}: `{f}` drifted ({how})"))
+                            } else {
+                                (
+                                    AlertKind::Recovered,
+                                    format!("{m} v{v}: `{f}` no longer drifts ({how})"),
+                                )
+                            };
+                            push(m, v, kind, Some(f), message);
+                        }
+                    }
+                }
+                tables::DRIFT_SUMMARY => {
+                    let (Some(version), Some(on)) =
+                        (strings(b, col::VERSION), bools(b, col::DATASET_DRIFTED))
+                    else {
+                        continue;
+                    };
+                    for i in 0..b.num_rows() {
+                        let (v, on) = (version.value(i), on.value(i));
+                        if self.observe(format!("{m}/{v}/dataset"), on, window.start, false) {
+                            let (kind, message) = if on {
+                                (
+                                    AlertKind::DatasetDrift,
+                                    format!("{m} v{v}: the dataset drifted"),
+                                )
+                            } else {
+                                (
+                                    AlertKind::DatasetRecovered,
+                                    format!("{m} v{v}: the dataset no longer drifts"),
+                                )
+                            };
+                            push(m, v, kind, None, message);
+                        }
+                    }
+                }
+                tables::DATA_QUALITY => {
+                    let (Some(version), Some(feature), Some(breaches)) = (
+                        strings(b, col::VERSION),
+                        strings(b, col::FEATURE),
+                        strings(b, "breaches"),
+                    ) else {
+                        continue;
+                    };
+                    for i in 0..b.num_rows() {
+                        let (v, f) = (version.value(i), feature.value(i));
+                        let on = !breaches.is_null(i);
+                        if self.observe(format!("{m}/{v}/quality:{f}"), on, window.start, true) {
+                            let message =
+                                format!("{m} v{v}: `{f}` quality breach: {}", breaches.value(i));
+                            push(m, v, AlertKind::Quality, Some(f), message);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        alerts
+    }
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Option<StringArray> {
+    b.column_by_name(name).map(|c| c.as_string::<i32>().clone())
+}
+
+fn bools(b: &RecordBatch, name: &str) -> Option<datafusion::arrow::array::BooleanArray> {
+    b.column_by_name(name).map(|c| c.as_boolean().clone())
+}
+
+fn batch(window: &ClosedWindow, alerts: &[&Alert]) -> Result<RecordBatch> {
+    let n = alerts.len();
+    let ts = |v: i64| -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from(vec![v; n]).with_timezone("UTC"))
+    };
+    let s = |f: fn(&Alert) -> Option<&str>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(alerts.iter().map(|a| f(a))))
+    };
+    let cols: Vec<ArrayRef> = vec![
+        ts(window.start),
+        ts(window.end),
+        s(|a| Some(&a.alert_id)),
+        s(|a| Some(&a.version)),
+        s(|a| Some(a.kind.as_str())),
+        s(|a| a.column.as_deref()),
+        s(|a| Some(&a.message)),
+    ];
+    Ok(RecordBatch::try_new(ALERTS_FILE_SCHEMA.clone(), cols)?)
+}
+
+#[async_trait]
+impl Sink for AlertSink {
+    fn name(&self) -> &'static str {
+        "alerts"
+    }
+
+    async fn write(&mut self, window: &ClosedWindow, outputs: &[Output]) -> Result<()> {
+        let alerts = self.alerts_of(window, outputs);
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let mut by_model: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
+        for a in &alerts {
+            by_model.entry(&a.model).or_default().push(a);
+        }
+        for (model, list) in &by_model {
+            let path = tables::window_file(tables::ALERTS, model, window.start, window.end);
+            self.storage
+                .write_parquet(&path, &[batch(window, list)?])
+                .await?;
+        }
+        for a in &alerts {
+            tracing::warn!(alert_id = %a.alert_id, kind = a.kind.as_str(), model = %a.model,
+                version = %a.version, column = a.column.as_deref().unwrap_or(""),
+                window_start = %a.window_start, "{}", a.message);
+            let json = serde_json::to_string(a).map_err(|e| Error::Task {
+                task: "alerts",
+                reason: e.to_string(),
+            })?;
+            if let Some((producer, topic)) = &self.producer {
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(&a.model).payload(&json),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map_err(|(e, _)| Error::Kafka(e))?;
+            }
+            if let Some(w) = &self.webhook {
+                w.post(a.alert_id.clone(), json);
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<serde_json::Value>> {
+        serde_json::to_value(&self.state)
+            .map(Some)
+            .map_err(|e| Error::Task {
+                task: "alerts",
+                reason: e.to_string(),
+            })
+    }
+
+    fn restore(&mut self, part: serde_json::Value) -> Result<()> {
+        self.state = serde_json::from_value(part).map_err(|e| Error::Task {
+            task: "alerts",
+            reason: format!("checkpoint part: {e}"),
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = alert_id("m", "1", AlertKind::Drift, Some("x"), 60_000);
+        assert_eq!(a, alert_id("m", "1", AlertKind::Drift, Some("x"), 60_000));
+        assert_eq!(a.len(), 32);
+        assert_ne!(
+            a,
+            alert_id("m", "1", AlertKind::Recovered, Some("x"), 60_000)
+        );
+        assert_ne!(a, alert_id("m", "1", AlertKind::Drift, Some("x"), 120_000));
+        // Length prefixes: ("ab", "c") and ("a", "bc") differ.
+        assert_ne!(
+            alert_id("ab", "c", AlertKind::Drift, None, 0),
+            alert_id("a", "bc", AlertKind::Drift, None, 0)
+        );
+    }
+}

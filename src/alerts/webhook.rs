@@ -1,0 +1,101 @@
+//! POSTs alerts to `alerts.webhook_url` on a task of its own.
+//!
+//! [`Webhook::post`] never waits: the alert goes into a bounded queue (a
+//! full queue drops it, logged and counted). The task POSTs each one as
+//! JSON, retrying a failed request (connection error, timeout, 5xx, 429)
+//! with exponential backoff (`alerts.webhook_retries` retries from 500 ms,
+//! doubling, capped at 30 s). A delivery that still fails is logged and
+//! counted in [`Webhook::failures`]. A 4xx other than 429 is not retried.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::AlertsConfig;
+
+/// Alerts queued ahead of the webhook task before new ones are dropped.
+const QUEUE: usize = 1024;
+
+/// Handle of the webhook task.
+pub(crate) struct Webhook {
+    tx: mpsc::Sender<(String, String)>,
+    failures: Arc<AtomicU64>,
+}
+
+impl Webhook {
+    /// Starts the task for `config.webhook_url`.
+    pub fn spawn(config: &AlertsConfig) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let failures = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(config.clone(), rx, failures.clone()));
+        Self { tx, failures }
+    }
+
+    /// Queues one alert's JSON (never waits).
+    pub fn post(&self, alert_id: String, json: String) {
+        if self.tx.try_send((alert_id.clone(), json)).is_err() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%alert_id, "webhook queue full; alert not posted");
+        }
+    }
+
+    /// Deliveries that failed after their retries (or were dropped).
+    pub fn failures(&self) -> Arc<AtomicU64> {
+        self.failures.clone()
+    }
+}
+
+async fn run(
+    config: AlertsConfig,
+    mut rx: mpsc::Receiver<(String, String)>,
+    failures: Arc<AtomicU64>,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(config.webhook_timeout)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook client could not be built; alerts are not posted");
+            while let Some((alert_id, _)) = rx.recv().await {
+                failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%alert_id, "alert not posted");
+            }
+            return;
+        }
+    };
+    while let Some((alert_id, json)) = rx.recv().await {
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = client
+                .post(&config.webhook_url)
+                .header("content-type", "application/json")
+                .body(json.clone())
+                .send()
+                .await;
+            let (retry, reason) = match outcome {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) => {
+                    let s = r.status();
+                    (
+                        s.is_server_error() || s.as_u16() == 429,
+                        format!("HTTP {s}"),
+                    )
+                }
+                Err(e) => (true, e.to_string()),
+            };
+            if !retry || attempt > config.webhook_retries {
+                failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%alert_id, attempts = attempt, %reason, "webhook delivery failed");
+                break;
+            }
+            tracing::warn!(%alert_id, attempt, %reason, "webhook delivery failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+}
