@@ -3,14 +3,20 @@
 //! one run against librdkafka's in-process mock cluster, plus resident
 //! memory while the pipeline runs.
 //!
-//! `cargo bench --bench throughput -- [EVENTS ...]` (default: 100000 400000).
+//! `cargo bench --bench throughput -- [EVENTS ...]` (default: 100000 1000000).
+//! The pipeline runs the demo configuration: a 20,000-row reference with the
+//! prediction (`demo::write_reference`), so every window tests all 7
+//! features and the prediction (normed Wasserstein / Jensen-Shannon,
+//! Evidently's choice above 1,000 reference rows); the bench checks that
+//! every written window has those 8 results.
 //! The RSS columns include the mock broker, which holds every produced
 //! message; the pipeline's own footprint is the growth during its phase.
 //! Each size gets its own topic; for each, the raw consumer reads all
 //! records and decodes them with `mlwatch::event::decode`; then the pipeline
 //! consumes the same records with its own group. Messages are produced
-//! first, so the topic has 32 partitions to stay under the mock broker's
-//! ~5 MiB-per-partition retention.
+//! first, so the topic has 128 partitions to stay under the mock broker's
+//! 5 MiB-per-partition retention up to 1M events (checked after producing:
+//! no partition may have dropped its oldest messages).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,13 +27,13 @@ use mlwatch::demo::{self, Drifts, Generator};
 use mlwatch::event::{self, EventKind, ModelCatalog};
 use mlwatch::pipeline::{self, RunControl, StopMode};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tokio::sync::watch;
 
-const PARTITIONS: i32 = 32;
+const PARTITIONS: i32 = 128;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -89,6 +95,50 @@ fn produce(brokers: &str, topic: &str, n: u64) -> u64 {
     }
     p.flush(Duration::from_secs(60)).expect("flush");
     bytes
+}
+
+/// Checks that the mock broker kept every message (it drops the oldest past
+/// 5 MiB per partition).
+fn check_retained(brokers: &str, topic: &str, n: u64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    let mut total = 0;
+    for p in 0..PARTITIONS {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        assert_eq!(low, 0, "{topic} [{p}] lost messages: raise PARTITIONS");
+        total += high;
+    }
+    assert_eq!(total as u64, n, "every message is on the broker");
+}
+
+/// Results per written window, and the methods used, as one line.
+async fn columns_tested(data: &std::path::Path) -> String {
+    let storage = mlwatch::storage::Storage::open(&data.display().to_string(), &Default::default())
+        .expect("store");
+    let ctx = mlwatch::query::new_context(Default::default());
+    mlwatch::query::register_tables(&ctx, &storage).expect("tables");
+    let mut out = String::new();
+    for sql in [
+        "SELECT count(*) AS windows, min(c) AS fewest, max(c) AS most FROM \
+         (SELECT window_start, count(*) AS c FROM drift_results GROUP BY window_start)",
+        "SELECT method, count(DISTINCT feature) AS columns FROM drift_results GROUP BY method ORDER BY method",
+    ] {
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("sql")
+            .collect()
+            .await
+            .expect("query");
+        let text =
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("format");
+        out.push_str(&format!("\n{text}"));
+    }
+    out
 }
 
 async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64) -> f64 {
@@ -170,7 +220,7 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect::<Vec<_>>();
     let sizes = if sizes.is_empty() {
-        vec![100_000, 400_000]
+        vec![100_000, 1_000_000]
     } else {
         sizes
     };
@@ -185,15 +235,20 @@ fn main() {
         let reference = tmp.path().join("reference.parquet");
         demo::write_reference(&reference, 20_000, 7).expect("reference");
         println!(
-            "| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | RSS before full path (MiB) | peak RSS during it (MiB) | dead letters |"
+            "| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | RSS before full path (MiB) | peak RSS during it (MiB) | growth (MiB) | dead letters |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let mut written = Vec::new();
         for &n in &sizes {
             let topic = format!("bench-{n}");
             cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
             let b = brokers.clone();
             let t = topic.clone();
             let bytes = tokio::task::spawn_blocking(move || produce(&b, &t, n)).await.expect("produce");
+            let (b, t) = (brokers.clone(), topic.clone());
+            tokio::task::spawn_blocking(move || check_retained(&b, &t, n))
+                .await
+                .expect("watermarks");
             let data = tmp.path().join(format!("out-{n}"));
             let mut config = demo::demo_config(&brokers, &data, &reference).expect("config");
             config.kafka.predictions_topic = topic.clone();
@@ -203,13 +258,19 @@ fn main() {
             let raw = raw_rate(&brokers, &topic, &catalog, n).await;
             let before = rss_kib();
             let (full, peak, dead) = pipeline_rate(config, n).await;
+            written.push((n, data));
             println!(
-                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} | {:.1} | {dead} |",
+                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {dead} |",
                 bytes / n,
                 full / raw,
                 before as f64 / 1024.0,
-                peak as f64 / 1024.0
+                peak as f64 / 1024.0,
+                (peak as f64 - before as f64) / 1024.0
             );
+        }
+        // After the measurements, so that the queries' memory is not counted.
+        for (n, data) in written {
+            eprintln!("drift_results of {n} events:{}", columns_tested(&data).await);
         }
         drop(cluster);
     });

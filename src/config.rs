@@ -41,6 +41,8 @@ pub struct Config {
     pub quality: QualityConfig,
     /// Where alerts go.
     pub alerts: AlertsConfig,
+    /// Training profiles kept with registry versions.
+    pub baseline: BaselineConfig,
     /// Model registry.
     pub registry: RegistryConfig,
     /// Experiment tracking from the tracking topic.
@@ -175,6 +177,17 @@ pub struct AlertsConfig {
     /// Windows during which repeats for the same (model, version, column)
     /// are suppressed.
     pub cooldown: u32,
+}
+
+/// Training profiles kept with registry versions (`mlwatch baseline build`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineConfig {
+    /// Values kept per numeric column of a profile (bottom-k sample).
+    pub sample_size: usize,
+    /// How often `mlwatch run` looks for new versions' profiles.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
 }
 
 /// Multiple-testing correction across the columns of one window.
@@ -327,6 +340,9 @@ impl Config {
         }
         if self.window.sample_size == 0 {
             return bad("window.sample_size", "must be at least 1");
+        }
+        if self.baseline.sample_size == 0 {
+            return bad("baseline.sample_size", "must be at least 1");
         }
         if self.window.max_categories == 0 {
             return bad("window.max_categories", "must be at least 1");

@@ -321,6 +321,29 @@ impl TableFile {
     }
 }
 
+/// The bytes of the file at `location` (a path, `file://` or `s3://` URL),
+/// e.g. to fingerprint it.
+pub(crate) async fn read_bytes(
+    location: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<bytes::Bytes> {
+    match resolve(location, options)? {
+        Source::Local(path) => {
+            local_file(location, &path)?;
+            std::fs::read(&path)
+                .map(bytes::Bytes::from)
+                .map_err(|source| {
+                    FileError::Io {
+                        location: location.to_string(),
+                        source,
+                    }
+                    .into()
+                })
+        }
+        Source::Store { storage, rel } => storage.get(&rel).await,
+    }
+}
+
 /// Reads every row of the table file at `location` (see the module docs
 /// for locations and formats; S3 options from the environment).
 pub(crate) async fn read_table(location: &str) -> Result<Vec<RecordBatch>> {

@@ -1,5 +1,6 @@
 //! Command-line interface (clap). One file per command group.
 
+mod baseline;
 mod demo;
 pub mod registry;
 mod run;
@@ -46,6 +47,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Statistical tests on files (CSV, Parquet, JSON lines, or one value per line).
     Stats(stats::StatsArgs),
+    /// Training profiles kept with registry versions (the subcommands are listed from the parser).
+    #[command(about = listing::<baseline::BaselineCommand>("Baselines"))]
+    Baseline(baseline::BaselineArgs),
     /// Model registry (the subcommands are listed from the parser).
     #[command(about = listing::<registry::RegistryCommand>("Model registry"))]
     Registry(registry::RegistryArgs),
@@ -70,6 +74,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a).await,
         Command::Stats(a) => stats::run(a).await,
         Command::Registry(a) => registry::run(a).await,
+        Command::Baseline(a) => baseline::run(a).await,
         Command::Runs(a) => runs::run(a).await,
     }
 }

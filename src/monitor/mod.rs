@@ -13,6 +13,7 @@
 //! `sql/window_drift_summary.sql` gives the dataset verdict. The tests stay
 //! in SQL, so backfills and `mlwatch sql` use the same functions.
 
+pub mod baseline;
 pub mod quality;
 pub mod reference;
 
@@ -62,6 +63,8 @@ pub struct DriftEvaluator {
     min_current: i64,
     correction: Correction,
     dataset_share: f64,
+    /// Registry baselines of the checkpoint, adopted before the next window.
+    restored: Vec<reference::Adopted>,
 }
 
 impl DriftEvaluator {
@@ -103,6 +106,7 @@ impl DriftEvaluator {
             min_current: config.drift.min_current as i64,
             correction: config.drift.correction,
             dataset_share: config.drift.dataset_share,
+            restored: Vec::new(),
         }
     }
 }
@@ -113,8 +117,33 @@ impl Evaluator for DriftEvaluator {
         "drift"
     }
 
+    /// The registry baselines in use: a restart tests with the same ones.
+    fn snapshot(&self) -> Result<Option<serde_json::Value>> {
+        let mut adopted = self.profiles.adopted();
+        adopted.extend(self.restored.iter().cloned());
+        Ok(Some(serde_json::json!({ "baselines": adopted })))
+    }
+
+    fn restore(&mut self, part: serde_json::Value) -> Result<()> {
+        if let Some(list) = part.get("baselines") {
+            self.restored = serde_json::from_value(list.clone()).map_err(|e| Error::Task {
+                task: "drift evaluator",
+                reason: format!("checkpoint part: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
     async fn evaluate(&mut self, window: &ClosedWindow) -> Result<Vec<Output>> {
+        for (m, v, path) in std::mem::take(&mut self.restored) {
+            self.profiles.adopt(&m, &v, &path).await?;
+        }
         let groups = by_version(window);
+        let seen: Vec<(usize, String)> = groups
+            .iter()
+            .map(|g| (g.key.model, g.key.version.clone()))
+            .collect();
+        self.profiles.refresh_if_due(&seen).await;
         let (numeric, categorical) = self.window_tables(&groups)?;
         if numeric.num_rows() == 0 && categorical.num_rows() == 0 {
             return Ok(Vec::new());

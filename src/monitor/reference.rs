@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::event::{ColumnDef, ModelCatalog};
 use crate::stats::drift::Reference;
 use crate::stats::summary::CategoryCounts;
+use crate::storage::Storage;
 use crate::udf::drift::Baselines;
 
 /// Which profile windows of the config's reference are tested against, as
@@ -59,7 +61,31 @@ pub struct ModelProfile {
 /// Every model's profiles.
 pub struct Profiles {
     baselines: Baselines,
+    /// From each model's `reference` file.
     by_model: Vec<Arc<ModelProfile>>,
+    /// Registry baselines by (model, version string of the events).
+    registry: RwLock<RegistryProfiles>,
+    source: Option<RegistrySource>,
+}
+
+/// Registry baselines in use: (model index, version) → (profile path, profile).
+type RegistryProfiles = BTreeMap<(usize, String), (String, Arc<ModelProfile>)>;
+
+/// Where registry baselines are looked up.
+struct RegistrySource {
+    storage: Storage,
+    catalog: Arc<ModelCatalog>,
+    max_categories: usize,
+    refresh: Duration,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+/// A registry baseline in use: (model, version, profile path).
+pub type Adopted = (String, String, String);
+
+/// The registry version number of an event's `version` ("3" or "v3").
+fn registry_version(version: &str) -> Option<u64> {
+    version.strip_prefix('v').unwrap_or(version).parse().ok()
 }
 
 impl Profiles {
@@ -101,7 +127,133 @@ impl Profiles {
         Ok(Self {
             baselines: Arc::new(RwLock::new(map)),
             by_model,
+            registry: RwLock::new(BTreeMap::new()),
+            source: None,
         })
+    }
+
+    /// Also looks up registry baselines in `storage` (every `refresh`).
+    pub fn with_registry(
+        mut self,
+        storage: Storage,
+        catalog: Arc<ModelCatalog>,
+        config: &Config,
+    ) -> Self {
+        self.source = Some(RegistrySource {
+            storage,
+            catalog,
+            max_categories: config.window.max_categories,
+            refresh: config.baseline.refresh,
+            last: std::sync::Mutex::new(None),
+        });
+        self
+    }
+
+    /// The registry baselines in use, for the checkpoint.
+    pub fn adopted(&self) -> Vec<Adopted> {
+        let Some(src) = &self.source else {
+            return Vec::new();
+        };
+        let map = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|((m, v), (path, _))| {
+                (src.catalog.models[*m].name.clone(), v.clone(), path.clone())
+            })
+            .collect()
+    }
+
+    /// Loads the profile at `path` for (`model`, `version`) and uses it for
+    /// that version's windows from now on.
+    pub async fn adopt(&self, model: &str, version: &str, path: &str) -> Result<()> {
+        let Some(src) = &self.source else {
+            return Ok(());
+        };
+        let Some(m) = src.catalog.index(model) else {
+            return Ok(()); // no longer monitored
+        };
+        let schema = &src.catalog.models[m];
+        let loaded =
+            super::baseline::read(&src.storage, path, &schema.columns, src.max_categories).await?;
+        let baseline = format!(
+            "registry:v{}",
+            registry_version(version).unwrap_or_default()
+        );
+        let mut names = self.baselines.write().unwrap_or_else(|e| e.into_inner());
+        let columns = schema
+            .columns
+            .iter()
+            .zip(loaded)
+            .map(|(def, p)| {
+                p.map(|p| {
+                    let name = format!("{model}/{baseline}/{}", def.name);
+                    let reference = Arc::new(p);
+                    names.insert(name.clone(), reference.clone());
+                    ColumnProfile { name, reference }
+                })
+            })
+            .collect();
+        drop(names);
+        let profile = Arc::new(ModelProfile { baseline, columns });
+        self.registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((m, version.to_string()), (path.to_string(), profile));
+        tracing::info!(
+            model,
+            version,
+            path,
+            "testing against the registry baseline"
+        );
+        Ok(())
+    }
+
+    /// Re-reads the registry when `baseline.refresh` has passed since the
+    /// last time, and adopts the profile of every monitored version
+    /// `seen` (model, version) that has a new or changed one. A registry
+    /// that cannot be read is logged and retried at the next refresh.
+    pub async fn refresh_if_due(&self, seen: &[(usize, String)]) {
+        let Some(src) = &self.source else {
+            return;
+        };
+        {
+            let mut last = src.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < src.refresh) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let state = match crate::registry::ModelRegistry::new(src.storage.clone())
+            .state()
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "registry not readable; baselines unchanged");
+                return;
+            }
+        };
+        for (m, version) in seen {
+            let name = &src.catalog.models[*m].name;
+            let Some(path) = registry_version(version)
+                .and_then(|v| state.models.get(name)?.versions.get(&v))
+                .and_then(|v| v.baseline_profile())
+            else {
+                continue;
+            };
+            let current = self
+                .registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(*m, version.clone()))
+                .map(|(p, _)| p.clone());
+            if current.as_deref() == Some(path) {
+                continue;
+            }
+            if let Err(e) = self.adopt(name, version, path).await {
+                tracing::warn!(model = %name, version = %version, path = %path, error = %e,
+                    "baseline profile not readable; keeping the previous one");
+            }
+        }
     }
 
     /// The map the `drift_reference*` functions read.
@@ -109,9 +261,14 @@ impl Profiles {
         &self.baselines
     }
 
-    /// The profile windows of `model` and `version` are tested against.
-    pub fn for_version(&self, model: usize, _version: &str) -> Arc<ModelProfile> {
-        self.by_model[model].clone()
+    /// The profile windows of `model` and `version` are tested against:
+    /// the version's registry baseline if it has one, else the config's.
+    pub fn for_version(&self, model: usize, version: &str) -> Arc<ModelProfile> {
+        let map = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        match map.get(&(model, version.to_string())) {
+            Some((_, p)) => p.clone(),
+            None => self.by_model[model].clone(),
+        }
     }
 }
 

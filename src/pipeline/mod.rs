@@ -176,7 +176,11 @@ impl Pipeline {
             }
             None => Default::default(),
         };
-        let profiles = Arc::new(Profiles::load_config(&config, &catalog).await?);
+        let profiles = Arc::new(
+            Profiles::load_config(&config, &catalog)
+                .await?
+                .with_registry(storage.clone(), catalog.clone(), &config),
+        );
         let evaluators: Vec<Box<dyn Evaluator>> = vec![
             Box::new(DriftEvaluator::new(
                 &config,

@@ -191,6 +191,18 @@ pub struct ModelVersion {
     pub updated_at: DateTime<Utc>,
 }
 
+impl ModelVersion {
+    /// The version's training profile: the tag `baseline_profile` (set by
+    /// `mlwatch baseline build`, latest wins) or else the one given in the
+    /// metadata at registration.
+    pub fn baseline_profile(&self) -> Option<&str> {
+        self.tags
+            .get("baseline_profile")
+            .or(self.metadata.baseline_profile.as_ref())
+            .map(String::as_str)
+    }
+}
+
 /// What an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -99,7 +99,7 @@ pub fn model_versions(state: &RegistryState) -> Result<RecordBatch> {
         ),
         (
             "baseline_profile",
-            strings(vs.iter().map(|v| v.metadata.baseline_profile.as_deref())),
+            strings(vs.iter().map(|v| v.baseline_profile())),
         ),
         (
             "artifact_name",

@@ -225,6 +225,14 @@ impl Storage {
     }
 }
 
+/// Decodes a Parquet file held in memory.
+pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>> {
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?
+            .build()?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
 /// Parquet bytes for batches sharing `schema`.
 pub fn encode_parquet(
     schema: datafusion::arrow::datatypes::SchemaRef,

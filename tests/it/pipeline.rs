@@ -464,3 +464,77 @@ async fn sigint_checkpoints_open_windows_and_exits_zero() -> TestResult {
     assert_eq!(rows.trim(), "n\n16", "2 windows x 8 columns");
     Ok(())
 }
+
+/// A profile built with `mlwatch baseline build` and recorded on registry
+/// version 1 replaces the config's reference for version 1's windows: the
+/// same training data gives the same tests, and the rows say which baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_baseline_replaces_the_config_reference_for_its_version() -> TestResult {
+    let s = setup()?;
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, 1, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, &events(3_000, 3))?;
+
+    let config_data = s.root.join("config");
+    run_until_idle(test_config(&brokers, &config_data, &s.reference, "a")?).await?;
+
+    let data = s.root.join("registry");
+    let cfg = s.root.join("mlwatch.toml");
+    std::fs::write(&cfg, demo::demo_config_toml(&brokers, &data, &s.reference))?;
+    let artifact = s.root.join("model.bin");
+    std::fs::write(&artifact, b"weights")?;
+    let d = data.display().to_string();
+    crate::run_mlwatch(
+        ["registry", "register", "credit_risk", "--artifact"]
+            .into_iter()
+            .map(String::from)
+            .chain([artifact.display().to_string(), "--data".into(), d.clone()]),
+    )?;
+    let built = crate::run_mlwatch([
+        "baseline".to_string(),
+        "build".into(),
+        "--model".into(),
+        "credit_risk".into(),
+        "--version".into(),
+        "1".into(),
+        "--input".into(),
+        s.reference.display().to_string(),
+        "--config".into(),
+        cfg.display().to_string(),
+        "--data".into(),
+        d,
+    ])?;
+    let built: serde_json::Value = serde_json::from_str(&built)?;
+    assert_eq!(built["rows"], 1000, "{built}");
+    assert_eq!(
+        built["columns"].as_array().map(Vec::len),
+        Some(8),
+        "{built}"
+    );
+    run_until_idle(test_config(&brokers, &data, &s.reference, "b")?).await?;
+
+    let cols = "window_start, kind, feature, method, statistic, p_value, p_value_adjusted, distance, drifted, n_reference, n_current";
+    let q = |b: &str| {
+        format!(
+            "SELECT {cols} FROM drift_results WHERE baseline = '{b}' ORDER BY window_start, kind, feature"
+        )
+    };
+    let from_config = query_csv(&config_data, &q("config")).await?;
+    let from_registry = query_csv(&data, &q("registry:v1")).await?;
+    assert_eq!(from_config.lines().count(), 1 + 3 * 8, "{from_config}");
+    assert_eq!(from_registry, from_config, "same training data, same tests");
+    let registry = mlwatch::registry::ModelRegistry::new(Storage::open(
+        &data.display().to_string(),
+        &Default::default(),
+    )?);
+    let v1 = registry
+        .get_model("credit_risk", &mlwatch::registry::Selector::Version(1))
+        .await?;
+    assert_eq!(
+        v1.baseline_profile(),
+        built["path"].as_str(),
+        "the profile is on the version"
+    );
+    Ok(())
+}
