@@ -516,6 +516,48 @@ mod tests {
         assert!(err.contains("drift.p_value_threshold"), "{err}");
     }
 
+    fn model_error(extra: &str) -> String {
+        Config::from_toml_str(&format!(
+            "[models.fraud]\nreference = \"r.csv\"\n[models.fraud.features]\namount = \"numeric\"\ncountry = \"categorical\"\n{extra}"
+        ))
+        .unwrap_err()
+        .to_string()
+    }
+
+    #[test]
+    fn drift_methods_are_checked_against_names_and_types() {
+        let err = model_error("[models.fraud.drift]\nmethod = { amount = \"kolmogorov\" }");
+        assert!(
+            err.contains("models.fraud.drift.method.amount")
+                && err.contains("unknown method `kolmogorov`"),
+            "{err}"
+        );
+        let err = model_error("[models.fraud.drift]\nmethod = { country = \"ks\" }");
+        assert!(
+            err.contains("models.fraud.drift.method.country")
+                && err.contains("does not apply to the categorical column"),
+            "{err}"
+        );
+        let err = model_error("[models.fraud.drift]\nmethod = { zip = \"psi\" }");
+        assert!(err.contains("models.fraud.drift.method.zip"), "{err}");
+        let err = model_error("[models.fraud.drift]\nthreshold = { amount = -1.0 }");
+        assert!(err.contains("models.fraud.drift.threshold.amount"), "{err}");
+        let ok = Config::from_toml_str(
+            "[models.fraud]\nreference = \"r.csv\"\n[models.fraud.features]\namount = \"numeric\"\ncountry = \"categorical\"\n[models.fraud.drift]\nmethod = { amount = \"psi\", country = \"chi2\", prediction = \"ks\" }",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_feature_called_prediction_is_refused() {
+        let err = Config::from_toml_str(
+            "[models.m]\nreference = \"r.csv\"\n[models.m.features]\nprediction = \"numeric\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("models.m.features.prediction"), "{err}");
+    }
+
     #[test]
     fn models_parse() {
         let c = Config::from_toml_str(

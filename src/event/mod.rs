@@ -332,7 +332,12 @@ pub fn decode(catalog: &ModelCatalog, kind: EventKind, payloads: &[&[u8]]) -> De
             continue;
         }
         let schema = catalog.models[m].schema(kind).clone();
-        decode_group(&schema, payloads, &seqs, m, &mut out);
+        let g = Group {
+            schema: &schema,
+            model: &catalog.models[m],
+            index: m,
+        };
+        decode_group(&g, payloads, &seqs, &mut out);
     }
     out.rejected.sort_by_key(|r| r.seq);
     out
@@ -359,32 +364,76 @@ fn arrow_decode(
     decoder.flush().map_err(|e| e.to_string())
 }
 
+/// One model's payloads of one kind.
+struct Group<'a> {
+    schema: &'a SchemaRef,
+    model: &'a ModelSchema,
+    index: usize,
+}
+
 /// Decodes `seqs` as one batch; on failure bisects to isolate bad records.
-fn decode_group(
-    schema: &SchemaRef,
-    payloads: &[&[u8]],
-    seqs: &[u32],
-    model: usize,
-    out: &mut DecodeOutput,
-) {
-    match arrow_decode(schema, payloads, seqs) {
+fn decode_group(g: &Group<'_>, payloads: &[&[u8]], seqs: &[u32], out: &mut DecodeOutput) {
+    match arrow_decode(g.schema, payloads, seqs) {
         Ok(Some(batch)) => out.decoded.push(Decoded {
-            model,
+            model: g.index,
             batch,
             seq: seqs.to_vec(),
         }),
         Ok(None) => {}
-        Err(error) if seqs.len() == 1 => out.rejected.push(Rejected {
-            seq: seqs[0],
-            reason: Reason::WrongType,
-            error,
-        }),
+        Err(error) if seqs.len() == 1 => {
+            // A category may be any JSON value: an object or array where a
+            // category is expected is counted as its JSON text.
+            let fixed = categories_as_text(g.model, payloads[seqs[0] as usize]);
+            match fixed.map(|p| arrow_decode(g.schema, &[p.as_slice()], &[0])) {
+                Some(Ok(Some(batch))) => out.decoded.push(Decoded {
+                    model: g.index,
+                    batch,
+                    seq: seqs.to_vec(),
+                }),
+                _ => out.rejected.push(Rejected {
+                    seq: seqs[0],
+                    reason: Reason::WrongType,
+                    error,
+                }),
+            }
+        }
         Err(_) => {
             let mid = seqs.len() / 2;
-            decode_group(schema, payloads, &seqs[..mid], model, out);
-            decode_group(schema, payloads, &seqs[mid..], model, out);
+            decode_group(g, payloads, &seqs[..mid], out);
+            decode_group(g, payloads, &seqs[mid..], out);
         }
     }
+}
+
+/// The payload with every object or array value of a categorical column
+/// (feature or prediction) replaced by its JSON text; `None` when there is
+/// none (the record's error is elsewhere).
+fn categories_as_text(model: &ModelSchema, payload: &[u8]) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let mut changed = false;
+    let mut fix = |x: &mut serde_json::Value| {
+        if x.is_object() || x.is_array() {
+            *x = serde_json::Value::String(x.to_string());
+            changed = true;
+        }
+    };
+    for c in model
+        .columns
+        .iter()
+        .filter(|c| c.ty == FeatureType::Categorical)
+    {
+        let slot = match c.kind {
+            ColumnKind::Feature => v.get_mut(field::FEATURES).and_then(|f| f.get_mut(&c.name)),
+            ColumnKind::Prediction => v.get_mut(field::PREDICTION),
+        };
+        if let Some(x) = slot {
+            fix(x);
+        }
+    }
+    if !changed {
+        return None;
+    }
+    serde_json::to_vec(&v).ok()
 }
 
 #[cfg(test)]
@@ -449,5 +498,47 @@ mod tests {
         let c = last.column_by_name("c").unwrap().as_string::<i32>();
         assert_eq!(c.value(0), "true");
         assert!(!last.column_by_name("x").unwrap().is_null(0));
+    }
+
+    #[test]
+    fn a_category_of_any_json_type_is_counted() {
+        let recs: Vec<&[u8]> = vec![
+            br#"{"event_id":"a","ts":1,"model":"m","version":"1","features":{"x":1,"c":{"k":[1,2]}},"prediction":0.2}"#,
+            br#"{"event_id":"b","ts":2,"model":"m","version":"1","features":{"x":1,"c":[true,null]},"prediction":0.2}"#,
+            br#"{"event_id":"c","ts":3,"model":"m","version":"1","features":{"x":1,"c":null},"prediction":0.2}"#,
+            br#"{"event_id":"d","ts":4,"model":"m","version":"1","features":{"x":1,"c":2.5},"prediction":0.2}"#,
+            br#"{"event_id":"e","ts":5,"model":"m","version":"1","features":{"x":{"no":1},"c":"z"},"prediction":0.2}"#,
+        ];
+        let out = decode(&catalog(), EventKind::Prediction, &recs);
+        let reasons: Vec<(u32, Reason)> = out.rejected.iter().map(|r| (r.seq, r.reason)).collect();
+        assert_eq!(
+            reasons,
+            vec![(4, Reason::WrongType)],
+            "a numeric object stays an error"
+        );
+        let mut cats = Vec::new();
+        for d in &out.decoded {
+            let c = d
+                .batch
+                .column(6)
+                .as_struct()
+                .column_by_name("c")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            for (i, s) in d.seq.iter().enumerate() {
+                cats.push((*s, c.is_valid(i).then(|| c.value(i).to_string())));
+            }
+        }
+        cats.sort();
+        assert_eq!(
+            cats,
+            vec![
+                (0, Some(r#"{"k":[1,2]}"#.to_string())),
+                (1, Some("[true,null]".to_string())),
+                (2, None),
+                (3, Some("2.5".to_string())),
+            ]
+        );
     }
 }
