@@ -1,11 +1,14 @@
 //! Mergeable summaries for window state: count/mean/variance (Welford, with
 //! Chan's parallel merge, kept relative to a shift so that values sharing a
-//! large offset keep their digits), fixed-edge histograms and category counts. Each
-//! satisfies `merge(a, b) == one pass over a ++ b` (exactly for counts and
-//! histograms, to rounding for moments), so windows combine across
-//! partitions and processes. NaN values are counted apart and not folded in.
+//! large offset keep their digits), fixed-edge histograms and capped category
+//! counts (the `cap` categories of smallest hash, so independent of arrival
+//! order). Each satisfies `merge(a, b) == one pass over a ++ b` (exactly for
+//! counts and histograms, to rounding for moments), so windows combine
+//! across partitions and processes. NaN values are counted apart and not folded in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Count, mean and sum of squared deviations: Welford's updates, Chan et
 /// al.'s parallel merge, kept relative to a shift.
@@ -193,13 +196,71 @@ impl Histogram {
     }
 }
 
-/// Counts per category, with a cap on distinct categories: values beyond it
-/// are counted under `other` so memory stays bounded.
+/// The hash that orders categories in [`CategoryCounts`]: xxh3-64 of the
+/// category's UTF-8 bytes (ties, which need a collision, by the string).
+pub fn category_hash(value: &str) -> u64 {
+    xxh3_64(value.as_bytes())
+}
+
+/// Counts per category, with a cap on distinct categories so memory stays
+/// bounded, independent of arrival order.
+///
+/// **Which categories are kept.** The `cap` distinct categories with the
+/// smallest key `(category_hash(c), c)` among all categories seen, each with
+/// its exact count; every other occurrence is counted under `other`. A new
+/// category that beats the largest kept key evicts it, and the evicted
+/// count moves into `other`.
+///
+/// **Why the result is order-independent and merges exactly.** The kept set
+/// is always the bottom `cap` of the categories seen so far (a bottom-k
+/// sketch on the keys). A category in the final kept set was admitted at its
+/// first arrival (nothing with a smaller key could have filled the set) and
+/// never evicted afterwards, so every occurrence was counted under it: its
+/// count is exact. `other` is then `total - sum(kept counts)`. Kept set,
+/// kept counts and `other` are therefore functions of the multiset of
+/// (category, count) additions alone: any order, any split into partial
+/// summaries merged together, gives the same value. Merging summaries with
+/// different caps keeps the smaller cap, the largest cap for which the
+/// result is still exact.
+///
+/// **Hot path.** [`CategoryCounts::add`] of a kept category is one map
+/// lookup by `&str` with no allocation; hashing and allocation happen only
+/// when a category is seen for the first time (or again after eviction).
+///
+/// **Serde.** Only `cap`, `counts` and `other` are stored; the eviction
+/// index is rebuilt on load. A stored state that breaks the invariant (from
+/// the former first-come rule, or edited by hand) is normalised on load:
+/// the bottom `cap` of its categories are kept and the rest moved to
+/// `other`, so totals are preserved.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "CategoryCountsRepr")]
 pub struct CategoryCounts {
     cap: usize,
     counts: BTreeMap<String, u64>,
     other: u64,
+    /// The kept categories by key; the last one is the next to evict.
+    /// Derived from `counts`, not stored.
+    #[serde(skip)]
+    order: BTreeSet<(u64, String)>,
+}
+
+/// The stored form of [`CategoryCounts`].
+#[derive(serde::Deserialize)]
+struct CategoryCountsRepr {
+    cap: usize,
+    counts: BTreeMap<String, u64>,
+    other: u64,
+}
+
+impl From<CategoryCountsRepr> for CategoryCounts {
+    fn from(r: CategoryCountsRepr) -> Self {
+        let mut c = CategoryCounts::new(r.cap);
+        for (k, v) in &r.counts {
+            c.add(k, *v);
+        }
+        c.other += r.other;
+        c
+    }
 }
 
 impl CategoryCounts {
@@ -209,22 +270,54 @@ impl CategoryCounts {
             cap,
             counts: BTreeMap::new(),
             other: 0,
+            order: BTreeSet::new(),
         }
     }
 
-    /// Counts `n` occurrences of `value`.
+    /// Counts `n` occurrences of `value` (`n = 0` changes nothing).
+    #[inline]
     pub fn add(&mut self, value: &str, n: u64) {
         if let Some(c) = self.counts.get_mut(value) {
             *c += n;
-        } else if self.counts.len() < self.cap {
-            self.counts.insert(value.to_string(), n);
-        } else {
-            self.other += n;
+        } else if n > 0 {
+            self.admit(value, n);
         }
     }
 
-    /// Adds another summary (categories past the cap go to `other`).
+    /// A category not kept: keep it if its key is among the `cap` smallest,
+    /// evicting the largest kept one into `other`; else count it as other.
+    #[cold]
+    fn admit(&mut self, value: &str, n: u64) {
+        let h = category_hash(value);
+        if self.counts.len() >= self.cap {
+            match self.order.last() {
+                Some((lh, lv)) if (h, value) < (*lh, lv.as_str()) => self.evict_last(),
+                _ => {
+                    self.other += n;
+                    return;
+                }
+            }
+        }
+        self.order.insert((h, value.to_owned()));
+        self.counts.insert(value.to_owned(), n);
+    }
+
+    /// Moves the kept category with the largest key into `other`.
+    fn evict_last(&mut self) {
+        if let Some((_, v)) = self.order.pop_last() {
+            self.other += self.counts.remove(&v).unwrap_or(0);
+        }
+    }
+
+    /// Adds another summary. The result keeps `min(self.cap(), o.cap())`
+    /// categories and equals one pass over both inputs with that cap.
     pub fn merge(&mut self, o: &CategoryCounts) {
+        if o.cap < self.cap {
+            self.cap = o.cap;
+            while self.counts.len() > self.cap {
+                self.evict_last();
+            }
+        }
         for (k, v) in &o.counts {
             self.add(k, *v);
         }
@@ -234,6 +327,97 @@ impl CategoryCounts {
     /// Counts by category, and the overflow count.
     pub fn counts(&self) -> (&BTreeMap<String, u64>, u64) {
         (&self.counts, self.other)
+    }
+
+    /// All occurrences counted, kept or not.
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum::<u64>() + self.other
+    }
+
+    /// Whether some category was not kept (`other > 0`): the kept set is
+    /// then full and holds exactly the `cap` smallest keys seen.
+    pub fn is_capped(&self) -> bool {
+        self.other > 0
+    }
+
+    /// The most distinct categories kept.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// The largest kept key `(category_hash, category)` when capped: every
+    /// category seen with a smaller or equal key is kept with its exact
+    /// count, every larger one is in `other`. `None` when not capped (every
+    /// category is kept).
+    pub fn kept_bound(&self) -> Option<(u64, &str)> {
+        if !self.is_capped() {
+            return None;
+        }
+        self.order.last().map(|(h, v)| (*h, v.as_str()))
+    }
+
+    /// The two summaries on common buckets, for tests that compare them:
+    /// see [`AlignedCounts`].
+    pub fn aligned(&self, current: &CategoryCounts) -> AlignedCounts {
+        // The smaller bound of the capped sides: below it both sides are exact.
+        let bound = match (self.kept_bound(), current.kept_bound()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let within = |k: &str| bound.is_none_or(|b| (category_hash(k), k) <= b);
+        let mut joint: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for (k, v) in &self.counts {
+            if within(k) {
+                joint.entry(k).or_default().0 += v;
+            }
+        }
+        for (k, v) in &current.counts {
+            if within(k) {
+                joint.entry(k).or_default().1 += v;
+            }
+        }
+        let (kept_r, kept_c) = joint.values().fold((0, 0), |(a, b), (r, c)| (a + r, b + c));
+        let other = (self.total() - kept_r, current.total() - kept_c);
+        AlignedCounts {
+            categories: joint.keys().map(|k| k.to_string()).collect(),
+            reference: joint.values().map(|(r, _)| *r).collect(),
+            current: joint.values().map(|(_, c)| *c).collect(),
+            other: (other != (0, 0)).then_some(other),
+        }
+    }
+}
+
+/// Two [`CategoryCounts`] on common buckets: the categories kept exactly on
+/// both sides (sorted by name), and one `other` bucket when either side has
+/// overflow.
+///
+/// When a side is capped, a category above its kept bound is somewhere in
+/// its `other`, so a category kept on one side only would be compared with
+/// a count that is missing on the other. Categories above the smaller bound
+/// of the capped sides are therefore moved into `other` on both sides;
+/// every remaining count is exact on both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlignedCounts {
+    /// Category names, sorted.
+    pub categories: Vec<String>,
+    /// Reference counts per category.
+    pub reference: Vec<u64>,
+    /// Current counts per category.
+    pub current: Vec<u64>,
+    /// `(reference, current)` counts of the `other` bucket, when either is
+    /// non-zero.
+    pub other: Option<(u64, u64)>,
+}
+
+impl AlignedCounts {
+    /// Counts per bucket, the `other` bucket last: `(reference, current)`.
+    pub fn buckets(&self) -> (Vec<u64>, Vec<u64>) {
+        let (mut r, mut c) = (self.reference.clone(), self.current.clone());
+        if let Some((ro, co)) = self.other {
+            r.push(ro);
+            c.push(co);
+        }
+        (r, c)
     }
 }
 
@@ -283,6 +467,141 @@ mod tests {
             a.merge(&b);
             prop_assert_eq!(a, all);
         }
+
+        /// Capped counts: any order of the additions, and any split into
+        /// two partial summaries merged in either direction, gives the
+        /// same kept counts and `other`, and both equal the definition
+        /// (the `cap` smallest keys with exact counts, the rest in other).
+        #[test]
+        fn capped_categories_do_not_depend_on_order(
+            (adds, shuffled) in proptest::collection::vec(("[a-l]{1,2}", 1u64..5), 0..80)
+                .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle())),
+            cap in 0usize..8,
+            split in 0usize..80,
+        ) {
+            let one_pass = |v: &[(String, u64)]| {
+                let mut c = CategoryCounts::new(cap);
+                v.iter().for_each(|(k, n)| c.add(k, *n));
+                c
+            };
+            let all = one_pass(&adds);
+            // The definition, by brute force.
+            let mut exact: BTreeMap<String, u64> = BTreeMap::new();
+            adds.iter().for_each(|(k, n)| *exact.entry(k.clone()).or_default() += n);
+            let mut keys: Vec<(u64, &String)> = exact.keys().map(|k| (category_hash(k), k)).collect();
+            keys.sort();
+            let kept: BTreeMap<String, u64> = keys.iter().take(cap).map(|(_, k)| ((*k).clone(), exact[*k])).collect();
+            let total: u64 = adds.iter().map(|(_, n)| n).sum();
+            let other = total - kept.values().sum::<u64>();
+            prop_assert_eq!(all.counts(), (&kept, other));
+            prop_assert_eq!(all.total(), total);
+            prop_assert_eq!(all.is_capped(), exact.len() > cap);
+
+            prop_assert_eq!(&one_pass(&shuffled), &all);
+            let split = split.min(shuffled.len());
+            let (mut a, mut b) = (one_pass(&shuffled[..split]), one_pass(&shuffled[split..]));
+            let mut ba = b.clone();
+            ba.merge(&a);
+            a.merge(&b);
+            prop_assert_eq!(&a, &all);
+            prop_assert_eq!(&ba, &all);
+            // Merging into an empty summary, and serde, give the same value.
+            b = CategoryCounts::new(cap);
+            b.merge(&all);
+            prop_assert_eq!(&b, &all);
+            let back: CategoryCounts = serde_json::from_str(&serde_json::to_string(&all).unwrap()).unwrap();
+            prop_assert_eq!(&back, &all);
+        }
+    }
+
+    /// A summary merged with one of a smaller cap takes that cap and equals
+    /// one pass with it.
+    #[test]
+    fn merging_different_caps_keeps_the_smaller() {
+        let cats: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+        let (mut big, mut small, mut want) = (
+            CategoryCounts::new(10),
+            CategoryCounts::new(3),
+            CategoryCounts::new(3),
+        );
+        for (i, c) in cats.iter().enumerate() {
+            let n = i as u64 % 4 + 1;
+            if i % 2 == 0 {
+                big.add(c, n)
+            } else {
+                small.add(c, n)
+            }
+            want.add(c, n);
+        }
+        big.merge(&small);
+        assert_eq!(big.cap(), 3);
+        assert_eq!(big, want);
+        assert_eq!(big.counts().0.len(), 3);
+        assert_eq!(big.total(), (0..40).map(|i| i % 4 + 1).sum::<u64>());
+    }
+
+    /// The stored form is `{cap, counts, other}`; a stored state over the
+    /// cap (the former first-come rule) is normalised on load.
+    #[test]
+    fn category_serde_shape_and_normalisation() {
+        let mut c = CategoryCounts::new(2);
+        for (k, n) in [("x", 3), ("y", 1), ("z", 2), ("w", 5)] {
+            c.add(k, n);
+        }
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["cap", "counts", "other"]
+        );
+        assert_eq!(
+            v["other"].as_u64(),
+            Some(11 - c.counts().0.values().sum::<u64>())
+        );
+        let legacy =
+            serde_json::json!({"cap": 2, "counts": {"x": 3, "y": 1, "z": 2, "w": 5}, "other": 0});
+        let loaded: CategoryCounts = serde_json::from_value(legacy).unwrap();
+        assert_eq!(loaded, c);
+        assert_eq!(loaded.total(), 11);
+        assert!(loaded.is_capped());
+    }
+
+    /// Aligned counts keep only categories exact on both sides: one kept by
+    /// the current side but above the reference's bound goes to `other`.
+    #[test]
+    fn aligned_counts_use_the_common_bound() {
+        let cats: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+        let mut keyed: Vec<&String> = cats.iter().collect();
+        keyed.sort_by_key(|k| (category_hash(k), (*k).clone()));
+        // Reference sees all 12 with cap 4; current sees the 5 largest keys
+        // and one small one, uncapped (cap 100).
+        let (mut r, mut c) = (CategoryCounts::new(4), CategoryCounts::new(100));
+        for k in &cats {
+            r.add(k, 10);
+        }
+        c.add(keyed[0], 7);
+        for k in &keyed[7..] {
+            c.add(k, 1);
+        }
+        assert_eq!(r.kept_bound().map(|b| b.1), Some(keyed[3].as_str()));
+        assert_eq!(c.kept_bound(), None);
+        let a = r.aligned(&c);
+        let mut want: Vec<String> = keyed[..4].iter().map(|k| (*k).clone()).collect();
+        want.sort();
+        assert_eq!(a.categories, want);
+        assert_eq!(a.reference, vec![10; 4]);
+        let small = want.iter().position(|k| k == keyed[0]).unwrap();
+        let mut cur = vec![0; 4];
+        cur[small] = 7;
+        assert_eq!(a.current, cur);
+        assert_eq!(a.other, Some((80, 5)));
+        let (rb, cb) = a.buckets();
+        assert_eq!((rb.iter().sum::<u64>(), cb.iter().sum::<u64>()), (120, 12));
+        // Uncapped on both sides: no other bucket.
+        let (mut u, mut w) = (CategoryCounts::new(10), CategoryCounts::new(10));
+        u.add("a", 2);
+        w.add("b", 3);
+        let a = u.aligned(&w);
+        assert_eq!((a.categories.len(), a.other), (2, None));
     }
 
     #[test]
