@@ -591,11 +591,14 @@ pub(super) async fn run(args: StatsArgs) -> anyhow::Result<()> {
         } => {
             let parse = |flag: &str, m: Option<&str>| -> anyhow::Result<Option<DriftMethod>> {
                 m.map(|m| {
-                    serde_json::from_value::<DriftMethod>(json!(m)).map_err(|_| {
-                        anyhow::anyhow!(
-                            "--{flag} {m}: use ks, chi_square, chi2_contingency, z_test, wasserstein, jensen_shannon or psi"
-                        )
-                    })
+                    // Config names (`js`, `chi2`, `z`, ...) or the names in the output.
+                    DriftMethod::parse(m)
+                        .or_else(|| serde_json::from_value::<DriftMethod>(json!(m)).ok())
+                        .ok_or_else(|| {
+                            let names: Vec<&str> =
+                                DriftMethod::ALL.iter().map(|m| m.name()).collect();
+                            anyhow::anyhow!("--{flag} {m}: use one of {}", names.join(", "))
+                        })
                 })
                 .transpose()
             };

@@ -16,6 +16,16 @@
 //! * **Wasserstein / energy**: the 1-D unweighted distances between the
 //!   empirical CDFs, as scipy; Evidently's normed Wasserstein divides by
 //!   `max(std_ref, 0.001)` (population std).
+//! * **Hellinger**: [`hellinger`] on counts or proportions,
+//!   `sqrt(1 - sum sqrt(p q))` without the `1/sqrt(2)` of some texts, as
+//!   Evidently 0.7's `hellinger_stat_test` for categorical columns; for
+//!   numeric columns Evidently bins differently from its PSI and JS, see
+//!   [`evidently_hellinger`].
+//!
+//! Functions named `*_sorted` take a reference already sorted ascending
+//! (the monitor keeps training samples sorted), do not sort it again, and
+//! return the same value as their unsorted counterpart, which sorts and
+//! calls them.
 //!
 //! Empty samples are errors; NaN values are errors (drop missing values first).
 
@@ -157,25 +167,40 @@ pub fn jensen_shannon(p: &[f64], q: &[f64], base: Option<f64>) -> Result<f64, St
 fn cdf_distance(p: i32, u: &[f64], v: &[f64]) -> Result<f64, StatsError> {
     check(u, "u")?;
     check(v, "v")?;
-    let (us, vs) = (sorted(u), sorted(v));
-    let mut all: Vec<f64> = us.iter().chain(&vs).copied().collect();
-    all.sort_unstable_by(f64::total_cmp);
+    Ok(cdf_distance_sorted(p, &sorted(u), &sorted(v)))
+}
+
+/// [`cdf_distance`] of two sorted, checked samples.
+fn cdf_distance_sorted(p: i32, us: &[f64], vs: &[f64]) -> f64 {
     let (nu, nv) = (us.len() as f64, vs.len() as f64);
     let (mut i, mut j) = (0usize, 0usize);
     let mut acc = 0.0;
-    for w in all.windows(2) {
-        let x = w[0];
-        while i < us.len() && us[i] <= x {
-            i += 1;
+    // The pooled values in order, by merging: consecutive pairs (x, next).
+    let mut prev: Option<f64> = None;
+    let (mut a, mut b) = (0usize, 0usize);
+    while a < us.len() || b < vs.len() {
+        let take_u = b >= vs.len() || (a < us.len() && us[a].total_cmp(&vs[b]).is_le());
+        let next = if take_u {
+            a += 1;
+            us[a - 1]
+        } else {
+            b += 1;
+            vs[b - 1]
+        };
+        if let Some(x) = prev {
+            while i < us.len() && us[i] <= x {
+                i += 1;
+            }
+            while j < vs.len() && vs[j] <= x {
+                j += 1;
+            }
+            let d = (i as f64 / nu - j as f64 / nv).abs();
+            let delta = next - x;
+            acc += if p == 1 { d * delta } else { d * d * delta };
         }
-        while j < vs.len() && vs[j] <= x {
-            j += 1;
-        }
-        let d = (i as f64 / nu - j as f64 / nv).abs();
-        let delta = w[1] - w[0];
-        acc += if p == 1 { d * delta } else { d * d * delta };
+        prev = Some(next);
     }
-    Ok(if p == 1 { acc } else { acc.sqrt() })
+    if p == 1 { acc } else { acc.sqrt() }
 }
 
 /// `scipy.stats.wasserstein_distance(u, v)` (unweighted, 1-D).
@@ -198,15 +223,150 @@ pub fn hellinger(p: &[f64], q: &[f64]) -> Result<f64, StatsError> {
 
 /// Evidently's normed Wasserstein: `wasserstein / max(std(reference), 0.001)`.
 pub fn wasserstein_normed(reference: &[f64], current: &[f64]) -> Result<f64, StatsError> {
-    let wd = wasserstein(reference, current)?;
-    let n = reference.len() as f64;
-    let mean = reference.iter().sum::<f64>() / n;
-    let var = reference
+    check(reference, "reference")?;
+    wasserstein_normed_sorted(&sorted(reference), current)
+}
+
+/// As [`wasserstein_normed`] for a reference already sorted ascending (not
+/// re-sorted); the same value.
+pub fn wasserstein_normed_sorted(
+    reference_sorted: &[f64],
+    current: &[f64],
+) -> Result<f64, StatsError> {
+    check_sorted(reference_sorted, "reference")?;
+    check(current, "current")?;
+    let wd = cdf_distance_sorted(1, reference_sorted, &sorted(current));
+    let n = reference_sorted.len() as f64;
+    let mean = reference_sorted.iter().sum::<f64>() / n;
+    let var = reference_sorted
         .iter()
         .map(|x| (x - mean) * (x - mean))
         .sum::<f64>()
         / n;
     Ok(wd / var.sqrt().max(0.001))
+}
+
+/// A reference must be non-empty, free of NaN and sorted ascending.
+pub(crate) fn check_sorted(v: &[f64], name: &'static str) -> Result<(), StatsError> {
+    check(v, name)?;
+    if v.windows(2).any(|w| w[0] > w[1]) {
+        return Err(StatsError::InvalidArgument {
+            name,
+            reason: "must be sorted ascending".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `numpy.histogram_bin_edges(data, bins="sturges")` for data with
+/// minimum `lo`, maximum `hi` and `n` values: the bin width is
+/// `(hi - lo) / (log2(n) + 1)`, the number of bins `ceil((hi - lo) /
+/// width)` (one bin when all values are equal, with the range widened to
+/// `lo - 0.5 .. hi + 0.5`), the edges `lo + i * step` with the last set to
+/// `hi`, as `numpy.linspace`. Infinite data is an error, as in numpy.
+pub fn sturges_edges(lo: f64, hi: f64, n: usize) -> Result<Vec<f64>, StatsError> {
+    if !lo.is_finite() || !hi.is_finite() {
+        return Err(StatsError::InvalidArgument {
+            name: "values",
+            reason: format!("the range [{lo}, {hi}] is not finite, so bins are undefined"),
+        });
+    }
+    let width = (hi - lo) / ((n as f64).log2() + 1.0);
+    let (lo, hi) = if lo == hi {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (lo, hi)
+    };
+    let n_bins = if width > 0.0 {
+        ((hi - lo) / width).ceil() as usize
+    } else {
+        1
+    };
+    let step = (hi - lo) / n_bins as f64;
+    let mut edges: Vec<f64> = (0..=n_bins).map(|i| i as f64 * step + lo).collect();
+    edges[n_bins] = hi;
+    Ok(edges)
+}
+
+/// `numpy.histogram(x, edges)[0]` of sorted `x`: bins `[e_i, e_{i+1})`, the
+/// last one closed, values outside the edges not counted.
+fn histogram_sorted(xs: &[f64], edges: &[f64]) -> Vec<u64> {
+    let below = |e: f64| xs.partition_point(|v| *v < e);
+    let last = edges.len() - 1;
+    (0..last)
+        .map(|i| {
+            let hi = if i + 1 == last {
+                xs.partition_point(|v| *v <= edges[last])
+            } else {
+                below(edges[i + 1])
+            };
+            (hi - below(edges[i])) as u64
+        })
+        .collect()
+}
+
+/// The number of distinct values in two sorted samples together.
+fn distinct_union(a: &[f64], b: &[f64]) -> usize {
+    let (mut i, mut j, mut n) = (0usize, 0usize, 0usize);
+    while i < a.len() || j < b.len() {
+        let z = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x.min(*y),
+            (Some(x), None) => *x,
+            (None, Some(y)) => *y,
+            (None, None) => break,
+        };
+        while i < a.len() && a[i] == z {
+            i += 1;
+        }
+        while j < b.len() && b[j] == z {
+            j += 1;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Evidently 0.7's Hellinger distance of a numeric column
+/// (`hellinger_stat_test`), which does **not** use [`evidently_bins`]:
+/// Sturges edges over the *distinct* values of reference and current
+/// together (`numpy.histogram_bin_edges(keys, "sturges")`, so `n` is the
+/// number of distinct values), density histograms of each sample
+/// (`counts / (n_sample * bin_width_i)`), and
+/// `sqrt(1 - clip(sum_i sqrt(h1_i h2_i) * w, 0, 1))` with `w` the mean bin
+/// width. In [0, 1]; drift at or above 0.1.
+pub fn evidently_hellinger(reference: &[f64], current: &[f64]) -> Result<f64, StatsError> {
+    check(reference, "reference")?;
+    evidently_hellinger_sorted(&sorted(reference), current)
+}
+
+/// As [`evidently_hellinger`] for a reference already sorted ascending.
+pub fn evidently_hellinger_sorted(
+    reference_sorted: &[f64],
+    current: &[f64],
+) -> Result<f64, StatsError> {
+    check_sorted(reference_sorted, "reference")?;
+    check(current, "current")?;
+    let cs = sorted(current);
+    let rs = reference_sorted;
+    let lo = rs[0].min(cs[0]);
+    let hi = rs[rs.len() - 1].max(cs[cs.len() - 1]);
+    let edges = sturges_edges(lo, hi, distinct_union(rs, &cs))?;
+    let density = |xs: &[f64]| -> Vec<f64> {
+        let counts = histogram_sorted(xs, &edges);
+        let total: u64 = counts.iter().sum();
+        counts
+            .iter()
+            .zip(edges.windows(2))
+            .map(|(c, e)| *c as f64 / (e[1] - e[0]) / total as f64)
+            .collect()
+    };
+    let (h1, h2) = (density(rs), density(&cs));
+    let width = (edges[edges.len() - 1] - edges[0]) / (edges.len() - 1) as f64;
+    let mut bc = 0.0;
+    for (p, q) in h1.iter().zip(&h2) {
+        bc += (p * q).sqrt() * width;
+    }
+    Ok((1.0 - bc.clamp(0.0, 1.0)).sqrt())
 }
 
 /// Proportions of reference and current per bin, by Evidently's rule.
@@ -221,65 +381,48 @@ pub struct Binned {
 /// Evidently's `get_binned_data` for a numeric column (see module docs).
 pub fn evidently_bins(reference: &[f64], current: &[f64]) -> Result<Binned, StatsError> {
     check(reference, "reference")?;
+    evidently_bins_sorted(&sorted(reference), current)
+}
+
+/// As [`evidently_bins`] for a reference already sorted ascending (not
+/// re-sorted); the same proportions.
+pub fn evidently_bins_sorted(
+    reference_sorted: &[f64],
+    current: &[f64],
+) -> Result<Binned, StatsError> {
+    check_sorted(reference_sorted, "reference")?;
     check(current, "current")?;
-    let distinct = {
-        let s = sorted(reference);
-        let mut d = s.clone();
-        d.dedup();
-        d.len()
-    };
+    let rs = reference_sorted;
+    let distinct = 1 + rs.windows(2).filter(|w| w[0] != w[1]).count();
+    let (rn, cn) = (rs.len() as f64, current.len() as f64);
     if distinct <= 20 {
         let mut keys: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         // total_cmp-consistent key: the bits of the value with -0.0 folded into 0.0.
         let key = |v: f64| if v == 0.0 { 0u64 } else { v.to_bits() };
-        for &v in reference {
+        for &v in rs {
             keys.entry(key(v)).or_default().0 += 1;
         }
         for &v in current {
             keys.entry(key(v)).or_default().1 += 1;
         }
-        let (rn, cn) = (reference.len() as f64, current.len() as f64);
         return Ok(Binned {
             reference: keys.values().map(|(r, _)| *r as f64 / rn).collect(),
             current: keys.values().map(|(_, c)| *c as f64 / cn).collect(),
         });
     }
-    let all: Vec<f64> = reference.iter().chain(current).copied().collect();
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &v in &all {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    if lo == hi {
-        lo -= 0.5;
-        hi += 0.5;
-    }
-    let width = (hi - lo) / ((all.len() as f64).log2() + 1.0);
-    let n_bins = if width > 0.0 {
-        ((hi - lo) / width).ceil() as usize
-    } else {
-        1
-    };
-    let step = (hi - lo) / n_bins as f64;
-    let mut edges: Vec<f64> = (0..=n_bins).map(|i| i as f64 * step + lo).collect();
-    edges[n_bins] = hi;
-    let hist = |x: &[f64]| -> Vec<f64> {
-        let mut counts = vec![0u64; n_bins];
-        for &v in x {
-            // [e_i, e_{i+1}) except the last bin, which is closed.
-            let idx = edges.partition_point(|e| *e <= v);
-            let b = if v == hi {
-                n_bins - 1
-            } else {
-                idx.saturating_sub(1).min(n_bins - 1)
-            };
-            counts[b] += 1;
-        }
-        counts.iter().map(|c| *c as f64 / x.len() as f64).collect()
+    let cs = sorted(current);
+    let lo = rs[0].min(cs[0]);
+    let hi = rs[rs.len() - 1].max(cs[cs.len() - 1]);
+    let edges = sturges_edges(lo, hi, rs.len() + cs.len())?;
+    let share = |xs: &[f64], n: f64| -> Vec<f64> {
+        histogram_sorted(xs, &edges)
+            .iter()
+            .map(|c| *c as f64 / n)
+            .collect()
     };
     Ok(Binned {
-        reference: hist(reference),
-        current: hist(current),
+        reference: share(rs, rn),
+        current: share(&cs, cn),
     })
 }
 
@@ -374,6 +517,56 @@ mod tests {
     fn hellinger_bounds() {
         assert_eq!(hellinger(&[1.0, 2.0], &[2.0, 4.0]).unwrap(), 0.0);
         assert!((hellinger(&[1.0, 0.0], &[0.0, 1.0]).unwrap() - 1.0).abs() < 1e-15);
+    }
+
+    /// The sorted fast paths give the same values as the general functions,
+    /// and reject an unsorted reference.
+    #[test]
+    fn sorted_paths_equal_general() {
+        let reference: Vec<f64> = (0..400).map(|i| ((i * 7919) % 613) as f64 / 7.0).collect();
+        let current: Vec<f64> = (0..150)
+            .map(|i| ((i * 104_729) % 577) as f64 / 6.0)
+            .collect();
+        let few: Vec<f64> = (0..100).map(|i| (i % 6) as f64).collect();
+        let rs = sorted(&reference);
+        assert_eq!(
+            wasserstein_normed(&reference, &current).unwrap(),
+            wasserstein_normed_sorted(&rs, &current).unwrap()
+        );
+        assert_eq!(
+            wasserstein(&reference, &current).unwrap(),
+            cdf_distance_sorted(1, &rs, &sorted(&current))
+        );
+        assert_eq!(
+            evidently_hellinger(&reference, &current).unwrap(),
+            evidently_hellinger_sorted(&rs, &current).unwrap()
+        );
+        for r in [&reference, &few] {
+            assert_eq!(
+                evidently_bins(r, &current).unwrap(),
+                evidently_bins_sorted(&sorted(r), &current).unwrap()
+            );
+        }
+        assert!(evidently_bins_sorted(&reference, &current).is_err());
+        assert!(evidently_hellinger_sorted(&reference, &current).is_err());
+    }
+
+    /// numpy's Sturges rule: ceil((hi - lo) / width) bins, one bin over
+    /// `[v - 0.5, v + 0.5]` when all values are equal, and no bins over an
+    /// infinite range.
+    #[test]
+    fn sturges_edges_as_numpy() {
+        // 8 values over [0, 10]: width 10 / 4 = 2.5, so 4 bins.
+        assert_eq!(
+            sturges_edges(0.0, 10.0, 8).unwrap(),
+            vec![0.0, 2.5, 5.0, 7.5, 10.0]
+        );
+        assert_eq!(sturges_edges(3.0, 3.0, 5).unwrap(), vec![2.5, 3.5]);
+        assert!(sturges_edges(0.0, f64::INFINITY, 5).is_err());
+        // One distinct value in both samples: one bin, distance 0.
+        assert_eq!(evidently_hellinger(&[2.0; 4], &[2.0; 3]).unwrap(), 0.0);
+        // Disjoint samples: no overlap, distance 1.
+        assert_eq!(evidently_hellinger(&[0.0, 1.0], &[9.0, 10.0]).unwrap(), 1.0);
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //!
 //! * [`ks`]: two-sample Kolmogorov-Smirnov test, matching `scipy.stats.ks_2samp`
 //!   (exact and asymptotic p-values and scipy's `auto` switch).
+//! * [`anderson`]: the k-sample Anderson-Darling test, matching
+//!   `scipy.stats.anderson_ksamp` (midrank and right variants, the
+//!   interpolated p-value capped at 0.25 and floored at 0.001).
+//! * [`cramer_von_mises`]: the two-sample Cramér-von Mises test, matching
+//!   `scipy.stats.cramervonmises_2samp` (exact and asymptotic p-values).
 //! * [`kolmogorov`]: the one-sample Kolmogorov distribution for finite `n`
 //!   (`scipy.stats.kstwo`), used by the asymptotic KS p-value.
 //! * [`sample`]: a deterministic, mergeable bottom-k row sample, the bounded
@@ -19,8 +24,10 @@
 //!   in means (Waudby-Smith et al.), safe to watch continuously.
 //! * [`detectors`]: DDM, Page-Hinkley and ADWIN over an error stream.
 
+pub mod anderson;
 pub mod chi_square;
 pub mod correction;
+pub mod cramer_von_mises;
 pub mod detectors;
 pub mod distance;
 pub mod drift;

@@ -5,7 +5,11 @@
 use std::path::PathBuf;
 
 use mlwatch::stats::Alternative;
+use mlwatch::stats::anderson::{anderson_ksamp, anderson_ksamp_sorted};
 use mlwatch::stats::chi_square::{Divergence, chi2_contingency, chisquare};
+use mlwatch::stats::cramer_von_mises::{
+    CvmMethod, cramervonmises_2samp, cramervonmises_2samp_sorted,
+};
 use mlwatch::stats::distance;
 use mlwatch::stats::drift::{self, ColumnData, DriftMethod};
 use mlwatch::stats::ks::{KsMethod, ks_2samp};
@@ -15,6 +19,7 @@ use mlwatch::stats::proportions::{self, DiffCi, OneSampleCi};
 use mlwatch::stats::sample_size::{
     normal_ind_power, normal_ind_solve_nobs1, proportion_effectsize, ttest_ind_solve_nobs1,
 };
+use mlwatch::stats::summary::CategoryCounts;
 use mlwatch::stats::t_test::ttest_ind;
 use serde_json::Value;
 
@@ -473,8 +478,108 @@ fn evaluate(doc: &Value, e: &Value) -> Option<Result<Outputs, mlwatch::stats::St
         f if f.starts_with("evidently.Report([evidently.metrics.ValueDrift") => {
             evidently_value_drift(doc, e)
         }
+        "scipy.stats.anderson_ksamp" => {
+            let samples: Vec<Vec<f64>> = inputs["samples"].as_array()?.iter().map(floats).collect();
+            let views: Vec<&[f64]> = samples.iter().map(Vec::as_slice).collect();
+            let midrank = kwargs["midrank"].as_bool().unwrap_or(true);
+            Some(anderson_ksamp(&views, midrank).map(|r| {
+                vec![
+                    ("statistic", vec![r.statistic]),
+                    ("critical_values", r.critical_values.to_vec()),
+                    ("pvalue", vec![r.significance_level]),
+                ]
+            }))
+        }
+        "scipy.stats.cramervonmises_2samp" => {
+            let method: CvmMethod = kwargs["method"].as_str().unwrap_or("auto").parse().ok()?;
+            Some(
+                cramervonmises_2samp(&floats(&inputs["x"]), &floats(&inputs["y"]), method).map(
+                    |r| {
+                        vec![
+                            ("statistic", vec![r.statistic]),
+                            ("pvalue", vec![r.p_value]),
+                        ]
+                    },
+                ),
+            )
+        }
+        "scipy.stats.power_divergence" => {
+            // The goodness of fit of current counts to reference proportions,
+            // through the drift entry point on category counts.
+            let method = match kwargs["lambda_"].as_str()? {
+                "pearson" => DriftMethod::ChiSquare,
+                "log-likelihood" => DriftMethod::GTest,
+                _ => return None,
+            };
+            let counts = |field: &str| {
+                let mut c = CategoryCounts::new(usize::MAX);
+                for (k, n) in strings(&inputs["categories"])
+                    .iter()
+                    .zip(floats(&inputs[field]))
+                {
+                    c.add(k, n as u64);
+                }
+                c
+            };
+            let (r, c) = (counts("reference_counts"), counts("current_counts"));
+            Some(
+                drift::categorical_drift(&r, &c, Some(method), None)
+                    .map(|d| vec![("statistic", vec![d.statistic]), ("pvalue", vec![d.value])]),
+            )
+        }
+        f if f.starts_with("evidently.legacy.calculations.stattests.") => {
+            evidently_stattest(doc, e)
+        }
         _ => None,
     }
+}
+
+/// An Evidently drift test called directly (`evidently.legacy...stattests`):
+/// the port's drift entry points on the same data, numeric columns through
+/// [`drift::numeric_drift`] on the sorted reference and categorical ones
+/// through [`drift::categorical_drift`] on (uncapped) counts.
+fn evidently_stattest(
+    doc: &Value,
+    e: &Value,
+) -> Option<Result<Outputs, mlwatch::stats::StatsError>> {
+    let inputs = &doc["inputs"];
+    let method = match e["kwargs"]["stattest"].as_str()? {
+        "hellinger" => DriftMethod::Hellinger,
+        "psi" => DriftMethod::Psi,
+        "jensenshannon" => DriftMethod::JensenShannon,
+        "anderson" => DriftMethod::Anderson,
+        "cramer_von_mises" => DriftMethod::CramerVonMises,
+        "chisquare" => DriftMethod::ChiSquare,
+        "g_test" => DriftMethod::GTest,
+        "z" => DriftMethod::ZTest,
+        "ks" => DriftMethod::Ks,
+        "wasserstein" => DriftMethod::Wasserstein,
+        _ => return None,
+    };
+    let result = if e["kwargs"]["feature_type"] == "num" {
+        let mut reference = floats(&inputs["reference"]);
+        reference.sort_by(f64::total_cmp);
+        drift::numeric_drift(&reference, &floats(&inputs["current"]), Some(method), None)
+    } else {
+        let counts = |v: &Value| {
+            let mut c = CategoryCounts::new(usize::MAX);
+            strings(v).iter().for_each(|s| c.add(s, 1));
+            c
+        };
+        drift::categorical_drift(
+            &counts(&inputs["reference"]),
+            &counts(&inputs["current"]),
+            Some(method),
+            None,
+        )
+    };
+    Some(result.map(|d| {
+        vec![
+            ("value", vec![d.value]),
+            ("threshold", vec![d.threshold]),
+            ("drifted", vec![if d.drifted { 1.0 } else { 0.0 }]),
+        ]
+    }))
 }
 
 thread_local! {
@@ -725,6 +830,81 @@ fn hard_input_entries_match() -> TestResult {
     );
     assert_eq!(tally.checked.values().sum::<usize>(), entries);
     assert!(entries >= 50, "{entries} entries");
+    assert!(
+        tally.failures.is_empty(),
+        "{} mismatches:\n{}",
+        tally.failures.len(),
+        tally.failures.join("\n")
+    );
+    Ok(())
+}
+
+/// The drift-method vectors of `tests/data/drift_methods_oracle.json`
+/// (written by `tests/data/make_drift_vectors.py` with scipy 1.17.1 and
+/// Evidently 0.7.23): `anderson_ksamp` (sizes from 7 values to 3,500, ties,
+/// midrank and right variants, three samples, p capped at 0.25 and floored
+/// at 0.001), `cramervonmises_2samp` (exact and asymptotic on both sides of
+/// the `auto` switch, ties), chi-square and G goodness of fit on counts,
+/// and Evidently's Hellinger, PSI, Jensen-Shannon, Anderson-Darling,
+/// Cramér-von Mises, chi-square, G and z tests (value, threshold, verdict).
+/// The two-sample Anderson-Darling and Cramér-von Mises cases are also run
+/// through the sorted-reference fast paths, which must agree exactly.
+#[test]
+fn drift_method_entries_match() -> TestResult {
+    let path = crate::manifest_dir().join("tests/data/drift_methods_oracle.json");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let cases = doc["cases"].as_array().ok_or("no cases")?;
+    let mut tally = Tally::default();
+    let mut entries = 0;
+    let mut fast_paths = 0;
+    for case in cases {
+        let id = case["id"].as_str().ok_or("case without id")?;
+        entries += case["expected"].as_array().map_or(0, Vec::len);
+        check_case(case, id, &mut tally)?;
+        let inputs = &case["inputs"];
+        let pair = match case["category"].as_str() {
+            Some("anderson_ksamp") => match inputs["samples"].as_array() {
+                Some(s) if s.len() == 2 => Some((floats(&s[0]), floats(&s[1]))),
+                _ => None,
+            },
+            Some("cramervonmises_2samp") => Some((floats(&inputs["x"]), floats(&inputs["y"]))),
+            _ => None,
+        };
+        if let Some((x, y)) = pair {
+            let mut xs = x.clone();
+            xs.sort_by(f64::total_cmp);
+            if case["category"] == "anderson_ksamp" {
+                for midrank in [true, false] {
+                    assert_eq!(
+                        anderson_ksamp(&[&x, &y], midrank)?,
+                        anderson_ksamp_sorted(&xs, &y, midrank)?,
+                        "{id}"
+                    );
+                }
+            } else {
+                for method in [CvmMethod::Auto, CvmMethod::Asymptotic] {
+                    assert_eq!(
+                        cramervonmises_2samp(&x, &y, method)?,
+                        cramervonmises_2samp_sorted(&xs, &y, method)?,
+                        "{id}"
+                    );
+                }
+            }
+            fast_paths += 1;
+        }
+    }
+    assert!(
+        tally.skipped.is_empty(),
+        "every entry is checked: {:?}",
+        tally.skipped
+    );
+    assert_eq!(tally.checked.values().sum::<usize>(), entries);
+    assert!(entries >= 80, "{entries} entries");
+    assert!(
+        fast_paths >= 15,
+        "{fast_paths} cases through the fast paths"
+    );
+    eprintln!("drift method entries checked: {:?}", tally.checked);
     assert!(
         tally.failures.is_empty(),
         "{} mismatches:\n{}",
