@@ -414,3 +414,125 @@ fn missing(what: &str) -> Error {
         "window drift query returned no `{what}`"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::drift::Reference;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Float64Type;
+
+    /// `sql/window_drift.sql` adjusts a window's p-values as the Holm and
+    /// Benjamini-Hochberg kernels (checked against statsmodels) do, and
+    /// `drifted` follows the adjusted value.
+    #[tokio::test]
+    async fn the_window_query_corrects_as_the_kernels() -> Result<()> {
+        let ctx = crate::query::new_context(Default::default());
+        let baselines: crate::udf::drift::Baselines = Default::default();
+        let reference: Vec<f64> = (0..200).map(|i| (i as f64 * 0.37).sin()).collect();
+        let mut sorted = reference.clone();
+        sorted.sort_by(f64::total_cmp);
+        baselines
+            .write()
+            .expect("not poisoned")
+            .insert("m/x".into(), Arc::new(Reference::Numeric { sorted }));
+        for kind in DriftKind::ALL {
+            ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(kind, baselines.clone())));
+        }
+        // Six columns, each the reference shifted a little more: p-values
+        // from large to tiny.
+        let (mut feature, mut value) = (Vec::new(), Vec::new());
+        for c in 0..6 {
+            for (i, x) in reference.iter().enumerate().filter(|(i, _)| i % 2 == c % 2) {
+                feature.push(format!("f{c}"));
+                value.push(x + 0.06 * c as f64 + 0.001 * (i % 7) as f64);
+            }
+        }
+        let n = value.len();
+        let mut fields = group_fields();
+        fields.push(Field::new(col::VALUE, DataType::Float64, false));
+        let s = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
+        let numeric = RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            vec![
+                s("m"),
+                s("1"),
+                s("feature"),
+                Arc::new(StringArray::from(feature)),
+                s("config"),
+                s("m/x"),
+                s("ks"),
+                Arc::new(Float64Array::from(vec![None::<f64>; n])),
+                Arc::new(Float64Array::from(value)),
+            ],
+        )?;
+        let mut cf = group_fields();
+        cf.push(utf8("category"));
+        cf.push(Field::new("n", DataType::Int64, false));
+        let categorical = RecordBatch::new_empty(Arc::new(Schema::new(cf)));
+        ctx.register_table(
+            "window_numeric",
+            Arc::new(MemTable::try_new(numeric.schema(), vec![vec![numeric]])?),
+        )?;
+        ctx.register_table(
+            "window_categorical",
+            Arc::new(MemTable::try_new(
+                categorical.schema(),
+                vec![vec![categorical]],
+            )?),
+        )?;
+        type Kernel = fn(&[f64]) -> std::result::Result<Vec<f64>, crate::stats::StatsError>;
+        let kernels: [(&str, Option<Kernel>); 3] = [
+            ("none", None),
+            ("holm", Some(crate::stats::correction::holm)),
+            ("bh", Some(crate::stats::correction::benjamini_hochberg)),
+        ];
+        for (name, kernel) in kernels {
+            let b = ctx
+                .sql(WINDOW_DRIFT_SQL)
+                .await?
+                .with_param_values(vec![
+                    ScalarValue::Int64(Some(1)),
+                    ScalarValue::Float64(Some(0.05)),
+                    ScalarValue::Utf8(Some(name.into())),
+                ])?
+                .collect()
+                .await?;
+            let b = concat_batches(&b[0].schema(), &b)?;
+            let get = |c: &str| {
+                b.column_by_name(c)
+                    .expect("column")
+                    .as_primitive::<Float64Type>()
+                    .values()
+                    .to_vec()
+            };
+            let (p, adj) = (get(col::P_VALUE), get(col::P_VALUE_ADJUSTED));
+            let drifted = b
+                .column_by_name(col::DRIFTED)
+                .expect("column")
+                .as_boolean()
+                .clone();
+            assert_eq!(p.len(), 6);
+            assert!(
+                p.iter().any(|x| *x < 0.01) && p.iter().any(|x| *x > 0.2),
+                "{p:?}"
+            );
+            let want = match kernel {
+                None => p.clone(),
+                Some(k) => k(&p).expect("valid p-values"),
+            };
+            for i in 0..6 {
+                assert!(
+                    (adj[i] - want[i]).abs() <= 1e-12 * want[i].max(1e-300),
+                    "{name}: {adj:?} vs {want:?}"
+                );
+                assert_eq!(
+                    drifted.value(i),
+                    adj[i] <= 0.05,
+                    "{name}: ks drifts at p <= threshold"
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,8 +1,9 @@
 //! DataFusion glue: SQL functions backed by `crate::stats` kernels:
 //! the two-sample aggregates of [`two_sample`] (`ks_2samp`, t-tests,
 //! Mann-Whitney, distances), the tests on counts of [`categorical`]
-//! (`chi2_contingency`, `g_test`, `proportions_ztest`, `srm`) and
-//! [`ks_reference`] (KS against a held sample).
+//! (`chi2_contingency`, `g_test`, `proportions_ztest`, `srm`) and the
+//! drift tests of [`drift`] (every drift method, against held profiles or
+//! with both samples as rows).
 //!
 //! [`register_all`] is called on every `SessionContext` mlwatch creates (the
 //! window drift computation, `mlwatch sql`), so the same functions work
@@ -10,14 +11,12 @@
 
 pub mod categorical;
 pub mod drift;
-pub mod ks_reference;
 pub mod two_sample;
 
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::AggregateUDF;
 
 pub use categorical::{Categorical, CategoricalKind};
-pub use ks_reference::{KsReference, References};
 pub use two_sample::{TwoSample, TwoSampleKind};
 
 use crate::stats::ks::KsMethod;
@@ -85,46 +84,121 @@ mod tests {
 
     use super::*;
 
-    /// `ks_reference` against a held sample equals `ks_2samp` with the
-    /// same sample given as rows, and both equal the kernel.
+    /// `drift_reference` against a held profile, `drift_2samp` with the
+    /// same sample as rows, and the kernel agree for every numeric method;
+    /// the counts versions agree with `categorical_drift`.
     #[tokio::test]
-    async fn ks_reference_equals_ks_2samp() -> datafusion::error::Result<()> {
-        let reference = vec![0.1, 0.4, 0.45, 0.9, 1.3, 2.0, 2.2, 3.1];
-        let mut refs = References::new();
-        refs.insert("m/x".into(), Arc::new(reference.clone()));
+    async fn drift_functions_match_the_kernels() -> datafusion::error::Result<()> {
+        use crate::stats::drift::{DriftMethod, Reference, categorical_drift, numeric_drift};
+        let mut reference = vec![0.1, 0.4, 0.45, 0.9, 1.3, 2.0, 2.2, 3.1, 0.7, 1.1, 1.9, 2.6];
+        reference.sort_by(f64::total_cmp); // profiles are held sorted
+        let current = [1.0, 1.5, 2.5, 3.0, 3.5, 4.0, 0.2, 2.9, 1.2];
+        let baselines: drift::Baselines = Default::default();
+        let mut counts = crate::stats::summary::CategoryCounts::new(10);
+        for (k, n) in [("a", 40), ("b", 30), ("c", 30)] {
+            counts.add(k, n);
+        }
+        {
+            let mut b = baselines.write().expect("not poisoned");
+            b.insert(
+                "m/x".into(),
+                Arc::new(Reference::Numeric {
+                    sorted: reference.clone(),
+                }),
+            );
+            b.insert(
+                "m/c".into(),
+                Arc::new(Reference::Categorical(counts.clone())),
+            );
+        }
         let ctx = crate::query::new_context(KsMethod::Auto);
-        ctx.register_udaf(AggregateUDF::from(KsReference::new(
-            KsMethod::Auto,
-            Arc::new(refs),
-        )));
-        let cur = "(1.0), (1.5), (2.5), (3.0), (3.5), (4.0)";
-        let rows: Vec<String> = reference.iter().map(|v| format!("({v}, false)")).collect();
-        let a = ctx
-            .sql(&format!(
-                "SELECT ks_reference(v, 'm/x') AS ks FROM (VALUES {cur}) AS t(v)"
-            ))
-            .await?
-            .collect()
-            .await?;
-        let both = format!(
-            "SELECT ks_2samp(v, c) AS ks FROM (VALUES {}, {}) AS t(v, c)",
-            rows.join(", "),
-            cur.replace(")", ", true)")
-        );
-        let b = ctx.sql(&both).await?.collect().await?;
-        let (a, b) = (
-            pretty_format_batches(&a)?.to_string(),
-            pretty_format_batches(&b)?.to_string(),
-        );
-        assert_eq!(a, b);
-        let k = crate::stats::ks::ks_2samp(
-            &reference,
-            &[1.0, 1.5, 2.5, 3.0, 3.5, 4.0],
-            crate::stats::Alternative::TwoSided,
-            KsMethod::Auto,
-        )
-        .expect("valid samples");
-        assert!(a.contains(&format!("statistic: {}", k.statistic)), "{a}");
+        for kind in drift::DriftKind::ALL {
+            ctx.register_udaf(AggregateUDF::from(drift::DriftUdaf::new(
+                kind,
+                baselines.clone(),
+            )));
+        }
+        let values = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("({x})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let both: Vec<String> = reference
+            .iter()
+            .map(|v| format!("({v}, false)"))
+            .chain(current.iter().map(|v| format!("({v}, true)")))
+            .collect();
+        for method in [
+            "ks",
+            "wasserstein",
+            "psi",
+            "js",
+            "hellinger",
+            "anderson",
+            "cramer_von_mises",
+        ] {
+            let held = ctx
+                .sql(&format!(
+                    "SELECT d['statistic'] AS s, d['p_value'] AS p, d['distance'] AS d, d['drifted'] AS x \
+                     FROM (SELECT drift_reference(v, 'm/x', '{method}', NULL) AS d FROM (VALUES {}) AS t(v))",
+                    values(&current)
+                ))
+                .await?
+                .collect()
+                .await?;
+            let rows = ctx
+                .sql(&format!(
+                    "SELECT d['statistic'] AS s, d['p_value'] AS p, d['distance'] AS d, d['drifted'] AS x \
+                     FROM (SELECT drift_2samp(v, c, '{method}', NULL) AS d FROM (VALUES {}) AS t(v, c))",
+                    both.join(", ")
+                ))
+                .await?
+                .collect()
+                .await?;
+            let (a, b) = (
+                pretty_format_batches(&held)?.to_string(),
+                pretty_format_batches(&rows)?.to_string(),
+            );
+            assert_eq!(a, b, "{method}");
+            let k = numeric_drift(&reference, &current, DriftMethod::parse(method), None)
+                .expect("valid samples");
+            let shown = if k.statistic.is_nan() {
+                "".to_string()
+            } else {
+                k.statistic.to_string()
+            };
+            assert!(
+                a.contains(&shown),
+                "{method}: kernel statistic {shown} not in\n{a}"
+            );
+        }
+        for method in ["chi2", "g_test", "psi", "js", "hellinger"] {
+            let held = ctx
+                .sql(&format!(
+                    "SELECT d['statistic'] AS s, d['drifted'] AS x FROM (SELECT drift_reference_counts(c, n, 'm/c', '{method}', NULL) AS d \
+                     FROM (VALUES ('a', 10), ('b', 10), ('c', 25), ('d', 5)) AS t(c, n))"
+                ))
+                .await?
+                .collect()
+                .await?;
+            let mut cur = crate::stats::summary::CategoryCounts::new(10);
+            for (k, n) in [("a", 10), ("b", 10), ("c", 25), ("d", 5)] {
+                cur.add(k, n);
+            }
+            let k = categorical_drift(&counts, &cur, DriftMethod::parse(method), None)
+                .expect("valid counts");
+            let a = pretty_format_batches(&held)?.to_string();
+            assert!(
+                a.contains(&k.statistic.to_string()),
+                "{method}: {} not in\n{a}",
+                k.statistic
+            );
+            assert!(
+                a.contains(if k.drifted { "true" } else { "false" }),
+                "{method}\n{a}"
+            );
+        }
         Ok(())
     }
 
