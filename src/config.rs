@@ -161,6 +161,8 @@ pub struct QualityConfig {
     pub out_of_range_share: f64,
     /// Share of categorical values the profile never saw.
     pub unseen_share: f64,
+    /// Share of a numeric column's records dead-lettered for a wrong type.
+    pub type_error_share: f64,
 }
 
 /// Alerts (besides the `alerts` table and `kafka.alerts_topic`).
@@ -360,6 +362,7 @@ impl Config {
                 self.quality.out_of_range_share,
             ),
             ("quality.unseen_share", self.quality.unseen_share),
+            ("quality.type_error_share", self.quality.type_error_share),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return bad(key, "must be in [0, 1]");

@@ -288,6 +288,70 @@ pub struct Rejected {
     pub reason: Reason,
     /// The decoder's message.
     pub error: String,
+    /// For a value of the wrong type: where it belongs, when the record
+    /// says (data quality counts it against its window and column).
+    pub type_error: Option<TypeError>,
+}
+
+/// Where a record with a value of the wrong type belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeError {
+    /// Model index in the catalog.
+    pub model: usize,
+    /// Event time, epoch ms.
+    pub ts: i64,
+    /// Model version ("" when absent).
+    pub version: String,
+    /// A/B variant ("" when absent).
+    pub variant: String,
+    /// Indexes (into [`ModelSchema::columns`]) of the numeric columns whose
+    /// value is neither a number, a numeric string nor null.
+    pub columns: Vec<usize>,
+}
+
+/// Finds the columns of `model` holding a value of the wrong type in
+/// `payload`, with the record's window keys; `None` when the record's
+/// event time cannot be read or no column is to blame.
+fn diagnose(model: &ModelSchema, index: usize, payload: &[u8]) -> Option<TypeError> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let ts = match v.get(field::TS)? {
+        serde_json::Value::Number(n) => n.as_i64()?,
+        serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()?
+            .timestamp_millis(),
+        _ => return None,
+    };
+    let text = |name: &str| match v.get(name) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let bad_number = |x: &serde_json::Value| match x {
+        serde_json::Value::Null | serde_json::Value::Number(_) => false,
+        serde_json::Value::String(s) => s.trim().parse::<f64>().is_err(),
+        _ => true,
+    };
+    let columns: Vec<usize> = model
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.ty == FeatureType::Numeric)
+        .filter(|(_, c)| {
+            let slot = match c.kind {
+                ColumnKind::Feature => v.get(field::FEATURES).and_then(|f| f.get(&c.name)),
+                ColumnKind::Prediction => v.get(field::PREDICTION),
+            };
+            slot.is_some_and(bad_number)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    (!columns.is_empty()).then(|| TypeError {
+        model: index,
+        ts,
+        version: text(field::VERSION),
+        variant: text(field::VARIANT),
+        columns,
+    })
 }
 
 /// What [`decode`] made of a slice of payloads.
@@ -308,10 +372,16 @@ pub fn decode(catalog: &ModelCatalog, kind: EventKind, payloads: &[&[u8]]) -> De
     for (i, payload) in payloads.iter().enumerate() {
         let seq = i as u32;
         match peek(payload, kind) {
-            Err((reason, error)) => out.rejected.push(Rejected { seq, reason, error }),
+            Err((reason, error)) => out.rejected.push(Rejected {
+                seq,
+                reason,
+                error,
+                type_error: None,
+            }),
             Ok(p) => match catalog.index(&p.model) {
                 None => out.rejected.push(Rejected {
                     seq,
+                    type_error: None,
                     reason: Reason::UnknownModel,
                     error: format!("model `{}` is not declared in the configuration", p.model),
                 }),
@@ -394,6 +464,7 @@ fn decode_group(g: &Group<'_>, payloads: &[&[u8]], seqs: &[u32], out: &mut Decod
                     seq: seqs[0],
                     reason: Reason::WrongType,
                     error,
+                    type_error: diagnose(g.model, g.index, payloads[seqs[0] as usize]),
                 }),
             }
         }

@@ -5,7 +5,9 @@
 //! for numeric columns the share of values outside the training profile's
 //! [min, max], for categorical ones the categories the profile never saw
 //! (count, share, the five most frequent names), and whether the column was
-//! missing from every event. A share above its `[quality]` threshold, or a
+//! missing from every event, and the records dead-lettered for a value of
+//! the wrong type in it (`type_errors`, counted when the record's event time
+//! and model can be read). A share above its `[quality]` threshold, or a
 //! column missing everywhere, is a breach, named in `breaches`.
 //!
 //! The out-of-range share is counted on the column's bottom-k sample: exact
@@ -47,6 +49,7 @@ struct Row {
     unseen_share: Option<f64>,
     unseen_top: Option<String>,
     missing_everywhere: bool,
+    type_errors: u64,
     sampled: bool,
     breaches: Vec<&'static str>,
     baseline: String,
@@ -75,7 +78,7 @@ impl QualityEvaluator {
         let mut out = Vec::new();
         for ((def, summary), p) in schema.columns.iter().zip(&g.columns).zip(&profile.columns) {
             let rows = summary.rows();
-            if rows == 0 {
+            if rows == 0 && summary.type_errors() == 0 {
                 continue; // the prediction of a model seen only on the features topic
             }
             let mut r = Row {
@@ -83,6 +86,7 @@ impl QualityEvaluator {
                 kind: def.kind.as_str(),
                 feature: def.name.clone(),
                 rows,
+                type_errors: summary.type_errors(),
                 baseline: profile.baseline.clone(),
                 ..Row::default()
             };
@@ -154,8 +158,14 @@ impl QualityEvaluator {
                     FeatureType::Categorical => "categorical",
                 }
             );
-            if r.missing as f64 / rows as f64 > self.limits.missing_share {
+            if rows > 0 && r.missing as f64 / rows as f64 > self.limits.missing_share {
                 r.breaches.push("missing");
+            }
+            if r.type_errors > 0
+                && r.type_errors as f64 / (rows + r.type_errors) as f64
+                    > self.limits.type_error_share
+            {
+                r.breaches.push("type_errors");
             }
             if r.missing == rows {
                 r.missing_everywhere = true;
@@ -226,7 +236,13 @@ fn batch(window: &ClosedWindow, rows: &[Row]) -> Result<RecordBatch> {
         strs(|r| r.ty),
         ints(|r| Some(r.rows)),
         ints(|r| Some(r.missing)),
-        floats(|r| Some(r.missing as f64 / r.rows as f64)),
+        floats(|r| {
+            Some(if r.rows == 0 {
+                0.0
+            } else {
+                r.missing as f64 / r.rows as f64
+            })
+        }),
         ints(|r| r.out_of_range),
         floats(|r| r.out_of_range_share),
         ints(|r| r.unseen),
@@ -237,6 +253,7 @@ fn batch(window: &ClosedWindow, rows: &[Row]) -> Result<RecordBatch> {
         Arc::new(BooleanArray::from_iter(
             rows.iter().map(|r| Some(r.missing_everywhere)),
         )),
+        ints(|r| Some(r.type_errors)),
         Arc::new(BooleanArray::from_iter(
             rows.iter().map(|r| Some(r.sampled)),
         )),

@@ -266,6 +266,7 @@ impl Pipeline {
         }
         // Decode each event kind; batch `seq`s become record positions.
         let mut batches: Vec<(EventKind, event::Decoded)> = Vec::new();
+        let mut type_errors = Vec::new();
         for (k, idxs) in by_kind.iter().enumerate() {
             if idxs.is_empty() {
                 continue;
@@ -277,8 +278,11 @@ impl Pipeline {
             let out = event::decode(&self.catalog, KINDS[k], &payloads);
             self.counters.unknown_features += out.unknown_features;
             for r in out.rejected {
-                let msg = fresh[idxs[r.seq as usize]];
-                self.dead_letter(msg, r.reason, r.error);
+                let pos = idxs[r.seq as usize];
+                self.dead_letter(fresh[pos], r.reason, r.error);
+                if let Some(te) = r.type_error {
+                    type_errors.push((pos as u32, te));
+                }
             }
             for mut d in out.decoded {
                 for s in d.seq.iter_mut() {
@@ -296,6 +300,7 @@ impl Pipeline {
                     partition: m.partition(),
                 })
                 .collect(),
+            type_errors,
         };
         let refused = self.step.apply(&input, &mut self.counters);
         drop(input);

@@ -30,12 +30,18 @@ pub(crate) struct Origin<'a> {
     pub partition: i32,
 }
 
+/// The `batch` index marking a type error in the application order.
+const TYPE_ERROR: u32 = u32::MAX;
+
 /// Decoded records of one poll batch or file chunk.
 pub(crate) struct Input<'a> {
     /// Valid events by (kind, model); each batch's `seq` indexes `origins`.
     pub batches: Vec<(EventKind, Decoded)>,
     /// Provenance of every record position (valid or not).
     pub origins: Vec<Origin<'a>>,
+    /// Records refused for a value of the wrong type, by position: counted
+    /// against their window and column (in record order, like valid rows).
+    pub type_errors: Vec<(u32, crate::event::TypeError)>,
 }
 
 /// A row the step refused.
@@ -90,6 +96,13 @@ impl Step {
                     .map(|(row, s)| (*s, bi as u32, row as u32)),
             );
         }
+        order.extend(
+            input
+                .type_errors
+                .iter()
+                .enumerate()
+                .map(|(i, (pos, _))| (*pos, TYPE_ERROR, i as u32)),
+        );
         order.sort_unstable_by_key(|o| o.0);
         let views: Vec<RowView<'_>> = input
             .batches
@@ -99,6 +112,22 @@ impl Step {
         let mut refused = Vec::new();
         for (pos, bi, row) in order {
             let (pos, row) = (pos as usize, row as usize);
+            if bi == TYPE_ERROR {
+                let te = &input.type_errors[row].1;
+                if !self.windows.is_late(te.ts) {
+                    let start = self.windows.window_start(te.ts);
+                    let types = &self.catalog.models[te.model].column_types;
+                    let g =
+                        self.windows
+                            .group_mut(start, te.model, &te.version, &te.variant, types);
+                    for c in &te.columns {
+                        if let Some(col) = g.columns.get_mut(*c) {
+                            col.count_type_error();
+                        }
+                    }
+                }
+                continue;
+            }
             let view = &views[bi as usize];
             if view.kind == EventKind::Outcome {
                 counters.outcomes += 1;

@@ -169,6 +169,7 @@ pub static DATA_QUALITY_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         float("unseen_share", true),
         Field::new("unseen_top", DataType::Utf8, true),
         Field::new("missing_everywhere", DataType::Boolean, false),
+        int("type_errors", false),
         Field::new("sampled", DataType::Boolean, false),
         Field::new("breaches", DataType::Utf8, true),
         Field::new(col::BASELINE, DataType::Utf8, false),

@@ -46,6 +46,9 @@ pub struct NumericSummary {
     pub range: Option<(f64, f64)>,
     /// Events without a value.
     pub missing: u64,
+    /// Records dead-lettered for a value of the wrong type here.
+    #[serde(default)]
+    pub type_errors: u64,
 }
 
 impl NumericSummary {
@@ -55,6 +58,7 @@ impl NumericSummary {
             moments: Moments::default(),
             range: None,
             missing: 0,
+            type_errors: 0,
         }
     }
 
@@ -77,6 +81,7 @@ impl NumericSummary {
         self.sample.merge(&o.sample);
         self.moments.merge(&o.moments);
         self.missing += o.missing;
+        self.type_errors += o.type_errors;
         self.range = match (self.range, o.range) {
             (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
             (r, None) | (None, r) => r,
@@ -128,6 +133,21 @@ impl ColumnSummary {
                 counts: CategoryCounts::new(category_cap),
                 missing: 0,
             }),
+        }
+    }
+
+    /// Records dead-lettered for a value of the wrong type in this column.
+    pub fn type_errors(&self) -> u64 {
+        match self {
+            Self::Numeric(n) => n.type_errors,
+            Self::Categorical(_) => 0,
+        }
+    }
+
+    /// Counts a record dead-lettered for a wrong type in this column.
+    pub fn count_type_error(&mut self) {
+        if let Self::Numeric(n) = self {
+            n.type_errors += 1;
         }
     }
 

@@ -265,6 +265,15 @@ async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> 
         total.lines().nth(1),
         Some(format!("{n_bad},{n_bad}").as_str())
     );
+    // The records with a wrong type (features.age = "old", event time in
+    // window 1) are counted against age in window 1 while it is open: the
+    // four that arrive before event time passes 2 minutes.
+    let type_errors = query_csv(
+        &mixed_data,
+        "SELECT feature, sum(type_errors) AS n FROM data_quality GROUP BY feature HAVING sum(type_errors) > 0",
+    )
+    .await?;
+    assert_eq!(type_errors.trim(), "feature,n\nage,4");
     assert_changes_flagged_from_their_window_on(&clean_data, 6).await
 }
 
