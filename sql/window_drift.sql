@@ -7,6 +7,9 @@
 -- `reference` names the training profile held by the functions, `method` is
 -- the column's configured method or 'auto' (Evidently's choice), `threshold`
 -- the column's configured threshold or NULL.
+-- drifted: p-value methods below the threshold (KS and Cramer-von Mises at
+-- or below, as Evidently), distances at or above it; never when the test is
+-- undefined on the data (testable false: such p-values are not corrected).
 -- $1: fewest current values for a test; $2: threshold of p-value methods
 -- without a column threshold; $3: correction of the p-values of one window,
 -- model and version: 'none', 'holm' or 'bh' (Benjamini-Hochberg).
@@ -30,6 +33,8 @@ flat AS (
            CASE WHEN column_threshold IS NULL AND d['p_value_method']
                 THEN CAST($2 AS DOUBLE) ELSE d['threshold'] END AS threshold,
            d['testable'] AS testable,
+           -- Only testable p-values enter the correction.
+           CASE WHEN d['testable'] THEN d['p_value'] END AS p_test,
            d['capped'] AS capped,
            d['n_reference'] AS n_reference,
            d['n_current'] AS n_current
@@ -38,20 +43,20 @@ flat AS (
 ),
 ranked AS (
     SELECT *,
-           count(p_value) OVER (PARTITION BY model, version) AS m,
+           count(p_test) OVER (PARTITION BY model, version) AS m,
            row_number() OVER (PARTITION BY model, version
-                              ORDER BY p_value ASC NULLS LAST, kind, feature) AS rnk
+                              ORDER BY p_test ASC NULLS LAST, kind, feature) AS rnk
     FROM flat
 ),
 adjusted AS (
     SELECT *,
-           CASE WHEN p_value IS NULL THEN NULL
-                WHEN CAST($3 AS VARCHAR) = 'none' THEN p_value
+           CASE WHEN p_test IS NULL THEN NULL
+                WHEN CAST($3 AS VARCHAR) = 'none' THEN p_test
                 WHEN CAST($3 AS VARCHAR) = 'holm' THEN least(1.0,
-                    max(p_value * (m - rnk + 1)) OVER (PARTITION BY model, version ORDER BY rnk
+                    max(p_test * (m - rnk + 1)) OVER (PARTITION BY model, version ORDER BY rnk
                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
                 ELSE least(1.0,
-                    min(p_value * m / rnk) OVER (PARTITION BY model, version ORDER BY rnk DESC
+                    min(p_test * m / rnk) OVER (PARTITION BY model, version ORDER BY rnk DESC
                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
            END AS p_value_adjusted
     FROM ranked
@@ -68,7 +73,8 @@ SELECT model,
        threshold,
        coalesce(testable AND CASE
            WHEN p_value_adjusted IS NOT NULL
-               THEN p_value_adjusted < threshold OR (method = 'ks' AND p_value_adjusted = threshold)
+               THEN p_value_adjusted < threshold
+                    OR (method IN ('ks', 'cramer_von_mises') AND p_value_adjusted = threshold)
            ELSE distance >= threshold END, false) AS drifted,
        n_reference,
        n_current,

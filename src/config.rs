@@ -121,6 +121,9 @@ pub struct WindowConfig {
     /// Distinct categories counted per categorical column, window and
     /// group; the rest are counted together as `other`.
     pub max_categories: usize,
+    /// (version, variant) groups kept per model and window; events of a
+    /// further one are dead letters (`too_many_groups`).
+    pub max_groups: usize,
 }
 
 /// Checkpointing.
@@ -346,6 +349,9 @@ impl Config {
         if self.baseline.sample_size == 0 {
             return bad("baseline.sample_size", "must be at least 1");
         }
+        if self.window.max_groups == 0 {
+            return bad("window.max_groups", "must be at least 1");
+        }
         if self.window.max_categories == 0 {
             return bad("window.max_categories", "must be at least 1");
         }
@@ -474,6 +480,10 @@ impl Config {
             .chain(c.storage.options.values_mut())
         {
             *v = "***".into();
+        }
+        if !c.alerts.webhook_url.is_empty() {
+            // Webhook URLs often carry a token.
+            c.alerts.webhook_url = "***".into();
         }
         serde_json::to_string_pretty(&c).unwrap_or_default()
     }

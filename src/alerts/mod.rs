@@ -124,11 +124,11 @@ pub fn alert_id(
         .collect()
 }
 
-/// Verdict and cool-down clock of one (model, version, subject).
+/// Verdicts and cool-down clock of one (model, version, subject).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Track {
-    /// Current verdict (drift / breach).
-    on: bool,
+    /// The verdict last announced by an alert (drift / breach).
+    announced: bool,
     /// Start of the window of the last alert sent for this subject.
     last_alert: Option<i64>,
 }
@@ -181,22 +181,23 @@ impl AlertSink {
         self.webhook.as_ref().map(|w| w.failures())
     }
 
-    /// Applies one observation; returns whether to alert (a turn, or a
-    /// quality breach, outside the cool-down).
+    /// Applies one observation; returns whether to alert. A verdict
+    /// (`level` false) alerts when it differs from the last one announced;
+    /// a breach (`level` true) alerts while it lasts. Either waits out the
+    /// cool-down after the subject's last alert, so a verdict that flips
+    /// back and forth within it is announced once it has settled, and the
+    /// announced verdicts always alternate.
     fn observe(&mut self, key: String, on: bool, window_start: i64, level: bool) -> bool {
         let cooldown = self.cooldown_ms;
         let t = self.state.tracks.entry(key).or_default();
-        let changed = t.on != on;
-        t.on = on;
-        let fire = if level { on } else { changed };
-        if !fire {
-            return false;
-        }
-        if t.last_alert
-            .is_some_and(|last| window_start < last.saturating_add(cooldown))
+        let fire = if level { on } else { on != t.announced };
+        if !fire
+            || t.last_alert
+                .is_some_and(|last| window_start < last.saturating_add(cooldown))
         {
             return false;
         }
+        t.announced = on;
         t.last_alert = Some(window_start);
         true
     }
@@ -389,6 +390,43 @@ impl Sink for AlertSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sink(cooldown_windows: i64) -> AlertSink {
+        AlertSink {
+            storage: Storage::open("memory://", &Default::default()).expect("memory store"),
+            producer: None,
+            webhook: None,
+            cooldown_ms: cooldown_windows * 60_000,
+            state: AlertState::default(),
+        }
+    }
+
+    #[test]
+    fn a_change_suppressed_by_the_cool_down_is_announced_once_it_settles() {
+        let mut s = sink(3);
+        let mut fired = Vec::new();
+        for (w, on) in [
+            (0, true),
+            (1, false),
+            (2, false),
+            (3, false),
+            (4, false),
+            (5, true),
+        ] {
+            if s.observe("m/1/drift:x".into(), on, w * 60_000, false) {
+                fired.push((w, on));
+            }
+        }
+        assert_eq!(fired, vec![(0, true), (3, false)]);
+        // Window 5 is within 3 windows of the alert at 3: suppressed, then
+        // announced at 6 if it still holds.
+        assert!(s.observe("m/1/drift:x".into(), true, 6 * 60_000, false));
+        // A lasting breach repeats after each cool-down.
+        let breaches: Vec<i64> = (0..8)
+            .filter(|w| s.observe("m/1/quality:x".into(), true, w * 60_000, true))
+            .collect();
+        assert_eq!(breaches, vec![0, 3, 6]);
+    }
 
     #[test]
     fn ids_are_stable_and_distinct() {

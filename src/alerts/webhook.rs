@@ -86,7 +86,8 @@ async fn run(
                         format!("HTTP {s}"),
                     )
                 }
-                Err(e) => (true, e.to_string()),
+                // Without the URL: webhook URLs often carry a token.
+                Err(e) => (true, e.without_url().to_string()),
             };
             if !retry || attempt > config.webhook_retries {
                 failures.fetch_add(1, Ordering::Relaxed);

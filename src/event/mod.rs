@@ -61,6 +61,9 @@ pub enum Reason {
     InvalidValue,
     /// A tracking `start` while `tracking.max_open_runs` runs are open.
     TooManyRuns,
+    /// A new (version, variant) of a model in a window that already holds
+    /// `window.max_groups` of them.
+    TooManyGroups,
 }
 
 impl Reason {
@@ -78,6 +81,7 @@ impl Reason {
             Reason::ParamChanged => "param_changed",
             Reason::InvalidValue => "invalid_value",
             Reason::TooManyRuns => "too_many_runs",
+            Reason::TooManyGroups => "too_many_groups",
         }
     }
 }

@@ -186,7 +186,7 @@ pub async fn build(storage: &Storage, req: BuildRequest<'_>) -> Result<BuiltProf
                     for v in c.as_primitive::<Float64Type>().iter() {
                         row_no += 1;
                         match v {
-                            Some(x) if !x.is_nan() => {
+                            Some(x) if x.is_finite() => {
                                 s.offer(xxh3_64(&row_no.to_le_bytes()), x);
                                 m.push(x);
                                 lo = lo.min(x);
@@ -273,9 +273,9 @@ pub async fn read(
     path: &str,
     columns: &[ColumnDef],
     max_categories: usize,
-) -> Result<Vec<Option<Reference>>> {
+) -> Result<Vec<Option<super::reference::Profiled>>> {
     let batches = crate::storage::decode_parquet(storage.get(path).await?)?;
-    let mut out: Vec<Option<Reference>> = vec![None; columns.len()];
+    let mut out: Vec<Option<super::reference::Profiled>> = vec![None; columns.len()];
     let bad = |reason: &str| Error::Checkpoint {
         location: path.to_string(),
         reason: format!("not a baseline profile: {reason}"),
@@ -306,6 +306,11 @@ pub async fn read(
             .ok_or_else(|| bad("no `other`"))?
             .as_primitive::<Int64Type>()
             .clone();
+        let float = |n: &str| -> Result<Float64Array> {
+            let c = b.column_by_name(n).ok_or_else(|| bad(n))?;
+            Ok(c.as_primitive::<Float64Type>().clone())
+        };
+        let (min, max) = (float("min")?, float("max")?);
         for i in 0..b.num_rows() {
             let Some(c) = columns.iter().position(|d| d.name == name.value(i)) else {
                 continue;
@@ -317,9 +322,12 @@ pub async fn read(
                     }
                     let v = sample.value(i);
                     let v: &Float64Array = v.as_primitive();
-                    let mut sorted: Vec<f64> = v.iter().flatten().collect();
+                    let mut sorted: Vec<f64> =
+                        v.iter().flatten().filter(|x| x.is_finite()).collect();
                     sorted.sort_unstable_by(f64::total_cmp);
-                    Reference::Numeric { sorted }
+                    let range =
+                        (!min.is_null(i) && !max.is_null(i)).then(|| (min.value(i), max.value(i)));
+                    (Reference::Numeric { sorted }, range)
                 }
                 FeatureType::Categorical => {
                     if cats.is_null(i) || counts.is_null(i) {
@@ -336,7 +344,7 @@ pub async fn read(
                     } else {
                         other.value(i).max(0) as u64
                     });
-                    Reference::Categorical(cc)
+                    (Reference::Categorical(cc), None)
                 }
             });
         }

@@ -65,6 +65,9 @@ pub struct DriftEvaluator {
     dataset_share: f64,
     /// Registry baselines of the checkpoint, adopted before the next window.
     restored: Vec<reference::Adopted>,
+    /// Event time (window start) at which the registry is next looked at.
+    next_refresh: i64,
+    refresh_ms: i64,
 }
 
 impl DriftEvaluator {
@@ -107,6 +110,8 @@ impl DriftEvaluator {
             correction: config.drift.correction,
             dataset_share: config.drift.dataset_share,
             restored: Vec::new(),
+            next_refresh: i64::MIN,
+            refresh_ms: config.baseline.refresh.as_millis() as i64,
         }
     }
 }
@@ -121,10 +126,15 @@ impl Evaluator for DriftEvaluator {
     fn snapshot(&self) -> Result<Option<serde_json::Value>> {
         let mut adopted = self.profiles.adopted();
         adopted.extend(self.restored.iter().cloned());
-        Ok(Some(serde_json::json!({ "baselines": adopted })))
+        Ok(Some(
+            serde_json::json!({ "baselines": adopted, "next_refresh": self.next_refresh }),
+        ))
     }
 
     fn restore(&mut self, part: serde_json::Value) -> Result<()> {
+        if let Some(t) = part.get("next_refresh").and_then(|t| t.as_i64()) {
+            self.next_refresh = t;
+        }
         if let Some(list) = part.get("baselines") {
             self.restored = serde_json::from_value(list.clone()).map_err(|e| Error::Task {
                 task: "drift evaluator",
@@ -136,14 +146,22 @@ impl Evaluator for DriftEvaluator {
 
     async fn evaluate(&mut self, window: &ClosedWindow) -> Result<Vec<Output>> {
         for (m, v, path) in std::mem::take(&mut self.restored) {
-            self.profiles.adopt(&m, &v, &path).await?;
+            if let Err(e) = self.profiles.adopt(&m, &v, &path).await {
+                tracing::error!(model = %m, version = %v, path = %path, error = %e,
+                    "a baseline of the checkpoint is not readable; testing against the config's reference");
+            }
         }
         let groups = by_version(window);
-        let seen: Vec<(usize, String)> = groups
-            .iter()
-            .map(|g| (g.key.model, g.key.version.clone()))
-            .collect();
-        self.profiles.refresh_if_due(&seen).await;
+        // The registry is looked at every `baseline.refresh` of event time,
+        // so a replay looks at the same windows as the original run.
+        if window.start >= self.next_refresh {
+            let seen: Vec<(usize, String)> = groups
+                .iter()
+                .map(|g| (g.key.model, g.key.version.clone()))
+                .collect();
+            self.profiles.refresh(&seen).await;
+            self.next_refresh = window.start.saturating_add(self.refresh_ms);
+        }
         let (numeric, categorical) = self.window_tables(&groups)?;
         if numeric.num_rows() == 0 && categorical.num_rows() == 0 {
             return Ok(Vec::new());

@@ -96,6 +96,7 @@ impl QualityEvaluator {
                     r.missing = n.missing;
                     r.sampled = !n.sample.is_complete();
                     if let Some((lo, hi)) = p.as_ref().and_then(|p| p.range()) {
+                        // Infinite values are outside any training range.
                         let kept = n.sample.sorted_values();
                         let outside = kept.iter().filter(|v| **v < lo || **v > hi).count();
                         let share = if kept.is_empty() {
@@ -103,7 +104,14 @@ impl QualityEvaluator {
                         } else {
                             outside as f64 / kept.len() as f64
                         };
-                        r.out_of_range = Some((share * n.present() as f64).round() as u64);
+                        let count = (share * n.finite() as f64).round() as u64 + n.non_finite;
+                        let values = n.finite() + n.non_finite;
+                        let share = if values == 0 {
+                            0.0
+                        } else {
+                            count as f64 / values as f64
+                        };
+                        r.out_of_range = Some(count);
                         r.out_of_range_share = Some(share);
                         if share > self.limits.out_of_range_share {
                             r.breaches.push("out_of_range");

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
@@ -22,9 +21,11 @@ use crate::config::{Config, FeatureType};
 use crate::error::{Error, Result};
 use crate::event::{ColumnDef, ModelCatalog};
 use crate::stats::drift::Reference;
+use crate::stats::sample::ValueSample;
 use crate::stats::summary::CategoryCounts;
 use crate::storage::Storage;
 use crate::udf::drift::Baselines;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Which profile windows of the config's reference are tested against, as
 /// the `baseline` column says.
@@ -33,6 +34,9 @@ pub const CONFIG_BASELINE: &str = "config";
 /// One column's profile and its name in the baselines map.
 #[derive(Debug, Clone)]
 pub struct ColumnProfile {
+    /// The smallest and largest finite value of a numeric column in the
+    /// training data (not only in the profile's sample).
+    pub range: Option<(f64, f64)>,
     /// `<model>/<baseline>/<column>`.
     pub name: String,
     /// The profile.
@@ -42,12 +46,12 @@ pub struct ColumnProfile {
 impl ColumnProfile {
     /// The smallest and largest reference value of a numeric column.
     pub fn range(&self) -> Option<(f64, f64)> {
-        match self.reference.as_ref() {
-            Reference::Numeric { sorted } => Some((*sorted.first()?, *sorted.last()?)),
-            Reference::Categorical(_) => None,
-        }
+        self.range
     }
 }
+
+/// A column's profile and, for a numeric one, its range in the training data.
+pub(crate) type Profiled = (Reference, Option<(f64, f64)>);
 
 /// A model's profiles for one baseline.
 #[derive(Debug, Clone)]
@@ -76,8 +80,6 @@ struct RegistrySource {
     storage: Storage,
     catalog: Arc<ModelCatalog>,
     max_categories: usize,
-    refresh: Duration,
-    last: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A registry baseline in use: (model, version, profile path).
@@ -100,7 +102,7 @@ impl Profiles {
                 &schema.name,
                 &model.reference,
                 &schema.columns,
-                config.window.max_categories,
+                (config.baseline.sample_size, config.window.max_categories),
             )
             .await?;
             let columns = schema
@@ -108,7 +110,7 @@ impl Profiles {
                 .iter()
                 .zip(loaded)
                 .map(|(def, profile)| {
-                    let Some(p) = profile else {
+                    let Some((p, range)) = profile else {
                         tracing::warn!(model = %schema.name, column = %def.name, reference = %model.reference,
                             "the reference has no such column; the column is not tested");
                         return None;
@@ -116,7 +118,11 @@ impl Profiles {
                     let name = format!("{}/{CONFIG_BASELINE}/{}", schema.name, def.name);
                     let reference = Arc::new(p);
                     map.insert(name.clone(), reference.clone());
-                    Some(ColumnProfile { name, reference })
+                    Some(ColumnProfile {
+                        name,
+                        reference,
+                        range,
+                    })
                 })
                 .collect();
             by_model.push(Arc::new(ModelProfile {
@@ -143,8 +149,6 @@ impl Profiles {
             storage,
             catalog,
             max_categories: config.window.max_categories,
-            refresh: config.baseline.refresh,
-            last: std::sync::Mutex::new(None),
         });
         self
     }
@@ -184,11 +188,15 @@ impl Profiles {
             .iter()
             .zip(loaded)
             .map(|(def, p)| {
-                p.map(|p| {
+                p.map(|(p, range)| {
                     let name = format!("{model}/{baseline}/{}", def.name);
                     let reference = Arc::new(p);
                     names.insert(name.clone(), reference.clone());
-                    ColumnProfile { name, reference }
+                    ColumnProfile {
+                        name,
+                        reference,
+                        range,
+                    }
                 })
             })
             .collect();
@@ -207,21 +215,14 @@ impl Profiles {
         Ok(())
     }
 
-    /// Re-reads the registry when `baseline.refresh` has passed since the
-    /// last time, and adopts the profile of every monitored version
-    /// `seen` (model, version) that has a new or changed one. A registry
-    /// that cannot be read is logged and retried at the next refresh.
-    pub async fn refresh_if_due(&self, seen: &[(usize, String)]) {
+    /// Re-reads the registry and adopts the profile of every monitored
+    /// version in `seen` (model, version) that has a new or changed one. A
+    /// registry that cannot be read is logged and retried at the next
+    /// refresh.
+    pub async fn refresh(&self, seen: &[(usize, String)]) {
         let Some(src) = &self.source else {
             return;
         };
-        {
-            let mut last = src.last.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < src.refresh) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
         let state = match crate::registry::ModelRegistry::new(src.storage.clone())
             .state()
             .await
@@ -280,8 +281,8 @@ async fn load(
     model: &str,
     location: &str,
     columns: &[ColumnDef],
-    max_categories: usize,
-) -> Result<Vec<Option<Reference>>> {
+    (sample_size, max_categories): (usize, usize),
+) -> Result<Vec<Option<Profiled>>> {
     let err = |reason: String| Error::Reference {
         model: model.to_string(),
         location: location.to_string(),
@@ -311,19 +312,28 @@ async fn load(
         }
         let profile = match def.ty {
             FeatureType::Numeric => {
-                let mut values = Vec::new();
+                // Bounded: a bottom-k sample keyed by the row number, as
+                // `mlwatch baseline build` keeps; the range from every value.
+                let mut sample = ValueSample::new(sample_size);
+                let mut range: Option<(f64, f64)> = None;
+                let mut row = 0u64;
                 for a in arrays {
                     let c = cast(a, &DataType::Float64)
                         .map_err(|e| err(format!("column `{name}`: {e}")))?;
-                    values.extend(
-                        c.as_primitive::<Float64Type>()
-                            .iter()
-                            .flatten()
-                            .filter(|v| !v.is_nan()),
-                    );
+                    for v in c.as_primitive::<Float64Type>().iter() {
+                        row += 1;
+                        if let Some(x) = v.filter(|x| x.is_finite()) {
+                            sample.offer(xxh3_64(&row.to_le_bytes()), x);
+                            range = Some(range.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))));
+                        }
+                    }
                 }
-                values.sort_unstable_by(f64::total_cmp);
-                Reference::Numeric { sorted: values }
+                (
+                    Reference::Numeric {
+                        sorted: sample.sorted_values(),
+                    },
+                    range,
+                )
             }
             FeatureType::Categorical => {
                 let mut counts = CategoryCounts::new(max_categories);
@@ -337,7 +347,7 @@ async fn load(
                         }
                     }
                 }
-                Reference::Categorical(counts)
+                (Reference::Categorical(counts), None)
             }
         };
         out.push(Some(profile));

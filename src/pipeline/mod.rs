@@ -305,7 +305,7 @@ impl Pipeline {
         let refused = self.step.apply(&input, &mut self.counters);
         drop(input);
         for r in refused {
-            self.dead_letter(fresh[r.pos], Reason::Late, r.error);
+            self.dead_letter(fresh[r.pos], r.reason, r.error);
         }
         let closed = self.step.take_closable();
         self.write_windows(closed).await

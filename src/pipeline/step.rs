@@ -50,6 +50,8 @@ pub(crate) struct Refused {
     /// Record position in [`Input::origins`].
     pub pos: usize,
     /// Why.
+    pub reason: crate::event::Reason,
+    /// Why.
     pub error: String,
 }
 
@@ -57,6 +59,7 @@ pub(crate) struct Refused {
 pub(crate) struct Step {
     catalog: std::sync::Arc<ModelCatalog>,
     windows: Windows,
+    max_groups: usize,
 }
 
 impl Step {
@@ -71,6 +74,7 @@ impl Step {
                 w.sample_size,
                 w.max_categories,
             ),
+            max_groups: w.max_groups,
         }
     }
 
@@ -114,7 +118,16 @@ impl Step {
             let (pos, row) = (pos as usize, row as usize);
             if bi == TYPE_ERROR {
                 let te = &input.type_errors[row].1;
-                if !self.windows.is_late(te.ts) {
+                let start = self.windows.window_start(te.ts);
+                if !self.windows.is_late(te.ts)
+                    && self.windows.admits(
+                        start,
+                        te.model,
+                        &te.version,
+                        &te.variant,
+                        self.max_groups,
+                    )
+                {
                     let start = self.windows.window_start(te.ts);
                     let types = &self.catalog.models[te.model].column_types;
                     let g =
@@ -137,6 +150,7 @@ impl Step {
             if self.windows.is_late(ts) {
                 refused.push(Refused {
                     pos,
+                    reason: crate::event::Reason::Late,
                     error: format!(
                         "event time {ts} is behind the watermark {}; its window already closed",
                         self.windows.watermark()
@@ -144,17 +158,31 @@ impl Step {
                 });
                 continue;
             }
-            counters.events += 1;
             let start = self.windows.window_start(ts);
-            let priority = xxh3_64(view.event_id.value(row).as_bytes());
-            let types = &self.catalog.models[view.model].column_types;
-            let group = self.windows.group_mut(
-                start,
-                view.model,
+            let (version, variant) = (
                 view.string(view.version, row),
                 view.string(view.variant, row),
-                types,
             );
+            if !self
+                .windows
+                .admits(start, view.model, version, variant, self.max_groups)
+            {
+                refused.push(Refused {
+                    pos,
+                    reason: crate::event::Reason::TooManyGroups,
+                    error: format!(
+                        "version `{version}` and variant `{variant}` would be group {} of the model in its window (window.max_groups)",
+                        self.max_groups + 1
+                    ),
+                });
+                continue;
+            }
+            counters.events += 1;
+            let priority = xxh3_64(view.event_id.value(row).as_bytes());
+            let types = &self.catalog.models[view.model].column_types;
+            let group = self
+                .windows
+                .group_mut(start, view.model, version, variant, types);
             match view.kind {
                 EventKind::Prediction => group.predictions += 1,
                 _ => group.feature_events += 1,
@@ -163,14 +191,16 @@ impl Step {
             for (summary, col) in group.columns.iter_mut().zip(&view.columns) {
                 match (summary, col) {
                     (_, Col::Absent) => {}
-                    (ColumnSummary::Numeric(s), Col::Numeric(c, in_struct)) => {
-                        let missing = (*in_struct && struct_null) || c.is_null(row);
+                    // An event without `features` does not carry them (a
+                    // prediction logged apart from its features).
+                    (_, Col::Numeric(_, true) | Col::Categorical(_, true)) if struct_null => {}
+                    (ColumnSummary::Numeric(s), Col::Numeric(c, _)) => {
+                        let missing = c.is_null(row);
                         s.push(priority, if missing { f64::NAN } else { c.value(row) });
                     }
                     (ColumnSummary::Numeric(s), Col::Missing) => s.push(priority, f64::NAN),
-                    (ColumnSummary::Categorical(s), Col::Categorical(c, in_struct)) => {
-                        let missing = (*in_struct && struct_null) || c.is_null(row);
-                        s.push((!missing).then(|| c.value(row)));
+                    (ColumnSummary::Categorical(s), Col::Categorical(c, _)) => {
+                        s.push((!c.is_null(row)).then(|| c.value(row)));
                     }
                     (ColumnSummary::Categorical(s), Col::Bool(c)) => {
                         s.push(

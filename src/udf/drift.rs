@@ -392,10 +392,10 @@ impl Accumulator for DriftAccumulator {
             let r = if n_cur == 0 || n_ref == 0 {
                 None
             } else {
-                Some(
-                    drift::categorical_drift(reference_counts, &current, method, s.threshold)
-                        .map_err(ext)?,
-                )
+                untestable_on_error(
+                    name,
+                    drift::categorical_drift(reference_counts, &current, method, s.threshold),
+                )?
             };
             (r, n_ref, n_cur, capped)
         } else {
@@ -431,6 +431,24 @@ impl Accumulator for DriftAccumulator {
         std::mem::size_of_val(self)
             + 8 * (s.current.capacity() + s.reference.capacity())
             + 48 * (s.current_counts.len() + s.reference_counts.len())
+    }
+}
+
+/// A kernel's result; an error the data caused (a degenerate sample, a
+/// non-finite value) gives an untestable row instead of failing the window
+/// (which would stop the stream and fail again on every replay). A method
+/// that does not fit the column is a query error.
+fn untestable_on_error(
+    name: &str,
+    r: std::result::Result<ColumnDrift, crate::stats::StatsError>,
+) -> Result<Option<ColumnDrift>> {
+    match r {
+        Ok(r) => Ok(Some(r)),
+        Err(e @ crate::stats::StatsError::InvalidArgument { name: "method", .. }) => Err(ext(e)),
+        Err(e) => {
+            tracing::warn!(function = name, error = %e, "drift test undefined on this data");
+            Ok(None)
+        }
     }
 }
 

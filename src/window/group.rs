@@ -5,10 +5,12 @@
 //! state is one summary per monitored column (the model's features, then
 //! the prediction), sized by the configuration, never by the event count:
 //!
-//! * numeric: a deterministic bottom-k sample of values
+//! * numeric: a deterministic bottom-k sample of the finite values
 //!   ([`ValueSample`], keyed by a hash of `event_id`, so the tests are exact
-//!   while a window holds at most `k` values), moments, min/max and the
-//!   count of missing values;
+//!   while a window holds at most `k` values), the count of finite values,
+//!   of missing ones, of non-finite ones (±inf: outside any training range,
+//!   kept out of the sample and of every float in the checkpoint, whose JSON
+//!   cannot hold them) and of records refused for a wrong type;
 //! * categorical: exact counts per category up to a cap (the categories
 //!   with the smallest hashes are kept, the rest counted as `other`, so the
 //!   result does not depend on arrival order) and the count of missing
@@ -16,13 +18,14 @@
 //!
 //! Every part merges exactly (`merge(a, b)` is one pass over both), so
 //! replays, restarts and partition interleavings give the same sample and
-//! counts. Moments are sums of floats: they agree up to rounding.
+//! counts. (Sums of floats, such as moments, would agree only up to
+//! rounding; an evaluator that needs them keeps them itself.)
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::FeatureType;
 use crate::stats::sample::ValueSample;
-use crate::stats::summary::{CategoryCounts, Moments};
+use crate::stats::summary::CategoryCounts;
 
 /// Key of a group within a window.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,14 +41,13 @@ pub struct GroupKey {
 /// Summary of a numeric column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NumericSummary {
-    /// Bottom-k sample of the present values.
+    /// Bottom-k sample of the finite values.
     pub sample: ValueSample,
-    /// Moments of the present values.
-    pub moments: Moments,
-    /// Smallest and largest present value (NaN-free; `None` before any).
-    pub range: Option<(f64, f64)>,
     /// Events without a value.
     pub missing: u64,
+    /// Events with an infinite value.
+    #[serde(default)]
+    pub non_finite: u64,
     /// Records dead-lettered for a value of the wrong type here.
     #[serde(default)]
     pub type_errors: u64,
@@ -55,9 +57,8 @@ impl NumericSummary {
     fn new(k: usize) -> Self {
         Self {
             sample: ValueSample::new(k),
-            moments: Moments::default(),
-            range: None,
             missing: 0,
+            non_finite: 0,
             type_errors: 0,
         }
     }
@@ -67,29 +68,22 @@ impl NumericSummary {
     pub fn push(&mut self, priority: u64, x: f64) {
         if x.is_nan() {
             self.missing += 1;
-            return;
+        } else if x.is_infinite() {
+            self.non_finite += 1;
+        } else {
+            self.sample.offer(priority, x);
         }
-        self.sample.offer(priority, x);
-        self.moments.push(x);
-        self.range = Some(match self.range {
-            Some((lo, hi)) => (lo.min(x), hi.max(x)),
-            None => (x, x),
-        });
     }
 
     fn merge(&mut self, o: &NumericSummary) {
         self.sample.merge(&o.sample);
-        self.moments.merge(&o.moments);
         self.missing += o.missing;
+        self.non_finite += o.non_finite;
         self.type_errors += o.type_errors;
-        self.range = match (self.range, o.range) {
-            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
-            (r, None) | (None, r) => r,
-        };
     }
 
-    /// Present values seen.
-    pub fn present(&self) -> u64 {
+    /// Finite values seen.
+    pub fn finite(&self) -> u64 {
         self.sample.seen()
     }
 }
@@ -154,7 +148,7 @@ impl ColumnSummary {
     /// Events that reached this column (present or missing).
     pub fn rows(&self) -> u64 {
         match self {
-            Self::Numeric(n) => n.present() + n.missing,
+            Self::Numeric(n) => n.finite() + n.non_finite + n.missing,
             Self::Categorical(c) => {
                 let (kept, other) = c.counts.counts();
                 kept.values().sum::<u64>() + other + c.missing

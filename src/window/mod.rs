@@ -44,6 +44,14 @@ pub struct WindowsSnapshot {
     pub closed_through: i64,
     /// Open windows: start and groups.
     pub open: Vec<(i64, Vec<GroupState>)>,
+    /// The global watermark (it never moves back, even if a restart
+    /// recomputes a lower one from the partitions' maxima).
+    #[serde(default = "min_ts")]
+    pub watermark: i64,
+}
+
+fn min_ts() -> i64 {
+    i64::MIN
 }
 
 /// All open windows and the watermark bookkeeping.
@@ -163,6 +171,31 @@ impl Windows {
         self.watermark = self.watermark.max(wm);
     }
 
+    /// Whether the window starting at `start` can take the group (`model`,
+    /// `version`, `variant`): it has it, or holds fewer than `max` groups of
+    /// the model (versions and variants come from the events, so a producer
+    /// sending ever new ones must not grow the state without bound).
+    pub fn admits(
+        &self,
+        start: i64,
+        model: usize,
+        version: &str,
+        variant: &str,
+        max: usize,
+    ) -> bool {
+        let Some(groups) = self.open.get(&start) else {
+            return true;
+        };
+        let mut of_model = 0;
+        for g in groups.iter().filter(|g| g.key.model == model) {
+            if g.key.version == version && g.key.variant == variant {
+                return true;
+            }
+            of_model += 1;
+        }
+        of_model < max
+    }
+
     /// The group of (`model`, `version`, `variant`) in the window starting
     /// at `start`, created with columns of `types` if absent.
     pub fn group_mut(
@@ -239,6 +272,7 @@ impl Windows {
         partition_max_ts.sort();
         WindowsSnapshot {
             partition_max_ts,
+            watermark: self.watermark,
             closed_through: self.closed_through,
             open: self
                 .open
@@ -257,7 +291,7 @@ impl Windows {
         self.partition_max = snap.partition_max_ts;
         self.closed_through = snap.closed_through;
         self.open = snap.open.into_iter().collect();
-        self.watermark = i64::MIN;
+        self.watermark = snap.watermark;
         self.recompute_watermark();
     }
 }
