@@ -105,6 +105,18 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "{}",
         super::sql::render(&totals, super::sql::Format::Table)?
     );
+    let alerts = ctx
+        .sql("SELECT window_start, kind, \"column\", message FROM alerts ORDER BY window_start, kind, \"column\"")
+        .await?
+        .collect()
+        .await?;
+    println!(
+        "\nAlerts (also on the topic mlwatch.alerts; a lasting quality breach repeats after the cool-down):"
+    );
+    print!(
+        "{}",
+        super::sql::render(&alerts, super::sql::Format::Table)?
+    );
     println!(
         "\nResults are Parquet under {}; try:\n  mlwatch sql --data {} \"SELECT feature, count(*) FILTER (WHERE drifted) FROM drift_results GROUP BY feature\"",
         args.data.display(),
