@@ -20,7 +20,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 START_MS = 1_767_225_600_000
@@ -63,7 +63,8 @@ def main():
 
 def run_test(bootstrap, mlwatch):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    topics = ["mlwatch.predictions", "mlwatch.features", "mlwatch.outcomes", "mlwatch.tracking"]
+    topics = ["mlwatch.predictions", "mlwatch.features", "mlwatch.outcomes", "mlwatch.tracking",
+              "mlwatch.alerts"]
     for f in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in topics]).values():
         f.result(timeout=30)
 
@@ -124,6 +125,8 @@ reference = "{ref}"
 [models.m.features]
 x = "numeric"
 y = "numeric"
+[models.m.drift]
+method = {{ x = "ks", y = "ks" }}
 """)
     out = subprocess.run([mlwatch, "run", "--config", cfg, "--until-idle", "8s"],
                          capture_output=True, text=True, timeout=300)
@@ -134,9 +137,11 @@ y = "numeric"
     drift = ds.dataset(os.path.join(data, "drift_results"), format="parquet", partitioning="hive").to_table()
     expected = {
         "window_start": pa.timestamp("ms", tz="UTC"), "window_end": pa.timestamp("ms", tz="UTC"),
-        "version": pa.string(), "feature": pa.string(), "method": pa.string(),
-        "statistic": pa.float64(), "p_value": pa.float64(), "threshold": pa.float64(),
+        "version": pa.string(), "kind": pa.string(), "feature": pa.string(), "method": pa.string(),
+        "statistic": pa.float64(), "p_value": pa.float64(), "p_value_adjusted": pa.float64(),
+        "distance": pa.float64(), "threshold": pa.float64(),
         "drifted": pa.bool_(), "n_reference": pa.int64(), "n_current": pa.int64(),
+        "baseline": pa.string(), "capped": pa.bool_(),
     }
     for name, typ in expected.items():
         got = drift.schema.field(name).type
@@ -148,6 +153,28 @@ y = "numeric"
     last = (START_MS + (WINDOWS - 1) * 60_000) / 1000
     assert drifted == [("x", last)], drifted
     assert all(r["version"] == "2" and r["n_reference"] == 3000 for r in rows)
+    assert all(r["method"] == "ks" and r["baseline"] == "config" and r["kind"] == "feature" for r in rows)
+
+    summary = ds.dataset(os.path.join(data, "drift_summary"), format="parquet", partitioning="hive").to_table()
+    assert summary.num_rows == WINDOWS, summary.num_rows
+    quality = ds.dataset(os.path.join(data, "data_quality"), format="parquet", partitioning="hive").to_table()
+    assert quality.num_rows == WINDOWS * 2, quality.num_rows
+
+    # The drift alert, from the table and from the broker's alerts topic.
+    alerts = ds.dataset(os.path.join(data, "alerts"), format="parquet", partitioning="hive").to_table().to_pylist()
+    assert [(a["kind"], a["column"]) for a in alerts] == [("drift", "x")], alerts
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e-alerts",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe(["mlwatch.alerts"])
+    produced = []
+    deadline = time.time() + 30
+    while not produced and time.time() < deadline:
+        m = consumer.poll(1.0)
+        if m is not None and m.error() is None:
+            produced.append((m.key(), json.loads(m.value())))
+    consumer.close()
+    assert [(k, a["alert_id"], a["kind"], a["column"]) for k, a in produced] == \
+        [(b"m", alerts[0]["alert_id"], "drift", "x")], produced
 
     dead = ds.dataset(os.path.join(data, "dead_letters"), format="parquet", partitioning="hive").to_table()
     assert dead.num_rows == bad, (dead.num_rows, bad)
