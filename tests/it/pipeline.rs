@@ -402,14 +402,22 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
     let ctx = query::new_context(Default::default());
     query::register_tables(&ctx, &storage)?;
     let batches = ctx
-        .sql("SELECT count(*) AS n, count(*) FILTER (WHERE drifted) AS d FROM drift_results")
+        .sql(
+            "SELECT (SELECT count(*) FROM drift_results) AS n, \
+                    (SELECT count(*) FROM drift_results WHERE drifted) AS d, \
+                    (SELECT count(*) FROM drift_summary) AS s, \
+                    (SELECT count(*) FROM data_quality) AS q, \
+                    (SELECT count(*) FROM alerts WHERE kind = 'drift') AS a",
+        )
         .await?
         .collect()
         .await?;
     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+    // 3 windows x 8 columns; drifted: the new region category in windows 1
+    // and 2, credit_score in window 2; two drift alerts.
     assert!(
-        text.contains("| 15 |"),
-        "3 windows x 5 features expected:\n{text}"
+        text.contains("| 24 | 3 | 3 | 24 | 2 |"),
+        "every table on S3:\n{text}"
     );
     Ok(())
 }
