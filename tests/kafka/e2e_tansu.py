@@ -158,23 +158,26 @@ method = {{ x = "ks", y = "ks" }}
     summary = ds.dataset(os.path.join(data, "drift_summary"), format="parquet", partitioning="hive").to_table()
     assert summary.num_rows == WINDOWS, summary.num_rows
     quality = ds.dataset(os.path.join(data, "data_quality"), format="parquet", partitioning="hive").to_table()
-    assert quality.num_rows == WINDOWS * 2, quality.num_rows
+    assert quality.num_rows == WINDOWS * 3, quality.num_rows  # x, y and the prediction
 
-    # The drift alert, from the table and from the broker's alerts topic.
+    # The last window's alerts (x drifted, so half the columns: the dataset
+    # too; x's shifted values lie beyond the reference's range), from the
+    # table and from the broker's alerts topic.
     alerts = ds.dataset(os.path.join(data, "alerts"), format="parquet", partitioning="hive").to_table().to_pylist()
-    assert [(a["kind"], a["column"]) for a in alerts] == [("drift", "x")], alerts
+    assert sorted((a["kind"], a["column"] or "") for a in alerts) == \
+        [("dataset_drift", ""), ("drift", "x"), ("quality", "x")], alerts
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e-alerts",
                          "auto.offset.reset": "earliest"})
     consumer.subscribe(["mlwatch.alerts"])
     produced = []
     deadline = time.time() + 30
-    while not produced and time.time() < deadline:
+    while len(produced) < len(alerts) and time.time() < deadline:
         m = consumer.poll(1.0)
         if m is not None and m.error() is None:
             produced.append((m.key(), json.loads(m.value())))
     consumer.close()
-    assert [(k, a["alert_id"], a["kind"], a["column"]) for k, a in produced] == \
-        [(b"m", alerts[0]["alert_id"], "drift", "x")], produced
+    assert sorted((k, a["alert_id"]) for k, a in produced) == \
+        sorted((b"m", a["alert_id"]) for a in alerts), produced
 
     dead = ds.dataset(os.path.join(data, "dead_letters"), format="parquet", partitioning="hive").to_table()
     assert dead.num_rows == bad, (dead.num_rows, bad)
