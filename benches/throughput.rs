@@ -17,6 +17,16 @@
 //! first, so the topic has 128 partitions to stay under the mock broker's
 //! 5 MiB-per-partition retention up to 1M events (checked after producing:
 //! no partition may have dropped its oldest messages).
+//!
+//! Diagnostics (environment variables):
+//! * `MLWATCH_LOG=mlwatch=info` logs each window's evaluation time;
+//!   `mlwatch::pipeline=debug` the open windows at each checkpoint;
+//! * `MLWATCH_BENCH_RSS_TRACE=1` prints RSS and records consumed every half
+//!   second of the pipeline phase;
+//! * `MLWATCH_BENCH_KAFKA=key=value,...` adds librdkafka settings to the
+//!   pipeline's consumer (e.g. `fetch.wait.max.ms=10`);
+//! * `MLWATCH_PERF_CTL=ctl.fifo,ack.fifo` with `perf record --delay=-1
+//!   --control=fifo:ctl.fifo,ack.fifo` profiles only the pipeline phase.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,19 +56,50 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Samples RSS every 10 ms until stopped; returns the peak.
-fn rss_sampler() -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
+/// Samples RSS every 10 ms until stopped; returns the peak. With
+/// `MLWATCH_BENCH_RSS_TRACE` set, also prints RSS and records consumed every
+/// half second (is memory growing with the input, or bounded?).
+fn rss_sampler(progress: Arc<AtomicU64>) -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
+    let trace = std::env::var_os("MLWATCH_BENCH_RSS_TRACE").is_some();
     let h = std::thread::spawn(move || {
         let mut peak = 0;
+        let t0 = Instant::now();
+        let mut next = Duration::ZERO;
         while !s.load(Ordering::Relaxed) {
-            peak = peak.max(rss_kib());
+            let rss = rss_kib();
+            peak = peak.max(rss);
+            if trace && t0.elapsed() >= next {
+                eprintln!(
+                    "rss trace: {:5.1} s {:8} records {:7.1} MiB",
+                    t0.elapsed().as_secs_f64(),
+                    progress.load(Ordering::Relaxed),
+                    rss as f64 / 1024.0
+                );
+                next += Duration::from_millis(500);
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         peak
     });
     (stop, h)
+}
+
+/// With `MLWATCH_PERF_CTL=<ctl fifo>,<ack fifo>` (perf record --delay=-1
+/// --control=fifo:<ctl fifo>,<ack fifo>), profiling is on only while the
+/// pipeline consumes.
+fn perf_control(cmd: &str) {
+    let Ok(v) = std::env::var("MLWATCH_PERF_CTL") else {
+        return;
+    };
+    let (ctl, ack) = v.split_once(',').expect("MLWATCH_PERF_CTL=<ctl>,<ack>");
+    std::fs::write(ctl, format!("{cmd}\n")).expect("perf ctl");
+    let mut buf = [0u8; 5];
+    use std::io::Read;
+    std::fs::File::open(ack)
+        .and_then(|mut f| f.read(&mut buf))
+        .expect("perf ack");
 }
 
 fn produce(brokers: &str, topic: &str, n: u64) -> u64 {
@@ -185,7 +226,8 @@ async fn pipeline_rate(config: Config, n: u64) -> (f64, u64, u64) {
         idle_exit: None,
         progress: Some(progress.clone()),
     };
-    let (stop_sampler, sampler) = rss_sampler();
+    let (stop_sampler, sampler) = rss_sampler(progress.clone());
+    perf_control("enable");
     let run = tokio::spawn(pipeline::run(config, control));
     while progress.load(Ordering::Relaxed) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -196,6 +238,7 @@ async fn pipeline_rate(config: Config, n: u64) -> (f64, u64, u64) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let rate = (n - first) as f64 / start.elapsed().as_secs_f64();
+    perf_control("disable");
     tx.send(Some(StopMode::Interrupt)).expect("stop");
     let summary = run.await.expect("join").expect("pipeline");
     stop_sampler.store(true, Ordering::Relaxed);
@@ -254,6 +297,14 @@ fn main() {
             config.kafka.predictions_topic = topic.clone();
             config.kafka.group_id = format!("full-{n}");
             config.checkpoint.interval = Duration::from_secs(5);
+            // Diagnostics only: librdkafka settings for the pipeline's
+            // consumer, e.g. MLWATCH_BENCH_KAFKA=queued.max.messages.kbytes=16384.
+            if let Ok(opts) = std::env::var("MLWATCH_BENCH_KAFKA") {
+                for kv in opts.split(',') {
+                    let (k, v) = kv.split_once('=').expect("key=value");
+                    config.kafka.options.insert(k.into(), v.into());
+                }
+            }
             let catalog = ModelCatalog::from_config(&config);
             let raw = raw_rate(&brokers, &topic, &catalog, n).await;
             let before = rss_kib();
