@@ -120,6 +120,7 @@ impl KafkaPositions {
     ) -> Option<Vec<(String, i32)>> {
         let assigned = consumer.assignment().ok()?;
         let mut pending = Vec::new();
+        let mut candidates: Vec<(String, i32, Option<i64>)> = Vec::new();
         for e in assigned.elements() {
             let (topic, part) = (e.topic(), e.partition());
             if !matches!(
@@ -133,15 +134,42 @@ impl KafkaPositions {
             if next.is_none() && self.reset == OffsetReset::Latest {
                 continue; // nothing before the end will be read
             }
-            match consumer.fetch_watermarks(topic, part, Duration::from_secs(2)) {
-                Ok((low, high)) if high > next.unwrap_or(low).max(low) => {
-                    pending.push((topic.to_string(), part))
+            candidates.push((topic.to_string(), part, next));
+        }
+        if candidates.is_empty() {
+            return Some(pending);
+        }
+        // The first and next-to-write offsets of every candidate in two
+        // requests (ListOffsets with the "earliest" and "latest" markers),
+        // not one blocking request per partition.
+        let ends = |marker: Offset| {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p, _) in &candidates {
+                let _ = tpl.add_partition_offset(t, *p, marker);
+            }
+            consumer.offsets_for_times(tpl, Duration::from_secs(2))
+        };
+        let (low, high) = match (ends(Offset::Beginning), ends(Offset::End)) {
+            (Ok(l), Ok(h)) => (l, h),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::debug!(error = %err, "no watermarks; treating the partitions as pending");
+                pending.extend(candidates.into_iter().map(|(t, p, _)| (t, p)));
+                return Some(pending);
+            }
+        };
+        let raw = |tpl: &TopicPartitionList, t: &str, p: i32| {
+            tpl.find_partition(t, p)
+                .filter(|e| e.error().is_ok())
+                .and_then(|e| e.offset().to_raw())
+                .filter(|o| *o >= 0)
+        };
+        for (t, p, next) in candidates {
+            match (raw(&low, &t, p), raw(&high, &t, p)) {
+                (Some(low), Some(high)) if high > next.unwrap_or(low).max(low) => {
+                    pending.push((t, p))
                 }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::debug!(topic, partition = part, error = %err, "no watermarks; treating the partition as pending");
-                    pending.push((topic.to_string(), part));
-                }
+                (Some(_), Some(_)) => {}
+                _ => pending.push((t, p)),
             }
         }
         Some(pending)
