@@ -173,33 +173,16 @@ pub async fn build(storage: &Storage, req: BuildRequest<'_>) -> Result<BuiltProf
         name.append_value(&def.name);
         kind.append_value(def.kind.as_str());
         nrows.append_value(rows as i64);
-        let mut row_no = 0u64;
-        match def.ty {
-            FeatureType::Numeric => {
+        let stats = profile_column(&arrays, def.ty, sample_size, max_categories)
+            .map_err(|e| err(format!("column `{}`: {e}", def.name)))?;
+        missing.append_value(stats.missing as i64);
+        match (stats.sample, stats.counts) {
+            (Some(s), _) => {
                 ty.append_value("numeric");
-                let mut s = ValueSample::new(sample_size);
-                let mut m = Moments::default();
-                let (mut lo, mut hi, mut miss) = (f64::INFINITY, f64::NEG_INFINITY, 0u64);
-                for a in &arrays {
-                    let c = cast(a, &DataType::Float64)
-                        .map_err(|e| err(format!("column `{}`: {e}", def.name)))?;
-                    for v in c.as_primitive::<Float64Type>().iter() {
-                        row_no += 1;
-                        match v {
-                            Some(x) if x.is_finite() => {
-                                s.offer(xxh3_64(&row_no.to_le_bytes()), x);
-                                m.push(x);
-                                lo = lo.min(x);
-                                hi = hi.max(x);
-                            }
-                            _ => miss += 1,
-                        }
-                    }
-                }
-                missing.append_value(miss as i64);
+                let m = &stats.moments;
                 let present = m.count > 0;
-                min.append_option(present.then_some(lo));
-                max.append_option(present.then_some(hi));
+                min.append_option(stats.range.map(|r| r.0));
+                max.append_option(stats.range.map(|r| r.1));
                 mean.append_option(present.then(|| m.mean()));
                 std.append_option(present.then(|| m.variance().sqrt()));
                 sample.append_value(s.sorted_values().into_iter().map(Some));
@@ -207,27 +190,13 @@ pub async fn build(storage: &Storage, req: BuildRequest<'_>) -> Result<BuiltProf
                 counts.append_null();
                 other.append_null();
             }
-            FeatureType::Categorical => {
+            (None, c) => {
                 ty.append_value("categorical");
-                let mut c = CategoryCounts::new(max_categories);
-                let mut miss = 0u64;
-                for a in &arrays {
-                    let s = cast(a, &DataType::Utf8)
-                        .map_err(|e| err(format!("column `{}`: {e}", def.name)))?;
-                    let s = s.as_string::<i32>();
-                    for i in 0..s.len() {
-                        if s.is_null(i) {
-                            miss += 1;
-                        } else {
-                            c.add(s.value(i), 1);
-                        }
-                    }
-                }
-                missing.append_value(miss as i64);
                 for b in [&mut min, &mut max, &mut mean, &mut std] {
                     b.append_null();
                 }
                 sample.append_null();
+                let c = c.unwrap_or_else(|| CategoryCounts::new(max_categories));
                 let (kept, o) = c.counts();
                 cats.append_value(kept.keys().map(Some));
                 counts.append_value(kept.values().map(|v| Some(*v as i64)));
@@ -264,6 +233,76 @@ pub async fn build(storage: &Storage, req: BuildRequest<'_>) -> Result<BuiltProf
         columns: profiled,
         absent,
     })
+}
+
+/// What one pass over a training column keeps (bounded whatever its length).
+pub(crate) struct ColumnStats {
+    /// Rows without a (finite) value.
+    pub missing: u64,
+    /// Numeric: a bottom-k sample of the finite values keyed by a hash of
+    /// the row number, so the same data always gives the same sample.
+    pub sample: Option<ValueSample>,
+    /// Numeric: moments of the finite values.
+    pub moments: Moments,
+    /// Numeric: the smallest and largest finite value.
+    pub range: Option<(f64, f64)>,
+    /// Categorical: counts per category, capped.
+    pub counts: Option<CategoryCounts>,
+}
+
+/// Profiles one column given as `arrays` (one per batch): the pass both
+/// `baseline build` and a config reference make. The error is the cast's.
+pub(crate) fn profile_column(
+    arrays: &[&ArrayRef],
+    ty: FeatureType,
+    sample_size: usize,
+    max_categories: usize,
+) -> std::result::Result<ColumnStats, String> {
+    let mut out = ColumnStats {
+        missing: 0,
+        sample: None,
+        moments: Moments::default(),
+        range: None,
+        counts: None,
+    };
+    match ty {
+        FeatureType::Numeric => {
+            let mut s = ValueSample::new(sample_size);
+            let mut row_no = 0u64;
+            for a in arrays {
+                let c = cast(a, &DataType::Float64).map_err(|e| e.to_string())?;
+                for v in c.as_primitive::<Float64Type>().iter() {
+                    row_no += 1;
+                    match v {
+                        Some(x) if x.is_finite() => {
+                            s.offer(xxh3_64(&row_no.to_le_bytes()), x);
+                            out.moments.push(x);
+                            out.range =
+                                Some(out.range.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))));
+                        }
+                        _ => out.missing += 1,
+                    }
+                }
+            }
+            out.sample = Some(s);
+        }
+        FeatureType::Categorical => {
+            let mut c = CategoryCounts::new(max_categories);
+            for a in arrays {
+                let s = cast(a, &DataType::Utf8).map_err(|e| e.to_string())?;
+                let s = s.as_string::<i32>();
+                for i in 0..s.len() {
+                    if s.is_null(i) {
+                        out.missing += 1;
+                    } else {
+                        c.add(s.value(i), 1);
+                    }
+                }
+            }
+            out.counts = Some(c);
+        }
+    }
+    Ok(out)
 }
 
 /// Reads a profile written by [`build`]: per column of `columns`, its

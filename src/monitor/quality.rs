@@ -95,22 +95,13 @@ impl QualityEvaluator {
                     r.ty = "numeric";
                     r.missing = n.missing;
                     r.sampled = !n.sample.is_complete();
-                    if let Some((lo, hi)) = p.as_ref().and_then(|p| p.range()) {
+                    if let Some((lo, hi)) = p.as_ref().and_then(|p| p.range) {
                         // Infinite values are outside any training range.
                         let kept = n.sample.sorted_values();
                         let outside = kept.iter().filter(|v| **v < lo || **v > hi).count();
-                        let share = if kept.is_empty() {
-                            0.0
-                        } else {
-                            outside as f64 / kept.len() as f64
-                        };
-                        let count = (share * n.finite() as f64).round() as u64 + n.non_finite;
-                        let values = n.finite() + n.non_finite;
-                        let share = if values == 0 {
-                            0.0
-                        } else {
-                            count as f64 / values as f64
-                        };
+                        let estimate = share(outside as u64, kept.len() as u64);
+                        let count = (estimate * n.finite() as f64).round() as u64 + n.non_finite;
+                        let share = share(count, n.finite() + n.non_finite);
                         r.out_of_range = Some(count);
                         r.out_of_range_share = Some(share);
                         if share > self.limits.out_of_range_share {
@@ -137,12 +128,7 @@ impl QualityEvaluator {
                             .collect();
                         unseen.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
                         let count: u64 = unseen.iter().map(|(_, n)| n).sum();
-                        let present = c.counts.total();
-                        let share = if present == 0 {
-                            0.0
-                        } else {
-                            count as f64 / present as f64
-                        };
+                        let share = share(count, c.counts.total());
                         r.unseen = Some(count);
                         r.unseen_share = Some(share);
                         r.unseen_top = (!unseen.is_empty()).then(|| {
@@ -166,7 +152,7 @@ impl QualityEvaluator {
                     FeatureType::Categorical => "categorical",
                 }
             );
-            if rows > 0 && r.missing as f64 / rows as f64 > self.limits.missing_share {
+            if share(r.missing, rows) > self.limits.missing_share {
                 r.breaches.push("missing");
             }
             if r.type_errors > 0
@@ -219,6 +205,15 @@ impl Evaluator for QualityEvaluator {
     }
 }
 
+/// `part / whole`, 0 for an empty whole.
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
 fn batch(window: &ClosedWindow, rows: &[Row]) -> Result<RecordBatch> {
     let n = rows.len();
     let ts = |v: i64| -> ArrayRef {
@@ -244,13 +239,7 @@ fn batch(window: &ClosedWindow, rows: &[Row]) -> Result<RecordBatch> {
         strs(|r| r.ty),
         ints(|r| Some(r.rows)),
         ints(|r| Some(r.missing)),
-        floats(|r| {
-            Some(if r.rows == 0 {
-                0.0
-            } else {
-                r.missing as f64 / r.rows as f64
-            })
-        }),
+        floats(|r| Some(share(r.missing, r.rows))),
         ints(|r| r.out_of_range),
         floats(|r| r.out_of_range_share),
         ints(|r| r.unseen),

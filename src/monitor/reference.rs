@@ -13,19 +13,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type};
-
-use crate::config::{Config, FeatureType};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::{ColumnDef, ModelCatalog};
 use crate::stats::drift::Reference;
-use crate::stats::sample::ValueSample;
 use crate::stats::summary::CategoryCounts;
 use crate::storage::Storage;
 use crate::udf::drift::Baselines;
-use xxhash_rust::xxh3::xxh3_64;
 
 /// Which profile windows of the config's reference are tested against, as
 /// the `baseline` column says.
@@ -41,13 +35,6 @@ pub struct ColumnProfile {
     pub name: String,
     /// The profile.
     pub reference: Arc<Reference>,
-}
-
-impl ColumnProfile {
-    /// The smallest and largest reference value of a numeric column.
-    pub fn range(&self) -> Option<(f64, f64)> {
-        self.range
-    }
 }
 
 /// A column's profile and, for a numeric one, its range in the training data.
@@ -310,45 +297,22 @@ async fn load(
             out.push(None);
             continue;
         }
-        let profile = match def.ty {
-            FeatureType::Numeric => {
-                // Bounded: a bottom-k sample keyed by the row number, as
-                // `mlwatch baseline build` keeps; the range from every value.
-                let mut sample = ValueSample::new(sample_size);
-                let mut range: Option<(f64, f64)> = None;
-                let mut row = 0u64;
-                for a in arrays {
-                    let c = cast(a, &DataType::Float64)
-                        .map_err(|e| err(format!("column `{name}`: {e}")))?;
-                    for v in c.as_primitive::<Float64Type>().iter() {
-                        row += 1;
-                        if let Some(x) = v.filter(|x| x.is_finite()) {
-                            sample.offer(xxh3_64(&row.to_le_bytes()), x);
-                            range = Some(range.map_or((x, x), |(lo, hi)| (lo.min(x), hi.max(x))));
-                        }
-                    }
-                }
-                (
-                    Reference::Numeric {
-                        sorted: sample.sorted_values(),
-                    },
-                    range,
-                )
-            }
-            FeatureType::Categorical => {
-                let mut counts = CategoryCounts::new(max_categories);
-                for a in arrays {
-                    let c = cast(a, &DataType::Utf8)
-                        .map_err(|e| err(format!("column `{name}`: {e}")))?;
-                    let c = c.as_string::<i32>();
-                    for i in 0..c.len() {
-                        if !c.is_null(i) {
-                            counts.add(c.value(i), 1);
-                        }
-                    }
-                }
-                (Reference::Categorical(counts), None)
-            }
+        // Bounded as `mlwatch baseline build` keeps it; the range from every value.
+        let stats = super::baseline::profile_column(&arrays, def.ty, sample_size, max_categories)
+            .map_err(|e| err(format!("column `{name}`: {e}")))?;
+        let profile = match (stats.sample, stats.counts) {
+            (Some(sample), _) => (
+                Reference::Numeric {
+                    sorted: sample.sorted_values(),
+                },
+                stats.range,
+            ),
+            (None, counts) => (
+                Reference::Categorical(
+                    counts.unwrap_or_else(|| CategoryCounts::new(max_categories)),
+                ),
+                None,
+            ),
         };
         out.push(Some(profile));
     }

@@ -118,24 +118,18 @@ impl Step {
             let (pos, row) = (pos as usize, row as usize);
             if bi == TYPE_ERROR {
                 let te = &input.type_errors[row].1;
-                let start = self.windows.window_start(te.ts);
-                if !self.windows.is_late(te.ts)
-                    && self.windows.admits(
-                        start,
-                        te.model,
-                        &te.version,
-                        &te.variant,
-                        self.max_groups,
-                    )
-                {
+                if !self.windows.is_late(te.ts) {
                     let start = self.windows.window_start(te.ts);
                     let types = &self.catalog.models[te.model].column_types;
-                    let g =
+                    let keys = (te.version.as_str(), te.variant.as_str());
+                    if let Some(g) =
                         self.windows
-                            .group_mut(start, te.model, &te.version, &te.variant, types);
-                    for c in &te.columns {
-                        if let Some(col) = g.columns.get_mut(*c) {
-                            col.count_type_error();
+                            .group_mut(start, te.model, keys, types, self.max_groups)
+                    {
+                        for c in &te.columns {
+                            if let Some(col) = g.columns.get_mut(*c) {
+                                col.count_type_error();
+                            }
                         }
                     }
                 }
@@ -163,26 +157,24 @@ impl Step {
                 view.string(view.version, row),
                 view.string(view.variant, row),
             );
-            if !self
-                .windows
-                .admits(start, view.model, version, variant, self.max_groups)
-            {
+            let types = &self.catalog.models[view.model].column_types;
+            let max = self.max_groups;
+            let Some(group) =
+                self.windows
+                    .group_mut(start, view.model, (version, variant), types, max)
+            else {
                 refused.push(Refused {
                     pos,
                     reason: crate::event::Reason::TooManyGroups,
                     error: format!(
                         "version `{version}` and variant `{variant}` would be group {} of the model in its window (window.max_groups)",
-                        self.max_groups + 1
+                        max + 1
                     ),
                 });
                 continue;
-            }
+            };
             counters.events += 1;
             let priority = xxh3_64(view.event_id.value(row).as_bytes());
-            let types = &self.catalog.models[view.model].column_types;
-            let group = self
-                .windows
-                .group_mut(start, view.model, version, variant, types);
             match view.kind {
                 EventKind::Prediction => group.predictions += 1,
                 _ => group.feature_events += 1,

@@ -58,19 +58,22 @@ pub struct BottomK {
     heap: BinaryHeap<SampledRow>,
 }
 
+/// A heap stored as its items in ascending order (stable bytes for the
+/// same content), for both samples.
 mod heap_as_vec {
-    use super::SampledRow;
     use std::collections::BinaryHeap;
-    pub fn serialize<S: serde::Serializer>(
-        h: &BinaryHeap<SampledRow>,
+    pub fn serialize<T: Ord + serde::Serialize, S: serde::Serializer>(
+        h: &BinaryHeap<T>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        serde::Serialize::serialize(&h.iter().collect::<Vec<_>>(), s)
+        let mut v: Vec<&T> = h.iter().collect();
+        v.sort_unstable();
+        serde::Serialize::serialize(&v, s)
     }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+    pub fn deserialize<'de, T: Ord + serde::Deserialize<'de>, D: serde::Deserializer<'de>>(
         d: D,
-    ) -> Result<BinaryHeap<SampledRow>, D::Error> {
-        let v: Vec<SampledRow> = serde::Deserialize::deserialize(d)?;
+    ) -> Result<BinaryHeap<T>, D::Error> {
+        let v: Vec<T> = serde::Deserialize::deserialize(d)?;
         Ok(v.into_iter().collect())
     }
 }
@@ -177,26 +180,8 @@ pub struct ValueSample {
     capacity: usize,
     seen: u64,
     /// Max-heap of (priority, order key of the value).
-    #[serde(with = "value_heap")]
+    #[serde(with = "heap_as_vec")]
     heap: BinaryHeap<(u64, u64)>,
-}
-
-mod value_heap {
-    use std::collections::BinaryHeap;
-    pub fn serialize<S: serde::Serializer>(
-        h: &BinaryHeap<(u64, u64)>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut v: Vec<(u64, u64)> = h.iter().copied().collect();
-        v.sort_unstable();
-        serde::Serialize::serialize(&v, s)
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<BinaryHeap<(u64, u64)>, D::Error> {
-        let v: Vec<(u64, u64)> = serde::Deserialize::deserialize(d)?;
-        Ok(v.into_iter().collect())
-    }
 }
 
 impl PartialEq for ValueSample {

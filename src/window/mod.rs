@@ -171,47 +171,37 @@ impl Windows {
         self.watermark = self.watermark.max(wm);
     }
 
-    /// Whether the window starting at `start` can take the group (`model`,
-    /// `version`, `variant`): it has it, or holds fewer than `max` groups of
-    /// the model (versions and variants come from the events, so a producer
-    /// sending ever new ones must not grow the state without bound).
-    pub fn admits(
-        &self,
-        start: i64,
-        model: usize,
-        version: &str,
-        variant: &str,
-        max: usize,
-    ) -> bool {
-        let Some(groups) = self.open.get(&start) else {
-            return true;
-        };
-        let mut of_model = 0;
-        for g in groups.iter().filter(|g| g.key.model == model) {
-            if g.key.version == version && g.key.variant == variant {
-                return true;
-            }
-            of_model += 1;
-        }
-        of_model < max
-    }
-
     /// The group of (`model`, `version`, `variant`) in the window starting
-    /// at `start`, created with columns of `types` if absent.
+    /// at `start`, created with columns of `types` if absent; `None` when it
+    /// is absent and the window already holds `max` groups of the model
+    /// (versions and variants come from the events, so a producer sending
+    /// ever new ones must not grow the state without bound).
     pub fn group_mut(
         &mut self,
         start: i64,
         model: usize,
-        version: &str,
-        variant: &str,
+        (version, variant): (&str, &str),
         types: &[FeatureType],
-    ) -> &mut GroupState {
+        max: usize,
+    ) -> Option<&mut GroupState> {
         let (sample_size, cap) = (self.sample_size, self.category_cap);
         let groups = self.open.entry(start).or_default();
-        let idx = match groups.iter().position(|g| {
-            g.key.model == model && g.key.version == version && g.key.variant == variant
-        }) {
+        let mut of_model = 0;
+        let mut found = None;
+        for (i, g) in groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.key.model == model)
+        {
+            if g.key.version == version && g.key.variant == variant {
+                found = Some(i);
+                break;
+            }
+            of_model += 1;
+        }
+        let idx = match found {
             Some(i) => i,
+            None if of_model >= max => return None,
             None => {
                 let key = GroupKey {
                     model,
@@ -222,7 +212,7 @@ impl Windows {
                 groups.len() - 1
             }
         };
-        &mut groups[idx]
+        Some(&mut groups[idx])
     }
 
     /// Removes and returns every window whose end is at or before the watermark.
@@ -329,8 +319,14 @@ mod tests {
         let mut w = Windows::new(60_000, 10_000, 100, 10);
         w.observe("t", 0, 130_000);
         assert_eq!(w.watermark(), 120_000);
-        num(w.group_mut(0, 0, "v1", "", &[FeatureType::Numeric])).push(1, 1.0);
-        num(w.group_mut(60_000, 0, "v1", "", &[FeatureType::Numeric])).push(2, 2.0);
+        num(w
+            .group_mut(0, 0, ("v1", ""), &[FeatureType::Numeric], 8)
+            .unwrap())
+        .push(1, 1.0);
+        num(w
+            .group_mut(60_000, 0, ("v1", ""), &[FeatureType::Numeric], 8)
+            .unwrap())
+        .push(2, 2.0);
         w.observe("t", 1, 65_000); // a slower partition holds the watermark back
         assert_eq!(w.watermark(), 120_000, "watermark never moves backwards");
         let closed = w.take_closable();
@@ -361,7 +357,7 @@ mod tests {
         w.observe("t", 0, 10_000);
         w.observe("t", 1, 200_000);
         assert_eq!(w.watermark(), 10_000);
-        w.group_mut(0, 0, "", "", &[FeatureType::Numeric]);
+        w.group_mut(0, 0, ("", ""), &[FeatureType::Numeric], 8);
         assert!(w.take_closable().is_empty());
         w.observe("t", 0, 60_000);
         assert_eq!(w.take_closable().len(), 1);
@@ -372,7 +368,7 @@ mod tests {
         let mut w = Windows::new(60_000, 5_000, 10, 10);
         w.observe("t", 0, 70_000);
         let types = [FeatureType::Numeric, FeatureType::Categorical];
-        let g = w.group_mut(60_000, 1, "v", "B", &types);
+        let g = w.group_mut(60_000, 1, ("v", "B"), &types, 8).unwrap();
         num(g).push(7, 1.5);
         if let ColumnSummary::Categorical(c) = &mut g.columns[1] {
             c.push(Some("north"));
