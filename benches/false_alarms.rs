@@ -24,6 +24,8 @@
 //! p < 0.05. The reference is one fixed draw for all windows, so the rates
 //! are conditional on it: windows share the reference's sampling error.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +40,6 @@ use mlwatch::pipeline::{self, RunControl, StopMode};
 use mlwatch::query;
 use mlwatch::storage::Storage;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tokio::sync::watch;
@@ -76,24 +77,6 @@ fn produce(brokers: &str, n: u64, per_window: u64, partitions: i32) -> u64 {
     }
     p.flush(Duration::from_secs(60)).expect("flush");
     bytes
-}
-
-/// Checks that the mock broker kept every message (it drops the oldest past
-/// 5 MiB per partition).
-fn check_retained(brokers: &str, n: u64, partitions: i32) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("consumer");
-    let mut total = 0;
-    for p in 0..partitions {
-        let (low, high) = c
-            .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-            .expect("watermarks");
-        assert_eq!(low, 0, "partition {p} lost messages: raise the partitions");
-        total += high;
-    }
-    assert_eq!(total as u64, n, "every message is on the broker");
 }
 
 /// Runs the pipeline until it consumed `n` records, then ends the input
@@ -238,7 +221,7 @@ fn main() {
                 .await
                 .expect("produce");
         let b = brokers.clone();
-        tokio::task::spawn_blocking(move || check_retained(&b, n, partitions))
+        tokio::task::spawn_blocking(move || common::check_retained(&b, TOPIC, partitions, n))
             .await
             .expect("watermarks");
         println!(

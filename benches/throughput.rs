@@ -28,6 +28,8 @@
 //! * `MLWATCH_PERF_CTL=ctl.fifo,ack.fifo` with `perf record --delay=-1
 //!   --control=fifo:ctl.fifo,ack.fifo` profiles only the pipeline phase.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,7 +39,7 @@ use mlwatch::demo::{self, Drifts, Generator};
 use mlwatch::event::{self, EventKind, ModelCatalog};
 use mlwatch::pipeline::{self, RunControl, StopMode};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -136,24 +138,6 @@ fn produce(brokers: &str, topic: &str, n: u64) -> u64 {
     }
     p.flush(Duration::from_secs(60)).expect("flush");
     bytes
-}
-
-/// Checks that the mock broker kept every message (it drops the oldest past
-/// 5 MiB per partition).
-fn check_retained(brokers: &str, topic: &str, n: u64) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("consumer");
-    let mut total = 0;
-    for p in 0..PARTITIONS {
-        let (low, high) = c
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        assert_eq!(low, 0, "{topic} [{p}] lost messages: raise PARTITIONS");
-        total += high;
-    }
-    assert_eq!(total as u64, n, "every message is on the broker");
 }
 
 /// Results per written window, and the methods used, as one line.
@@ -289,7 +273,7 @@ fn main() {
             let t = topic.clone();
             let bytes = tokio::task::spawn_blocking(move || produce(&b, &t, n)).await.expect("produce");
             let (b, t) = (brokers.clone(), topic.clone());
-            tokio::task::spawn_blocking(move || check_retained(&b, &t, n))
+            tokio::task::spawn_blocking(move || common::check_retained(&b, &t, PARTITIONS, n))
                 .await
                 .expect("watermarks");
             let data = tmp.path().join(format!("out-{n}"));
