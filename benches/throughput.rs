@@ -23,8 +23,10 @@
 //!   `mlwatch::pipeline=debug` the open windows at each checkpoint;
 //! * `MLWATCH_BENCH_RSS_TRACE=1` prints RSS and records consumed every half
 //!   second of the pipeline phase;
-//! * `MLWATCH_BENCH_KAFKA=key=value,...` adds librdkafka settings to the
-//!   pipeline's consumer (e.g. `fetch.wait.max.ms=10`);
+//! * `MLWATCH_BENCH_KAFKA=key=value,...` adds librdkafka settings to both
+//!   consumers (both start from `pipeline::CONSUMER_DEFAULTS`);
+//! * `MLWATCH_BENCH_MAX_AHEAD=2m` sets `window.max_ahead` (`1000d`: no
+//!   alignment once every partition has delivered);
 //! * `MLWATCH_PERF_CTL=ctl.fifo,ack.fifo` with `perf record --delay=-1
 //!   --control=fifo:ctl.fifo,ack.fifo` profiles only the pipeline phase.
 
@@ -166,14 +168,32 @@ async fn columns_tested(data: &std::path::Path) -> String {
     out
 }
 
+/// librdkafka settings for both consumers: the pipeline's defaults, then
+/// `MLWATCH_BENCH_KAFKA` (diagnostics, e.g. `queued.max.messages.kbytes=16384`).
+fn consumer_options() -> Vec<(String, String)> {
+    let mut opts: Vec<(String, String)> = pipeline::CONSUMER_DEFAULTS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Ok(extra) = std::env::var("MLWATCH_BENCH_KAFKA") {
+        for kv in extra.split(',') {
+            let (k, v) = kv.split_once('=').expect("key=value");
+            opts.push((k.into(), v.into()));
+        }
+    }
+    opts
+}
+
 async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64) -> f64 {
-    let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers)
         .set("group.id", format!("raw-{topic}"))
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+        .set("enable.auto.commit", "false");
+    for (k, v) in consumer_options() {
+        cc.set(k, v);
+    }
+    let c: StreamConsumer = cc.create().expect("consumer");
     c.subscribe(&[topic]).expect("subscribe");
     // Wait for the first record before starting the clock (group join).
     let first = c.recv().await.expect("first record").detach();
@@ -202,7 +222,7 @@ async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64) ->
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn pipeline_rate(config: Config, n: u64) -> (f64, u64, u64) {
+async fn pipeline_rate(config: Config, n: u64) -> (f64, u64, pipeline::Counters) {
     let progress = Arc::new(AtomicU64::new(0));
     let (tx, rx) = watch::channel(None);
     let control = RunControl {
@@ -226,12 +246,11 @@ async fn pipeline_rate(config: Config, n: u64) -> (f64, u64, u64) {
     tx.send(Some(StopMode::Interrupt)).expect("stop");
     let summary = run.await.expect("join").expect("pipeline");
     stop_sampler.store(true, Ordering::Relaxed);
-    let dead = summary.counters.dead_letters.values().sum();
     eprintln!(
         "full path: {:.3} s in decode+windows of {:.3} s in all ({} events)",
         summary.process_seconds, summary.seconds, summary.counters.events
     );
-    (rate, sampler.join().expect("sampler"), dead)
+    (rate, sampler.join().expect("sampler"), summary.counters)
 }
 
 fn main() {
@@ -262,9 +281,9 @@ fn main() {
         let reference = tmp.path().join("reference.parquet");
         demo::write_reference(&reference, 20_000, 7).expect("reference");
         println!(
-            "| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | RSS before full path (MiB) | peak RSS during it (MiB) | growth (MiB) | dead letters |"
+            "| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | RSS before full path (MiB) | peak RSS during it (MiB) | growth (MiB) | peak open windows | partition pauses | dead letters |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut written = Vec::new();
         for &n in &sizes {
             let topic = format!("bench-{n}");
@@ -281,26 +300,26 @@ fn main() {
             config.kafka.predictions_topic = topic.clone();
             config.kafka.group_id = format!("full-{n}");
             config.checkpoint.interval = Duration::from_secs(5);
-            // Diagnostics only: librdkafka settings for the pipeline's
-            // consumer, e.g. MLWATCH_BENCH_KAFKA=queued.max.messages.kbytes=16384.
-            if let Ok(opts) = std::env::var("MLWATCH_BENCH_KAFKA") {
-                for kv in opts.split(',') {
-                    let (k, v) = kv.split_once('=').expect("key=value");
-                    config.kafka.options.insert(k.into(), v.into());
-                }
+            if let Ok(v) = std::env::var("MLWATCH_BENCH_MAX_AHEAD") {
+                config.window.max_ahead = Some(humantime::parse_duration(&v).expect("duration"));
             }
+            // The defaults are the pipeline's own; only the extra ones matter.
+            config.kafka.options.extend(consumer_options());
             let catalog = ModelCatalog::from_config(&config);
             let raw = raw_rate(&brokers, &topic, &catalog, n).await;
             let before = rss_kib();
-            let (full, peak, dead) = pipeline_rate(config, n).await;
+            let (full, peak, counters) = pipeline_rate(config, n).await;
+            let dead: u64 = counters.dead_letters.values().sum();
             written.push((n, data));
             println!(
-                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {dead} |",
+                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {} | {dead} |",
                 bytes / n,
                 full / raw,
                 before as f64 / 1024.0,
                 peak as f64 / 1024.0,
-                (peak as f64 - before as f64) / 1024.0
+                (peak as f64 - before as f64) / 1024.0,
+                counters.peak_open_windows,
+                counters.partition_pauses,
             );
         }
         // After the measurements, so that the queries' memory is not counted.

@@ -124,6 +124,17 @@ pub struct WindowConfig {
     /// (version, variant) groups kept per model and window; events of a
     /// further one are dead letters (`too_many_groups`).
     pub max_groups: usize,
+    /// How far a partition's own watermark may run ahead of the global one
+    /// before it is paused until the others catch up; `None`: twice `size`.
+    #[serde(default, with = "humantime_serde")]
+    pub max_ahead: Option<Duration>,
+}
+
+impl WindowConfig {
+    /// [`WindowConfig::max_ahead`] in milliseconds, with its default.
+    pub fn max_ahead_ms(&self) -> i64 {
+        self.max_ahead.unwrap_or(self.size * 2).as_millis() as i64
+    }
 }
 
 /// Checkpointing.
@@ -351,6 +362,9 @@ impl Config {
         }
         if self.window.max_groups == 0 {
             return bad("window.max_groups", "must be at least 1");
+        }
+        if self.window.max_ahead.is_some_and(|d| d.is_zero()) {
+            return bad("window.max_ahead", "must be positive");
         }
         if self.window.max_categories == 0 {
             return bad("window.max_categories", "must be at least 1");

@@ -42,6 +42,7 @@ mod checkpoint;
 mod dead_letters;
 pub(crate) mod evaluate;
 mod kafka;
+pub use kafka::CONSUMER_DEFAULTS;
 pub(crate) mod step;
 
 use std::collections::BTreeMap;
@@ -100,6 +101,13 @@ pub struct Counters {
     /// Alert webhook deliveries that failed after their retries.
     #[serde(default)]
     pub webhook_failures: u64,
+    /// Most windows open at once.
+    #[serde(default)]
+    pub peak_open_windows: u64,
+    /// Times a partition was paused for running ahead of the watermark
+    /// (`window.max_ahead`).
+    #[serde(default)]
+    pub partition_pauses: u64,
 }
 
 /// How a run ends.
@@ -318,12 +326,20 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Tells the windows which assigned partitions still hold unread data.
-    /// Runs before the first batch and then about once a second.
+    /// Tells the windows which assigned partitions still hold unread data
+    /// but have not delivered (see [`KafkaPositions::pending`]).
     fn update_pending(&mut self, consumer: &StreamConsumer) {
         if let Some(p) = self.positions.pending(consumer, self.step.windows()) {
             self.step.set_pending(p);
         }
+    }
+
+    /// Pauses the partitions running ahead of the watermark and resumes
+    /// the ones it caught up with (see [`KafkaPositions::align`]).
+    fn align(&mut self, consumer: &StreamConsumer) {
+        let max_ahead = self.config.window.max_ahead_ms();
+        self.positions
+            .align(consumer, self.step.windows(), max_ahead, &mut self.counters);
     }
 
     /// Whether enough dead letters or tracking metric points are buffered
@@ -372,8 +388,11 @@ impl Pipeline {
         if let Some(c) = consumer {
             self.positions.commit(c);
         }
+        let w = self.step.windows();
         tracing::debug!(
-            open_windows = self.step.windows().open_windows(),
+            open_windows = w.open_windows(),
+            watermark = w.watermark(),
+            slowest = ?w.slowest(),
             "checkpoint written"
         );
         Ok(())
@@ -428,6 +447,15 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
                 _ = control.stop.changed() => break,
             }
         }
+        // Which partitions are pending: before the first batch, then about
+        // once a second, also while nothing arrives (a pending partition of
+        // only bad records must not keep the others paused).
+        if (!batch.is_empty() || last_record.is_some())
+            && last_pending_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            pipeline.update_pending(&consumer);
+            last_pending_check = Some(Instant::now());
+        }
         if batch.is_empty() {
             let idle = match last_record {
                 Some(t) => control.idle_exit.is_some_and(|d| t.elapsed() >= d),
@@ -440,16 +468,15 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
             }
         } else {
             last_record = Some(Instant::now());
-            if last_pending_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                pipeline.update_pending(&consumer);
-                last_pending_check = Some(Instant::now());
-            }
             let t0 = Instant::now();
             pipeline.process(&batch).await?;
             process_time += t0.elapsed();
             if let Some(p) = &control.progress {
                 p.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
+        }
+        if last_record.is_some() {
+            pipeline.align(&consumer);
         }
         if last_ckpt.elapsed() >= interval || pipeline.buffers_full() {
             pipeline.checkpoint(Some(&consumer)).await?;

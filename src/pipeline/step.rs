@@ -206,6 +206,8 @@ impl Step {
             let origin = input.origins[pos];
             self.windows.observe(origin.source, origin.partition, ts);
         }
+        let open = self.windows.open_windows() as u64;
+        counters.peak_open_windows = counters.peak_open_windows.max(open);
         refused
     }
 

@@ -117,11 +117,41 @@ impl Windows {
         self.recompute_watermark();
     }
 
+    /// The partition holding the watermark back: the one with the oldest
+    /// newest event time.
+    pub fn slowest(&self) -> Option<(&str, i32, i64)> {
+        self.partition_max
+            .iter()
+            .min_by_key(|(_, _, ts)| *ts)
+            .map(|(t, p, ts)| (t.as_str(), *p, *ts))
+    }
+
+    /// Whether partition (`topic`, `partition`) is pending (see
+    /// [`Windows::set_pending`]).
+    pub fn is_pending(&self, topic: &str, partition: i32) -> bool {
+        self.pending
+            .iter()
+            .any(|(t, p)| *p == partition && t == topic)
+    }
+
     /// Whether partition (`topic`, `partition`) has delivered an event.
     pub fn has_delivered(&self, topic: &str, partition: i32) -> bool {
         self.partition_max
             .iter()
             .any(|(t, p, _)| *p == partition && t == topic)
+    }
+
+    /// The partitions whose own watermark (newest event time less the
+    /// allowed lateness) is more than `by_ms` past the global one. Before
+    /// the global watermark exists (some partition is still pending) every
+    /// partition that delivered counts as ahead, however large `by_ms`: the
+    /// pending ones' event times are not known yet.
+    pub fn ahead(&self, by_ms: i64) -> impl Iterator<Item = (&str, i32)> {
+        let limit = self.watermark.saturating_add(by_ms);
+        self.partition_max
+            .iter()
+            .filter(move |(_, _, ts)| ts.saturating_sub(self.lateness_ms) > limit)
+            .map(|(t, p, _)| (t.as_str(), *p))
     }
 
     /// Records that partition (`topic`, `partition`) delivered an event at `ts`.
@@ -336,6 +366,22 @@ mod tests {
         );
         assert!(w.is_late(119_999));
         assert!(!w.is_late(120_000));
+    }
+
+    #[test]
+    fn partitions_ahead_of_the_watermark() {
+        let mut w = Windows::new(60_000, 10_000, 100, 10);
+        w.set_pending(vec![("t".into(), 2)]);
+        w.observe("t", 0, 70_000);
+        w.observe("t", 1, 400_000);
+        let ahead = |w: &Windows, by| w.ahead(by).map(|(_, p)| p).collect::<Vec<_>>();
+        assert_eq!(ahead(&w, 120_000), vec![0, 1], "no watermark yet");
+        w.observe("t", 2, 100_000);
+        assert_eq!(w.watermark(), 60_000);
+        // Partition 1's own watermark is 390 s: 330 s past the global one.
+        assert_eq!(ahead(&w, 120_000), vec![1]);
+        assert_eq!(ahead(&w, 330_000), Vec::<i32>::new());
+        assert_eq!(ahead(&w, 329_999), vec![1]);
     }
 
     #[test]

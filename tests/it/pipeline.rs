@@ -555,3 +555,57 @@ async fn registry_baseline_replaces_the_config_reference_for_its_version() -> Te
     );
     Ok(())
 }
+
+/// Watermark alignment: with four partitions that each span the whole
+/// stream, librdkafka hands over one partition's records before the next
+/// one's, so without alignment every window stays open until the last
+/// partition is read. Pausing the partitions that run ahead bounds the open
+/// windows, and the results are the same either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_running_ahead_are_paused_and_results_do_not_change() -> TestResult {
+    let s = setup()?;
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, 4, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()?;
+    for (i, m) in events(8_000, 16).iter().enumerate() {
+        p.send::<[u8], _>(
+            BaseRecord::to(TOPIC)
+                .payload(m.as_bytes())
+                .partition((i % 4) as i32),
+        )
+        .map_err(|(e, _)| e)?;
+    }
+    p.flush(Duration::from_secs(30))?;
+
+    let mut runs = Vec::new();
+    for (group, max_ahead) in [("aligned", 60), ("unaligned", 86_400_000)] {
+        let data = s.root.join(group);
+        let mut config = test_config(&brokers, &data, &s.reference, group)?;
+        config.kafka.max_batch_records = 100;
+        config.window.max_ahead = Some(Duration::from_secs(max_ahead));
+        let summary = run_until_idle(config).await?;
+        assert_eq!(summary.counters.events, 8_000, "{group}");
+        runs.push((summary.counters, data));
+    }
+    let (aligned, unaligned) = (&runs[0].0, &runs[1].0);
+    assert!(
+        aligned.peak_open_windows <= 5 && aligned.partition_pauses > 0,
+        "aligned: {aligned:?}"
+    );
+    assert!(
+        unaligned.peak_open_windows > aligned.peak_open_windows,
+        "unaligned: {unaligned:?}, aligned: {aligned:?}"
+    );
+    for sql in [ALL_DRIFT, ALL_SUMMARY, ALL_QUALITY, ALL_ALERTS] {
+        let a = query_csv(&runs[0].1, sql).await?;
+        let u = query_csv(&runs[1].1, sql).await?;
+        assert_eq!(a, u, "{sql}");
+    }
+    let drift = query_csv(&runs[0].1, ALL_DRIFT).await?;
+    assert_eq!(drift.lines().count(), 1 + 16 * 8, "{drift}");
+    Ok(())
+}
