@@ -187,16 +187,22 @@ impl KafkaPositions {
     /// the slowest one does not keep a trail of windows open (memory).
     ///
     /// Pausing only helps while some partition that is not ahead still has
-    /// unread records (a pending one, or one whose next offset is below the
-    /// high watermark of its last fetch): only reading it can move the
-    /// watermark. When none has, every partition is resumed, so an
-    /// idle partition holding the watermark never stalls the others (their
-    /// windows then stay open until it delivers, as without alignment).
+    /// unread records (a pending one, or one whose position is below the
+    /// high watermark of its last fetch, see [`unread`]): only reading it
+    /// can move the watermark. When none has, every partition is resumed,
+    /// so an idle partition holding the watermark does not keep the others
+    /// paused (their windows then stay open until it delivers, as without
+    /// alignment); and the loop resumes them all when a poll brings nothing
+    /// while some are paused ([`KafkaPositions::resume_all`]).
     ///
-    /// Pausing does not change results: the watermark depends on what each
-    /// partition delivered, not on when. librdkafka drops the records it
-    /// prefetched for a paused partition and fetches again from the next
-    /// unread offset on resume.
+    /// Pausing changes when a partition is read, not what: librdkafka drops
+    /// the records it prefetched for a paused partition and fetches again
+    /// from the consumer's position on resume, and offsets only cover what
+    /// was applied. Results are the same as long as each partition's events
+    /// are in order within `allowed_lateness` (an event further behind is
+    /// judged against the watermark when it is read, with or without
+    /// pausing). The bound on open windows is approximate: a poll batch can
+    /// carry a partition past `max_ahead` before it is paused.
     pub fn align(
         &mut self,
         consumer: &StreamConsumer,
@@ -212,6 +218,7 @@ impl KafkaPositions {
         // (each resume makes librdkafka fetch its records again).
         let ahead: Vec<(&str, i32)> = windows.ahead(max_ahead_ms).collect();
         let still_ahead: Vec<(&str, i32)> = windows.ahead(max_ahead_ms / 2).collect();
+        let positions = consumer.position().ok();
         let mut assigned = BTreeSet::new();
         let mut want = BTreeSet::new();
         let mut laggard = false;
@@ -229,7 +236,7 @@ impl KafkaPositions {
             if is(&ahead) || (self.paused.contains(&key) && is(&still_ahead)) {
                 want.insert(key);
             } else if !laggard {
-                laggard = windows.is_pending(t, p) || self.unread(consumer, t, p);
+                laggard = windows.is_pending(t, p) || unread(consumer, positions.as_ref(), t, p);
             }
         }
         if !laggard {
@@ -244,7 +251,6 @@ impl KafkaPositions {
         };
         resume.retain(|k| assigned.contains(k));
         let pause: Vec<(String, i32)> = want.difference(&self.paused).cloned().collect();
-        self.assigned = assigned;
         let list = |keys: &[(String, i32)]| {
             let mut tpl = TopicPartitionList::new();
             for (t, p) in keys {
@@ -271,6 +277,7 @@ impl KafkaPositions {
         }
         if resumed {
             self.paused.retain(|k| want.contains(k));
+            self.assigned = assigned;
         }
         if !pause.is_empty() {
             match consumer.pause(&list(&pause)) {
@@ -283,32 +290,32 @@ impl KafkaPositions {
         }
     }
 
-    /// Whether the last fetch of (`topic`, `partition`) saw records beyond
-    /// our next offset: librdkafka's cached high watermark, updated by every
-    /// fetch response, read without a request (rust-rdkafka has no wrapper
-    /// for it). Unknown counts as no.
-    fn unread(&self, consumer: &StreamConsumer, topic: &str, partition: i32) -> bool {
-        let Ok(name) = std::ffi::CString::new(topic) else {
-            return false;
-        };
-        let (mut low, mut high) = (-1i64, -1i64);
-        // SAFETY: the client pointer is valid while `consumer` is borrowed;
-        // `name` outlives the call; librdkafka only writes the two i64s and
-        // guards the partition state with its own lock.
-        let err = unsafe {
-            rdkafka::bindings::rd_kafka_get_watermark_offsets(
-                consumer.client().native_ptr(),
-                name.as_ptr(),
-                partition,
-                &mut low,
-                &mut high,
-            )
-        };
-        if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || high < 0 {
-            return false;
+    /// Resumes every partition paused by [`KafkaPositions::align`]: the
+    /// stall breaker, for a poll that brought nothing while some were
+    /// paused (whatever kept them paused, reading must go on).
+    pub fn resume_all(&mut self, consumer: &StreamConsumer) {
+        if self.paused.is_empty() {
+            return;
         }
-        let next = self.offsets.get(&(topic.to_string(), partition));
-        high > next.copied().unwrap_or(0)
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &self.paused {
+            tpl.add_partition(t, *p);
+        }
+        match consumer.resume(&tpl) {
+            Ok(()) => {
+                tracing::debug!(
+                    resumed = self.paused.len(),
+                    "nothing arrived; resumed every paused partition"
+                );
+                self.paused.clear();
+            }
+            Err(e) => tracing::warn!(error = %e, "resuming partitions failed"),
+        }
+    }
+
+    /// Number of partitions paused by [`KafkaPositions::align`].
+    pub fn paused(&self) -> usize {
+        self.paused.len()
     }
 
     /// Commits the checkpointed offsets of the partitions this consumer
@@ -339,6 +346,45 @@ impl KafkaPositions {
             self.committed.clear();
         }
     }
+}
+
+/// Whether the last fetch of (`topic`, `partition`) saw records beyond the
+/// consumer's position: librdkafka's cached high watermark, updated by every
+/// fetch response, read without a request (rust-rdkafka has no wrapper for
+/// it), against the position librdkafka gives the next record (it moves past
+/// transaction markers, which are never delivered). A partition without a
+/// position (nothing consumed from it yet) or without a cached watermark
+/// counts as having nothing to read, so it never keeps others paused.
+fn unread(
+    consumer: &StreamConsumer,
+    positions: Option<&TopicPartitionList>,
+    topic: &str,
+    partition: i32,
+) -> bool {
+    let Some(position) = positions
+        .and_then(|tpl| tpl.find_partition(topic, partition))
+        .and_then(|e| e.offset().to_raw())
+        .filter(|o| *o >= 0)
+    else {
+        return false;
+    };
+    let Ok(name) = std::ffi::CString::new(topic) else {
+        return false;
+    };
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` is borrowed;
+    // `name` outlives the call; librdkafka only writes the two i64s and
+    // guards the partition state with its own lock.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            name.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high > position
 }
 
 /// librdkafka settings of the consumer that differ from librdkafka's

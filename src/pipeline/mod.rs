@@ -415,6 +415,8 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
     let join_allowance = config.kafka.session_timeout * 2 + Duration::from_secs(5);
     let mut last_record: Option<Instant> = None;
     let mut last_pending_check: Option<Instant> = None;
+    // Alignment may pause partitions from then on (see the stall breaker).
+    let mut pauses_from = Instant::now();
     let mut process_time = Duration::ZERO;
     let mode = loop {
         if let Some(mode) = *control.stop.borrow() {
@@ -457,6 +459,14 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
             last_pending_check = Some(Instant::now());
         }
         if batch.is_empty() {
+            // The stall breaker: nothing arrived while partitions were
+            // paused, so resume them all and do not pause again for a
+            // second; they may still hold records, so the run is not idle.
+            if pipeline.positions.paused() > 0 {
+                pipeline.positions.resume_all(&consumer);
+                pauses_from = Instant::now() + Duration::from_secs(1);
+                last_record = Some(Instant::now());
+            }
             let idle = match last_record {
                 Some(t) => control.idle_exit.is_some_and(|d| t.elapsed() >= d),
                 None => control
@@ -475,7 +485,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
                 p.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        if last_record.is_some() {
+        if last_record.is_some() && Instant::now() >= pauses_from {
             pipeline.align(&consumer);
         }
         if last_ckpt.elapsed() >= interval || pipeline.buffers_full() {

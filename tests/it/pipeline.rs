@@ -567,19 +567,11 @@ async fn partitions_running_ahead_are_paused_and_results_do_not_change() -> Test
     let cluster = MockCluster::new(1)?;
     cluster.create_topic(TOPIC, 4, 1)?;
     let brokers = cluster.bootstrap_servers();
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .create()?;
-    for (i, m) in events(8_000, 16).iter().enumerate() {
-        p.send::<[u8], _>(
-            BaseRecord::to(TOPIC)
-                .payload(m.as_bytes())
-                .partition((i % 4) as i32),
-        )
-        .map_err(|(e, _)| e)?;
-    }
-    p.flush(Duration::from_secs(30))?;
+    let all = events(8_000, 16);
+    produce_to(
+        &brokers,
+        all.iter().enumerate().map(|(i, m)| ((i % 4) as i32, m)),
+    )?;
 
     let mut runs = Vec::new();
     for (group, max_ahead) in [("aligned", 60), ("unaligned", 86_400_000)] {
@@ -607,5 +599,45 @@ async fn partitions_running_ahead_are_paused_and_results_do_not_change() -> Test
     }
     let drift = query_csv(&runs[0].1, ALL_DRIFT).await?;
     assert_eq!(drift.lines().count(), 1 + 16 * 8, "{drift}");
+    Ok(())
+}
+
+/// Produces each payload to its partition of [`TOPIC`].
+fn produce_to<'a>(brokers: &str, records: impl Iterator<Item = (i32, &'a String)>) -> TestResult {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()?;
+    for (part, m) in records {
+        p.send::<[u8], _>(BaseRecord::to(TOPIC).payload(m.as_bytes()).partition(part))
+            .map_err(|(e, _)| e)?;
+    }
+    p.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// A partition that has run dry holds the watermark but must not keep the
+/// others paused: every event is read and the run ends on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_partition_does_not_keep_the_others_paused() -> TestResult {
+    let s = setup()?;
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, 2, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    let all = events(4_000, 8);
+    // Partition 0 only has the first window's first 100 events.
+    produce_to(
+        &brokers,
+        all.iter()
+            .enumerate()
+            .map(|(i, m)| (if i < 100 { 0 } else { 1 }, m)),
+    )?;
+    let mut config = test_config(&brokers, &s.root.join("out"), &s.reference, "drained")?;
+    config.kafka.max_batch_records = 100;
+    let summary = run_until_idle(config).await?;
+    let c = &summary.counters;
+    assert_eq!(c.events, 4_000, "{c:?}");
+    assert!(c.dead_letters.is_empty(), "{c:?}");
+    assert_eq!(c.windows_closed, 8, "{c:?}");
     Ok(())
 }
