@@ -5,7 +5,7 @@
 //! below them are skipped (Kafka's committed offset can lag them if the
 //! process died between writing the checkpoint and committing).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -216,8 +216,8 @@ impl KafkaPositions {
         // Hysteresis: a paused partition stays paused until it is less than
         // half of `max_ahead` ahead, so it does not flap at the threshold
         // (each resume makes librdkafka fetch its records again).
-        let ahead: Vec<(&str, i32)> = windows.ahead(max_ahead_ms).collect();
-        let still_ahead: Vec<(&str, i32)> = windows.ahead(max_ahead_ms / 2).collect();
+        let ahead: HashSet<(&str, i32)> = windows.ahead(max_ahead_ms).collect();
+        let still_ahead: HashSet<(&str, i32)> = windows.ahead(max_ahead_ms / 2).collect();
         let positions = consumer.position().ok();
         let mut assigned = BTreeSet::new();
         let mut want = BTreeSet::new();
@@ -232,8 +232,9 @@ impl KafkaPositions {
             }
             let key = (t.to_string(), p);
             assigned.insert(key.clone());
-            let is = |set: &[(&str, i32)]| set.iter().any(|(at, ap)| *ap == p && *at == t);
-            if is(&ahead) || (self.paused.contains(&key) && is(&still_ahead)) {
+            if ahead.contains(&(t, p))
+                || (self.paused.contains(&key) && still_ahead.contains(&(t, p)))
+            {
                 want.insert(key);
             } else if !laggard {
                 laggard = windows.is_pending(t, p) || unread(consumer, positions.as_ref(), t, p);
@@ -251,17 +252,10 @@ impl KafkaPositions {
         };
         resume.retain(|k| assigned.contains(k));
         let pause: Vec<(String, i32)> = want.difference(&self.paused).cloned().collect();
-        let list = |keys: &[(String, i32)]| {
-            let mut tpl = TopicPartitionList::new();
-            for (t, p) in keys {
-                tpl.add_partition(t, *p);
-            }
-            tpl
-        };
         // On failure they stay in `paused`, so the next call tries again.
         let resumed = resume.is_empty()
             || consumer
-                .resume(&list(&resume))
+                .resume(&partition_list(&resume))
                 .inspect_err(|e| tracing::warn!(error = %e, "resuming partitions failed"))
                 .is_ok();
         if !resume.is_empty() || !pause.is_empty() {
@@ -280,7 +274,7 @@ impl KafkaPositions {
             self.assigned = assigned;
         }
         if !pause.is_empty() {
-            match consumer.pause(&list(&pause)) {
+            match consumer.pause(&partition_list(&pause)) {
                 Ok(()) => {
                     counters.partition_pauses += pause.len() as u64;
                     self.paused.extend(pause);
@@ -297,11 +291,7 @@ impl KafkaPositions {
         if self.paused.is_empty() {
             return;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in &self.paused {
-            tpl.add_partition(t, *p);
-        }
-        match consumer.resume(&tpl) {
+        match consumer.resume(&partition_list(&self.paused)) {
             Ok(()) => {
                 tracing::debug!(
                     resumed = self.paused.len(),
@@ -346,6 +336,17 @@ impl KafkaPositions {
             self.committed.clear();
         }
     }
+}
+
+/// A list of `partitions` (no offsets), as pause and resume take them.
+fn partition_list<'a>(
+    partitions: impl IntoIterator<Item = &'a (String, i32)>,
+) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in partitions {
+        tpl.add_partition(t, *p);
+    }
+    tpl
 }
 
 /// Whether the last fetch of (`topic`, `partition`) saw records beyond the
@@ -393,9 +394,9 @@ fn unread(
 /// its thresholds, and its default backoff then (1 s) stalled the consumer
 /// most of the time in the throughput bench; a fetch of partitions with
 /// nothing new waits at the broker (default up to 500 ms) and delays the
-/// partitions resumed meanwhile. Both at 10 ms: the pipeline went from
-/// 79-98k to 107-147k events/s there. The cost is a fetch request every
-/// 10 ms per broker while the topics are idle.
+/// partitions resumed meanwhile. Both at 10 ms (figures in the README's
+/// drift monitoring figures); the cost is a fetch request every 10 ms per
+/// broker while the topics are idle.
 pub const CONSUMER_DEFAULTS: [(&str, &str); 2] = [
     ("fetch.queue.backoff.ms", "10"),
     ("fetch.wait.max.ms", "10"),

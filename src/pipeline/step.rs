@@ -49,9 +49,9 @@ pub(crate) struct Input<'a> {
 pub(crate) struct Refused {
     /// Record position in [`Input::origins`].
     pub pos: usize,
-    /// Why.
+    /// The dead-letter reason.
     pub reason: crate::event::Reason,
-    /// Why.
+    /// What was wrong, for the dead letter's message.
     pub error: String,
 }
 

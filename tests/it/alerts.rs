@@ -13,10 +13,9 @@ use mlwatch::demo::{self, Drifts};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
 
 use crate::TestResult;
-use crate::pipeline::{TOPIC, events, produce, query_csv, run_until_idle, setup, test_config};
+use crate::pipeline::{cluster, events, produce, query_csv, run_until_idle, setup, test_config};
 
 /// The alerts the demo stream must raise over `windows` windows with a
 /// cool-down of 3 windows: one drift alert per change at the window where
@@ -81,10 +80,8 @@ async fn read_topic(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_the_topic_the_table_and_a_webhook_with_a_retry() -> TestResult {
     let s = setup()?;
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, 1, 1)?;
-    cluster.create_topic("mlwatch.alerts", 1, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let (mock, brokers) = cluster(1)?;
+    mock.create_topic("mlwatch.alerts", 1, 1)?;
     let windows = 8;
     produce(&brokers, &events(8_000, windows as i64))?;
 

@@ -88,16 +88,40 @@ pub(crate) fn events(n: u64, windows: i64) -> Vec<String> {
 }
 
 pub(crate) fn produce(brokers: &str, payloads: &[String]) -> TestResult {
+    produce_to(brokers, payloads.iter().map(|m| (None, m)))
+}
+
+/// Produces each payload to [`TOPIC`], to the partition given or the one
+/// the producer picks.
+fn produce_to<'a>(
+    brokers: &str,
+    records: impl Iterator<Item = (Option<i32>, &'a String)>,
+) -> TestResult {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .create()?;
-    for m in payloads {
-        p.send::<[u8], _>(BaseRecord::to(TOPIC).payload(m.as_bytes()))
-            .map_err(|(e, _)| e)?;
+    for (part, m) in records {
+        let rec = BaseRecord::<[u8], _>::to(TOPIC).payload(m.as_bytes());
+        let rec = match part {
+            Some(part) => rec.partition(part),
+            None => rec,
+        };
+        p.send(rec).map_err(|(e, _)| e)?;
     }
     p.flush(Duration::from_secs(30))?;
     Ok(())
+}
+
+/// A mock cluster with [`TOPIC`] in `partitions` partitions, and its
+/// bootstrap servers.
+pub(crate) fn cluster(
+    partitions: i32,
+) -> Result<(MockCluster<'static, DefaultProducerContext>, String), Box<dyn std::error::Error>> {
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic(TOPIC, partitions, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    Ok((cluster, brokers))
 }
 
 pub(crate) async fn run_until_idle(config: Config) -> Result<RunSummary, mlwatch::Error> {
@@ -163,9 +187,7 @@ pub(crate) fn setup() -> Result<Setup, Box<dyn std::error::Error>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> TestResult {
     let s = setup()?;
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, 1, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster(1)?;
     let clean = events(6_000, 6);
     // 1% malformed records of every kind, mixed in.
     let bad_kinds = [
@@ -216,9 +238,7 @@ async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> 
     assert!(n_bad >= 50);
 
     // Clean stream into one storage root, mixed into another.
-    let clean_topic_cluster = MockCluster::new(1)?;
-    clean_topic_cluster.create_topic(TOPIC, 1, 1)?;
-    let clean_brokers = clean_topic_cluster.bootstrap_servers();
+    let (_clean_cluster, clean_brokers) = cluster(1)?;
     produce(&clean_brokers, &clean)?;
     produce(&brokers, &mixed)?;
     let clean_data = s.root.join("clean");
@@ -313,9 +333,7 @@ async fn assert_changes_flagged_from_their_window_on(data: &Path, windows: u64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() -> TestResult {
     let s = setup()?;
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, 1, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster(1)?;
     let all = events(8_000, 8);
     let (first, second) = all.split_at(5_000);
     produce(&brokers, first)?;
@@ -387,9 +405,7 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
         return Ok(());
     };
     let s = setup()?;
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, 1, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster(1)?;
     produce(&brokers, &events(3_000, 3))?;
     let prefix = format!("{bucket_url}/run-{}", std::process::id());
     let mut config = test_config(&brokers, Path::new("/unused"), &s.reference, "s3")?;
@@ -428,9 +444,7 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_checkpoints_open_windows_and_exits_zero() -> TestResult {
     let s = setup()?;
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, 1, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster(1)?;
     produce(&brokers, &events(2_000, 2))?;
     let data = s.root.join("int");
     let cfg_path = s.root.join("int.toml");
@@ -488,9 +502,7 @@ async fn sigint_checkpoints_open_windows_and_exits_zero() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_baseline_replaces_the_config_reference_for_its_version() -> TestResult {
     let s = setup()?;
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, 1, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster(1)?;
     produce(&brokers, &events(3_000, 3))?;
 
     let config_data = s.root.join("config");
@@ -564,13 +576,13 @@ async fn registry_baseline_replaces_the_config_reference_for_its_version() -> Te
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_running_ahead_are_paused_and_results_do_not_change() -> TestResult {
     let s = setup()?;
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, 4, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster(4)?;
     let all = events(8_000, 16);
     produce_to(
         &brokers,
-        all.iter().enumerate().map(|(i, m)| ((i % 4) as i32, m)),
+        all.iter()
+            .enumerate()
+            .map(|(i, m)| (Some((i % 4) as i32), m)),
     )?;
 
     let mut runs = Vec::new();
@@ -602,35 +614,19 @@ async fn partitions_running_ahead_are_paused_and_results_do_not_change() -> Test
     Ok(())
 }
 
-/// Produces each payload to its partition of [`TOPIC`].
-fn produce_to<'a>(brokers: &str, records: impl Iterator<Item = (i32, &'a String)>) -> TestResult {
-    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()?;
-    for (part, m) in records {
-        p.send::<[u8], _>(BaseRecord::to(TOPIC).payload(m.as_bytes()).partition(part))
-            .map_err(|(e, _)| e)?;
-    }
-    p.flush(Duration::from_secs(30))?;
-    Ok(())
-}
-
 /// A partition that has run dry holds the watermark but must not keep the
 /// others paused: every event is read and the run ends on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_partition_does_not_keep_the_others_paused() -> TestResult {
     let s = setup()?;
-    let cluster = MockCluster::new(1)?;
-    cluster.create_topic(TOPIC, 2, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = cluster(2)?;
     let all = events(4_000, 8);
     // Partition 0 only has the first window's first 100 events.
     produce_to(
         &brokers,
         all.iter()
             .enumerate()
-            .map(|(i, m)| (if i < 100 { 0 } else { 1 }, m)),
+            .map(|(i, m)| (Some(if i < 100 { 0 } else { 1 }), m)),
     )?;
     let mut config = test_config(&brokers, &s.root.join("out"), &s.reference, "drained")?;
     config.kafka.max_batch_records = 100;
