@@ -190,6 +190,21 @@ impl WindowWriter {
         }
     }
 
+    /// Ends the task once it has written what was submitted and waits for
+    /// it, so its sinks (the alert producer) are dropped while the broker
+    /// is still there.
+    pub async fn close(self) -> Result<()> {
+        let Self { tx, task } = self;
+        drop(tx);
+        match task {
+            Some(t) => t.await.map_err(|e| Error::Task {
+                task: "window writer",
+                reason: e.to_string(),
+            })?,
+            None => Ok(()),
+        }
+    }
+
     /// The error the task stopped with.
     async fn failure(&mut self) -> Error {
         let task = "window writer";

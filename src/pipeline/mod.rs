@@ -502,6 +502,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
         seconds: started.elapsed().as_secs_f64(),
         process_seconds: process_time.as_secs_f64(),
     };
+    pipeline.writer.close().await?;
     tracing::info!(?mode, events = summary.counters.events, "stopped");
     Ok(summary)
 }
