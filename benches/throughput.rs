@@ -12,15 +12,21 @@
 //! The RSS columns include the mock broker, which holds every produced
 //! message; the pipeline's own footprint is the growth during its phase.
 //! Each size gets its own topic; for each, the raw consumer reads all
-//! records and decodes them with `mlwatch::event::decode`; then the pipeline
-//! consumes the same records with its own group. Messages are produced
+//! records and decodes them with `mlwatch::event::decode`, then the pipeline
+//! consumes the same records, each run with its own consumer group; raw and
+//! full runs alternate `MLWATCH_BENCH_REPS` times (default 3) and the table
+//! compares their medians (single runs on a shared 2-core machine vary by a
+//! third, the raw ones most). The full path's clock runs from its first
+//! record until the run has written every window that closed and its final
+//! checkpoint. Messages are produced
 //! first, so the topic has 128 partitions to stay under the mock broker's
 //! 5 MiB-per-partition retention up to 1M events (checked after producing:
 //! no partition may have dropped its oldest messages).
 //!
 //! Diagnostics (environment variables):
 //! * `MLWATCH_LOG=mlwatch=info` logs each window's evaluation time;
-//!   `mlwatch::pipeline=debug` the open windows at each checkpoint;
+//!   `mlwatch::pipeline=debug` the open windows at each checkpoint, its
+//!   duration and size;
 //! * `MLWATCH_BENCH_RSS_TRACE=1` prints RSS and records consumed every half
 //!   second of the pipeline phase;
 //! * `MLWATCH_BENCH_KAFKA=key=value,...` adds librdkafka settings to both
@@ -48,6 +54,21 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use tokio::sync::watch;
 
 const PARTITIONS: i32 = 128;
+
+/// CPU seconds (user + system) of this process so far, all threads.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 14th field of the line, stime the 15th, in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -184,10 +205,10 @@ fn consumer_options() -> Vec<(String, String)> {
     opts
 }
 
-async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64) -> f64 {
+async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64, rep: usize) -> f64 {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", brokers)
-        .set("group.id", format!("raw-{topic}"))
+        .set("group.id", format!("raw-{topic}-{rep}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
     for (k, v) in consumer_options() {
@@ -198,6 +219,7 @@ async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64) ->
     // Wait for the first record before starting the clock (group join).
     let first = c.recv().await.expect("first record").detach();
     let start = Instant::now();
+    let cpu = cpu_seconds();
     let mut seen = 1u64;
     let mut rows = 0usize;
     let mut batch = vec![first];
@@ -219,7 +241,13 @@ async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64) ->
         }
     }
     assert_eq!(rows as u64, n, "every record decodes");
-    n as f64 / start.elapsed().as_secs_f64()
+    let wall = start.elapsed().as_secs_f64();
+    eprintln!(
+        "raw: {:.2} cores busy, {:.2} µs of CPU per event",
+        (cpu_seconds() - cpu) / wall,
+        (cpu_seconds() - cpu) * 1e6 / n as f64
+    );
+    n as f64 / wall
 }
 
 async fn pipeline_rate(config: Config, n: u64) -> (f64, u64, pipeline::Counters) {
@@ -237,20 +265,48 @@ async fn pipeline_rate(config: Config, n: u64) -> (f64, u64, pipeline::Counters)
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let start = Instant::now();
+    let cpu = cpu_seconds();
     let first = progress.load(Ordering::Relaxed);
     while progress.load(Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let rate = (n - first) as f64 / start.elapsed().as_secs_f64();
-    perf_control("disable");
+    // The clock stops once the run has written every window that closed
+    // and its final checkpoint (the windows still open are in it).
     tx.send(Some(StopMode::Interrupt)).expect("stop");
     let summary = run.await.expect("join").expect("pipeline");
+    let wall = start.elapsed().as_secs_f64();
+    let rate = (n - first) as f64 / wall;
+    eprintln!(
+        "full: {:.2} cores busy, {:.2} µs of CPU per event",
+        (cpu_seconds() - cpu) / wall,
+        (cpu_seconds() - cpu) * 1e6 / (n - first) as f64
+    );
+    perf_control("disable");
     stop_sampler.store(true, Ordering::Relaxed);
     eprintln!(
         "full path: {:.3} s in decode+windows of {:.3} s in all ({} events)",
         summary.process_seconds, summary.seconds, summary.counters.events
     );
     (rate, sampler.join().expect("sampler"), summary.counters)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
 fn main() {
@@ -270,6 +326,11 @@ fn main() {
     } else {
         sizes
     };
+    let reps: usize = std::env::var("MLWATCH_BENCH_REPS")
+        .ok()
+        .map(|v| v.parse().expect("MLWATCH_BENCH_REPS: a number"))
+        .unwrap_or(3)
+        .max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -281,7 +342,7 @@ fn main() {
         let reference = tmp.path().join("reference.parquet");
         demo::write_reference(&reference, 20_000, 7).expect("reference");
         println!(
-            "| events | bytes/event | raw consume+decode (ev/s) | full path (ev/s) | full/raw | RSS before full path (MiB) | peak RSS during it (MiB) | growth (MiB) | peak open windows | partition pauses | dead letters |"
+            "| events | bytes/event | raw consume+decode (ev/s, median of {reps} (min–max)) | full path (ev/s, median (min–max)) | full/raw (medians) | RSS before full path (MiB) | peak RSS during it (MiB) | growth (MiB, largest run) | peak open windows | partition pauses (most) | dead letters |"
         );
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut written = Vec::new();
@@ -295,31 +356,54 @@ fn main() {
             tokio::task::spawn_blocking(move || common::check_retained(&b, &t, PARTITIONS, n))
                 .await
                 .expect("watermarks");
-            let data = tmp.path().join(format!("out-{n}"));
-            let mut config = demo::demo_config(&brokers, &data, &reference).expect("config");
-            config.kafka.predictions_topic = topic.clone();
-            config.kafka.group_id = format!("full-{n}");
-            config.checkpoint.interval = Duration::from_secs(5);
-            if let Ok(v) = std::env::var("MLWATCH_BENCH_MAX_AHEAD") {
-                config.window.max_ahead = Some(humantime::parse_duration(&v).expect("duration"));
+            // Raw and full runs alternate, each with its own consumer
+            // group, so that both see the same conditions; the medians are
+            // compared (one run of each varies by up to a third here).
+            let (mut raws, mut fulls) = (Vec::new(), Vec::new());
+            let (mut before, mut peak, mut growth) = (0u64, 0u64, 0i64);
+            let (mut open, mut pauses, mut dead) = (0u64, 0u64, 0u64);
+            for rep in 0..reps {
+                let data = tmp.path().join(format!("out-{n}-{rep}"));
+                let mut config = demo::demo_config(&brokers, &data, &reference).expect("config");
+                config.kafka.predictions_topic = topic.clone();
+                config.kafka.group_id = format!("full-{n}-{rep}");
+                config.checkpoint.interval = Duration::from_secs(5);
+                if let Ok(v) = std::env::var("MLWATCH_BENCH_MAX_AHEAD") {
+                    config.window.max_ahead =
+                        Some(humantime::parse_duration(&v).expect("duration"));
+                }
+                // The defaults are the pipeline's own; only the extra ones matter.
+                config.kafka.options.extend(consumer_options());
+                let catalog = ModelCatalog::from_config(&config);
+                raws.push(raw_rate(&brokers, &topic, &catalog, n, rep).await);
+                let rss = rss_kib();
+                let (full, p, counters) = pipeline_rate(config, n).await;
+                fulls.push(full);
+                if rep == 0 {
+                    before = rss;
+                }
+                peak = peak.max(p);
+                growth = growth.max(p as i64 - rss as i64);
+                open = open.max(counters.peak_open_windows);
+                pauses = pauses.max(counters.partition_pauses);
+                dead += counters.dead_letters.values().sum::<u64>();
+                if rep == 0 {
+                    written.push((n, data));
+                }
+                eprintln!("{n} events, run {}: raw {:.0} ev/s, full {full:.0} ev/s", rep + 1, raws[rep]);
             }
-            // The defaults are the pipeline's own; only the extra ones matter.
-            config.kafka.options.extend(consumer_options());
-            let catalog = ModelCatalog::from_config(&config);
-            let raw = raw_rate(&brokers, &topic, &catalog, n).await;
-            let before = rss_kib();
-            let (full, peak, counters) = pipeline_rate(config, n).await;
-            let dead: u64 = counters.dead_letters.values().sum();
-            written.push((n, data));
+            let (raw, full) = (median(&raws), median(&fulls));
             println!(
-                "| {n} | {} | {raw:.0} | {full:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {} | {} | {dead} |",
+                "| {n} | {} | {raw:.0} ({:.0}–{:.0}) | {full:.0} ({:.0}–{:.0}) | {:.2} | {:.1} | {:.1} | {:.1} | {open} | {pauses} | {dead} |",
                 bytes / n,
+                min(&raws),
+                max(&raws),
+                min(&fulls),
+                max(&fulls),
                 full / raw,
                 before as f64 / 1024.0,
                 peak as f64 / 1024.0,
-                (peak as f64 - before as f64) / 1024.0,
-                counters.peak_open_windows,
-                counters.partition_pauses,
+                growth as f64 / 1024.0,
             );
         }
         // After the measurements, so that the queries' memory is not counted.

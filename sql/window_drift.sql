@@ -1,7 +1,8 @@
 -- Drift tests for one closed window (run by mlwatch for every window).
 -- Tables: the window's summaries, the variants of each version merged:
 --   window_numeric(model, version, kind, feature, baseline, reference, method, threshold, value)
---     one row per value of a numeric column's bottom-k sample;
+--     one row per numeric column, `value` its bottom-k sample as a list
+--     (drift_reference also aggregates one value per row);
 --   window_categorical(model, version, kind, feature, baseline, reference, method, threshold, category, n)
 --     one row per category of a categorical column (NULL category: "other").
 -- `reference` names the training profile held by the functions, `method` is

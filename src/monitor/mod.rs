@@ -6,8 +6,8 @@
 //! ([`reference`]) and held by the `drift_reference*` SQL functions
 //! ([`crate::udf::drift`]). When a window closes, the variants of each
 //! (model, version) are merged and its summaries become the tables
-//! `window_numeric` (the bottom-k sample values) and `window_categorical`
-//! (the counts); `sql/window_drift.sql` runs one test per column with the
+//! `window_numeric` (per column, the bottom-k sample as one list) and
+//! `window_categorical` (the counts); `sql/window_drift.sql` runs one test per column with the
 //! configured method (or Evidently's choice), corrects the p-values of the
 //! window (Holm or Benjamini-Hochberg) and decides `drifted`;
 //! `sql/window_drift_summary.sql` gives the dataset verdict. The tests stay
@@ -20,12 +20,13 @@ pub mod reference;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    ArrayRef, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::MemTable;
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
 
@@ -33,6 +34,7 @@ use crate::config::{Config, Correction};
 use crate::error::{Error, Result};
 use crate::event::ModelCatalog;
 use crate::pipeline::evaluate::{Evaluator, Output};
+use crate::query::prepared::Prepared;
 use crate::storage::tables::{self, DRIFT_FILE_SCHEMA, DRIFT_SUMMARY_FILE_SCHEMA, col};
 use crate::udf::drift::{DriftKind, DriftUdaf};
 use crate::window::{ClosedWindow, ColumnSummary, GroupState};
@@ -55,6 +57,9 @@ struct ColumnTest {
 /// Runs the drift tests of closed windows.
 pub struct DriftEvaluator {
     ctx: SessionContext,
+    /// `sql/window_drift.sql` and `sql/window_drift_summary.sql`, planned
+    /// at the first window.
+    queries: Option<(Prepared, Prepared)>,
     catalog: Arc<ModelCatalog>,
     profiles: Arc<Profiles>,
     /// Per model, per column ([`crate::event::ModelSchema::columns`]).
@@ -73,7 +78,7 @@ pub struct DriftEvaluator {
 impl DriftEvaluator {
     /// A session over the shared `profiles` with each column's settings.
     pub fn new(config: &Config, catalog: Arc<ModelCatalog>, profiles: Arc<Profiles>) -> Self {
-        let ctx = crate::query::new_context(config.drift.ks_method);
+        let ctx = crate::query::window_context(config.drift.ks_method);
         for kind in DriftKind::ALL {
             ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(
                 kind,
@@ -102,6 +107,7 @@ impl DriftEvaluator {
             .collect();
         Self {
             ctx,
+            queries: None,
             catalog,
             profiles,
             tests,
@@ -166,39 +172,21 @@ impl Evaluator for DriftEvaluator {
         if numeric.num_rows() == 0 && categorical.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let results = self
-            .query(
-                &[
-                    ("window_numeric", numeric),
-                    ("window_categorical", categorical),
-                ],
-                WINDOW_DRIFT_SQL,
-                vec![
-                    ScalarValue::Int64(Some(self.min_current)),
-                    ScalarValue::Float64(Some(self.p_value_threshold)),
-                    ScalarValue::Utf8(Some(self.correction.as_str().into())),
-                ],
-            )
-            .await?;
-        let Some(results) = results else {
+        let (tests, verdict) = self.queries().await?;
+        let results = tests.run(vec![numeric, categorical]).await?;
+        if results.iter().all(|b| b.num_rows() == 0) {
             return Ok(Vec::new());
-        };
-        let summary = self
-            .query(
-                &[("window_drift", results.clone())],
-                WINDOW_DRIFT_SUMMARY_SQL,
-                vec![ScalarValue::Float64(Some(self.dataset_share))],
-            )
-            .await?;
-        let mut out = split_by_model(tables::DRIFT_RESULTS, &DRIFT_FILE_SCHEMA, window, &results)?;
-        if let Some(summary) = summary {
-            out.extend(split_by_model(
-                tables::DRIFT_SUMMARY,
-                &DRIFT_SUMMARY_FILE_SCHEMA,
-                window,
-                &summary,
-            )?);
         }
+        let results = concat_batches(&tests.schema(), &results)?;
+        let summary = verdict.run(vec![results.clone()]).await?;
+        let summary = concat_batches(&verdict.schema(), &summary)?;
+        let mut out = split_by_model(tables::DRIFT_RESULTS, &DRIFT_FILE_SCHEMA, window, &results)?;
+        out.extend(split_by_model(
+            tables::DRIFT_SUMMARY,
+            &DRIFT_SUMMARY_FILE_SCHEMA,
+            window,
+            &summary,
+        )?);
         Ok(out)
     }
 }
@@ -237,6 +225,26 @@ fn group_fields() -> Vec<Field> {
         utf8(col::METHOD),
         Field::new(col::THRESHOLD, DataType::Float64, true),
     ]
+}
+
+/// `window_numeric`: a numeric column's sample as one list.
+fn numeric_schema() -> SchemaRef {
+    let mut f = group_fields();
+    let item = Field::new_list_field(DataType::Float64, false);
+    f.push(Field::new(
+        col::VALUE,
+        DataType::List(Arc::new(item)),
+        false,
+    ));
+    Arc::new(Schema::new(f))
+}
+
+/// `window_categorical`: one row per kept category (NULL: `other`).
+fn categorical_schema() -> SchemaRef {
+    let mut f = group_fields();
+    f.push(utf8("category"));
+    f.push(Field::new("n", DataType::Int64, false));
+    Arc::new(Schema::new(f))
 }
 
 /// Columns of `window_numeric` / `window_categorical` shared by both.
@@ -293,7 +301,8 @@ impl DriftEvaluator {
             .iter()
             .map(|g| self.profiles.for_version(g.key.model, &g.key.version))
             .collect();
-        let (mut num, mut values) = (GroupCols::default(), Vec::<f64>::new());
+        let (mut num, mut values, mut lengths) =
+            (GroupCols::default(), Vec::<f64>::new(), Vec::<usize>::new());
         let (mut cat, mut cats, mut counts) = (
             GroupCols::default(),
             Vec::<Option<&str>>::new(),
@@ -309,10 +318,10 @@ impl DriftEvaluator {
                 let reference = (profile.baseline.as_str(), p.name.as_str());
                 match summary {
                     ColumnSummary::Numeric(n) => {
-                        for v in n.sample.sorted_values() {
-                            num.push(g, schema, c, t, reference);
-                            values.push(v);
-                        }
+                        num.push(g, schema, c, t, reference);
+                        let before = values.len();
+                        values.extend(n.sample.sorted_values());
+                        lengths.push(values.len() - before);
                     }
                     ColumnSummary::Categorical(s) => {
                         let (kept, other) = s.counts.counts();
@@ -329,47 +338,53 @@ impl DriftEvaluator {
                 }
             }
         }
-        let mut nf = group_fields();
-        nf.push(Field::new(col::VALUE, DataType::Float64, false));
+        let item = Arc::new(Field::new_list_field(DataType::Float64, false));
         let mut na = num.arrays();
-        na.push(Arc::new(Float64Array::from(values)));
-        let mut cf = group_fields();
-        cf.push(utf8("category"));
-        cf.push(Field::new("n", DataType::Int64, false));
+        na.push(Arc::new(ListArray::try_new(
+            item,
+            OffsetBuffer::from_lengths(lengths),
+            Arc::new(Float64Array::from(values)),
+            None,
+        )?));
         let mut ca = cat.arrays();
         ca.push(Arc::new(StringArray::from(cats)));
         ca.push(Arc::new(Int64Array::from(counts)));
         Ok((
-            RecordBatch::try_new(Arc::new(Schema::new(nf)), na)?,
-            RecordBatch::try_new(Arc::new(Schema::new(cf)), ca)?,
+            RecordBatch::try_new(numeric_schema(), na)?,
+            RecordBatch::try_new(categorical_schema(), ca)?,
         ))
     }
 
-    /// Runs `sql` over `inputs` registered as tables; `None` without rows.
-    async fn query(
-        &self,
-        inputs: &[(&str, RecordBatch)],
-        sql: &str,
-        params: Vec<ScalarValue>,
-    ) -> Result<Option<RecordBatch>> {
-        for (name, batch) in inputs {
-            let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])?;
-            self.ctx.deregister_table(*name)?;
-            self.ctx.register_table(*name, Arc::new(table))?;
-        }
-        let result = async {
-            let df = self.ctx.sql(sql).await?.with_param_values(params)?;
-            df.collect().await
-        }
-        .await;
-        for (name, _) in inputs {
-            self.ctx.deregister_table(*name)?;
-        }
-        let batches = result?;
-        if batches.iter().all(|b| b.num_rows() == 0) {
-            return Ok(None);
-        }
-        Ok(Some(concat_batches(&batches[0].schema(), &batches)?))
+    /// The window queries, planned at the first window.
+    async fn queries(&mut self) -> Result<&(Prepared, Prepared)> {
+        let planned = match self.queries.take() {
+            Some(q) => q,
+            None => {
+                let tests = Prepared::new(
+                    &self.ctx,
+                    WINDOW_DRIFT_SQL,
+                    &[
+                        ("window_numeric", numeric_schema()),
+                        ("window_categorical", categorical_schema()),
+                    ],
+                    vec![
+                        ScalarValue::Int64(Some(self.min_current)),
+                        ScalarValue::Float64(Some(self.p_value_threshold)),
+                        ScalarValue::Utf8(Some(self.correction.as_str().into())),
+                    ],
+                )
+                .await?;
+                let verdict = Prepared::new(
+                    &self.ctx,
+                    WINDOW_DRIFT_SUMMARY_SQL,
+                    &[("window_drift", tests.schema())],
+                    vec![ScalarValue::Float64(Some(self.dataset_share))],
+                )
+                .await?;
+                (tests, verdict)
+            }
+        };
+        Ok(self.queries.insert(planned))
     }
 }
 
@@ -439,6 +454,7 @@ mod tests {
     use crate::stats::drift::Reference;
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::Float64Type;
+    use datafusion::datasource::MemTable;
 
     /// `sql/window_drift.sql` adjusts a window's p-values as the Holm and
     /// Benjamini-Hochberg kernels (checked against statsmodels) do, and

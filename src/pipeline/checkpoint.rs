@@ -79,13 +79,16 @@ impl Checkpoint {
             .map_err(|e| err(e.to_string()))
     }
 
-    /// Writes this checkpoint for `group` (one atomic put).
-    pub async fn save(&self, storage: &Storage, group: &str) -> Result<()> {
+    /// Writes this checkpoint for `group` (one atomic put); returns its
+    /// size in bytes.
+    pub async fn save(&self, storage: &Storage, group: &str) -> Result<usize> {
         let location = tables::checkpoint_file(group);
         let bytes = serde_json::to_vec(self).map_err(|e| Error::Checkpoint {
             location: location.clone(),
             reason: e.to_string(),
         })?;
-        storage.put(&location, bytes.into()).await
+        let size = bytes.len();
+        storage.put(&location, bytes.into()).await?;
+        Ok(size)
     }
 }

@@ -261,12 +261,17 @@ async fn run(
             Msg::Window(w) => {
                 let t0 = Instant::now();
                 let mut outputs = Vec::new();
+                let mut times = Vec::with_capacity(evaluators.len() + sinks.len());
                 for e in &mut evaluators {
+                    let t = Instant::now();
                     outputs.extend(e.evaluate(&w).await?);
+                    times.push((e.name(), t.elapsed()));
                 }
                 let eval_ms = t0.elapsed().as_secs_f64() * 1e3;
                 for s in &mut sinks {
+                    let t = Instant::now();
                     s.write(&w, &outputs).await?;
+                    times.push((s.name(), t.elapsed()));
                 }
                 for o in &outputs {
                     *stats.rows.entry(o.table).or_default() += o.batch.num_rows() as u64;
@@ -283,6 +288,11 @@ async fn run(
                     outputs = outputs.len(),
                     eval_ms,
                     "window written"
+                );
+                tracing::debug!(
+                    window_start = w.start,
+                    ms = ?times.iter().map(|(n, t)| (*n, t.as_secs_f64() * 1e3)).collect::<Vec<_>>(),
+                    "window time by part"
                 );
             }
         }

@@ -49,6 +49,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
@@ -358,7 +359,9 @@ impl Pipeline {
     /// to Kafka.
     async fn checkpoint(&mut self, consumer: Option<&StreamConsumer>) -> Result<()> {
         // Results first: the offsets below must not run ahead of them.
+        let t0 = Instant::now();
         let flushed = self.writer.flush().await?;
+        let flush_ms = t0.elapsed().as_secs_f64() * 1e3;
         let c = &mut self.counters;
         c.windows_closed += flushed.stats.windows;
         for (table, n) in &flushed.stats.rows {
@@ -376,7 +379,8 @@ impl Pipeline {
         }
         self.dead.write(&self.storage).await?;
         let tracking = self.tracking.flush().await?;
-        Checkpoint::new(
+        let t1 = Instant::now();
+        let bytes = Checkpoint::new(
             self.positions.offsets(),
             self.step.snapshot(),
             tracking,
@@ -385,6 +389,7 @@ impl Pipeline {
         )
         .save(&self.storage, &self.config.kafka.group_id)
         .await?;
+        let save_ms = t1.elapsed().as_secs_f64() * 1e3;
         if let Some(c) = consumer {
             self.positions.commit(c);
         }
@@ -393,6 +398,9 @@ impl Pipeline {
             open_windows = w.open_windows(),
             watermark = w.watermark(),
             slowest = ?w.slowest(),
+            flush_ms,
+            save_ms,
+            bytes,
             "checkpoint written"
         );
         Ok(())
@@ -425,9 +433,23 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
         let mut batch: Vec<OwnedMessage> = Vec::new();
         // One timer per batch, not per record: the select below polls the
         // consumer, the batch deadline and the stop signal, in that order.
+        // Once the batch has records, it takes only what librdkafka already
+        // holds: waiting to fill it would leave the records in hand idle
+        // while the next fetch is under way.
         let deadline = tokio::time::sleep(poll_timeout);
         tokio::pin!(deadline);
         while batch.len() < max_batch {
+            if !batch.is_empty() {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(m)) => {
+                        batch.push(m.detach());
+                        continue;
+                    }
+                    // Nothing at hand now (or an error, which the next
+                    // poll reports again): apply what the batch holds.
+                    Some(Err(_)) | None => break,
+                }
+            }
             tokio::select! {
                 biased;
                 r = consumer.recv() => match r {

@@ -5,6 +5,8 @@
 //! Parquet listing under the storage root) by name, with its schema given up
 //! front so that a table with no files yet is simply empty.
 
+pub(crate) mod prepared;
+
 use std::sync::Arc;
 
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -19,6 +21,22 @@ pub fn new_context(ks_method: KsMethod) -> SessionContext {
     let cfg = SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(2);
+    let ctx = SessionContext::new_with_config(cfg);
+    crate::udf::register_all(&ctx, ks_method);
+    ctx
+}
+
+/// A context for the queries run on each closed window: its tables hold a
+/// few rows per column (a sample as one list), so one partition; two would
+/// split each aggregate into partial states exchanged between partitions.
+/// Dynamic filters are off: [`prepared::Prepared`] re-runs the plans.
+pub(crate) fn window_context(ks_method: KsMethod) -> SessionContext {
+    let mut cfg = SessionConfig::new().with_target_partitions(1);
+    let optimizer = &mut cfg.options_mut().optimizer;
+    optimizer.enable_dynamic_filter_pushdown = false;
+    optimizer.enable_topk_dynamic_filter_pushdown = false;
+    optimizer.enable_join_dynamic_filter_pushdown = false;
+    optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     let ctx = SessionContext::new_with_config(cfg);
     crate::udf::register_all(&ctx, ks_method);
     ctx

@@ -254,12 +254,20 @@ impl ValueSample {
         }
     }
 
-    /// Merges another sample into this one.
+    /// Merges another sample into this one: the `capacity` smallest items
+    /// of both, in one linear selection instead of a heap update per item.
     pub fn merge(&mut self, other: &ValueSample) {
         self.seen += other.seen;
-        for item in other.heap.iter() {
-            self.push(*item);
+        if other.heap.is_empty() {
+            return;
         }
+        let mut items = std::mem::take(&mut self.heap).into_vec();
+        items.extend(other.heap.iter().copied());
+        if items.len() > self.capacity {
+            items.select_nth_unstable(self.capacity - 1);
+            items.truncate(self.capacity);
+        }
+        self.heap = BinaryHeap::from(items);
     }
 
     /// The kept values, ascending.

@@ -2,7 +2,7 @@
 //!
 //! | function | arguments | use |
 //! |---|---|---|
-//! | `drift_reference` | `value DOUBLE, reference VARCHAR, method VARCHAR, threshold DOUBLE` | a group's values against a named training profile (numeric) |
+//! | `drift_reference` | `value DOUBLE` (or `LIST<DOUBLE>`: every value of each row's list)`, reference VARCHAR, method VARCHAR, threshold DOUBLE` | a group's values against a named training profile (numeric) |
 //! | `drift_reference_counts` | `category VARCHAR, n BIGINT, reference VARCHAR, method VARCHAR, threshold DOUBLE` | a group's category counts against a named profile; a NULL category is the `other` bucket |
 //! | `drift_2samp` | `value DOUBLE, in_current BOOLEAN, method VARCHAR, threshold DOUBLE` | both samples as rows (ad hoc) |
 //! | `drift_2samp_counts` | `category VARCHAR, in_current BOOLEAN, method VARCHAR, threshold DOUBLE` | both samples as rows, one observation each (ad hoc) |
@@ -134,7 +134,13 @@ impl DriftUdaf {
     /// The aggregate `kind`, reading profiles from `baselines`.
     pub fn new(kind: DriftKind, baselines: Baselines) -> Self {
         Self {
-            signature: Signature::exact(kind.arg_types(), Volatility::Immutable),
+            // `drift_reference` also takes a list of values per row (a
+            // window's sample in one row): `coerce_types` decides.
+            signature: if kind == DriftKind::Reference {
+                Signature::user_defined(Volatility::Immutable)
+            } else {
+                Signature::exact(kind.arg_types(), Volatility::Immutable)
+            },
             kind,
             baselines,
         }
@@ -160,6 +166,15 @@ impl AggregateUDFImpl for DriftUdaf {
                 arg_types.len()
             );
         }
+        let mut want = want;
+        if self.kind == DriftKind::Reference
+            && matches!(
+                arg_types[0],
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+            )
+        {
+            want[0] = value_list();
+        }
         Ok(want)
     }
 
@@ -182,6 +197,38 @@ impl AggregateUDFImpl for DriftUdaf {
             true,
         ))])
     }
+}
+
+/// The list type `drift_reference` takes a row's values as.
+fn value_list() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true)))
+}
+
+/// The non-null, non-NaN values of a `DOUBLE` column or of every list in a
+/// `LIST<DOUBLE>` column.
+fn extend_values(out: &mut Vec<f64>, a: &ArrayRef) -> Result<()> {
+    let finite = |x: &f64| !x.is_nan();
+    if let DataType::List(_) = a.data_type() {
+        let lists = a.as_list::<i32>();
+        for list in lists.iter().flatten() {
+            let v = cast(&list, &DataType::Float64)?;
+            out.extend(
+                v.as_primitive::<Float64Type>()
+                    .iter()
+                    .flatten()
+                    .filter(finite),
+            );
+        }
+    } else {
+        let v = cast(a, &DataType::Float64)?;
+        out.extend(
+            v.as_primitive::<Float64Type>()
+                .iter()
+                .flatten()
+                .filter(finite),
+        );
+    }
+    Ok(())
 }
 
 /// Partial state (JSON between partitions).
@@ -266,13 +313,7 @@ impl Accumulator for DriftAccumulator {
                 if s.reference_name.is_none() {
                     s.reference_name = first_str(&values[1])?;
                 }
-                let v = cast(&values[0], &DataType::Float64)?;
-                s.current.extend(
-                    v.as_primitive::<Float64Type>()
-                        .iter()
-                        .flatten()
-                        .filter(|x| !x.is_nan()),
-                );
+                extend_values(&mut s.current, &values[0])?;
             }
             DriftKind::ReferenceCounts => {
                 if s.reference_name.is_none() {

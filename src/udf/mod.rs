@@ -156,11 +156,30 @@ mod tests {
                 .await?
                 .collect()
                 .await?;
-            let (a, b) = (
+            // The sample split into lists over two rows (as a window's
+            // table holds it) tests the same values.
+            let (first, second) = current.split_at(current.len() / 3);
+            let list = |v: &[f64]| {
+                let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+                format!("(make_array({}))", items.join(", "))
+            };
+            let listed = ctx
+                .sql(&format!(
+                    "SELECT d['statistic'] AS s, d['p_value'] AS p, d['distance'] AS d, d['drifted'] AS x \
+                     FROM (SELECT drift_reference(v, 'm/x', '{method}', NULL) AS d FROM (VALUES {}, {}) AS t(v))",
+                    list(first),
+                    list(second)
+                ))
+                .await?
+                .collect()
+                .await?;
+            let (a, b, c) = (
                 pretty_format_batches(&held)?.to_string(),
                 pretty_format_batches(&rows)?.to_string(),
+                pretty_format_batches(&listed)?.to_string(),
             );
             assert_eq!(a, b, "{method}");
+            assert_eq!(a, c, "{method}: values as lists");
             let k = numeric_drift(&reference, &current, DriftMethod::parse(method), None)
                 .expect("valid samples");
             let shown = if k.statistic.is_nan() {
