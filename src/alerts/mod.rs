@@ -345,6 +345,7 @@ impl Sink for AlertSink {
                 .write_parquet(&path, &[batch(window, list)?])
                 .await?;
         }
+        let mut bodies = Vec::with_capacity(alerts.len());
         for a in &alerts {
             tracing::warn!(alert_id = %a.alert_id, kind = a.kind.as_str(), model = %a.model,
                 version = %a.version, column = a.column.as_deref().unwrap_or(""),
@@ -353,16 +354,25 @@ impl Sink for AlertSink {
                 task: "alerts",
                 reason: e.to_string(),
             })?;
-            if let Some((producer, topic)) = &self.producer {
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(&a.model).payload(&json),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| Error::Kafka(e))?;
-            }
-            if let Some(w) = &self.webhook {
+            bodies.push(json);
+        }
+        // The window's alerts are produced together and awaited once: one
+        // round trip to the broker per window, not per alert.
+        if let Some((producer, topic)) = &self.producer {
+            let sends = alerts.iter().zip(&bodies).map(|(a, json)| {
+                producer.send(
+                    FutureRecord::to(topic).key(&a.model).payload(json),
+                    Duration::from_secs(30),
+                )
+            });
+            futures::future::join_all(sends)
+                .await
+                .into_iter()
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|(e, _)| Error::Kafka(e))?;
+        }
+        if let Some(w) = &self.webhook {
+            for (a, json) in alerts.iter().zip(bodies) {
                 w.post(a.alert_id.clone(), json);
             }
         }

@@ -369,6 +369,42 @@ pub struct DecodeOutput {
     pub unknown_features: u64,
 }
 
+/// Poll batches smaller than this are decoded on one thread.
+const PARALLEL_MIN: usize = 2048;
+
+/// [`decode`] on two threads: the second half of `payloads` is decoded on a
+/// scoped thread while the calling one decodes the first. The rows and
+/// rejections are those of [`decode`] (positions refer to `payloads`); a
+/// model's rows may come as two batches.
+pub fn decode_parallel(
+    catalog: &ModelCatalog,
+    kind: EventKind,
+    payloads: &[&[u8]],
+) -> DecodeOutput {
+    if payloads.len() < PARALLEL_MIN {
+        return decode(catalog, kind, payloads);
+    }
+    let mid = payloads.len() / 2;
+    let (head, tail) = payloads.split_at(mid);
+    let (mut out, second) = std::thread::scope(|s| {
+        let second = s.spawn(|| decode(catalog, kind, tail));
+        (decode(catalog, kind, head), second.join())
+    });
+    let second = second.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let shift = mid as u32;
+    out.unknown_features += second.unknown_features;
+    out.rejected
+        .extend(second.rejected.into_iter().map(|mut r| {
+            r.seq += shift;
+            r
+        }));
+    out.decoded.extend(second.decoded.into_iter().map(|mut d| {
+        d.seq.iter_mut().for_each(|s| *s += shift);
+        d
+    }));
+    out
+}
+
 /// Decodes payloads of one event kind into Arrow batches per model.
 pub fn decode(catalog: &ModelCatalog, kind: EventKind, payloads: &[&[u8]]) -> DecodeOutput {
     let mut out = DecodeOutput::default();
@@ -573,6 +609,55 @@ mod tests {
         let c = last.column_by_name("c").unwrap().as_string::<i32>();
         assert_eq!(c.value(0), "true");
         assert!(!last.column_by_name("x").unwrap().is_null(0));
+    }
+
+    /// Two threads give the rows and rejections of one, at the same
+    /// positions.
+    #[test]
+    fn parallel_decoding_equals_decoding_on_one_thread() {
+        let recs: Vec<Vec<u8>> = (0..5000)
+            .map(|i| match i % 97 {
+                0 => format!(r#"{{"event_id":"{i}","ts":{i},"model":"m","features":{{"x":"no"}}}}"#),
+                1 => format!(r#"{{"event_id":"{i}","ts":{i},"model":"other"}}"#),
+                2 => "{not json".to_string(),
+                _ => format!(
+                    r#"{{"event_id":"{i}","ts":{i},"model":"m","version":"1","features":{{"x":{i}.5,"c":"k{}","zz":1}},"prediction":0.5}}"#,
+                    i % 7
+                ),
+            }
+            .into_bytes())
+            .collect();
+        let recs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+        assert!(recs.len() >= PARALLEL_MIN);
+        let rows = |o: &DecodeOutput| {
+            let mut v: Vec<(u32, String)> = Vec::new();
+            for d in &o.decoded {
+                let ids = d
+                    .batch
+                    .column_by_name("event_id")
+                    .unwrap()
+                    .as_string::<i32>();
+                let x = d.batch.column_by_name("features").unwrap().as_struct();
+                let x = x.column_by_name("x").unwrap().as_primitive::<Float64Type>();
+                for (i, s) in d.seq.iter().enumerate() {
+                    v.push((*s, format!("{} {}", ids.value(i), x.value(i))));
+                }
+            }
+            v.sort();
+            v
+        };
+        let rejected = |o: &DecodeOutput| -> Vec<(u32, Reason)> {
+            o.rejected.iter().map(|r| (r.seq, r.reason)).collect()
+        };
+        let (one, two) = (
+            decode(&catalog(), EventKind::Prediction, &recs),
+            decode_parallel(&catalog(), EventKind::Prediction, &recs),
+        );
+        assert_eq!(rows(&one).len(), 5000 - 3 * 52);
+        assert_eq!(rows(&one), rows(&two));
+        assert_eq!(rejected(&one), rejected(&two));
+        assert_eq!(one.unknown_features, two.unknown_features);
+        assert_eq!(two.decoded.len(), 2, "one batch per half");
     }
 
     #[test]

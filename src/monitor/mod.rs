@@ -128,6 +128,11 @@ impl Evaluator for DriftEvaluator {
         "drift"
     }
 
+    /// Plans the window queries (about 30 ms) before the first window.
+    async fn start(&mut self) -> Result<()> {
+        self.queries().await.map(|_| ())
+    }
+
     /// The registry baselines in use: a restart tests with the same ones.
     fn snapshot(&self) -> Result<Option<serde_json::Value>> {
         let mut adopted = self.profiles.adopted();
@@ -317,6 +322,9 @@ impl DriftEvaluator {
                 };
                 let reference = (profile.baseline.as_str(), p.name.as_str());
                 match summary {
+                    // No values, no test (as a categorical column without
+                    // counts has no rows).
+                    ColumnSummary::Numeric(n) if n.sample.is_empty() => {}
                     ColumnSummary::Numeric(n) => {
                         num.push(g, schema, c, t, reference);
                         let before = values.len();
@@ -338,7 +346,11 @@ impl DriftEvaluator {
                 }
             }
         }
-        let item = Arc::new(Field::new_list_field(DataType::Float64, false));
+        let schema = numeric_schema();
+        let DataType::List(item) = schema.field(schema.fields().len() - 1).data_type().clone()
+        else {
+            unreachable!("numeric_schema ends with the list of values")
+        };
         let mut na = num.arrays();
         na.push(Arc::new(ListArray::try_new(
             item,
@@ -350,7 +362,7 @@ impl DriftEvaluator {
         ca.push(Arc::new(StringArray::from(cats)));
         ca.push(Arc::new(Int64Array::from(counts)));
         Ok((
-            RecordBatch::try_new(numeric_schema(), na)?,
+            RecordBatch::try_new(schema, na)?,
             RecordBatch::try_new(categorical_schema(), ca)?,
         ))
     }

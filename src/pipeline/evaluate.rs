@@ -49,6 +49,11 @@ pub(crate) type Parts = BTreeMap<String, serde_json::Value>;
 pub(crate) trait Evaluator: Send {
     /// Name (also the key of its checkpoint part).
     fn name(&self) -> &'static str;
+    /// Prepares what every window needs (e.g. planning its queries), once,
+    /// when the writer task starts: before the first window arrives.
+    async fn start(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// The rows of `window`.
     async fn evaluate(&mut self, window: &ClosedWindow) -> Result<Vec<Output>>;
     /// State carried between windows, for the checkpoint.
@@ -249,6 +254,9 @@ async fn run(
     mut rx: mpsc::Receiver<Msg>,
 ) -> Result<()> {
     let mut stats = WriterStats::default();
+    for e in &mut evaluators {
+        e.start().await?;
+    }
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Flush(reply) => {

@@ -137,7 +137,7 @@ pub struct RunControl {
 pub struct RunSummary {
     /// Counters at the end.
     pub counters: Counters,
-    /// Seconds spent.
+    /// Seconds from the start to the final checkpoint.
     pub seconds: f64,
     /// Of those, seconds spent decoding and applying records (the rest is
     /// waiting for Kafka, checkpoints and shutdown).
@@ -284,7 +284,7 @@ impl Pipeline {
                 .iter()
                 .map(|&i| fresh[i].payload().unwrap_or(b""))
                 .collect();
-            let out = event::decode(&self.catalog, KINDS[k], &payloads);
+            let out = event::decode_parallel(&self.catalog, KINDS[k], &payloads);
             self.counters.unknown_features += out.unknown_features;
             for r in out.rejected {
                 let pos = idxs[r.seq as usize];
@@ -439,36 +439,33 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
         let deadline = tokio::time::sleep(poll_timeout);
         tokio::pin!(deadline);
         while batch.len() < max_batch {
-            if !batch.is_empty() {
+            let r = if batch.is_empty() {
+                tokio::select! {
+                    biased;
+                    r = consumer.recv() => r,
+                    _ = &mut deadline => break,
+                    _ = control.stop.changed() => break,
+                }
+            } else {
                 match consumer.recv().now_or_never() {
-                    Some(Ok(m)) => {
-                        batch.push(m.detach());
+                    Some(r) => r,
+                    None => break,
+                }
+            };
+            match r {
+                Ok(m) => batch.push(m.detach()),
+                Err(e) => {
+                    // A subscribed topic that does not exist (yet) is
+                    // reported on every metadata refresh; it is not a
+                    // reason to slow down the topics that do exist.
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+                        tracing::debug!(error = %e, "subscribed topic not available");
                         continue;
                     }
-                    // Nothing at hand now (or an error, which the next
-                    // poll reports again): apply what the batch holds.
-                    Some(Err(_)) | None => break,
+                    tracing::warn!(error = %e, "kafka error; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break;
                 }
-            }
-            tokio::select! {
-                biased;
-                r = consumer.recv() => match r {
-                    Ok(m) => batch.push(m.detach()),
-                    Err(e) => {
-                        // A subscribed topic that does not exist (yet) is
-                        // reported on every metadata refresh; it is not a
-                        // reason to slow down the topics that do exist.
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
-                            tracing::debug!(error = %e, "subscribed topic not available");
-                            continue;
-                        }
-                        tracing::warn!(error = %e, "kafka error; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        break;
-                    }
-                },
-                _ = &mut deadline => break,
-                _ = control.stop.changed() => break,
             }
         }
         // Which partitions are pending: before the first batch, then about

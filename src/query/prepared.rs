@@ -41,8 +41,8 @@ type Rows = Arc<Mutex<Vec<RecordBatch>>>;
 /// A query planned once over named input tables.
 pub(crate) struct Prepared {
     plan: Arc<dyn ExecutionPlan>,
-    /// The inputs in the order [`Prepared::run`] takes them.
-    slots: Vec<Rows>,
+    /// The inputs (rows, schema) in the order [`Prepared::run`] takes them.
+    slots: Vec<(Rows, SchemaRef)>,
     task: Arc<TaskContext>,
 }
 
@@ -67,7 +67,7 @@ impl Prepared {
                     rows: rows.clone(),
                 }),
             )?;
-            slots.push(rows);
+            slots.push((rows, schema.clone()));
         }
         let df = ctx.sql(sql).await?.with_param_values(params)?;
         let plan = df.create_physical_plan().await?;
@@ -96,14 +96,23 @@ impl Prepared {
                 ),
             });
         }
-        for (slot, batch) in self.slots.iter().zip(inputs) {
+        for ((slot, schema), batch) in self.slots.iter().zip(inputs) {
+            if batch.schema() != *schema {
+                return Err(Error::Task {
+                    task: "prepared query",
+                    reason: format!(
+                        "input schema {:?} differs from the planned {schema:?}",
+                        batch.schema()
+                    ),
+                });
+            }
             *lock(slot) = vec![batch];
         }
         let result = match reset_plan_states(self.plan.clone()) {
             Ok(plan) => collect(plan, self.task.clone()).await,
             Err(e) => Err(e),
         };
-        for slot in &self.slots {
+        for (slot, _) in &self.slots {
             lock(slot).clear();
         }
         Ok(result?)

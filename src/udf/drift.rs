@@ -31,7 +31,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use serde::{Deserialize, Serialize};
@@ -167,13 +167,22 @@ impl AggregateUDFImpl for DriftUdaf {
             );
         }
         let mut want = want;
-        if self.kind == DriftKind::Reference
-            && matches!(
-                arg_types[0],
-                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
-            )
-        {
-            want[0] = value_list();
+        if self.kind == DriftKind::Reference {
+            let numeric = |t: &DataType| t.is_numeric() || t.is_null();
+            match &arg_types[0] {
+                DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)
+                    if numeric(f.data_type()) =>
+                {
+                    want[0] = value_list()
+                }
+                t if numeric(t) => {}
+                t => {
+                    return plan_err!(
+                        "{}: `value` must be numeric or a list of numbers, not {t}",
+                        self.kind.name()
+                    );
+                }
+            }
         }
         Ok(want)
     }
