@@ -12,7 +12,9 @@
 //! The RSS columns include the mock broker, which holds every produced
 //! message; the pipeline's own footprint is the growth during its phase.
 //! Each size gets its own topic; for each, the raw consumer reads all
-//! records and decodes them with `mlwatch::event::decode`, then the pipeline
+//! records and decodes them in batches of 8,192 with
+//! `mlwatch::event::decode_parallel` (two threads, as the pipeline does),
+//! then the pipeline
 //! consumes the same records, each run with its own consumer group; raw and
 //! full runs alternate `MLWATCH_BENCH_REPS` times (default 3) and the table
 //! compares their medians (single runs on a shared 2-core machine vary by a
@@ -232,7 +234,7 @@ async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64, re
         }
         if batch.len() >= 8192 || seen >= n {
             let payloads: Vec<&[u8]> = batch.iter().map(|m| m.payload().unwrap_or(b"")).collect();
-            let out = event::decode(catalog, EventKind::Prediction, &payloads);
+            let out = event::decode_parallel(catalog, EventKind::Prediction, &payloads);
             rows += out
                 .decoded
                 .iter()
