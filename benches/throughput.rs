@@ -32,7 +32,8 @@
 //! * `MLWATCH_BENCH_RSS_TRACE=1` prints RSS and records consumed every half
 //!   second of the pipeline phase;
 //! * `MLWATCH_BENCH_KAFKA=key=value,...` adds librdkafka settings to both
-//!   consumers (both start from `pipeline::CONSUMER_DEFAULTS`);
+//!   consumers (both start from `pipeline::CONSUMER_DEFAULTS`, except that
+//!   the raw one keeps librdkafka's default `queued.min.messages`);
 //! * `MLWATCH_BENCH_MAX_AHEAD=2m` sets `window.max_ahead` (`1000d`: no
 //!   alignment once every partition has delivered);
 //! * `MLWATCH_PERF_CTL=ctl.fifo,ack.fifo` with `perf record --delay=-1
@@ -192,11 +193,16 @@ async fn columns_tested(data: &std::path::Path) -> String {
     out
 }
 
-/// librdkafka settings for both consumers: the pipeline's defaults, then
+/// librdkafka settings for a consumer: the pipeline's defaults, then
 /// `MLWATCH_BENCH_KAFKA` (diagnostics, e.g. `queued.max.messages.kbytes=16384`).
-fn consumer_options() -> Vec<(String, String)> {
+/// The raw consumer (`raw`) keeps librdkafka's default prefetch
+/// (`queued.min.messages`): the pipeline lowers it because it pauses
+/// partitions, which a plain consumer never does, and the lower prefetch
+/// slows a plain consumer down, so the baseline would be flattered.
+fn consumer_options(raw: bool) -> Vec<(String, String)> {
     let mut opts: Vec<(String, String)> = pipeline::CONSUMER_DEFAULTS
         .iter()
+        .filter(|(k, _)| !(raw && *k == "queued.min.messages"))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     if let Ok(extra) = std::env::var("MLWATCH_BENCH_KAFKA") {
@@ -214,7 +220,7 @@ async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64, re
         .set("group.id", format!("raw-{topic}-{rep}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
-    for (k, v) in consumer_options() {
+    for (k, v) in consumer_options(true) {
         cc.set(k, v);
     }
     let c: StreamConsumer = cc.create().expect("consumer");
@@ -381,7 +387,7 @@ fn main() {
                         Some(humantime::parse_duration(&v).expect("duration"));
                 }
                 // The defaults are the pipeline's own; only the extra ones matter.
-                config.kafka.options.extend(consumer_options());
+                config.kafka.options.extend(consumer_options(false));
                 let catalog = ModelCatalog::from_config(&config);
                 // Which goes first alternates, so that neither always
                 // meets the broker warm.
