@@ -24,8 +24,8 @@ use datafusion::arrow::array::{
     TimestampMillisecondArray,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::AggregateUDF;
 use datafusion::prelude::SessionContext;
@@ -58,7 +58,7 @@ struct ColumnTest {
 pub struct DriftEvaluator {
     ctx: SessionContext,
     /// `sql/window_drift.sql` and `sql/window_drift_summary.sql`, planned
-    /// at the first window.
+    /// when the writer starts ([`Evaluator::start`]).
     queries: Option<(Prepared, Prepared)>,
     catalog: Arc<ModelCatalog>,
     profiles: Arc<Profiles>,
@@ -179,12 +179,10 @@ impl Evaluator for DriftEvaluator {
         }
         let (tests, verdict) = self.queries().await?;
         let results = tests.run(vec![numeric, categorical]).await?;
-        if results.iter().all(|b| b.num_rows() == 0) {
+        if results.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let results = concat_batches(&tests.schema(), &results)?;
         let summary = verdict.run(vec![results.clone()]).await?;
-        let summary = concat_batches(&verdict.schema(), &summary)?;
         let mut out = split_by_model(tables::DRIFT_RESULTS, &DRIFT_FILE_SCHEMA, window, &results)?;
         out.extend(split_by_model(
             tables::DRIFT_SUMMARY,
@@ -232,15 +230,15 @@ fn group_fields() -> Vec<Field> {
     ]
 }
 
+/// The item of `window_numeric`'s `value` list.
+fn sample_item() -> FieldRef {
+    Arc::new(Field::new_list_field(DataType::Float64, false))
+}
+
 /// `window_numeric`: a numeric column's sample as one list.
 fn numeric_schema() -> SchemaRef {
     let mut f = group_fields();
-    let item = Field::new_list_field(DataType::Float64, false);
-    f.push(Field::new(
-        col::VALUE,
-        DataType::List(Arc::new(item)),
-        false,
-    ));
+    f.push(Field::new(col::VALUE, DataType::List(sample_item()), false));
     Arc::new(Schema::new(f))
 }
 
@@ -346,14 +344,9 @@ impl DriftEvaluator {
                 }
             }
         }
-        let schema = numeric_schema();
-        let DataType::List(item) = schema.field(schema.fields().len() - 1).data_type().clone()
-        else {
-            unreachable!("numeric_schema ends with the list of values")
-        };
         let mut na = num.arrays();
         na.push(Arc::new(ListArray::try_new(
-            item,
+            sample_item(),
             OffsetBuffer::from_lengths(lengths),
             Arc::new(Float64Array::from(values)),
             None,
@@ -362,12 +355,12 @@ impl DriftEvaluator {
         ca.push(Arc::new(StringArray::from(cats)));
         ca.push(Arc::new(Int64Array::from(counts)));
         Ok((
-            RecordBatch::try_new(schema, na)?,
+            RecordBatch::try_new(numeric_schema(), na)?,
             RecordBatch::try_new(categorical_schema(), ca)?,
         ))
     }
 
-    /// The window queries, planned at the first window.
+    /// The window queries, planned on first use.
     async fn queries(&mut self) -> Result<&(Prepared, Prepared)> {
         let planned = match self.queries.take() {
             Some(q) => q,
@@ -465,6 +458,7 @@ mod tests {
     use super::*;
     use crate::stats::drift::Reference;
     use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::compute::concat_batches;
     use datafusion::arrow::datatypes::Float64Type;
     use datafusion::datasource::MemTable;
 

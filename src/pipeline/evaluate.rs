@@ -267,7 +267,6 @@ async fn run(
                 let _ = reply.send(r);
             }
             Msg::Window(w) => {
-                let t0 = Instant::now();
                 let mut outputs = Vec::new();
                 let mut times = Vec::with_capacity(evaluators.len() + sinks.len());
                 for e in &mut evaluators {
@@ -275,7 +274,7 @@ async fn run(
                     outputs.extend(e.evaluate(&w).await?);
                     times.push((e.name(), t.elapsed()));
                 }
-                let eval_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let eval_ms = times.iter().map(|(_, t)| t.as_secs_f64()).sum::<f64>() * 1e3;
                 for s in &mut sinks {
                     let t = Instant::now();
                     s.write(&w, &outputs).await?;

@@ -397,11 +397,9 @@ fn unread(
 /// partitions resumed meanwhile. Both at 10 ms (figures in the README's
 /// drift monitoring figures); the cost is a fetch request every 10 ms per
 /// broker while the topics are idle. librdkafka prefetches up to 100,000
-/// records per partition by default; a paused partition's prefetch is
-/// dropped and fetched again, so mlwatch keeps at most about 2,000 per
-/// partition: in the bench that halved the pipeline's CPU per event spent
-/// beside decoding and kept open windows near `max_ahead`, while the raw
-/// consumer's rate did not change.
+/// records per partition by default and drops a paused partition's
+/// prefetch, to fetch it again on resume; mlwatch prefetches about 2,000
+/// (the bench's CPU per event and open windows in the README).
 pub const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
     ("fetch.queue.backoff.ms", "10"),
     ("fetch.wait.max.ms", "10"),

@@ -21,6 +21,10 @@ pub fn new_context(ks_method: KsMethod) -> SessionContext {
     let cfg = SessionConfig::new()
         .with_information_schema(true)
         .with_target_partitions(2);
+    context_with(cfg, ks_method)
+}
+
+fn context_with(cfg: SessionConfig, ks_method: KsMethod) -> SessionContext {
     let ctx = SessionContext::new_with_config(cfg);
     crate::udf::register_all(&ctx, ks_method);
     ctx
@@ -37,9 +41,7 @@ pub(crate) fn window_context(ks_method: KsMethod) -> SessionContext {
     optimizer.enable_topk_dynamic_filter_pushdown = false;
     optimizer.enable_join_dynamic_filter_pushdown = false;
     optimizer.enable_aggregate_dynamic_filter_pushdown = false;
-    let ctx = SessionContext::new_with_config(cfg);
-    crate::udf::register_all(&ctx, ks_method);
-    ctx
+    context_with(cfg, ks_method)
 }
 
 /// The registry's event log table.

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
@@ -84,8 +85,8 @@ impl Prepared {
     }
 
     /// Runs the query on `inputs` (one batch per input, in the order given
-    /// to [`Prepared::new`]).
-    pub async fn run(&self, inputs: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    /// to [`Prepared::new`]); the result as one batch.
+    pub async fn run(&self, inputs: Vec<RecordBatch>) -> Result<RecordBatch> {
         if inputs.len() != self.slots.len() {
             return Err(Error::Task {
                 task: "prepared query",
@@ -115,7 +116,7 @@ impl Prepared {
         for (slot, _) in &self.slots {
             lock(slot).clear();
         }
-        Ok(result?)
+        Ok(concat_batches(&self.plan.schema(), &result?)?)
     }
 }
 
@@ -280,15 +281,13 @@ mod tests {
                 "t",
                 Arc::new(MemTable::try_new(schema.clone(), vec![vec![input]])?),
             )?;
-            let want = fresh
-                .sql(sql)
-                .await?
-                .with_param_values(params())?
-                .collect()
-                .await?;
+            let df = fresh.sql(sql).await?.with_param_values(params())?;
+            let want_schema = df.schema().inner().clone();
+            // One batch, as `run` gives (headers even when empty).
+            let want = concat_batches(&want_schema, &df.collect().await?)?;
             assert_eq!(
-                pretty_format_batches(&got)?.to_string(),
-                pretty_format_batches(&want)?.to_string()
+                pretty_format_batches(&[got])?.to_string(),
+                pretty_format_batches(&[want])?.to_string()
             );
         }
         Ok(())

@@ -216,28 +216,20 @@ fn value_list() -> DataType {
 /// The non-null, non-NaN values of a `DOUBLE` column or of every list in a
 /// `LIST<DOUBLE>` column.
 fn extend_values(out: &mut Vec<f64>, a: &ArrayRef) -> Result<()> {
-    let finite = |x: &f64| !x.is_nan();
-    if let DataType::List(_) = a.data_type() {
-        let lists = a.as_list::<i32>();
-        for list in lists.iter().flatten() {
-            let v = cast(&list, &DataType::Float64)?;
-            out.extend(
-                v.as_primitive::<Float64Type>()
-                    .iter()
-                    .flatten()
-                    .filter(finite),
-            );
-        }
-    } else {
-        let v = cast(a, &DataType::Float64)?;
-        out.extend(
-            v.as_primitive::<Float64Type>()
-                .iter()
-                .flatten()
-                .filter(finite),
-        );
+    let mut push = |values: &ArrayRef| -> Result<()> {
+        let v = cast(values, &DataType::Float64)?;
+        let v = v.as_primitive::<Float64Type>();
+        out.extend(v.iter().flatten().filter(|x| !x.is_nan()));
+        Ok(())
+    };
+    match a.data_type() {
+        DataType::List(_) => a
+            .as_list::<i32>()
+            .iter()
+            .flatten()
+            .try_for_each(|l| push(&l)),
+        _ => push(a),
     }
-    Ok(())
 }
 
 /// Partial state (JSON between partitions).
