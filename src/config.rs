@@ -47,6 +47,10 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Experiment tracking from the tracking topic.
     pub tracking: TrackingConfig,
+    /// Labels joined to predictions.
+    pub outcomes: OutcomesConfig,
+    /// Model performance per window and concept-drift detectors.
+    pub performance: PerformanceConfig,
     /// Monitored models by name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
@@ -271,6 +275,74 @@ impl TrackingConfig {
     }
 }
 
+/// Labels (the outcomes topic) joined to predictions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomesConfig {
+    /// Most predictions and early labels waiting per model; past it a
+    /// deterministic sample by hash of `event_id` is kept.
+    pub max_pending: usize,
+}
+
+/// Model performance per window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceConfig {
+    /// A metric is degraded when it is worse than the registry version's
+    /// value by more than this share of that value.
+    pub tolerance: f64,
+    /// Per-metric overrides of `tolerance`.
+    #[serde(default)]
+    pub tolerances: BTreeMap<String, f64>,
+    /// Fewest labelled predictions for a window's metrics to be written.
+    pub min_labeled: usize,
+    /// Error-stream detectors run per model version (`ddm`,
+    /// `page_hinkley`, `adwin`).
+    pub detectors: Vec<String>,
+    /// DDM: drift when `p + s` reaches `p_min + level * s_min`.
+    pub ddm_drift_level: f64,
+    /// Page-Hinkley: drift when the cumulative deviation exceeds this.
+    pub page_hinkley_threshold: f64,
+    /// Page-Hinkley: the magnitude of change tolerated.
+    pub page_hinkley_delta: f64,
+    /// ADWIN: confidence of a cut.
+    pub adwin_delta: f64,
+}
+
+impl PerformanceConfig {
+    /// The tolerance of `metric`.
+    pub fn tolerance_of(&self, metric: &str) -> f64 {
+        self.tolerances
+            .get(metric)
+            .copied()
+            .unwrap_or(self.tolerance)
+    }
+}
+
+/// What a model predicts, which fixes how its labels are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Two classes: a score thresholded at `decision_threshold`, or a
+    /// categorical prediction compared with `positive_label`.
+    Binary,
+    /// Several classes: a categorical prediction.
+    Multiclass,
+    /// A number.
+    Regression,
+}
+
+impl Task {
+    /// The name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Binary => "binary",
+            Self::Multiclass => "multiclass",
+            Self::Regression => "regression",
+        }
+    }
+}
+
 /// One monitored model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +357,31 @@ pub struct ModelConfig {
     /// Drift methods and thresholds per column.
     #[serde(default)]
     pub drift: ModelDriftConfig,
+    /// What the model predicts; with it, labels from the outcomes topic
+    /// are joined to predictions and its performance is measured.
+    #[serde(default)]
+    pub task: Option<Task>,
+    /// The label (and class prediction) that counts as positive (binary).
+    #[serde(default = "default_positive_label")]
+    pub positive_label: String,
+    /// A binary score at or above this predicts the positive class.
+    #[serde(default = "default_decision_threshold")]
+    pub decision_threshold: f64,
+    /// How long after its window a prediction's label may arrive.
+    #[serde(default = "default_label_horizon", with = "humantime_serde")]
+    pub label_horizon: Duration,
+}
+
+fn default_positive_label() -> String {
+    "1".into()
+}
+
+fn default_decision_threshold() -> f64 {
+    0.5
+}
+
+fn default_label_horizon() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// `[models.M.drift]`: per-column drift settings (feature names, or
@@ -404,6 +501,51 @@ impl Config {
         if self.tracking.idle_timeout.is_zero() {
             return bad("tracking.idle_timeout", "must be positive");
         }
+        if self.outcomes.max_pending < 2 {
+            return bad("outcomes.max_pending", "must be at least 2");
+        }
+        if !(self.performance.tolerance >= 0.0 && self.performance.tolerance.is_finite()) {
+            return bad("performance.tolerance", "must be a non-negative number");
+        }
+        for d in &self.performance.detectors {
+            if !crate::monitor::performance::DETECTORS.contains(&d.as_str()) {
+                return bad(
+                    "performance.detectors",
+                    &format!(
+                        "unknown detector `{d}`; use {}",
+                        crate::monitor::performance::DETECTORS.join(", ")
+                    ),
+                );
+            }
+        }
+        let p = &self.performance;
+        for (key, v) in [
+            ("performance.ddm_drift_level", p.ddm_drift_level),
+            ("performance.page_hinkley_threshold", p.page_hinkley_threshold),
+            ("performance.page_hinkley_delta", p.page_hinkley_delta),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(key, "must be a non-negative number");
+            }
+        }
+        if !(p.adwin_delta > 0.0 && p.adwin_delta < 1.0) {
+            return bad("performance.adwin_delta", "must be in (0, 1)");
+        }
+        for (metric, t) in &self.performance.tolerances {
+            let key = format!("performance.tolerances.{metric}");
+            if !crate::monitor::performance::METRICS.contains(&metric.as_str()) {
+                return bad(
+                    &key,
+                    &format!(
+                        "unknown metric; use one of {}",
+                        crate::monitor::performance::METRICS.join(", ")
+                    ),
+                );
+            }
+            if !(*t >= 0.0 && t.is_finite()) {
+                return bad(&key, "must be a non-negative number");
+            }
+        }
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers", "must not be empty");
         }
@@ -469,6 +611,28 @@ impl Config {
                         &format!("method `{method}` does not apply to the {ty} column `{col}`"),
                     );
                 }
+            }
+            let key = |k: &str| format!("models.{name}.{k}");
+            match (model.task, model.prediction) {
+                (Some(Task::Multiclass), FeatureType::Numeric) => {
+                    return bad(
+                        &key("task"),
+                        "`multiclass` needs a categorical prediction (the predicted class); set `prediction = \"categorical\"`",
+                    );
+                }
+                (Some(Task::Regression), FeatureType::Categorical) => {
+                    return bad(
+                        &key("task"),
+                        "`regression` needs a numeric prediction; set `prediction = \"numeric\"`",
+                    );
+                }
+                _ => {}
+            }
+            if model.task == Some(Task::Binary) && model.positive_label.is_empty() {
+                return bad(&key("positive_label"), "must not be empty");
+            }
+            if !model.decision_threshold.is_finite() {
+                return bad(&key("decision_threshold"), "must be a finite number");
             }
             for (col, t) in &model.drift.threshold {
                 let key = format!("models.{name}.drift.threshold.{col}");

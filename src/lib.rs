@@ -17,6 +17,7 @@ pub mod demo;
 pub mod error;
 pub mod event;
 pub mod files;
+pub mod labels;
 pub mod monitor;
 pub mod pipeline;
 pub mod query;

@@ -31,6 +31,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMillisecondArray,
 };
+use datafusion::arrow::datatypes::Float64Type;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,11 @@ pub enum AlertKind {
     DatasetRecovered,
     /// A column breached a data-quality threshold.
     Quality,
+    /// An error-stream detector fired (the `column` names the detector).
+    ConceptDrift,
+    /// A performance metric is worse than the registry version's by more
+    /// than its tolerance (the `column` names the metric).
+    Degraded,
 }
 
 impl AlertKind {
@@ -68,6 +74,8 @@ impl AlertKind {
             Self::DatasetDrift => "dataset_drift",
             Self::DatasetRecovered => "dataset_recovered",
             Self::Quality => "quality",
+            Self::ConceptDrift => "concept_drift",
+            Self::Degraded => "degraded",
         }
     }
 }
@@ -286,6 +294,63 @@ impl AlertSink {
                             let message =
                                 format!("{m} v{v}: `{f}` quality breach: {}", breaches.value(i));
                             push(m, v, AlertKind::Quality, Some(f), message);
+                        }
+                    }
+                }
+                tables::CONCEPT_DRIFT => {
+                    let (Some(version), Some(detector)) =
+                        (strings(b, col::VERSION), strings(b, "detector"))
+                    else {
+                        continue;
+                    };
+                    let mut seen = std::collections::BTreeSet::new();
+                    for i in 0..b.num_rows() {
+                        let (v, d) = (version.value(i), detector.value(i));
+                        // One alert per version and detector per window.
+                        if !seen.insert((v, d)) {
+                            continue;
+                        }
+                        if self.observe(format!("{m}/{v}/concept:{d}"), true, window.start, true) {
+                            let message = format!(
+                                "{m} v{v}: {d} detected a change in the error stream (concept drift)"
+                            );
+                            push(m, v, AlertKind::ConceptDrift, Some(d), message);
+                        }
+                    }
+                }
+                tables::PERFORMANCE => {
+                    let (Some(version), Some(variant), Some(metric), Some(degraded)) = (
+                        strings(b, col::VERSION),
+                        strings(b, col::VARIANT),
+                        strings(b, col::METRIC),
+                        bools(b, "degraded"),
+                    ) else {
+                        continue;
+                    };
+                    let value = b
+                        .column_by_name(col::VALUE)
+                        .map(|c| c.as_primitive::<Float64Type>().clone());
+                    let baseline = b
+                        .column_by_name("baseline_value")
+                        .map(|c| c.as_primitive::<Float64Type>().clone());
+                    for i in 0..b.num_rows() {
+                        let (v, var, mt) = (version.value(i), variant.value(i), metric.value(i));
+                        let on = !degraded.is_null(i) && degraded.value(i);
+                        let subject = if var.is_empty() {
+                            mt.to_string()
+                        } else {
+                            format!("{mt}@{var}")
+                        };
+                        if self.observe(format!("{m}/{v}/degraded:{subject}"), on, window.start, true) {
+                            let num = |a: &Option<datafusion::arrow::array::Float64Array>| {
+                                a.as_ref().map_or(f64::NAN, |a| a.value(i))
+                            };
+                            let message = format!(
+                                "{m} v{v}: {subject} is {:.4}, below the registry's {:.4} beyond its tolerance",
+                                num(&value),
+                                num(&baseline)
+                            );
+                            push(m, v, AlertKind::Degraded, Some(&subject), message);
                         }
                     }
                 }

@@ -64,6 +64,11 @@ pub enum Reason {
     /// A new (version, variant) of a model in a window that already holds
     /// `window.max_groups` of them.
     TooManyGroups,
+    /// A label for an event with no waiting prediction (never seen, late,
+    /// or final long ago).
+    UnmatchedLabel,
+    /// A label for a prediction whose window's performance is already final.
+    LateLabel,
 }
 
 impl Reason {
@@ -82,6 +87,8 @@ impl Reason {
             Reason::InvalidValue => "invalid_value",
             Reason::TooManyRuns => "too_many_runs",
             Reason::TooManyGroups => "too_many_groups",
+            Reason::UnmatchedLabel => "unmatched_label",
+            Reason::LateLabel => "late_label",
         }
     }
 }

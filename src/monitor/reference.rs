@@ -73,7 +73,7 @@ struct RegistrySource {
 pub type Adopted = (String, String, String);
 
 /// The registry version number of an event's `version` ("3" or "v3").
-fn registry_version(version: &str) -> Option<u64> {
+pub(crate) fn registry_version(version: &str) -> Option<u64> {
     version.strip_prefix('v').unwrap_or(version).parse().ok()
 }
 

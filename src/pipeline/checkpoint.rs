@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::storage::Storage;
 use crate::storage::tables;
 use crate::tracking::stream::TrackingSnapshot;
+use crate::labels::LabelsSnapshot;
 use crate::window::WindowsSnapshot;
 
 /// The format written; older formats are refused with a message.
@@ -26,6 +27,9 @@ pub(crate) struct Checkpoint {
     /// Next offset to read per (topic, partition).
     pub offsets: Vec<(String, i32, i64)>,
     pub windows: WindowsSnapshot,
+    /// Predictions and labels waiting to be joined.
+    #[serde(default)]
+    pub labels: LabelsSnapshot,
     /// Open runs of the tracking topic.
     #[serde(default)]
     pub tracking: TrackingSnapshot,
@@ -40,6 +44,7 @@ impl Checkpoint {
     pub fn new(
         offsets: Vec<(String, i32, i64)>,
         windows: WindowsSnapshot,
+        labels: LabelsSnapshot,
         tracking: TrackingSnapshot,
         counters: Counters,
         parts: Parts,
@@ -48,6 +53,7 @@ impl Checkpoint {
             format: FORMAT,
             offsets,
             windows,
+            labels,
             tracking,
             counters,
             parts,

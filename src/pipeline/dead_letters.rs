@@ -60,10 +60,12 @@ impl DeadLetters {
     /// Writes and empties the buffer.
     pub async fn write(&mut self, storage: &Storage) -> Result<()> {
         for ((topic, partition), letters) in &self.by_partition {
-            let Some(first) = letters.first() else {
+            // The lowest offset: a label dead-lettered after waiting for its
+            // prediction is older than the records around it.
+            let Some(first) = letters.iter().map(|d| d.offset).min() else {
                 continue;
             };
-            let path = tables::dead_letter_file(topic, *partition, first.offset);
+            let path = tables::dead_letter_file(topic, *partition, first);
             storage.write_parquet(&path, &[batch(letters)?]).await?;
         }
         self.by_partition.clear();

@@ -60,6 +60,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::{self, EventKind, ModelCatalog, Reason};
 use crate::monitor::DriftEvaluator;
+use crate::monitor::performance::PerformanceEvaluator;
 use crate::monitor::quality::QualityEvaluator;
 use crate::monitor::reference::Profiles;
 use crate::storage::Storage;
@@ -81,8 +82,18 @@ pub struct Counters {
     pub skipped_replayed: u64,
     /// Valid prediction and feature events applied to windows.
     pub events: u64,
-    /// Valid outcome events (validated and counted only).
+    /// Valid outcome (label) events.
     pub outcomes: u64,
+    /// Labels joined to their prediction.
+    #[serde(default)]
+    pub labels_joined: u64,
+    /// Labels for an event that already had one (the first one counts).
+    #[serde(default)]
+    pub duplicate_labels: u64,
+    /// Predictions and labels left out of the join by its sample
+    /// (`outcomes.max_pending`).
+    #[serde(default)]
+    pub join_sampled_out: u64,
     /// Tracking events applied to runs.
     #[serde(default)]
     pub tracking_events: u64,
@@ -174,7 +185,7 @@ impl Pipeline {
         let mut step = Step::new(&config, catalog.clone());
         let (offsets, counters, tracking, parts) = match ckpt {
             Some(c) => {
-                step.restore(c.windows);
+                step.restore(c.windows, c.labels);
                 tracing::info!(
                     group = %config.kafka.group_id,
                     partitions = c.offsets.len(),
@@ -197,6 +208,11 @@ impl Pipeline {
                 profiles.clone(),
             )),
             Box::new(QualityEvaluator::new(&config, catalog.clone(), profiles)),
+            Box::new(PerformanceEvaluator::new(
+                &config,
+                catalog.clone(),
+                Some(storage.clone()),
+            )),
         ];
         let alerts = crate::alerts::AlertSink::new(&config, storage.clone())?;
         let webhook_failures = alerts.webhook_failures();
@@ -307,6 +323,7 @@ impl Pipeline {
                 .map(|m| Origin {
                     source: m.topic(),
                     partition: m.partition(),
+                    offset: m.offset(),
                 })
                 .collect(),
             type_errors,
@@ -317,7 +334,27 @@ impl Pipeline {
             self.dead_letter(fresh[r.pos], r.reason, r.error);
         }
         let closed = self.step.take_closable();
+        self.label_letters();
         self.write_windows(closed).await
+    }
+
+    /// Dead-letters the labels that waited in vain for their prediction.
+    fn label_letters(&mut self) {
+        for l in self.step.take_label_letters() {
+            *self
+                .counters
+                .dead_letters
+                .entry(l.reason.as_str().to_string())
+                .or_default() += 1;
+            self.dead.push(
+                &l.source,
+                l.partition,
+                l.offset,
+                l.payload.as_bytes(),
+                l.reason,
+                l.error,
+            );
+        }
     }
 
     async fn write_windows(&mut self, closed: Vec<ClosedWindow>) -> Result<()> {
@@ -352,6 +389,7 @@ impl Pipeline {
     /// Closes every open window (end of input) and writes them.
     async fn flush_all(&mut self) -> Result<()> {
         let closed = self.step.take_all();
+        self.label_letters();
         self.write_windows(closed).await
     }
 
@@ -380,9 +418,11 @@ impl Pipeline {
         self.dead.write(&self.storage).await?;
         let tracking = self.tracking.flush().await?;
         let t1 = Instant::now();
+        let (windows, labels) = self.step.snapshot();
         let bytes = Checkpoint::new(
             self.positions.offsets(),
-            self.step.snapshot(),
+            windows,
+            labels,
             tracking,
             self.counters.clone(),
             flushed.parts,

@@ -17,6 +17,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::Counters;
 use crate::config::Config;
 use crate::event::{Decoded, EventKind, ModelCatalog, field};
+use crate::labels::{LabelJoin, LabelLetter, LabelOrigin, LabelsSnapshot, Value};
 use crate::window::{ClosedWindow, ColumnSummary, Windows, WindowsSnapshot};
 
 /// Where a record came from: a partition of a source (a topic's
@@ -28,6 +29,8 @@ pub(crate) struct Origin<'a> {
     pub source: &'a str,
     /// Partition within the source.
     pub partition: i32,
+    /// Position within the partition (offset, row).
+    pub offset: i64,
 }
 
 /// The `batch` index marking a type error in the application order.
@@ -59,6 +62,7 @@ pub(crate) struct Refused {
 pub(crate) struct Step {
     catalog: std::sync::Arc<ModelCatalog>,
     windows: Windows,
+    labels: LabelJoin,
     max_groups: usize,
 }
 
@@ -67,6 +71,7 @@ impl Step {
     pub fn new(config: &Config, catalog: std::sync::Arc<ModelCatalog>) -> Self {
         let w = &config.window;
         Self {
+            labels: LabelJoin::new(config, &catalog),
             catalog,
             windows: Windows::new(
                 w.size.as_millis() as i64,
@@ -138,6 +143,23 @@ impl Step {
             let view = &views[bi as usize];
             if view.kind == EventKind::Outcome {
                 counters.outcomes += 1;
+                let origin = input.origins[pos];
+                let label = view.string(view.label, row);
+                let joined = self.labels.outcome(
+                    view.model,
+                    view.event_id.value(row),
+                    view.ts[row],
+                    label,
+                    LabelOrigin {
+                        source: origin.source,
+                        partition: origin.partition,
+                        offset: origin.offset,
+                    },
+                    self.windows.watermark(),
+                );
+                if let Err((reason, error)) = joined {
+                    refused.push(Refused { pos, reason, error });
+                }
                 continue;
             }
             let ts = view.ts[row];
@@ -179,6 +201,24 @@ impl Step {
                 EventKind::Prediction => group.predictions += 1,
                 _ => group.feature_events += 1,
             }
+            if view.kind == EventKind::Prediction && self.labels.joins(view.model) {
+                let prediction = match view.columns.last() {
+                    Some(Col::Numeric(c, _)) => Some(Value::Number(c.value(row))),
+                    Some(Col::Categorical(c, _)) => Some(Value::Class(c.value(row).to_string())),
+                    Some(Col::Bool(c)) => Some(Value::Class(c.value(row).to_string())),
+                    _ => None,
+                };
+                if let Some(p) = prediction {
+                    self.labels.prediction(
+                        view.model,
+                        start,
+                        (version, variant),
+                        view.event_id.value(row),
+                        ts,
+                        p,
+                    );
+                }
+            }
             let struct_null = view.features.is_none_or(|f| f.is_null(row));
             for (summary, col) in group.columns.iter_mut().zip(&view.columns) {
                 match (summary, col) {
@@ -208,28 +248,65 @@ impl Step {
         }
         let open = self.windows.open_windows() as u64;
         counters.peak_open_windows = counters.peak_open_windows.max(open);
+        let joined = self.labels.take_stats();
+        counters.labels_joined += joined.joined;
+        counters.duplicate_labels += joined.duplicates;
+        counters.join_sampled_out += joined.sampled_out;
         refused
     }
 
-    /// Removes the windows the watermark has passed.
+    /// Removes the windows the watermark has passed, with the performance
+    /// windows whose labels became final.
     pub fn take_closable(&mut self) -> Vec<ClosedWindow> {
-        self.windows.take_closable()
+        let closed = self.windows.take_closable();
+        let finals = self.labels.take_final(self.windows.watermark());
+        with_performance(closed, finals)
     }
 
-    /// Closes every open window (end of input).
+    /// Closes every open window and finalizes every performance window
+    /// (end of input).
     pub fn take_all(&mut self) -> Vec<ClosedWindow> {
-        self.windows.take_all()
+        let closed = self.windows.take_all();
+        let finals = self.labels.take_all();
+        with_performance(closed, finals)
     }
 
-    /// The window state for the checkpoint.
-    pub fn snapshot(&self) -> WindowsSnapshot {
-        self.windows.snapshot()
+    /// Labels that waited in vain for their prediction, for the dead letters.
+    pub fn take_label_letters(&mut self) -> Vec<LabelLetter> {
+        self.labels.take_letters()
     }
 
-    /// Restores the window state of a checkpoint.
-    pub fn restore(&mut self, snap: WindowsSnapshot) {
-        self.windows.restore(snap);
+    /// The window and join state for the checkpoint.
+    pub fn snapshot(&self) -> (WindowsSnapshot, LabelsSnapshot) {
+        (self.windows.snapshot(), self.labels.snapshot())
     }
+
+    /// Restores the window and join state of a checkpoint.
+    pub fn restore(&mut self, windows: WindowsSnapshot, labels: LabelsSnapshot) {
+        self.windows.restore(windows);
+        self.labels.restore(labels);
+    }
+}
+
+/// `closed` with each final performance window attached to the closed
+/// window of the same start (or to a window of its own), in start order.
+fn with_performance(
+    mut closed: Vec<ClosedWindow>,
+    finals: Vec<crate::labels::PerformanceWindow>,
+) -> Vec<ClosedWindow> {
+    for f in finals {
+        match closed.iter_mut().find(|w| w.start == f.start) {
+            Some(w) => w.performance.push(f),
+            None => closed.push(ClosedWindow {
+                start: f.start,
+                end: f.end,
+                groups: Vec::new(),
+                performance: vec![f],
+            }),
+        }
+    }
+    closed.sort_by_key(|w| w.start);
+    closed
 }
 
 /// How a batch holds one monitored column.
@@ -255,6 +332,7 @@ struct RowView<'a> {
     event_id: &'a StringArray,
     version: Option<&'a StringArray>,
     variant: Option<&'a StringArray>,
+    label: Option<&'a StringArray>,
     features: Option<&'a StructArray>,
     /// One per column of the model, in [`crate::event::ModelSchema::columns`] order.
     columns: Vec<Col<'a>>,
@@ -304,6 +382,7 @@ impl<'a> RowView<'a> {
             event_id,
             version: string_col(field::VERSION),
             variant: string_col(field::VARIANT),
+            label: string_col(field::LABEL),
             features,
             columns,
         }

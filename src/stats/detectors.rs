@@ -48,6 +48,9 @@ pub struct Ddm {
     min_instances: u64,
     warning_level: f64,
     drift_level: f64,
+    /// `p + s` after the last value.
+    #[serde(default)]
+    last: f64,
 }
 
 impl Default for Ddm {
@@ -67,7 +70,14 @@ impl Ddm {
             min_instances,
             warning_level,
             drift_level,
+            last: 0.0,
         }
+    }
+
+    /// `p + s` (error rate plus its standard deviation) after the last
+    /// value, also when that value caused a drift and a reset.
+    pub fn statistic(&self) -> f64 {
+        self.last
     }
 
     fn reset(&mut self) {
@@ -82,6 +92,7 @@ impl Ddm {
         self.n += 1;
         self.p += (error - self.p) / self.n as f64;
         let s = (self.p * (1.0 - self.p) / self.n as f64).sqrt();
+        self.last = self.p + s;
         if self.n < self.min_instances {
             return DetectorState::Stable;
         }
@@ -90,7 +101,9 @@ impl Ddm {
             self.s_min = s;
         }
         if self.p + s >= self.p_min + self.drift_level * self.s_min {
+            let last = self.last;
             self.reset();
+            self.last = last;
             DetectorState::Drift
         } else if self.p + s >= self.p_min + self.warning_level * self.s_min {
             DetectorState::Warning
@@ -111,6 +124,9 @@ pub struct PageHinkley {
     threshold: f64,
     alpha: f64,
     min_instances: u64,
+    /// The cumulative sum above its minimum after the last value.
+    #[serde(default)]
+    last: f64,
 }
 
 impl Default for PageHinkley {
@@ -132,7 +148,14 @@ impl PageHinkley {
             threshold,
             alpha,
             min_instances,
+            last: 0.0,
         }
+    }
+
+    /// The cumulative deviation above its minimum after the last value,
+    /// also when that value caused a drift and a reset.
+    pub fn statistic(&self) -> f64 {
+        self.last
     }
 
     /// Adds one value.
@@ -144,8 +167,11 @@ impl PageHinkley {
         self.mean += (x - self.mean) / self.n as f64;
         self.sum = self.alpha * self.sum + (x - self.mean - self.delta);
         self.min_sum = self.min_sum.min(self.sum);
+        self.last = self.sum - self.min_sum;
         if self.n >= self.min_instances && self.sum - self.min_sum > self.threshold {
+            let last = self.last;
             *self = Self::new(self.delta, self.threshold, self.alpha, self.min_instances);
+            self.last = last;
             return DetectorState::Drift;
         }
         DetectorState::Stable

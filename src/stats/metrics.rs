@@ -2,8 +2,12 @@
 //! precision / recall / F1 (binary with `pos_label = 1`, or macro, micro and
 //! weighted averages over the sorted union of labels, `zero_division = 0`),
 //! confusion matrix, ROC AUC (ties in scores count 1/2; NaN with a single
-//! class), log loss (probabilities clipped to `[eps, 1 - eps]`), MAE, MSE and
-//! RMSE. Labels are integers; mismatched lengths and empty input are errors.
+//! class), log loss (probabilities clipped to `[eps, 1 - eps]`), Brier score
+//! (`pos_label = 1`), MAE, MSE, RMSE, R² (`force_finite = True`: 1 or 0 when
+//! the labels are constant; NaN below two samples) and the mean error
+//! `mean(y_pred - y_true)` (bias, numpy; not in scikit-learn). Class labels
+//! are integers, regression values floats; mismatched lengths and empty
+//! input are errors.
 
 use super::StatsError;
 
@@ -200,6 +204,24 @@ pub fn log_loss(y_true: &[i64], prob: &[f64]) -> Result<f64, StatsError> {
     Ok(total / y_true.len() as f64)
 }
 
+/// Brier score of `P(y = 1)` scores: the mean of `(prob - [y == 1])²`, as
+/// `sklearn.metrics.brier_score_loss` with `pos_label = 1` (its binary form
+/// is halved over the two columns, which is the same mean). Like
+/// [`log_loss`], probabilities are not checked against `[0, 1]` (scikit-learn
+/// rejects values outside) and a NaN propagates into the result.
+pub fn brier_score(y_true: &[i64], prob: &[f64]) -> Result<f64, StatsError> {
+    same_len(y_true.len(), prob.len())?;
+    let total: f64 = y_true
+        .iter()
+        .zip(prob)
+        .map(|(y, p)| {
+            let d = p - if *y == 1 { 1.0 } else { 0.0 };
+            d * d
+        })
+        .sum();
+    Ok(total / y_true.len() as f64)
+}
+
 /// Regression errors.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct RegressionErrors {
@@ -226,4 +248,125 @@ pub fn regression_errors(y_true: &[f64], y_pred: &[f64]) -> Result<RegressionErr
         mse: sq / n,
         rmse: (sq / n).sqrt(),
     })
+}
+
+/// Coefficient of determination `1 - SS_res / SS_tot`, as
+/// `sklearn.metrics.r2_score` with its default `force_finite = True`: when
+/// `y_true` is constant (`SS_tot = 0`) it is 1.0 if every prediction is
+/// exact and 0.0 otherwise. With a single sample it is NaN, as scikit-learn
+/// (which also warns).
+///
+/// Constancy is decided by comparing the values, not by the rounding of
+/// their mean: scikit-learn takes `SS_tot` around numpy's mean, which for a
+/// constant such as 0.1 can be off by one ulp and make `SS_tot` a tiny
+/// positive number and R² about -5e31; here that case is 0.0.
+pub fn r2_score(y_true: &[f64], y_pred: &[f64]) -> Result<f64, StatsError> {
+    same_len(y_true.len(), y_pred.len())?;
+    if y_true.len() < 2 {
+        return Ok(f64::NAN);
+    }
+    let ss_res: f64 = y_true
+        .iter()
+        .zip(y_pred)
+        .map(|(t, p)| {
+            let d = t - p;
+            d * d
+        })
+        .sum();
+    let ss_tot: f64 = if y_true.iter().all(|t| *t == y_true[0]) {
+        0.0
+    } else {
+        let mean = y_true.iter().sum::<f64>() / y_true.len() as f64;
+        y_true
+            .iter()
+            .map(|t| {
+                let d = t - mean;
+                d * d
+            })
+            .sum()
+    };
+    Ok(if ss_tot == 0.0 {
+        if ss_res == 0.0 { 1.0 } else { 0.0 }
+    } else {
+        1.0 - ss_res / ss_tot
+    })
+}
+
+/// Mean error `mean(y_pred - y_true)`: the bias of the predictions, positive
+/// when the model over-predicts (numpy; scikit-learn has no such metric).
+pub fn mean_error(y_true: &[f64], y_pred: &[f64]) -> Result<f64, StatsError> {
+    same_len(y_true.len(), y_pred.len())?;
+    let total: f64 = y_true.iter().zip(y_pred).map(|(t, p)| p - t).sum();
+    Ok(total / y_true.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(x: f64, y: f64) -> bool {
+        (x - y).abs() <= 1e-12 * y.abs().max(1.0)
+    }
+
+    /// scikit-learn's docstring example: squares 0.01, 0.01, 0.04, 0.09.
+    #[test]
+    fn brier_score_by_hand() {
+        let b = brier_score(&[0, 1, 1, 0], &[0.1, 0.9, 0.8, 0.3]).unwrap();
+        assert!(close(b, 0.0375), "{b}");
+        // Labels other than 1 are negatives; a perfect forecast scores 0.
+        assert_eq!(brier_score(&[1, 0, 2], &[1.0, 0.0, 0.0]).unwrap(), 0.0);
+        assert_eq!(brier_score(&[1], &[0.0]).unwrap(), 1.0);
+    }
+
+    /// Mean 2.875, SS_tot = 29.1875, SS_res = 1.5 (scikit-learn's example).
+    #[test]
+    fn r2_by_hand() {
+        let r = r2_score(&[3.0, -0.5, 2.0, 7.0], &[2.5, 0.0, 2.0, 8.0]).unwrap();
+        assert!(close(r, 1.0 - 1.5 / 29.1875), "{r}");
+        assert!(close(r, 0.9486081370449679), "{r}");
+        // Predicting the mean scores 0; worse than the mean is negative.
+        let r = r2_score(&[1.0, 2.0, 3.0], &[2.0, 2.0, 2.0]).unwrap();
+        assert_eq!(r, 0.0);
+        let r = r2_score(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]).unwrap();
+        assert!(close(r, -3.0), "{r}");
+    }
+
+    /// force_finite: constant labels give 1 (exact) or 0 (any residual),
+    /// also for a constant whose mean does not round back to itself.
+    #[test]
+    fn r2_constant_labels_and_single_sample() {
+        assert_eq!(r2_score(&[3.0; 4], &[3.0; 4]).unwrap(), 1.0);
+        assert_eq!(r2_score(&[3.0; 4], &[3.0, 3.0, 3.5, 3.0]).unwrap(), 0.0);
+        assert_eq!(r2_score(&[0.1; 20], &[0.2; 20]).unwrap(), 0.0);
+        assert_eq!(r2_score(&[0.1; 20], &[0.1; 20]).unwrap(), 1.0);
+        assert!(r2_score(&[1.0], &[2.0]).unwrap().is_nan());
+    }
+
+    /// (0.5 + 0 - 1) / 3: under-predicting on balance.
+    #[test]
+    fn mean_error_by_hand() {
+        let e = mean_error(&[1.0, 2.0, 3.0], &[1.5, 2.0, 2.0]).unwrap();
+        assert!(close(e, -1.0 / 6.0), "{e}");
+        assert_eq!(mean_error(&[1.0, 2.0], &[2.0, 4.0]).unwrap(), 1.5);
+    }
+
+    #[test]
+    fn empty_and_mismatched_inputs_are_errors() {
+        assert!(matches!(
+            brier_score(&[], &[]),
+            Err(StatsError::EmptySample { .. })
+        ));
+        assert!(matches!(
+            r2_score(&[], &[]),
+            Err(StatsError::EmptySample { .. })
+        ));
+        assert!(matches!(
+            mean_error(&[1.0], &[1.0, 2.0]),
+            Err(StatsError::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            r2_score(&[1.0, 2.0], &[1.0]),
+            Err(StatsError::InvalidArgument { .. })
+        ));
+    }
 }

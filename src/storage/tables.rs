@@ -6,6 +6,8 @@
 //! | `drift_results` | `drift_results/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `data_quality` | `data_quality/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `drift_summary` | `drift_summary/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
+//! | `performance` | `performance/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
+//! | `concept_drift` | `concept_drift/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `alerts` | `alerts/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `dead_letters`  | `dead_letters/topic=<t>/partition=<p>/<first_offset>.parquet` |
 //!
@@ -24,6 +26,10 @@ pub const DRIFT_RESULTS: &str = "drift_results";
 pub const DRIFT_SUMMARY: &str = "drift_summary";
 /// Table of data-quality measures, one row per window, model, version and column.
 pub const DATA_QUALITY: &str = "data_quality";
+/// Table of model performance, one row per window, model, version, variant and metric.
+pub const PERFORMANCE: &str = "performance";
+/// Table of error-stream detections, one row per detection.
+pub const CONCEPT_DRIFT: &str = "concept_drift";
 /// Table of alerts, one row per alert.
 pub const ALERTS: &str = "alerts";
 /// Table of records that could not be used, with the reason.
@@ -56,6 +62,16 @@ pub fn output_tables() -> Vec<TableDef> {
         TableDef {
             name: DATA_QUALITY,
             file_schema: DATA_QUALITY_FILE_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: PERFORMANCE,
+            file_schema: PERFORMANCE_FILE_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: CONCEPT_DRIFT,
+            file_schema: CONCEPT_DRIFT_FILE_SCHEMA.clone(),
             partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
         },
         TableDef {
@@ -104,6 +120,8 @@ pub mod col {
     pub const REASON: &str = "reason";
     pub const ERROR: &str = "error";
     pub const VALUE: &str = "value";
+    pub const VARIANT: &str = "variant";
+    pub const METRIC: &str = "metric";
 }
 
 fn ts_type() -> DataType {
@@ -173,6 +191,45 @@ pub static DATA_QUALITY_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("sampled", DataType::Boolean, false),
         Field::new("breaches", DataType::Utf8, true),
         Field::new(col::BASELINE, DataType::Utf8, false),
+    ]))
+});
+
+/// Schema of the rows stored in `performance` files (`model` and `date`
+/// come from the path).
+pub static PERFORMANCE_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let int = |n: &str| Field::new(n, DataType::Int64, false);
+    let float = |n: &str, null| Field::new(n, DataType::Float64, null);
+    Arc::new(Schema::new(vec![
+        Field::new(col::WINDOW_START, ts_type(), false),
+        Field::new(col::WINDOW_END, ts_type(), false),
+        Field::new(col::VERSION, DataType::Utf8, false),
+        Field::new(col::VARIANT, DataType::Utf8, false),
+        Field::new("task", DataType::Utf8, false),
+        Field::new(col::METRIC, DataType::Utf8, false),
+        float(col::VALUE, true),
+        int("n_predictions"),
+        int("n_labeled"),
+        float("label_coverage", false),
+        float("baseline_value", true),
+        float("delta", true),
+        Field::new("degraded", DataType::Boolean, true),
+        Field::new("sampled", DataType::Boolean, false),
+    ]))
+});
+
+/// Schema of the rows stored in `concept_drift` files (`model` and `date`
+/// come from the path).
+pub static CONCEPT_DRIFT_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(col::WINDOW_START, ts_type(), false),
+        Field::new(col::WINDOW_END, ts_type(), false),
+        Field::new(col::VERSION, DataType::Utf8, false),
+        Field::new("detector", DataType::Utf8, false),
+        Field::new("ts", ts_type(), false),
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("input", DataType::Utf8, false),
+        Field::new(col::STATISTIC, DataType::Float64, false),
+        Field::new("n_seen", DataType::Int64, false),
     ]))
 });
 

@@ -33,6 +33,9 @@ pub struct ClosedWindow {
     pub end: i64,
     /// Its (model, version, variant) groups, in key order.
     pub groups: Vec<GroupState>,
+    /// Models whose labels for this window are final (they close later
+    /// than the window itself, after the label horizon).
+    pub performance: Vec<crate::labels::PerformanceWindow>,
 }
 
 /// Serializable snapshot of [`Windows`] (part of the checkpoint).
@@ -278,6 +281,7 @@ impl Windows {
             start,
             end: start + self.size_ms,
             groups,
+            performance: Vec::new(),
         }
     }
 
