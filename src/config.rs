@@ -299,12 +299,19 @@ pub struct PerformanceConfig {
     /// Error-stream detectors run per model version (`ddm`,
     /// `page_hinkley`, `adwin`).
     pub detectors: Vec<String>,
+    /// A proportion metric is degraded only when a one-sided z-test
+    /// against the registry value rejects at this level.
+    pub alpha: f64,
     /// DDM: drift when `p + s` reaches `p_min + level * s_min`.
     pub ddm_drift_level: f64,
+    /// DDM: values before it starts tracking its minimum.
+    pub ddm_min_instances: u64,
     /// Page-Hinkley: drift when the cumulative deviation exceeds this.
     pub page_hinkley_threshold: f64,
     /// Page-Hinkley: the magnitude of change tolerated.
     pub page_hinkley_delta: f64,
+    /// Page-Hinkley: forgetting factor of the cumulative sum (1: none).
+    pub page_hinkley_alpha: f64,
     /// ADWIN: confidence of a cut.
     pub adwin_delta: f64,
 }
@@ -527,6 +534,12 @@ impl Config {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(key, "must be a non-negative number");
             }
+        }
+        if !(p.page_hinkley_alpha > 0.0 && p.page_hinkley_alpha <= 1.0) {
+            return bad("performance.page_hinkley_alpha", "must be in (0, 1]");
+        }
+        if !(p.alpha > 0.0 && p.alpha < 1.0) {
+            return bad("performance.alpha", "must be in (0, 1)");
         }
         if !(p.adwin_delta > 0.0 && p.adwin_delta < 1.0) {
             return bad("performance.adwin_delta", "must be in (0, 1)");

@@ -7,9 +7,19 @@
 //! windows on, a new `region` ("overseas") takes a fifth of the events;
 //! from half-way, `credit_score` shifts up by two-thirds of a standard
 //! deviation; from three quarters, the prediction's distribution moves up.
-//! Every other column keeps its training distribution. The producer paces
-//! itself on the pipeline's progress because the mock broker keeps only
-//! ~5 MiB per partition.
+//! Every other column keeps its training distribution.
+//!
+//! Labels follow on the outcomes topic ([`Labels`]): a prediction's label is
+//! drawn from its score (the model is calibrated), 10% never arrive, most
+//! arrive seconds to a minute and a half after the prediction, 2% after the
+//! label horizon. From three eighths of the windows on, the concept
+//! changes: 40% of the labels are flipped while the features and the
+//! prediction keep their distributions, so only performance can show it.
+//! Version 1 of the model is registered with its training metrics, the
+//! baseline of the `performance` table.
+//!
+//! The producer paces itself on the pipeline's progress because the mock
+//! broker keeps only ~5 MiB per partition.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +58,8 @@ pub struct Drifts {
     pub new_category: bool,
     /// The prediction shifted.
     pub prediction: bool,
+    /// The labels' relation to the inputs changed (concept drift).
+    pub concept: bool,
 }
 
 impl Drifts {
@@ -56,6 +68,7 @@ impl Drifts {
         score: false,
         new_category: false,
         prediction: false,
+        concept: false,
     };
 
     /// The changes active in window `window` (0-based) of `windows`.
@@ -64,7 +77,15 @@ impl Drifts {
             new_category: 4 * window >= windows,
             score: 2 * window >= windows,
             prediction: 4 * window >= 3 * windows,
+            concept: 8 * window >= 3 * windows,
         }
+    }
+
+    /// The first window (0-based) of `windows` where the concept changes.
+    pub fn concept_start(windows: u64) -> u64 {
+        (0..windows)
+            .find(|w| Drifts::at(*w, windows).concept)
+            .unwrap_or(windows)
     }
 
     /// The first window (0-based) of `windows` where each change is active:
@@ -168,16 +189,75 @@ impl Generator {
 
     /// The JSON of prediction event `i` at event time `ts_ms`.
     pub fn event_json(&mut self, i: u64, ts_ms: i64, drifts: Drifts) -> String {
+        self.event(i, ts_ms, drifts).0
+    }
+
+    /// The JSON of prediction event `i` at event time `ts_ms`, and its score.
+    pub fn event(&mut self, i: u64, ts_ms: i64, drifts: Drifts) -> (String, f64) {
         let row = self.row(drifts);
         let variant = if self.rng.random_bool(0.5) { "A" } else { "B" };
         let pred = row.prediction;
         let latency = 5.0 + self.rng.random::<f64>() * 20.0;
         let [a, inc, s, t, d] = row.numeric;
         let [reg, dev] = row.categorical;
-        format!(
+        let json = format!(
             r#"{{"event_id":"evt-{i}","ts":{ts_ms},"model":"{MODEL}","version":"1","variant":"{variant}","unit_id":"user-{u}","features":{{"age":{a},"income":{inc},"credit_score":{s},"tenure_months":{t},"debt_ratio":{d},"region":"{reg}","device":"{dev}"}},"prediction":{pred:.6},"latency_ms":{latency:.3}}}"#,
             u = i % 50_000
-        )
+        );
+        // The score as the event carries it (6 decimals).
+        (json, (pred * 1e6).round() / 1e6)
+    }
+}
+
+/// Share of labels that never arrive.
+pub const MISSING_LABELS: f64 = 0.10;
+/// Share of labels that arrive after the label horizon.
+pub const LATE_LABELS: f64 = 0.02;
+/// Share of labels flipped once the concept has changed.
+pub const FLIPPED_LABELS: f64 = 0.4;
+/// The demo's label horizon.
+pub const LABEL_HORIZON_MS: i64 = 180_000;
+
+/// Draws the label of each prediction and when it arrives (own seed, so
+/// the feature stream does not depend on it).
+pub struct Labels {
+    rng: StdRng,
+    delay: Exp<f64>,
+}
+
+impl Labels {
+    /// A label generator with a fixed seed.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            delay: Exp::new(1.0 / 20_000.0).expect("valid parameters"),
+        }
+    }
+
+    /// The label of prediction `i` made at `ts_ms` with `score`: `None` when
+    /// it never arrives, else its event time and JSON. The true class is
+    /// drawn with probability `score`; after a concept change a share of
+    /// them is flipped.
+    pub fn label(&mut self, i: u64, ts_ms: i64, score: f64, drifts: Drifts) -> Option<(i64, String)> {
+        let r = &mut self.rng;
+        let mut y = r.random_bool(score.clamp(0.0, 1.0));
+        if drifts.concept && r.random_bool(FLIPPED_LABELS) {
+            y = !y;
+        }
+        let u: f64 = r.random();
+        let delay = if u < MISSING_LABELS {
+            return None;
+        } else if u < MISSING_LABELS + LATE_LABELS {
+            LABEL_HORIZON_MS + 90_000
+        } else {
+            (self.delay.sample(r) as i64).clamp(500, 90_000)
+        };
+        let at = ts_ms + delay;
+        let json = format!(
+            r#"{{"event_id":"evt-{i}","ts":{at},"model":"{MODEL}","label":"{}"}}"#,
+            u8::from(y)
+        );
+        Some((at, json))
     }
 }
 
@@ -262,9 +342,26 @@ interval = "2s"
 [drift]
 p_value_threshold = 0.001
 
+# The detectors watch ~4,500 labels a minute for 20 minutes. Page-Hinkley
+# without forgetting (alpha = 1), its delta half the smallest shift of the
+# error rate worth an alarm (0.1); DDM tracks its minimum once 1,000 labels
+# are in (from 30 it anchors on a noisy early minimum). F1 on ~2,000 labels a
+# variant varies by ~7% between windows: its tolerance is 20%.
+[performance]
+page_hinkley_delta = 0.05
+page_hinkley_alpha = 1.0
+ddm_min_instances = 1000
+tolerances = {{ f1 = 0.2 }}
+
 [models.{MODEL}]
 reference = "{reference}"
 prediction = "numeric"
+# Labels on the outcomes topic are joined to predictions; a window's
+# performance is final 3 minutes after its end.
+task = "binary"
+positive_label = "1"
+decision_threshold = 0.5
+label_horizon = "3m"
 [models.{MODEL}.features]
 age = "numeric"
 income = "numeric"
@@ -326,6 +423,8 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
         &config.kafka.group_id,
     )));
 
+    register_version(&data, &reference).await?;
+
     let progress = Arc::new(AtomicU64::new(0));
     let (_stop_tx, stop_rx) = watch::channel(None);
     let control = RunControl {
@@ -335,11 +434,14 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
     };
     let pipeline = tokio::spawn(pipeline::run(config.clone(), control));
 
-    let topic = config.kafka.predictions_topic.clone();
+    let topics = (
+        config.kafka.predictions_topic.clone(),
+        config.kafka.outcomes_topic.clone(),
+    );
     let (events, windows) = (opts.events, opts.windows.max(1));
     let producer_progress = progress.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        produce(&brokers, &topic, events, windows, &producer_progress)
+        produce(&brokers, &topics, events, windows, &producer_progress)
     });
     producer.await.map_err(|e| Error::Task {
         task: "demo producer",
@@ -353,11 +455,78 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// Produces the synthetic stream, keeping at most ~30k records in flight
+/// Registers version 1 of the demo model (unless the registry has it) with
+/// the metrics of the model on labelled training data, the baseline of the
+/// `performance` table.
+async fn register_version(data: &Path, reference: &Path) -> Result<()> {
+    let storage = crate::storage::Storage::open(&data.display().to_string(), &Default::default())?;
+    let registry = crate::registry::ModelRegistry::new(storage);
+    let selector = crate::registry::Selector::Version(1);
+    if registry.get_model(MODEL, &selector).await.is_ok() {
+        return Ok(());
+    }
+    let mut g = Generator::new(7);
+    let mut labels = Labels::new(8);
+    let (mut scores, mut ys) = (Vec::new(), Vec::new());
+    for i in 0..20_000 {
+        let (_, score) = g.event(i, START_MS, Drifts::NONE);
+        if let Some((_, json)) = labels.label(i, START_MS, score, Drifts::NONE) {
+            scores.push(crate::labels::Value::Number(score));
+            let y = if json.contains(r#""label":"1""#) { "1" } else { "0" };
+            ys.push(crate::labels::Value::Class(y.into()));
+        }
+    }
+    let scoring = crate::monitor::performance::Scoring {
+        task: crate::config::Task::Binary,
+        positive_label: "1".into(),
+        decision_threshold: 0.5,
+    };
+    let pairs: Vec<_> = scores.iter().zip(&ys).collect();
+    let metadata = crate::registry::ModelMetadata {
+        metrics: scoring
+            .metrics(&pairs)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        model_type: Some("demo.calibrated_score".into()),
+        ..Default::default()
+    };
+    registry.register_model(MODEL, reference, metadata).await?;
+    Ok(())
+}
+
+/// Sends one record, waiting while the producer's queue is full.
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    payload: &str,
+) -> Result<()> {
+    let mut record = BaseRecord::to(topic).payload(payload).key(key);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, r)) => {
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                ) {
+                    std::thread::sleep(Duration::from_millis(2));
+                    record = r;
+                } else {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+}
+
+/// Produces the synthetic stream (predictions, and their labels in the
+/// order of their event times), keeping at most ~30k records in flight
 /// ahead of the consumer.
 fn produce(
     brokers: &str,
-    topic: &str,
+    (predictions, outcomes): &(String, String),
     events: u64,
     windows: u64,
     consumed: &AtomicU64,
@@ -368,32 +537,36 @@ fn produce(
         .set("queue.buffering.max.messages", "200000")
         .create()?;
     let mut g = Generator::new(42);
+    let mut labels = Labels::new(43);
+    let mut waiting: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64, String)>> =
+        Default::default();
     let span_ms = windows as i64 * 60_000;
+    let mut sent = 0u64;
     for i in 0..events {
-        while i.saturating_sub(consumed.load(Ordering::Relaxed)) > 30_000 {
+        while sent.saturating_sub(consumed.load(Ordering::Relaxed)) > 30_000 {
             std::thread::sleep(Duration::from_millis(5));
         }
         let ts = START_MS + (i as i64 * span_ms) / events as i64;
-        let window = ((ts - START_MS) / 60_000) as u64;
-        let payload = g.event_json(i, ts, Drifts::at(window, windows));
-        let key = format!("user-{}", i % 50_000);
-        let mut record = BaseRecord::to(topic).payload(&payload).key(&key);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((e, r)) => {
-                    if matches!(
-                        e.rdkafka_error_code(),
-                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                    ) {
-                        std::thread::sleep(Duration::from_millis(2));
-                        record = r;
-                    } else {
-                        return Err(e.into());
-                    }
-                }
+        while let Some(std::cmp::Reverse((at, j, _))) = waiting.peek()
+            && *at <= ts
+        {
+            let key = format!("user-{}", j % 50_000);
+            if let Some(std::cmp::Reverse((_, _, json))) = waiting.pop() {
+                send(&producer, outcomes, &key, &json)?;
+                sent += 1;
             }
         }
+        let window = ((ts - START_MS) / 60_000) as u64;
+        let drifts = Drifts::at(window, windows);
+        let (payload, score) = g.event(i, ts, drifts);
+        send(&producer, predictions, &format!("user-{}", i % 50_000), &payload)?;
+        sent += 1;
+        if let Some((at, json)) = labels.label(i, ts, score, drifts) {
+            waiting.push(std::cmp::Reverse((at, i, json)));
+        }
+    }
+    while let Some(std::cmp::Reverse((_, j, json))) = waiting.pop() {
+        send(&producer, outcomes, &format!("user-{}", j % 50_000), &json)?;
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(())

@@ -34,15 +34,22 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("--events must be at least 1");
     }
     let (new_category, score, prediction) = demo::Drifts::starts(args.windows);
+    let concept = demo::Drifts::concept_start(args.windows);
     eprintln!(
         "mlwatch demo: in-process Kafka broker, {} events over {} one-minute windows; injected: \
          `{}` gains the category `{}` from window {new_category}, `{}` shifts from window {score}, \
-         the prediction shifts from window {prediction} (windows counted from 0).",
+         the prediction shifts from window {prediction}, {:.0}% of the labels flip from window \
+         {concept} (concept drift; windows counted from 0). Labels: {:.0}% never arrive, {:.0}% \
+         after the {}-minute horizon.",
         args.events,
         args.windows,
         demo::NEW_CATEGORY_FEATURE,
         demo::NEW_CATEGORY,
         demo::SHIFTED_FEATURE,
+        demo::FLIPPED_LABELS * 100.0,
+        demo::MISSING_LABELS * 100.0,
+        demo::LATE_LABELS * 100.0,
+        demo::LABEL_HORIZON_MS / 60_000,
     );
     let summary = demo::run_demo(&DemoOptions {
         data: args.data.clone(),
@@ -52,13 +59,17 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await?;
     let c = &summary.counters;
     println!(
-        "consumed {} records ({} events) in {:.1}s; {} windows closed, {} drift results, {} dead letters",
+        "consumed {} records ({} events, {} labels: {} joined, {} duplicates) in {:.1}s; {} windows closed, {} drift results, {} dead letters {:?}",
         c.records,
         c.events,
+        c.outcomes,
+        c.labels_joined,
+        c.duplicate_labels,
         summary.seconds,
         c.windows_closed,
         c.drift_rows,
-        c.dead_letters.values().sum::<u64>()
+        c.dead_letters.values().sum::<u64>(),
+        c.dead_letters
     );
     let storage = Storage::open(&args.data.display().to_string(), &Default::default())?;
     let ctx = query::new_context(Default::default());
@@ -104,6 +115,38 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     print!(
         "{}",
         super::sql::render(&totals, super::sql::Format::Table)?
+    );
+    let performance = ctx
+        .sql(&format!(
+            "SELECT window_start, sum(n_predictions) AS predictions, sum(n_labeled) AS labeled, \
+             round(sum(value * n_labeled) FILTER (WHERE metric = 'accuracy') / sum(n_labeled) FILTER (WHERE metric = 'accuracy'), 4) AS accuracy, \
+             round(sum(value * n_labeled) FILTER (WHERE metric = 'roc_auc') / sum(n_labeled) FILTER (WHERE metric = 'roc_auc'), 4) AS roc_auc, \
+             round(any_value(baseline_value) FILTER (WHERE metric = 'accuracy'), 4) AS registry_accuracy, \
+             bool_or(degraded) FILTER (WHERE metric = 'accuracy') AS degraded \
+             FROM performance WHERE model = '{}' AND metric IN ('accuracy', 'roc_auc') \
+             GROUP BY window_start ORDER BY window_start",
+            demo::MODEL
+        ))
+        .await?
+        .collect()
+        .await?;
+    println!(
+        "\nPerformance by window (labels joined to predictions; variants A and B together; \
+         `degraded` = accuracy below the registry version's by more than its tolerance):"
+    );
+    print!(
+        "{}",
+        super::sql::render(&performance, super::sql::Format::Table)?
+    );
+    let detections = ctx
+        .sql("SELECT window_start, version, detector, ts, event_id, round(statistic, 4) AS statistic, n_seen FROM concept_drift ORDER BY ts, detector")
+        .await?
+        .collect()
+        .await?;
+    println!("\nConcept drift detections (error stream of the joined labels, in event-time order):");
+    print!(
+        "{}",
+        super::sql::render(&detections, super::sql::Format::Table)?
     );
     let alerts = ctx
         .sql("SELECT window_start, kind, \"column\", message FROM alerts ORDER BY window_start, kind, \"column\"")

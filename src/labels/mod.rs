@@ -7,7 +7,11 @@
 //!   plus the model's `label_horizon`; the window is then final and handed
 //!   to the performance evaluator with its (prediction, label) pairs;
 //! * a label that finds its prediction waiting labels it (the first label
-//!   wins; later ones are counted as duplicates);
+//!   wins; later ones are counted as duplicates), unless its own event time
+//!   is at or past the window's end plus the horizon: then it is a
+//!   `late_label`, whether or not the window happens to be final yet when
+//!   it is read (so the outcome does not depend on how far the label topic
+//!   is read ahead of the predictions);
 //! * a label that arrives first waits until the watermark passes the end of
 //!   its own window (a prediction older than the label would be late by
 //!   then), then goes to the dead letters as `unmatched_label`;
@@ -340,8 +344,15 @@ impl LabelJoin {
             // The same event logged twice: the first prediction is joined.
             return;
         }
+        let deadline = start + self.size_ms + m.horizon_ms;
         let label = match m.early.get(&hash) {
-            Some(e) if e.event_id == event_id => m.early.remove(&hash).map(|e| e.label),
+            Some(e) if e.event_id == event_id => match m.early.remove(&hash) {
+                Some(e) if e.ts >= deadline => {
+                    self.letters.push(late(e, deadline));
+                    None
+                }
+                e => e.map(|e| e.label),
+            },
             _ => None,
         };
         if label.is_some() {
@@ -392,8 +403,16 @@ impl LabelJoin {
             let w = m.windows.get_mut(&start).expect("indexed window exists");
             let p = &mut w.groups[gi as usize].pairs[pi as usize];
             if p.event_id == event_id {
+                let deadline = start + size + m.horizon_ms;
                 if p.label.is_some() {
                     self.stats.duplicates += 1;
+                } else if ts >= deadline {
+                    return Err((
+                        Reason::LateLabel,
+                        format!(
+                            "label time {ts} is at or past its prediction's window end plus the label horizon ({deadline})"
+                        ),
+                    ));
                 } else {
                     p.label = Some(label);
                     self.stats.joined += 1;
@@ -643,6 +662,18 @@ pub(crate) fn test_pair(i: usize, score: f64, label: &str) -> Pair {
     }
 }
 
+fn late(e: Early, deadline: i64) -> LabelLetter {
+    let error = format!(
+        "label time {} is at or past its prediction's window end plus the label horizon ({deadline})",
+        e.ts
+    );
+    LabelLetter {
+        reason: Reason::LateLabel,
+        error,
+        ..unmatched(e)
+    }
+}
+
 fn unmatched(e: Early) -> LabelLetter {
     let payload = serde_json::json!({
         "event_id": e.event_id,
@@ -709,6 +740,17 @@ mod tests {
         assert_eq!(e.0, Reason::LateLabel);
         let e = j.outcome(0, "zzz", 10_000, "1", O, 300_000).unwrap_err();
         assert_eq!(e.0, Reason::UnmatchedLabel);
+        // Past the horizon by its own event time: late even though the
+        // window is still waiting, whichever side came first.
+        j.prediction(0, 300_000, ("1", ""), "d", 301_000, Value::Number(0.5));
+        let e = j.outcome(0, "d", 540_000, "1", O, 300_000).unwrap_err();
+        assert_eq!(e.0, Reason::LateLabel);
+        j.outcome(0, "f", 540_000, "1", O, 300_000).unwrap();
+        j.prediction(0, 300_000, ("1", ""), "f", 302_000, Value::Number(0.5));
+        let l = j.take_letters();
+        assert_eq!((l.len(), l[0].reason), (1, Reason::LateLabel));
+        let w = j.take_all();
+        assert!(w[0].groups[0].pairs.iter().all(|p| p.label.is_none()));
     }
 
     #[test]

@@ -99,6 +99,19 @@ fn registry_names(metric: &str) -> &'static [&'static str] {
     }
 }
 
+/// One-sided p-value of a proportion `p` over `n` trials being below `p0`
+/// (one-sample z-test with the null's standard error).
+fn worse_proportion_p(p: f64, p0: f64, n: u64) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let se = (p0 * (1.0 - p0) / n as f64).sqrt();
+    if se == 0.0 {
+        return if p < p0 { 0.0 } else { 1.0 };
+    }
+    crate::stats::proportions::norm_sf((p0 - p) / se)
+}
+
 /// How a model's predictions and labels are scored.
 #[derive(Debug, Clone)]
 pub struct Scoring {
@@ -147,6 +160,21 @@ impl Scoring {
                 (Value::Number(p), Value::Number(y)) => (p - y).abs(),
                 _ => f64::NAN,
             },
+        }
+    }
+
+    /// The number of trials behind a proportion metric of `pairs`: the
+    /// labelled predictions (accuracy), the predicted positives (precision),
+    /// the actual positives (recall); `None` for other metrics.
+    pub fn trials(&self, metric: &str, pairs: &[(&Value, &Value)]) -> Option<u64> {
+        let count = |f: &dyn Fn(&Value, &Value) -> bool| {
+            pairs.iter().filter(|(p, l)| f(p, l)).count() as u64
+        };
+        match (self.task, metric) {
+            (Task::Binary | Task::Multiclass, "accuracy") => Some(pairs.len() as u64),
+            (Task::Binary, "precision") => Some(count(&|p, _| self.positive(p) == 1)),
+            (Task::Binary, "recall") => Some(count(&|_, l| self.positive(l) == 1)),
+            _ => None,
         }
     }
 
@@ -321,11 +349,11 @@ impl PerformanceEvaluator {
     fn new_detectors(&self) -> Detectors {
         let c = &self.config;
         Detectors {
-            ddm: Ddm::new(30, 2.0, c.ddm_drift_level),
+            ddm: Ddm::new(c.ddm_min_instances, 2.0, c.ddm_drift_level),
             page_hinkley: PageHinkley::new(
                 c.page_hinkley_delta,
                 c.page_hinkley_threshold,
-                1.0 - 1e-4,
+                c.page_hinkley_alpha,
                 30,
             ),
             adwin: Adwin::new(c.adwin_delta, 32, 5, 5, 10),
@@ -403,7 +431,12 @@ impl PerformanceEvaluator {
                 let degraded = match (value, baseline, higher_is_better(metric)) {
                     (Some(v), Some(b), Some(higher)) => {
                         let tol = self.config.tolerance_of(metric) * b.abs();
-                        Some(if higher { v < b - tol } else { v > b + tol })
+                        let beyond = if higher { v < b - tol } else { v > b + tol };
+                        let significant = match scoring.trials(metric, &labelled) {
+                            Some(n) => worse_proportion_p(v, b, n) < self.config.alpha,
+                            None => true,
+                        };
+                        Some(beyond && significant)
                     }
                     _ => None,
                 };
@@ -673,6 +706,7 @@ mod tests {
         let catalog = Arc::new(ModelCatalog::from_config(&cfg));
         let mut e = PerformanceEvaluator::new(&cfg, catalog, None);
         e.config.min_labeled = 1;
+        e.config.alpha = 0.05;
         e.state.baselines.insert(
             "m/1".into(),
             [("accuracy".to_string(), 0.95), ("auc".to_string(), 0.5)].into(),

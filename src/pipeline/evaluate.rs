@@ -289,7 +289,11 @@ async fn run(
                             .map_or(0, |c| c.as_boolean().true_count() as u64);
                     }
                 }
-                stats.windows += 1;
+                // A window handed over only for its final labels was
+                // counted when it closed.
+                if !w.groups.is_empty() || w.performance.is_empty() {
+                    stats.windows += 1;
+                }
                 tracing::info!(
                     window_start = w.start,
                     outputs = outputs.len(),

@@ -129,10 +129,7 @@ impl KafkaPositions {
         let mut candidates: Vec<(String, i32, Option<i64>)> = Vec::new();
         for e in assigned.elements() {
             let (topic, part) = (e.topic(), e.partition());
-            if !matches!(
-                self.kind_of(topic),
-                Some(EventKind::Prediction | EventKind::Feature)
-            ) || windows.has_delivered(topic, part)
+            if self.kind_of(topic).is_none() || windows.has_delivered(topic, part)
             {
                 continue;
             }
@@ -224,10 +221,7 @@ impl KafkaPositions {
         let mut laggard = false;
         for e in assignment.elements() {
             let (t, p) = (e.topic(), e.partition());
-            if !matches!(
-                self.kind_of(t),
-                Some(EventKind::Prediction | EventKind::Feature)
-            ) {
+            if self.kind_of(t).is_none() {
                 continue;
             }
             let key = (t.to_string(), p);

@@ -368,7 +368,10 @@ impl Pipeline {
     /// but have not delivered (see [`KafkaPositions::pending`]).
     fn update_pending(&mut self, consumer: &StreamConsumer) {
         if let Some(p) = self.positions.pending(consumer, self.step.windows()) {
-            self.step.set_pending(p);
+            let (labels, events): (Vec<_>, Vec<_>) = p
+                .into_iter()
+                .partition(|(t, _)| self.positions.kind_of(t) == Some(EventKind::Outcome));
+            self.step.set_pending(events, labels);
         }
     }
 

@@ -90,8 +90,9 @@ impl Step {
 
     /// Sets the partitions that still hold unread data (see
     /// [`Windows::set_pending`]).
-    pub fn set_pending(&mut self, pending: Vec<(String, i32)>) {
+    pub fn set_pending(&mut self, pending: Vec<(String, i32)>, labels: Vec<(String, i32)>) {
         self.windows.set_pending(pending);
+        self.windows.set_label_pending(labels);
     }
 
     /// Applies `input` in record order; returns the rows refused as late.
@@ -160,6 +161,8 @@ impl Step {
                 if let Err((reason, error)) = joined {
                     refused.push(Refused { pos, reason, error });
                 }
+                self.windows
+                    .observe_label(origin.source, origin.partition, view.ts[row]);
                 continue;
             }
             let ts = view.ts[row];
@@ -259,7 +262,7 @@ impl Step {
     /// windows whose labels became final.
     pub fn take_closable(&mut self) -> Vec<ClosedWindow> {
         let closed = self.windows.take_closable();
-        let finals = self.labels.take_final(self.windows.watermark());
+        let finals = self.labels.take_final(self.windows.label_watermark());
         with_performance(closed, finals)
     }
 

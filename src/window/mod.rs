@@ -51,6 +51,10 @@ pub struct WindowsSnapshot {
     /// recomputes a lower one from the partitions' maxima).
     #[serde(default = "min_ts")]
     pub watermark: i64,
+    /// Largest event time seen per label partition (see
+    /// [`Windows::label_watermark`]).
+    #[serde(default)]
+    pub label_partition_max_ts: Vec<(String, i32, i64)>,
 }
 
 fn min_ts() -> i64 {
@@ -77,6 +81,11 @@ pub struct Windows {
     /// event yet. While any is pending the watermark stays put, so their
     /// first events are not judged late against partitions read earlier.
     pending: Vec<(String, i32)>,
+    /// Largest event time per label (outcomes) partition: they do not move
+    /// the watermark, only the label watermark.
+    label_max: Vec<(String, i32, i64)>,
+    /// Label partitions that hold unread data but have not delivered.
+    label_pending: Vec<(String, i32)>,
 }
 
 impl Windows {
@@ -95,7 +104,50 @@ impl Windows {
             watermark: i64::MIN,
             min_partition_max: i64::MIN,
             pending: Vec::new(),
+            label_max: Vec::new(),
+            label_pending: Vec::new(),
         }
+    }
+
+    /// How far labels are complete: the watermark, held back by every label
+    /// partition's newest event time less the allowed lateness (and not
+    /// known while a label partition with unread data has not delivered).
+    /// Joins finalize on it, so a label partition read more slowly than the
+    /// predictions cannot make its labels miss their window.
+    pub fn label_watermark(&self) -> i64 {
+        if !self.label_pending.is_empty() {
+            return i64::MIN;
+        }
+        let labels = self
+            .label_max
+            .iter()
+            .map(|(_, _, ts)| ts.saturating_sub(self.lateness_ms))
+            .min()
+            .unwrap_or(i64::MAX);
+        self.watermark.min(labels)
+    }
+
+    /// Records that label partition (`topic`, `partition`) delivered an
+    /// event at `ts`.
+    pub fn observe_label(&mut self, topic: &str, partition: i32, ts: i64) {
+        if !self.label_pending.is_empty() {
+            self.label_pending
+                .retain(|(t, p)| !(*p == partition && t == topic));
+        }
+        match self
+            .label_max
+            .iter_mut()
+            .find(|(t, p, _)| *p == partition && t == topic)
+        {
+            Some((_, _, max)) => *max = (*max).max(ts),
+            None => self.label_max.push((topic.to_string(), partition, ts)),
+        }
+    }
+
+    /// Sets the label partitions that hold unread data and have not
+    /// delivered yet.
+    pub fn set_label_pending(&mut self, pending: Vec<(String, i32)>) {
+        self.label_pending = pending;
     }
 
     /// Start of the window holding `ts`.
@@ -134,6 +186,7 @@ impl Windows {
     pub fn is_pending(&self, topic: &str, partition: i32) -> bool {
         self.pending
             .iter()
+            .chain(&self.label_pending)
             .any(|(t, p)| *p == partition && t == topic)
     }
 
@@ -141,6 +194,7 @@ impl Windows {
     pub fn has_delivered(&self, topic: &str, partition: i32) -> bool {
         self.partition_max
             .iter()
+            .chain(&self.label_max)
             .any(|(t, p, _)| *p == partition && t == topic)
     }
 
@@ -153,6 +207,7 @@ impl Windows {
         let limit = self.watermark.saturating_add(by_ms);
         self.partition_max
             .iter()
+            .chain(&self.label_max)
             .filter(move |(_, _, ts)| ts.saturating_sub(self.lateness_ms) > limit)
             .map(|(t, p, _)| (t.as_str(), *p))
     }
@@ -294,8 +349,11 @@ impl Windows {
     pub fn snapshot(&self) -> WindowsSnapshot {
         let mut partition_max_ts = self.partition_max.clone();
         partition_max_ts.sort();
+        let mut label_partition_max_ts = self.label_max.clone();
+        label_partition_max_ts.sort();
         WindowsSnapshot {
             partition_max_ts,
+            label_partition_max_ts,
             watermark: self.watermark,
             closed_through: self.closed_through,
             open: self
@@ -313,6 +371,7 @@ impl Windows {
     /// Restores state from a snapshot.
     pub fn restore(&mut self, snap: WindowsSnapshot) {
         self.partition_max = snap.partition_max_ts;
+        self.label_max = snap.label_partition_max_ts;
         self.closed_through = snap.closed_through;
         self.open = snap.open.into_iter().collect();
         self.watermark = snap.watermark;
