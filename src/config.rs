@@ -528,7 +528,10 @@ impl Config {
         let p = &self.performance;
         for (key, v) in [
             ("performance.ddm_drift_level", p.ddm_drift_level),
-            ("performance.page_hinkley_threshold", p.page_hinkley_threshold),
+            (
+                "performance.page_hinkley_threshold",
+                p.page_hinkley_threshold,
+            ),
             ("performance.page_hinkley_delta", p.page_hinkley_delta),
         ] {
             if !(v.is_finite() && v >= 0.0) {

@@ -238,7 +238,13 @@ impl Labels {
     /// it never arrives, else its event time and JSON. The true class is
     /// drawn with probability `score`; after a concept change a share of
     /// them is flipped.
-    pub fn label(&mut self, i: u64, ts_ms: i64, score: f64, drifts: Drifts) -> Option<(i64, String)> {
+    pub fn label(
+        &mut self,
+        i: u64,
+        ts_ms: i64,
+        score: f64,
+        drifts: Drifts,
+    ) -> Option<(i64, String)> {
         let r = &mut self.rng;
         let mut y = r.random_bool(score.clamp(0.0, 1.0));
         if drifts.concept && r.random_bool(FLIPPED_LABELS) {
@@ -472,7 +478,11 @@ async fn register_version(data: &Path, reference: &Path) -> Result<()> {
         let (_, score) = g.event(i, START_MS, Drifts::NONE);
         if let Some((_, json)) = labels.label(i, START_MS, score, Drifts::NONE) {
             scores.push(crate::labels::Value::Number(score));
-            let y = if json.contains(r#""label":"1""#) { "1" } else { "0" };
+            let y = if json.contains(r#""label":"1""#) {
+                "1"
+            } else {
+                "0"
+            };
             ys.push(crate::labels::Value::Class(y.into()));
         }
     }
@@ -559,7 +569,12 @@ fn produce(
         let window = ((ts - START_MS) / 60_000) as u64;
         let drifts = Drifts::at(window, windows);
         let (payload, score) = g.event(i, ts, drifts);
-        send(&producer, predictions, &format!("user-{}", i % 50_000), &payload)?;
+        send(
+            &producer,
+            predictions,
+            &format!("user-{}", i % 50_000),
+            &payload,
+        )?;
         sent += 1;
         if let Some((at, json)) = labels.label(i, ts, score, drifts) {
             waiting.push(std::cmp::Reverse((at, i, json)));

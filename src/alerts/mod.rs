@@ -341,7 +341,12 @@ impl AlertSink {
                         } else {
                             format!("{mt}@{var}")
                         };
-                        if self.observe(format!("{m}/{v}/degraded:{subject}"), on, window.start, true) {
+                        if self.observe(
+                            format!("{m}/{v}/degraded:{subject}"),
+                            on,
+                            window.start,
+                            true,
+                        ) {
                             let num = |a: &Option<datafusion::arrow::array::Float64Array>| {
                                 a.as_ref().map_or(f64::NAN, |a| a.value(i))
                             };

@@ -143,7 +143,9 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await?
         .collect()
         .await?;
-    println!("\nConcept drift detections (error stream of the joined labels, in event-time order):");
+    println!(
+        "\nConcept drift detections (error stream of the joined labels, in event-time order):"
+    );
     print!(
         "{}",
         super::sql::render(&detections, super::sql::Format::Table)?

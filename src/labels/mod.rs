@@ -252,7 +252,12 @@ pub struct ModelSnapshot {
     windows: Vec<(
         i64,
         u64,
-        Vec<(String, String, u64, Vec<(i64, String, Value, Option<Value>)>)>,
+        Vec<(
+            String,
+            String,
+            u64,
+            Vec<(i64, String, Value, Option<Value>)>,
+        )>,
     )>,
     early: Vec<Early>,
     /// (expiry, event key, labelled).
@@ -472,7 +477,10 @@ impl LabelJoin {
     /// the horizon has passed), and the early labels that expired (as dead
     /// letters, see [`LabelJoin::take_letters`]).
     pub fn take_final(&mut self, watermark: i64) -> Vec<PerformanceWindow> {
-        self.take(|end, horizon| end.saturating_add(horizon) <= watermark, watermark)
+        self.take(
+            |end, horizon| end.saturating_add(horizon) <= watermark,
+            watermark,
+        )
     }
 
     /// Every open window and early label (end of input).
@@ -513,7 +521,8 @@ impl LabelJoin {
                         m.expired_queue.push_back((until, p.hash));
                     }
                 }
-                w.groups.sort_by(|a, b| (&a.version, &a.variant).cmp(&(&b.version, &b.variant)));
+                w.groups
+                    .sort_by(|a, b| (&a.version, &a.variant).cmp(&(&b.version, &b.variant)));
                 out.push(PerformanceWindow {
                     model: mi,
                     start,
@@ -563,7 +572,12 @@ impl LabelJoin {
                                 .pairs
                                 .iter()
                                 .map(|p| {
-                                    (p.ts, p.event_id.clone(), p.prediction.clone(), p.label.clone())
+                                    (
+                                        p.ts,
+                                        p.event_id.clone(),
+                                        p.prediction.clone(),
+                                        p.label.clone(),
+                                    )
                                 })
                                 .collect();
                             (g.version.clone(), g.variant.clone(), g.predictions, pairs)
@@ -627,7 +641,13 @@ impl LabelJoin {
                                 .collect(),
                         })
                         .collect();
-                    (*start, OpenWindow { keep: *keep, groups })
+                    (
+                        *start,
+                        OpenWindow {
+                            keep: *keep,
+                            groups,
+                        },
+                    )
                 })
                 .collect();
             m.reindex();
@@ -723,12 +743,32 @@ mod tests {
         j.outcome(0, "b", 2_000, "0", O, i64::MIN).unwrap(); // before its prediction
         j.prediction(0, 0, ("1", ""), "b", 1_500, Value::Number(0.2));
         j.outcome(0, "a", 6_000, "0", O, i64::MIN).unwrap(); // duplicate
-        assert_eq!(j.take_stats(), JoinStats { joined: 2, duplicates: 1, sampled_out: 0 });
-        assert!(j.take_final(60_000 + 119_999).is_empty(), "the horizon has not passed");
+        assert_eq!(
+            j.take_stats(),
+            JoinStats {
+                joined: 2,
+                duplicates: 1,
+                sampled_out: 0
+            }
+        );
+        assert!(
+            j.take_final(60_000 + 119_999).is_empty(),
+            "the horizon has not passed"
+        );
         let w = j.take_final(180_000);
         assert_eq!(w.len(), 1);
-        let labels: Vec<_> = w[0].groups[0].pairs.iter().map(|p| p.label.clone()).collect();
-        assert_eq!(labels, vec![Some(Value::Class("1".into())), Some(Value::Class("0".into()))]);
+        let labels: Vec<_> = w[0].groups[0]
+            .pairs
+            .iter()
+            .map(|p| p.label.clone())
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                Some(Value::Class("1".into())),
+                Some(Value::Class("0".into()))
+            ]
+        );
         // After the window is final: late, or duplicate when it had one.
         let e = j.outcome(0, "a", 190_000, "1", O, 180_000);
         assert!(e.is_ok());
@@ -784,9 +824,19 @@ mod tests {
         assert!(w[0].sampled);
         let g = &w[0].groups[0];
         assert_eq!(g.predictions, 5_000);
-        assert!(g.pairs.len() > 250 && g.pairs.len() <= 1_000, "{}", g.pairs.len());
-        assert!(g.pairs.iter().all(|p| p.label.is_some()), "kept predictions keep their labels");
-        assert!(j.take_letters().is_empty(), "sampled-out labels are not unmatched");
+        assert!(
+            g.pairs.len() > 250 && g.pairs.len() <= 1_000,
+            "{}",
+            g.pairs.len()
+        );
+        assert!(
+            g.pairs.iter().all(|p| p.label.is_some()),
+            "kept predictions keep their labels"
+        );
+        assert!(
+            j.take_letters().is_empty(),
+            "sampled-out labels are not unmatched"
+        );
     }
 
     #[test]

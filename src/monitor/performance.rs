@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::event::ModelCatalog;
 use crate::labels::{Pair, PerformanceWindow, Value};
 use crate::pipeline::evaluate::{Evaluator, Output};
-use crate::stats::detectors::{Adwin, DetectorState, Ddm, PageHinkley};
+use crate::stats::detectors::{Adwin, Ddm, DetectorState, PageHinkley};
 use crate::stats::metrics::{self, Average};
 use crate::storage::Storage;
 use crate::storage::tables::{self, CONCEPT_DRIFT_FILE_SCHEMA, PERFORMANCE_FILE_SCHEMA};
@@ -389,7 +389,15 @@ impl PerformanceEvaluator {
                 .as_ref()
                 .and_then(|st| {
                     let v = super::reference::registry_version(version)?;
-                    Some(st.models.get(name)?.versions.get(&v)?.metadata.metrics.clone())
+                    Some(
+                        st.models
+                            .get(name)?
+                            .versions
+                            .get(&v)?
+                            .metadata
+                            .metrics
+                            .clone(),
+                    )
                 })
                 .unwrap_or_default();
             self.state.baselines.insert(key, metrics);
@@ -579,7 +587,9 @@ fn performance_batch(w: &PerformanceWindow, task: Task, rows: &[Row]) -> Result<
         Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
     };
     let ints = |f: fn(&Row) -> u64| -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| f(r) as i64)))
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| f(r) as i64),
+        ))
     };
     let floats = |f: fn(&Row) -> Option<f64>| -> ArrayRef {
         Arc::new(Float64Array::from_iter(rows.iter().map(f)))
@@ -598,7 +608,9 @@ fn performance_batch(w: &PerformanceWindow, task: Task, rows: &[Row]) -> Result<
         floats(|r| r.baseline),
         floats(|r| Some(r.value? - r.baseline?)),
         Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.degraded))),
-        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.sampled)))),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|r| Some(r.sampled)),
+        )),
     ];
     Ok(RecordBatch::try_new(PERFORMANCE_FILE_SCHEMA.clone(), cols)?)
 }
@@ -610,13 +622,23 @@ fn detections_batch(w: &PerformanceWindow, d: &[Detection]) -> Result<RecordBatc
         ts_col(w.end, n),
         Arc::new(StringArray::from_iter_values(d.iter().map(|x| &x.version))),
         Arc::new(StringArray::from_iter_values(d.iter().map(|x| x.detector))),
-        Arc::new(TimestampMillisecondArray::from_iter_values(d.iter().map(|x| x.ts)).with_timezone("UTC")),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(d.iter().map(|x| x.ts))
+                .with_timezone("UTC"),
+        ),
         Arc::new(StringArray::from_iter_values(d.iter().map(|x| &x.event_id))),
         Arc::new(StringArray::from_iter_values(d.iter().map(|x| x.input))),
-        Arc::new(Float64Array::from_iter_values(d.iter().map(|x| x.statistic))),
-        Arc::new(Int64Array::from_iter_values(d.iter().map(|x| x.n_seen as i64))),
+        Arc::new(Float64Array::from_iter_values(
+            d.iter().map(|x| x.statistic),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            d.iter().map(|x| x.n_seen as i64),
+        )),
     ];
-    Ok(RecordBatch::try_new(CONCEPT_DRIFT_FILE_SCHEMA.clone(), cols)?)
+    Ok(RecordBatch::try_new(
+        CONCEPT_DRIFT_FILE_SCHEMA.clone(),
+        cols,
+    )?)
 }
 
 #[cfg(test)]
@@ -721,7 +743,12 @@ mod tests {
                 version: "1".into(),
                 variant: String::new(),
                 predictions: 4,
-                pairs: vec![pair(0, 0.9, "1"), pair(1, 0.2, "0"), pair(2, 0.7, "0"), pair(3, 0.1, "0")],
+                pairs: vec![
+                    pair(0, 0.9, "1"),
+                    pair(1, 0.2, "0"),
+                    pair(2, 0.7, "0"),
+                    pair(3, 0.1, "0"),
+                ],
             }],
         };
         let scoring = e.scoring[0].clone().unwrap();

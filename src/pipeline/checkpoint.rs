@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::Counters;
 use super::evaluate::Parts;
 use crate::error::{Error, Result};
+use crate::labels::LabelsSnapshot;
 use crate::storage::Storage;
 use crate::storage::tables;
 use crate::tracking::stream::TrackingSnapshot;
-use crate::labels::LabelsSnapshot;
 use crate::window::WindowsSnapshot;
 
 /// The format written; older formats are refused with a message.

@@ -129,8 +129,7 @@ impl KafkaPositions {
         let mut candidates: Vec<(String, i32, Option<i64>)> = Vec::new();
         for e in assigned.elements() {
             let (topic, part) = (e.topic(), e.partition());
-            if self.kind_of(topic).is_none() || windows.has_delivered(topic, part)
-            {
+            if self.kind_of(topic).is_none() || windows.has_delivered(topic, part) {
                 continue;
             }
             let next = self.offsets.get(&(topic.to_string(), part)).copied();

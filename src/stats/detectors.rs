@@ -26,6 +26,43 @@
 //!   window, so [`Adwin::width`] right after a drift still shows the shrunken
 //!   window.
 
+/// Serde of an `f64` that may be infinite (JSON has no infinity): a
+/// number, or the string `inf` / `-inf` / `nan`.
+mod extended {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("nan")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(f64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Number(v) => Ok(v),
+            Repr::Text(t) => match t.as_str() {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "nan" => Ok(f64::NAN),
+                other => Err(serde::de::Error::custom(format!("not a number: `{other}`"))),
+            },
+        }
+    }
+}
+
 /// What a detector reports after a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,7 +80,9 @@ pub enum DetectorState {
 pub struct Ddm {
     n: u64,
     p: f64,
+    #[serde(with = "extended")]
     p_min: f64,
+    #[serde(with = "extended")]
     s_min: f64,
     min_instances: u64,
     warning_level: f64,
@@ -119,6 +158,7 @@ pub struct PageHinkley {
     n: u64,
     mean: f64,
     sum: f64,
+    #[serde(with = "extended")]
     min_sum: f64,
     delta: f64,
     threshold: f64,
@@ -421,5 +461,23 @@ mod tests {
         let states: Vec<DetectorState> = stream().iter().map(|e| d.update(*e)).collect();
         assert!(!states[..1000].contains(&DetectorState::Drift));
         assert!(states[1000..].contains(&DetectorState::Drift));
+    }
+
+    #[test]
+    fn detector_state_survives_json_with_its_infinite_minimum() {
+        let mut d = Ddm::default();
+        let mut p = PageHinkley::default();
+        for i in 0..10 {
+            d.update(f64::from(i % 2));
+            p.update(f64::from(i % 2));
+        }
+        let (mut d2, mut p2): (Ddm, PageHinkley) =
+            serde_json::from_str(&serde_json::to_string(&(&d, &p)).expect("serializes"))
+                .expect("round trip");
+        for i in 0..200 {
+            let x = f64::from(u8::from(i % 3 == 0 || i > 100));
+            assert_eq!(d.update(x), d2.update(x));
+            assert_eq!(p.update(x), p2.update(x));
+        }
     }
 }

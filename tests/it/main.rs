@@ -4,6 +4,7 @@ mod alerts;
 mod build;
 mod cli;
 mod detectors;
+mod labels;
 mod oracle;
 mod pipeline;
 mod properties;

@@ -18,6 +18,8 @@ use tokio::sync::watch;
 use crate::TestResult;
 
 pub(crate) const TOPIC: &str = "mlwatch.predictions";
+/// The outcomes (labels) topic of the default configuration.
+pub(crate) const OUTCOMES: &str = "mlwatch.outcomes";
 
 /// The demo's configuration with test settings: a named group, exact
 /// windows (no lateness), a small sample, frequent checkpoints. The same
@@ -87,6 +89,23 @@ pub(crate) fn events(n: u64, windows: i64) -> Vec<String> {
         .collect()
 }
 
+/// The demo's labels of [`events`]`(n, windows)` ([`demo::Labels`]), in the
+/// order of their event times.
+pub(crate) fn labels(n: u64, windows: i64) -> Vec<String> {
+    let mut g = Generator::new(11);
+    let mut l = demo::Labels::new(12);
+    let mut out: Vec<(i64, String)> = (0..n)
+        .filter_map(|i| {
+            let offset = (i as i64 * windows * 60_000) / n as i64;
+            let drifts = Drifts::at((offset / 60_000) as u64, windows as u64);
+            let (_, score) = g.event(i, demo::START_MS + offset, drifts);
+            l.label(i, demo::START_MS + offset, score, drifts)
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, json)| json).collect()
+}
+
 pub(crate) fn produce(brokers: &str, payloads: &[String]) -> TestResult {
     produce_to(brokers, payloads.iter().map(|m| (None, m)))
 }
@@ -97,12 +116,22 @@ fn produce_to<'a>(
     brokers: &str,
     records: impl Iterator<Item = (Option<i32>, &'a String)>,
 ) -> TestResult {
+    produce_topic(brokers, TOPIC, records)
+}
+
+/// Produces each payload to `topic`, to the partition given or the one the
+/// producer picks.
+pub(crate) fn produce_topic<'a>(
+    brokers: &str,
+    topic: &str,
+    records: impl Iterator<Item = (Option<i32>, &'a String)>,
+) -> TestResult {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .create()?;
     for (part, m) in records {
-        let rec = BaseRecord::<[u8], _>::to(TOPIC).payload(m.as_bytes());
+        let rec = BaseRecord::<[u8], _>::to(topic).payload(m.as_bytes());
         let rec = match part {
             Some(part) => rec.partition(part),
             None => rec,
@@ -113,13 +142,14 @@ fn produce_to<'a>(
     Ok(())
 }
 
-/// A mock cluster with [`TOPIC`] in `partitions` partitions, and its
-/// bootstrap servers.
+/// A mock cluster with [`TOPIC`] in `partitions` partitions and
+/// [`OUTCOMES`] in two, and its bootstrap servers.
 pub(crate) fn cluster(
     partitions: i32,
 ) -> Result<(MockCluster<'static, DefaultProducerContext>, String), Box<dyn std::error::Error>> {
     let cluster = MockCluster::new(1)?;
     cluster.create_topic(TOPIC, partitions, 1)?;
+    cluster.create_topic(OUTCOMES, 2, 1)?;
     let brokers = cluster.bootstrap_servers();
     Ok((cluster, brokers))
 }
@@ -162,6 +192,9 @@ const ALL_SUMMARY: &str = "SELECT * FROM drift_summary ORDER BY window_start, mo
 const ALL_QUALITY: &str =
     "SELECT * FROM data_quality ORDER BY window_start, model, version, kind, feature";
 const ALL_ALERTS: &str = "SELECT * FROM alerts ORDER BY window_start, alert_id";
+const ALL_PERFORMANCE: &str =
+    "SELECT * FROM performance ORDER BY window_start, model, version, variant, metric";
+const ALL_CONCEPT: &str = "SELECT * FROM concept_drift ORDER BY ts, detector";
 
 pub(crate) struct Setup {
     _tmp: tempfile::TempDir,
@@ -337,6 +370,25 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     let all = events(8_000, 8);
     let (first, second) = all.split_at(5_000);
     produce(&brokers, first)?;
+    // Labels on two partitions, in event-time order; those of the first
+    // five of eight minutes before the crash.
+    let all_labels = labels(8_000, 8);
+    let cut = all_labels
+        .iter()
+        .position(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("label json");
+            v["ts"].as_i64().unwrap_or(0) >= demo::START_MS + 5 * 60_000
+        })
+        .unwrap_or(all_labels.len());
+    let on_partitions = |ls: &[String]| -> Vec<(Option<i32>, String)> {
+        ls.iter()
+            .enumerate()
+            .map(|(i, l)| (Some((i % 2) as i32), l.clone()))
+            .collect()
+    };
+    let (early, late) = all_labels.split_at(cut);
+    let early = on_partitions(early);
+    produce_topic(&brokers, OUTCOMES, early.iter().map(|(p, l)| (*p, l)))?;
 
     // The killed run, as a separate process.
     let killed_data = s.root.join("killed");
@@ -352,6 +404,8 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     child.kill()?; // SIGKILL
     child.wait()?;
     produce(&brokers, second)?;
+    let late = on_partitions(late);
+    produce_topic(&brokers, OUTCOMES, late.iter().map(|(p, l)| (*p, l)))?;
     let out = run_command(&cfg_path, "killed")
         .args(["--until-idle", "3s"])
         .output()?;
@@ -389,6 +443,21 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     let whole = query_csv(&whole_data, ALL_ALERTS).await?;
     assert!(whole.lines().count() > 4, "header and the alerts: {whole}");
     assert_eq!(killed, whole, "same alerts, same ids");
+    let killed = query_csv(&killed_data, ALL_PERFORMANCE).await?;
+    let whole = query_csv(&whole_data, ALL_PERFORMANCE).await?;
+    assert_eq!(
+        whole.lines().count(),
+        1 + 8 * 2 * 8,
+        "8 windows x 2 variants x 8 binary metrics:\n{whole}"
+    );
+    assert_eq!(killed, whole);
+    let killed = query_csv(&killed_data, ALL_CONCEPT).await?;
+    let whole = query_csv(&whole_data, ALL_CONCEPT).await?;
+    assert!(
+        whole.lines().count() > 1,
+        "the concept change is detected: {whole}"
+    );
+    assert_eq!(killed, whole);
     Ok(())
 }
 
