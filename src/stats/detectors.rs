@@ -5,7 +5,8 @@
 //!
 //! * **DDM** (Gama et al. 2004): tracks the error rate `p` and its standard
 //!   deviation `s = sqrt(p(1-p)/n)`; remembers the minimum of `p + s`;
-//!   warning when `p + s >= p_min + 2 s_min`, drift when `>= p_min + 3 s_min`,
+//!   warning when `p + s > p_min + 2 s_min`, drift when `> p_min + 3 s_min`
+//!   (strictly, as MOA and river: a model that is never wrong never drifts),
 //!   after at least 30 values. Resets after a drift.
 //! * **Page-Hinkley** (Page 1954; defaults as in river: `delta = 0.005`,
 //!   `threshold = 50`, `alpha = 1 - 1e-4`, min 30 values): cumulative sum of
@@ -139,12 +140,12 @@ impl Ddm {
             self.p_min = self.p;
             self.s_min = s;
         }
-        if self.p + s >= self.p_min + self.drift_level * self.s_min {
+        if self.p + s > self.p_min + self.drift_level * self.s_min {
             let last = self.last;
             self.reset();
             self.last = last;
             DetectorState::Drift
-        } else if self.p + s >= self.p_min + self.warning_level * self.s_min {
+        } else if self.p + s > self.p_min + self.warning_level * self.s_min {
             DetectorState::Warning
         } else {
             DetectorState::Stable
@@ -479,5 +480,11 @@ mod tests {
             assert_eq!(d.update(x), d2.update(x));
             assert_eq!(p.update(x), p2.update(x));
         }
+    }
+
+    #[test]
+    fn ddm_does_not_fire_on_a_model_that_is_never_wrong() {
+        let mut d = Ddm::default();
+        assert!((0..1_000).all(|_| d.update(0.0) == DetectorState::Stable));
     }
 }

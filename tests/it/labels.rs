@@ -270,5 +270,30 @@ async fn the_demo_concept_change_lowers_accuracy_and_is_detected_after_it_not_be
     )
     .await?;
     assert_eq!(drifted.trim(), "feature\nregion", "{drifted}");
+
+    // The shipped query lines up drift share, accuracy and its delta.
+    let sql = std::fs::read_to_string(crate::manifest_dir().join("sql/performance_by_window.sql"))?;
+    let lined = query_csv(tmp.path(), &sql).await?;
+    let header: Vec<&str> = lined.lines().next().unwrap_or("").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let (share, delta, dets) = (col("drift_share"), col("accuracy_delta"), col("detections"));
+    let rows: Vec<Vec<&str>> = lined
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len() as u64, windows, "{lined}");
+    for (win, r) in rows.iter().enumerate() {
+        let d: f64 = r[delta].parse()?;
+        assert!(
+            !r[share].is_empty(),
+            "window {win} has a drift share: {lined}"
+        );
+        if (win as u64) < concept {
+            assert!(d.abs() < 0.03 && r[dets] == "0", "window {win}: {lined}");
+        } else {
+            assert!(d < -0.12, "window {win}: {lined}");
+        }
+    }
     Ok(())
 }

@@ -476,6 +476,8 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
     let s = setup()?;
     let (_cluster, brokers) = cluster(1)?;
     produce(&brokers, &events(3_000, 3))?;
+    let l = labels(3_000, 3);
+    produce_topic(&brokers, OUTCOMES, l.iter().map(|l| (Some(0), l)))?;
     let prefix = format!("{bucket_url}/run-{}", std::process::id());
     let mut config = test_config(&brokers, Path::new("/unused"), &s.reference, "s3")?;
     config.storage.url = prefix.clone();
@@ -492,16 +494,19 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
                     (SELECT count(*) FROM drift_results WHERE drifted) AS d, \
                     (SELECT count(*) FROM drift_summary) AS s, \
                     (SELECT count(*) FROM data_quality) AS q, \
-                    (SELECT count(*) FROM alerts WHERE kind = 'drift') AS a",
+                    (SELECT count(*) FROM alerts WHERE kind = 'drift') AS a, \
+                    (SELECT count(*) FROM performance) AS p, \
+                    (SELECT count(*) FROM concept_drift) >= 0 AS c",
         )
         .await?
         .collect()
         .await?;
     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
     // 3 windows x 8 columns; drifted: the new region category in windows 1
-    // and 2, credit_score in window 2; two drift alerts.
+    // and 2, credit_score in window 2; two drift alerts; 3 windows x 2
+    // variants x 8 binary metrics; concept_drift readable.
     assert!(
-        text.contains("| 24 | 3 | 3 | 24 | 2 |"),
+        text.contains("| 24 | 3 | 3 | 24 | 2 | 48 | true |"),
         "every table on S3:\n{text}"
     );
     Ok(())

@@ -79,6 +79,7 @@ def run_test(bootstrap, mlwatch):
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     n = WINDOWS * PER_WINDOW
     bad = 0
+    labels = []
     for i in range(n):
         ts = START_MS + i * (WINDOWS * 60_000) // n
         shift = 3.0 if i >= (WINDOWS - 1) * PER_WINDOW else 0.0
@@ -89,6 +90,16 @@ def run_test(bootstrap, mlwatch):
         if i % 100 == 7:
             producer.produce("mlwatch.predictions", b"{not json")
             bad += 1
+        # Labels for 90% of the predictions, 2 s later: the score thresholded
+        # at 0.5 (a perfect model), the label a JSON number.
+        if i % 10 != 0:
+            labels.append({"event_id": f"e{i}", "ts": ts + 2_000, "model": "m",
+                           "label": int(ev["prediction"] >= 0.5)})
+    # And one for an event that never existed.
+    labels.append({"event_id": "ghost", "ts": START_MS + 30_000, "model": "m", "label": 1})
+    bad += 1
+    for label in sorted(labels, key=lambda l: l["ts"]):
+        producer.produce("mlwatch.outcomes", json.dumps(label).encode())
     run_id = uuid.uuid4().hex
     def track(event):
         producer.produce("mlwatch.tracking", key=run_id, value=json.dumps({"run_id": run_id, **event}))
@@ -122,6 +133,8 @@ interval = "1s"
 p_value_threshold = 0.001
 [models.m]
 reference = "{ref}"
+task = "binary"
+label_horizon = "1m"
 [models.m.features]
 x = "numeric"
 y = "numeric"
@@ -181,7 +194,16 @@ method = {{ x = "ks", y = "ks" }}
 
     dead = ds.dataset(os.path.join(data, "dead_letters"), format="parquet", partitioning="hive").to_table()
     assert dead.num_rows == bad, (dead.num_rows, bad)
-    assert set(dead.column("reason").to_pylist()) == {"bad_json", "unknown_run"}
+    assert set(dead.column("reason").to_pylist()) == {"bad_json", "unknown_run", "unmatched_label"}
+
+    # Labels joined to their predictions across the two topics: a perfect
+    # model, 90% of each window labelled, no detection.
+    perf = ds.dataset(os.path.join(data, "performance"), format="parquet", partitioning="hive").to_table().to_pylist()
+    acc = [r for r in perf if r["metric"] == "accuracy"]
+    assert len(acc) == WINDOWS and all(r["value"] == 1.0 for r in acc), acc
+    assert all(r["n_predictions"] == PER_WINDOW and r["n_labeled"] == PER_WINDOW * 9 // 10 for r in acc), acc
+    assert len(perf) == WINDOWS * 8, len(perf)
+    assert not os.path.exists(os.path.join(data, "concept_drift")), "a perfect model never drifts"
 
     # The tracking run, read back with pyarrow.
     tracking = os.path.join(data, "tracking")
