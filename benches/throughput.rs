@@ -25,6 +25,16 @@
 //! 5 MiB-per-partition retention up to 1M events (checked after producing:
 //! no partition may have dropped its oldest messages).
 //!
+//! **Labels** (`MLWATCH_BENCH_LABELS=1`): each size also gets a labels
+//! topic (128 partitions) holding the demo's labels of 90% of the
+//! predictions ([`demo::Labels`]: seconds to 90 s late, 2% past the
+//! horizon), produced in event-time order, and the model has a binary task
+//! with a 3-minute label horizon, so the join, the performance evaluator
+//! and the detectors run too; the raw consumer reads and decodes both
+//! topics. Rates then count predictions and labels. The prediction topic
+//! gets enough partitions to stay under the broker's retention (512 for
+//! 5M events).
+//!
 //! Diagnostics (environment variables):
 //! * `MLWATCH_LOG=mlwatch=info` logs each window's evaluation time;
 //!   `mlwatch::pipeline=debug` the open windows at each checkpoint, its
@@ -131,7 +141,30 @@ fn perf_control(cmd: &str) {
         .expect("perf ack");
 }
 
-fn produce(brokers: &str, topic: &str, n: u64) -> u64 {
+/// Partitions of the labels topic.
+const LABEL_PARTITIONS: i32 = 128;
+
+/// Partitions of the prediction topic for `n` events: 128, or more so that
+/// none holds more than ~4 MiB (the mock broker drops the oldest past 5).
+fn partitions_for(n: u64) -> i32 {
+    let need = (n * 320 / (4 << 20) + 1).next_power_of_two();
+    PARTITIONS.max(need as i32)
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, part: i32, payload: &str) {
+    let mut rec = BaseRecord::<(), _>::to(topic)
+        .payload(payload)
+        .partition(part);
+    while let Err((_, r)) = p.send(rec) {
+        rec = r;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Produces `n` predictions to `topic` (and, with `labels`, their labels in
+/// event-time order to it); returns the bytes of the predictions and the
+/// number of labels.
+fn produce(brokers: &str, topic: &str, n: u64, labels: Option<&str>) -> (u64, u64) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -139,32 +172,45 @@ fn produce(brokers: &str, topic: &str, n: u64) -> u64 {
         .create()
         .expect("producer");
     let mut g = Generator::new(3);
-    let mut bytes = 0u64;
+    let mut l = demo::Labels::new(4);
+    let mut waiting: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64, String)>> =
+        Default::default();
+    let partitions = partitions_for(n) as u64;
+    let (mut bytes, mut n_labels) = (0u64, 0u64);
     for i in 0..n {
         // About 10,000 events per one-minute window.
         let windows = (n / 10_000).max(1) as i64;
         let ts = demo::START_MS + (i as i64 * windows * 60_000) / n as i64;
-        let payload = g.event_json(
-            i,
-            ts,
-            if i >= n / 2 {
-                Drifts::at(1, 1)
-            } else {
-                Drifts::NONE
-            },
-        );
+        let drifts = if i >= n / 2 {
+            Drifts::at(1, 1)
+        } else {
+            Drifts::NONE
+        };
+        let (payload, score) = g.event(i, ts, drifts);
         bytes += payload.len() as u64;
-        let part = (i % PARTITIONS as u64) as i32;
-        let mut rec = BaseRecord::<(), _>::to(topic)
-            .payload(&payload)
-            .partition(part);
-        while let Err((_, r)) = p.send(rec) {
-            rec = r;
-            std::thread::sleep(Duration::from_millis(1));
+        send(&p, topic, (i % partitions) as i32, &payload);
+        if let Some(lt) = labels {
+            while let Some(std::cmp::Reverse((at, ..))) = waiting.peek()
+                && *at <= ts
+            {
+                if let Some(std::cmp::Reverse((_, j, json))) = waiting.pop() {
+                    send(&p, lt, (j % LABEL_PARTITIONS as u64) as i32, &json);
+                    n_labels += 1;
+                }
+            }
+            if let Some((at, json)) = l.label(i, ts, score, drifts) {
+                waiting.push(std::cmp::Reverse((at, i, json)));
+            }
         }
     }
-    p.flush(Duration::from_secs(60)).expect("flush");
-    bytes
+    if let Some(lt) = labels {
+        while let Some(std::cmp::Reverse((_, j, json))) = waiting.pop() {
+            send(&p, lt, (j % LABEL_PARTITIONS as u64) as i32, &json);
+            n_labels += 1;
+        }
+    }
+    p.flush(Duration::from_secs(120)).expect("flush");
+    (bytes, n_labels)
 }
 
 /// Results per written window, and the methods used, as one line.
@@ -214,7 +260,14 @@ fn consumer_options(raw: bool) -> Vec<(String, String)> {
     opts
 }
 
-async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64, rep: usize) -> f64 {
+async fn raw_rate(
+    brokers: &str,
+    topic: &str,
+    labels: Option<&str>,
+    catalog: &ModelCatalog,
+    n: u64,
+    rep: usize,
+) -> f64 {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", brokers)
         .set("group.id", format!("raw-{topic}-{rep}"))
@@ -224,7 +277,9 @@ async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64, re
         cc.set(k, v);
     }
     let c: StreamConsumer = cc.create().expect("consumer");
-    c.subscribe(&[topic]).expect("subscribe");
+    let mut topics = vec![topic];
+    topics.extend(labels);
+    c.subscribe(&topics).expect("subscribe");
     // Wait for the first record before starting the clock (group join).
     let first = c.recv().await.expect("first record").detach();
     let start = Instant::now();
@@ -239,13 +294,25 @@ async fn raw_rate(brokers: &str, topic: &str, catalog: &ModelCatalog, n: u64, re
             seen += 1;
         }
         if batch.len() >= 8192 || seen >= n {
-            let payloads: Vec<&[u8]> = batch.iter().map(|m| m.payload().unwrap_or(b"")).collect();
-            let out = event::decode_parallel(catalog, EventKind::Prediction, &payloads);
-            rows += out
-                .decoded
-                .iter()
-                .map(|d| d.batch.num_rows())
-                .sum::<usize>();
+            // One decode per event kind, as the pipeline does.
+            let (preds, outcomes): (Vec<_>, Vec<_>) =
+                batch.iter().partition(|m| m.topic() == topic);
+            for (kind, msgs) in [
+                (EventKind::Prediction, preds),
+                (EventKind::Outcome, outcomes),
+            ] {
+                if msgs.is_empty() {
+                    continue;
+                }
+                let payloads: Vec<&[u8]> =
+                    msgs.iter().map(|m| m.payload().unwrap_or(b"")).collect();
+                let out = event::decode_parallel(catalog, kind, &payloads);
+                rows += out
+                    .decoded
+                    .iter()
+                    .map(|d| d.batch.num_rows())
+                    .sum::<usize>();
+            }
             batch.clear();
         }
     }
@@ -355,21 +422,35 @@ fn main() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let reference = tmp.path().join("reference.parquet");
         demo::write_reference(&reference, 20_000, 7).expect("reference");
+        let with_labels = std::env::var_os("MLWATCH_BENCH_LABELS").is_some();
         println!(
-            "| events | bytes/event | raw consume+decode (ev/s, median of {reps} (min–max)) | full path (ev/s, median (min–max)) | full/raw (medians) | RSS before full path (MiB) | peak RSS during it (MiB) | growth (MiB, largest run) | peak open windows | partition pauses (most) | dead letters (all runs) |"
+            "| events{} | bytes/event | raw consume+decode (ev/s, median of {reps} (min–max)) | full path (ev/s, median (min–max)) | full/raw (medians) | RSS before full path (MiB) | peak RSS during it (MiB) | growth (MiB, largest run) | peak open windows | partition pauses (most) | dead letters (all runs) |",
+            if with_labels { " + labels" } else { "" }
         );
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut written = Vec::new();
         for &n in &sizes {
             let topic = format!("bench-{n}");
-            cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
-            let b = brokers.clone();
-            let t = topic.clone();
-            let bytes = tokio::task::spawn_blocking(move || produce(&b, &t, n)).await.expect("produce");
-            let (b, t) = (brokers.clone(), topic.clone());
-            tokio::task::spawn_blocking(move || common::check_retained(&b, &t, PARTITIONS, n))
+            let partitions = partitions_for(n);
+            cluster.create_topic(&topic, partitions, 1).expect("topic");
+            let label_topic = with_labels.then(|| format!("bench-{n}-labels"));
+            if let Some(lt) = &label_topic {
+                cluster.create_topic(lt, LABEL_PARTITIONS, 1).expect("topic");
+            }
+            let (b, t, lt) = (brokers.clone(), topic.clone(), label_topic.clone());
+            let (bytes, n_labels) = tokio::task::spawn_blocking(move || produce(&b, &t, n, lt.as_deref()))
                 .await
-                .expect("watermarks");
+                .expect("produce");
+            let (b, t, lt) = (brokers.clone(), topic.clone(), label_topic.clone());
+            tokio::task::spawn_blocking(move || {
+                common::check_retained(&b, &t, partitions, n);
+                if let Some(lt) = lt {
+                    common::check_retained(&b, &lt, LABEL_PARTITIONS, n_labels);
+                }
+            })
+            .await
+            .expect("watermarks");
+            let records = n + n_labels;
             // Raw and full runs alternate, each with its own consumer
             // group, so that both see the same conditions; the medians are
             // compared (one run of each varies by up to a third here).
@@ -380,6 +461,15 @@ fn main() {
                 let data = tmp.path().join(format!("out-{n}-{rep}"));
                 let mut config = demo::demo_config(&brokers, &data, &reference).expect("config");
                 config.kafka.predictions_topic = topic.clone();
+                match &label_topic {
+                    Some(lt) => config.kafka.outcomes_topic = lt.clone(),
+                    None => {
+                        // No join: the model without a task.
+                        for m in config.models.values_mut() {
+                            m.task = None;
+                        }
+                    }
+                }
                 config.kafka.group_id = format!("full-{n}-{rep}");
                 config.checkpoint.interval = Duration::from_secs(5);
                 if let Ok(v) = std::env::var("MLWATCH_BENCH_MAX_AHEAD") {
@@ -392,13 +482,20 @@ fn main() {
                 // Which goes first alternates, so that neither always
                 // meets the broker warm.
                 if rep % 2 == 1 {
-                    raws.push(raw_rate(&brokers, &topic, &catalog, n, rep).await);
+                    raws.push(raw_rate(&brokers, &topic, label_topic.as_deref(), &catalog, records, rep).await);
                 }
                 let rss = rss_kib();
-                let (full, p, counters) = pipeline_rate(config, n).await;
+                let (full, p, counters) = pipeline_rate(config, records).await;
                 fulls.push(full);
                 if rep % 2 == 0 {
-                    raws.push(raw_rate(&brokers, &topic, &catalog, n, rep).await);
+                    raws.push(raw_rate(&brokers, &topic, label_topic.as_deref(), &catalog, records, rep).await);
+                }
+                if with_labels {
+                    eprintln!(
+                        "labels: {} joined, {} dead letters {:?}, {} sampled out",
+                        counters.labels_joined, counters.dead_letters.values().sum::<u64>(),
+                        counters.dead_letters, counters.join_sampled_out
+                    );
                 }
                 if rep == 0 {
                     before = rss;
@@ -415,7 +512,8 @@ fn main() {
             }
             let (raw, full) = (median(&raws), median(&fulls));
             println!(
-                "| {n} | {} | {raw:.0} ({:.0}–{:.0}) | {full:.0} ({:.0}–{:.0}) | {:.2} | {:.1} | {:.1} | {:.1} | {open} | {pauses} | {dead} |",
+                "| {n}{} | {} | {raw:.0} ({:.0}–{:.0}) | {full:.0} ({:.0}–{:.0}) | {:.2} | {:.1} | {:.1} | {:.1} | {open} | {pauses} | {dead} |",
+                if with_labels { format!(" + {n_labels}") } else { String::new() },
                 bytes / n,
                 min(&raws),
                 max(&raws),
