@@ -351,7 +351,7 @@ impl AlertSink {
                                 a.as_ref().map_or(f64::NAN, |a| a.value(i))
                             };
                             let message = format!(
-                                "{m} v{v}: {subject} is {:.4}, below the registry's {:.4} beyond its tolerance",
+                                "{m} v{v}: {subject} is {:.4}, worse than the registry's {:.4} beyond its tolerance",
                                 num(&value),
                                 num(&baseline)
                             );
@@ -410,7 +410,19 @@ impl Sink for AlertSink {
             by_model.entry(&a.model).or_default().push(a);
         }
         for (model, list) in &by_model {
-            let path = tables::window_file(tables::ALERTS, model, window.start, window.end);
+            // The alerts of a window's final labels have a file of their own,
+            // beside those of the window's drift and quality.
+            let path = if window.is_performance() {
+                tables::window_file_named(
+                    tables::ALERTS,
+                    model,
+                    window.start,
+                    window.end,
+                    "performance",
+                )
+            } else {
+                tables::window_file(tables::ALERTS, model, window.start, window.end)
+            };
             self.storage
                 .write_parquet(&path, &[batch(window, list)?])
                 .await?;

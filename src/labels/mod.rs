@@ -3,37 +3,48 @@
 //! A label resolves the prediction with the same `event_id`, whichever
 //! arrives first and on whichever partition:
 //! * a prediction of a model with a `task` waits in its event-time window
-//!   (per version and variant) until the watermark passes the window's end
-//!   plus the model's `label_horizon`; the window is then final and handed
-//!   to the performance evaluator with its (prediction, label) pairs;
+//!   (per version and variant) until the *label watermark* passes the
+//!   window's end plus the model's `label_horizon`; the window is then final
+//!   and handed to the performance evaluator with its (prediction, label)
+//!   pairs;
 //! * a label that finds its prediction waiting labels it (the first label
 //!   wins; later ones are counted as duplicates), unless its own event time
 //!   is at or past the window's end plus the horizon: then it is a
 //!   `late_label`, whether or not the window happens to be final yet when
-//!   it is read (so the outcome does not depend on how far the label topic
-//!   is read ahead of the predictions);
+//!   it is read;
 //! * a label that arrives first waits until the watermark passes the end of
-//!   its own window (a prediction older than the label would be late by
-//!   then), then goes to the dead letters as `unmatched_label`;
+//!   the window after its own (a prediction older than that would be late by
+//!   then; one window of grace for clocks that disagree), then goes to the
+//!   dead letters as `unmatched_label`;
 //! * a label for a prediction whose window is already final is a
-//!   `late_label` (finalized event ids are remembered for one more horizon);
-//!   one for an event never seen is an `unmatched_label`.
+//!   `late_label` (the ids of final predictions are remembered for one more
+//!   horizon, at most four times `outcomes.max_pending` of them); one for an
+//!   event never seen is an `unmatched_label`.
 //!
-//! **Bounded state.** At most `outcomes.max_pending` predictions and early
-//! labels are held per model. Each event's key is `xxh3_64(event_id)`; only
-//! keys at or below the model's *keep* threshold are held. When the limit is
-//! reached the threshold halves and the entries above it are dropped, from
-//! the predictions and the early labels alike, so both sides of the join
-//! keep the same events without coordination. A window remembers the lowest
-//! threshold in force while it was open; its metrics are then on a uniform
-//! sample (`sampled`). The threshold doubles back, one step per final
-//! window, while fewer than a quarter of the limit are held.
+//! **Bounded state.** A window holds at most `k` predictions per model: the
+//! ones with the smallest `xxh3_64(event_id)` (a bottom-k sample), where `k`
+//! is `outcomes.max_pending` divided by the number of windows that can be
+//! waiting at once (the label horizon, twice `window.max_ahead` and the
+//! allowed lateness, in windows, plus three). Which predictions a window
+//! keeps depends only on which predictions it got, never on their order, so
+//! a restart or another interleaving of partitions keeps the same ones. A
+//! prediction pushed out of the sample takes its label with it; an early
+//! label whose prediction turns out not to be kept is dropped with it; a
+//! label whose key is above the sample's bound in every window its
+//! prediction could be in is counted as sampled out, not dead-lettered. A
+//! window that left a prediction out says `sampled`: its metrics are on a
+//! uniform sample of its predictions (`n_predictions` stays exact). Early
+//! labels are capped at `outcomes.max_pending` too, keeping those with the
+//! smallest keys (the ones samples keep); label partitions more than
+//! `window.max_ahead` ahead of the predictions are paused, so the cap is a
+//! safety net, and only when it lets a label go that a sample would have
+//! kept can a different interleaving change a result.
 //!
-//! Everything here is decided by the record sequence and the watermark, so
-//! a replay after a crash (the state is in the checkpoint) makes the same
-//! decisions.
+//! The step calls [`LabelJoin::advance`] after every record, so expiry and
+//! finality are decided at the same record on a replay; the checkpoint holds
+//! the whole state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -45,7 +56,7 @@ use crate::event::{ModelCatalog, Reason};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
-    /// A score or a regression value.
+    /// A score or a regression value (finite).
     Number(f64),
     /// A class.
     Class(String),
@@ -129,7 +140,7 @@ pub struct JoinStats {
     pub joined: u64,
     /// Labels for an event that already had one.
     pub duplicates: u64,
-    /// Labels and predictions dropped by the keep threshold.
+    /// Predictions and labels left out by the sample.
     pub sampled_out: u64,
 }
 
@@ -145,10 +156,29 @@ struct Early {
     offset: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+/// A performance window still waiting for labels.
+#[derive(Debug, Clone, Default)]
 struct OpenWindow {
-    keep: u64,
+    /// Keys of the pairs held (a max-heap: the first to go).
+    keys: BinaryHeap<u64>,
+    /// Whether a prediction was left out.
+    sampled: bool,
     groups: Vec<PerfGroup>,
+}
+
+impl OpenWindow {
+    /// The largest key the window can still take.
+    fn bound(&self, k: usize) -> u64 {
+        if self.keys.len() < k {
+            u64::MAX
+        } else {
+            self.keys
+                .peek()
+                .copied()
+                .unwrap_or(u64::MAX)
+                .saturating_sub(1)
+        }
+    }
 }
 
 /// The join state of one model with a task.
@@ -157,68 +187,109 @@ struct ModelJoin {
     name: String,
     task: Task,
     horizon_ms: i64,
-    keep: u64,
     windows: BTreeMap<i64, OpenWindow>,
     /// Key → (window start, group, index) of a waiting prediction.
     index: HashMap<u64, (i64, u32, u32)>,
     early: HashMap<u64, Early>,
-    /// (expiry, key) of early labels; stale entries are skipped.
+    /// (expiry, key) of each early label.
     early_queue: BTreeSet<(i64, u64)>,
+    /// Keys of the early labels, largest first (may hold keys of labels
+    /// that left since; rebuilt when mostly those).
+    early_keys: BinaryHeap<u64>,
     /// Keys of finalized predictions → whether they were labelled.
     expired: HashMap<u64, bool>,
     expired_queue: VecDeque<(i64, u64)>,
+    /// The bound of each recently final window, by start.
+    history: BTreeMap<i64, u64>,
 }
 
+fn window_start(ts: i64, size: i64) -> i64 {
+    ts.div_euclid(size) * size
+}
+
+/// When an early label at `ts` stops waiting: the end of the window after
+/// its own.
+fn early_expiry(ts: i64, size: i64) -> i64 {
+    window_start(ts, size).saturating_add(2 * size)
+}
+
+/// Final ids remembered per model, as a multiple of `outcomes.max_pending`.
+const EXPIRED_FACTOR: usize = 4;
+
 impl ModelJoin {
-    fn held(&self) -> usize {
-        self.index.len() + self.early.len()
+    /// The largest bound a prediction labelled at `ts` may face, counting
+    /// the candidate windows that do not exist yet as unbounded (`at_expiry`
+    /// false), or, once every candidate window is closed to predictions
+    /// (`at_expiry`), over the windows that exist (`None`: none does). A
+    /// label above it belongs to a prediction the sample leaves out.
+    fn ceiling_for(&self, ts: i64, size: i64, k: usize, at_expiry: bool) -> Option<u64> {
+        let lo = window_start(
+            ts.saturating_sub(self.horizon_ms.saturating_add(size)),
+            size,
+        );
+        let hi = window_start(ts, size).saturating_add(size);
+        let mut ceiling: Option<u64> = None;
+        let mut start = lo;
+        while start <= hi {
+            let bound = match (self.windows.get(&start), self.history.get(&start)) {
+                (Some(w), _) => Some(w.bound(k)),
+                (None, Some(b)) => Some(*b),
+                (None, None) if at_expiry => None,
+                (None, None) => Some(u64::MAX),
+            };
+            ceiling = ceiling.max(bound);
+            start = start.saturating_add(size);
+        }
+        ceiling
     }
 
-    /// The lowest keep threshold of any open window (a label above it may
-    /// belong to a prediction that was sampled out).
-    fn floor(&self) -> u64 {
-        self.windows
-            .values()
-            .map(|w| w.keep)
-            .min()
-            .unwrap_or(u64::MAX)
-            .min(self.keep)
-    }
-
-    fn reindex(&mut self) {
-        self.index.clear();
-        for (start, w) in &self.windows {
-            for (gi, g) in w.groups.iter().enumerate() {
-                for (pi, p) in g.pairs.iter().enumerate() {
-                    self.index.insert(p.hash, (*start, gi as u32, pi as u32));
-                }
+    /// Holds an early label, keeping the `max` with the smallest keys (the
+    /// ones the windows' samples keep); returns how many were let go.
+    fn hold_early(&mut self, hash: u64, e: Early, size: i64, max: usize) -> u64 {
+        self.early_queue.insert((early_expiry(e.ts, size), hash));
+        self.early.insert(hash, e);
+        self.early_keys.push(hash);
+        let mut dropped = 0;
+        while self.early.len() > max {
+            let Some(h) = self.early_keys.pop() else {
+                break;
+            };
+            if self.remove_early(h, size).is_some() {
+                dropped += 1;
             }
         }
+        if self.early_keys.len() > 2 * self.early.len() + 64 {
+            self.early_keys = self.early.keys().copied().collect();
+        }
+        dropped
     }
 
-    /// Halves the keep threshold until at most `max` entries are held.
-    fn shrink(&mut self, max: usize, stats: &mut JoinStats) {
-        if self.held() <= max {
-            return;
+    /// Removes the early label of `hash`.
+    fn remove_early(&mut self, hash: u64, size: i64) -> Option<Early> {
+        let e = self.early.remove(&hash)?;
+        self.early_queue.remove(&(early_expiry(e.ts, size), hash));
+        Some(e)
+    }
+
+    /// Removes the pair with the largest key of the window at `start` (the
+    /// sample's next to go); returns whether it had a label.
+    fn evict_largest(&mut self, start: i64) -> bool {
+        let Some(w) = self.windows.get_mut(&start) else {
+            return false;
+        };
+        let Some(hash) = w.keys.pop() else {
+            return false;
+        };
+        w.sampled = true;
+        let Some((_, gi, pi)) = self.index.remove(&hash) else {
+            return false;
+        };
+        let g = &mut w.groups[gi as usize];
+        let gone = g.pairs.swap_remove(pi as usize);
+        if let Some(moved) = g.pairs.get(pi as usize) {
+            self.index.insert(moved.hash, (start, gi, pi));
         }
-        while self.held() > max && self.keep > 0 {
-            self.keep /= 2;
-            let keep = self.keep;
-            for w in self.windows.values_mut() {
-                w.keep = w.keep.min(keep);
-                for g in &mut w.groups {
-                    let before = g.pairs.len();
-                    g.pairs.retain(|p| p.hash <= keep);
-                    stats.sampled_out += (before - g.pairs.len()) as u64;
-                }
-            }
-            let before = self.early.len();
-            self.early.retain(|h, _| *h <= keep);
-            stats.sampled_out += (before - self.early.len()) as u64;
-            self.reindex();
-        }
-        tracing::info!(model = %self.name, keep_share = self.keep as f64 / u64::MAX as f64,
-            "outcomes.max_pending reached: the join keeps a sample of events");
+        gone.label.is_some()
     }
 }
 
@@ -227,8 +298,12 @@ impl ModelJoin {
 pub struct LabelJoin {
     size_ms: i64,
     max_pending: usize,
+    /// Predictions a window holds at most.
+    per_window: usize,
     models: Vec<Option<ModelJoin>>,
     letters: Vec<LabelLetter>,
+    /// Windows that became final, until the step hands them over.
+    finals: Vec<PerformanceWindow>,
     stats: JoinStats,
 }
 
@@ -242,32 +317,32 @@ pub struct LabelsSnapshot {
     pub letters: Vec<LabelLetter>,
 }
 
+/// A group of a window in the checkpoint: (version, variant, predictions,
+/// pairs as (ts, event_id, prediction, label)).
+type GroupSnapshot = (
+    String,
+    String,
+    u64,
+    Vec<(i64, String, Value, Option<Value>)>,
+);
+
 /// One model's join state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModelSnapshot {
-    keep: u64,
-    /// (start, keep, groups: (version, variant, predictions, pairs as
-    /// (ts, event_id, prediction, label))).
-    #[allow(clippy::type_complexity)]
-    windows: Vec<(
-        i64,
-        u64,
-        Vec<(
-            String,
-            String,
-            u64,
-            Vec<(i64, String, Value, Option<Value>)>,
-        )>,
-    )>,
+    /// (start, sampled, groups).
+    windows: Vec<(i64, bool, Vec<GroupSnapshot>)>,
     early: Vec<Early>,
     /// (expiry, event key, labelled).
     expired: Vec<(i64, u64, bool)>,
+    /// (window start, bound) of recently final windows.
+    history: Vec<(i64, u64)>,
 }
 
 impl LabelJoin {
     /// The join for `config`'s models (those without a task take no part).
     pub fn new(config: &Config, catalog: &ModelCatalog) -> Self {
-        let models = catalog
+        let size = (config.window.size.as_millis() as i64).max(1);
+        let models: Vec<Option<ModelJoin>> = catalog
             .models
             .iter()
             .map(|m| {
@@ -276,21 +351,36 @@ impl LabelJoin {
                     name: m.name.clone(),
                     task: mc.task?,
                     horizon_ms: mc.label_horizon.as_millis() as i64,
-                    keep: u64::MAX,
                     windows: BTreeMap::new(),
                     index: HashMap::new(),
                     early: HashMap::new(),
                     early_queue: BTreeSet::new(),
+                    early_keys: BinaryHeap::new(),
                     expired: HashMap::new(),
                     expired_queue: VecDeque::new(),
+                    history: BTreeMap::new(),
                 })
             })
             .collect();
+        let horizon = models
+            .iter()
+            .flatten()
+            .map(|m| m.horizon_ms)
+            .max()
+            .unwrap_or(0);
+        let span = horizon
+            .saturating_add(2 * config.window.max_ahead_ms())
+            .saturating_add(config.window.allowed_lateness.as_millis() as i64)
+            / size
+            + 3;
+        let max_pending = config.outcomes.max_pending;
         Self {
-            size_ms: config.window.size.as_millis() as i64,
-            max_pending: config.outcomes.max_pending,
+            size_ms: size,
+            max_pending,
+            per_window: (max_pending / span.max(1) as usize).max(1),
             models,
             letters: Vec::new(),
+            finals: Vec::new(),
             stats: JoinStats::default(),
         }
     }
@@ -302,7 +392,11 @@ impl LabelJoin {
 
     /// Predictions and early labels held, over every model.
     pub fn held(&self) -> usize {
-        self.models.iter().flatten().map(ModelJoin::held).sum()
+        self.models
+            .iter()
+            .flatten()
+            .map(|m| m.index.len() + m.early.len())
+            .sum()
     }
 
     /// A prediction of `model` in the window starting at `start`.
@@ -315,16 +409,18 @@ impl LabelJoin {
         ts: i64,
         prediction: Value,
     ) {
-        let max = self.max_pending;
+        let (size, k) = (self.size_ms, self.per_window);
         let Some(Some(m)) = self.models.get_mut(model) else {
             return;
         };
         let hash = xxh3_64(event_id.as_bytes());
-        let keep = m.keep;
-        let w = m.windows.entry(start).or_insert_with(|| OpenWindow {
-            keep,
-            groups: Vec::new(),
-        });
+        if let Some(&(s, gi, pi)) = m.index.get(&hash)
+            && m.windows[&s].groups[gi as usize].pairs[pi as usize].event_id == event_id
+        {
+            // The same event logged twice: the first prediction counts.
+            return;
+        }
+        let w = m.windows.entry(start).or_default();
         let gi = match w
             .groups
             .iter()
@@ -341,28 +437,34 @@ impl LabelJoin {
             }
         };
         w.groups[gi].predictions += 1;
-        if hash > w.keep {
+        let early = m.early.get(&hash).is_some_and(|e| e.event_id == event_id);
+        if hash > w.bound(k) {
+            // Left out by the sample, and its early label with it.
+            w.sampled = true;
             self.stats.sampled_out += 1;
+            if early {
+                m.remove_early(hash, size);
+                self.stats.sampled_out += 1;
+            }
             return;
         }
-        if m.index.contains_key(&hash) {
-            // The same event logged twice: the first prediction is joined.
-            return;
+        if w.keys.len() >= k {
+            let labelled = m.evict_largest(start);
+            self.stats.sampled_out += 1 + u64::from(labelled);
         }
-        let deadline = start + self.size_ms + m.horizon_ms;
-        let label = match m.early.get(&hash) {
-            Some(e) if e.event_id == event_id => match m.early.remove(&hash) {
-                Some(e) if e.ts >= deadline => {
-                    self.letters.push(late(e, deadline));
-                    None
-                }
-                e => e.map(|e| e.label),
-            },
-            _ => None,
+        let deadline = start.saturating_add(size).saturating_add(m.horizon_ms);
+        let label = match early.then(|| m.remove_early(hash, size)).flatten() {
+            Some(e) if e.ts >= deadline => {
+                self.letters.push(late(e, deadline));
+                None
+            }
+            e => e.map(|e| e.label),
         };
         if label.is_some() {
             self.stats.joined += 1;
         }
+        let w = m.windows.get_mut(&start).expect("created above");
+        w.keys.push(hash);
         let g = &mut w.groups[gi];
         g.pairs.push(Pair {
             ts,
@@ -373,7 +475,6 @@ impl LabelJoin {
         });
         m.index
             .insert(hash, (start, gi as u32, (g.pairs.len() - 1) as u32));
-        m.shrink(max, &mut self.stats);
     }
 
     /// A label of `model` for `event_id` at `ts`. `Err` refuses it now
@@ -387,7 +488,7 @@ impl LabelJoin {
         origin: LabelOrigin<'_>,
         watermark: i64,
     ) -> Result<(), (Reason, String)> {
-        let (size, max) = (self.size_ms, self.max_pending);
+        let (size, max, k) = (self.size_ms, self.max_pending, self.per_window);
         let Some(Some(m)) = self.models.get_mut(model) else {
             return Ok(());
         };
@@ -408,7 +509,7 @@ impl LabelJoin {
             let w = m.windows.get_mut(&start).expect("indexed window exists");
             let p = &mut w.groups[gi as usize].pairs[pi as usize];
             if p.event_id == event_id {
-                let deadline = start + size + m.horizon_ms;
+                let deadline = start.saturating_add(size).saturating_add(m.horizon_ms);
                 if p.label.is_some() {
                     self.stats.duplicates += 1;
                 } else if ts >= deadline {
@@ -437,60 +538,66 @@ impl LabelJoin {
             return Err((
                 Reason::LateLabel,
                 format!(
-                    "the performance of its prediction's window is final (the watermark {watermark} passed the window's end plus the label horizon of {} ms)",
+                    "the performance of its prediction's window is final (its end plus the label horizon of {} ms has passed)",
                     m.horizon_ms
                 ),
             ));
         }
-        if hash > m.floor() {
+        if m.ceiling_for(ts, size, k, false).is_some_and(|c| hash > c) {
+            // Every window its prediction can be in has left it out.
             self.stats.sampled_out += 1;
             return Ok(());
         }
-        let expiry = ts.div_euclid(size) * size + size;
+        let expiry = early_expiry(ts, size);
         if expiry <= watermark {
+            if m.ceiling_for(ts, size, k, true).is_some_and(|c| hash > c) {
+                self.stats.sampled_out += 1;
+                return Ok(());
+            }
             return Err((
                 Reason::UnmatchedLabel,
                 format!(
-                    "no prediction with event_id `{event_id}` is waiting for a label, and one older than the label would be late (watermark {watermark})"
+                    "no prediction with event_id `{event_id}` is waiting for a label, and one older than the label would be late"
                 ),
             ));
         }
-        m.early.insert(
-            hash,
-            Early {
-                ts,
-                event_id: event_id.to_string(),
-                model: m.name.clone(),
-                raw: raw.to_string(),
-                label,
-                source: origin.source.to_string(),
-                partition: origin.partition,
-                offset: origin.offset,
-            },
-        );
-        m.early_queue.insert((expiry, hash));
-        m.shrink(max, &mut self.stats);
+        let early = Early {
+            ts,
+            event_id: event_id.to_string(),
+            model: m.name.clone(),
+            raw: raw.to_string(),
+            label,
+            source: origin.source.to_string(),
+            partition: origin.partition,
+            offset: origin.offset,
+        };
+        self.stats.sampled_out += m.hold_early(hash, early, size, max);
         Ok(())
     }
 
-    /// The windows whose labels are final at `watermark` (their end plus
-    /// the horizon has passed), and the early labels that expired (as dead
-    /// letters, see [`LabelJoin::take_letters`]).
-    pub fn take_final(&mut self, watermark: i64) -> Vec<PerformanceWindow> {
-        self.take(
-            |end, horizon| end.saturating_add(horizon) <= watermark,
-            watermark,
-        )
+    /// Moves the join on to `watermark` (early labels expire against it) and
+    /// `label_watermark` (windows become final against it). Called after
+    /// every record; cheap when nothing is due.
+    pub fn advance(&mut self, watermark: i64, label_watermark: i64) {
+        self.advance_to(watermark, |end, horizon| {
+            end.saturating_add(horizon) <= label_watermark
+        });
     }
 
-    /// Every open window and early label (end of input).
-    pub fn take_all(&mut self) -> Vec<PerformanceWindow> {
-        self.take(|_, _| true, i64::MAX)
+    /// Finalizes every window and expires every early label (end of input).
+    pub fn finish(&mut self) {
+        self.advance_to(i64::MAX, |_, _| true);
     }
 
-    fn take(&mut self, ready: impl Fn(i64, i64) -> bool, watermark: i64) -> Vec<PerformanceWindow> {
-        let (size, max) = (self.size_ms, self.max_pending);
-        let mut out = Vec::new();
+    /// The windows that became final since the last call, in start order.
+    pub fn take_finals(&mut self) -> Vec<PerformanceWindow> {
+        let mut out = std::mem::take(&mut self.finals);
+        out.sort_by_key(|w| (w.start, w.model));
+        out
+    }
+
+    fn advance_to(&mut self, watermark: i64, ready: impl Fn(i64, i64) -> bool) {
+        let (size, max, k) = (self.size_ms, self.max_pending, self.per_window);
         for (mi, slot) in self.models.iter_mut().enumerate() {
             let Some(m) = slot else { continue };
             while let Some(&(expiry, hash)) = m.early_queue.first() {
@@ -499,20 +606,21 @@ impl LabelJoin {
                 }
                 m.early_queue.pop_first();
                 if let Some(e) = m.early.remove(&hash) {
-                    self.letters.push(unmatched(e));
+                    if m.ceiling_for(e.ts, size, k, true).is_some_and(|c| hash > c) {
+                        self.stats.sampled_out += 1;
+                    } else {
+                        self.letters.push(unmatched(e));
+                    }
                 }
             }
-            let starts: Vec<i64> = m
-                .windows
-                .keys()
-                .copied()
-                .take_while(|s| ready(s + size, m.horizon_ms))
-                .collect();
-            for start in starts {
+            while let Some((&start, _)) = m.windows.first_key_value() {
+                let end = start.saturating_add(size);
+                if !ready(end, m.horizon_ms) {
+                    break;
+                }
                 let Some(mut w) = m.windows.remove(&start) else {
-                    continue;
+                    break;
                 };
-                let end = start + size;
                 let until = end.saturating_add(2 * m.horizon_ms);
                 for g in &w.groups {
                     for p in &g.pairs {
@@ -521,29 +629,35 @@ impl LabelJoin {
                         m.expired_queue.push_back((until, p.hash));
                     }
                 }
+                m.history.insert(start, w.bound(k));
+                // Bounds matter for labels up to a horizon and a window
+                // after their prediction's window.
+                let old = start.saturating_sub(2 * (m.horizon_ms + 2 * size));
+                while m.history.first_key_value().is_some_and(|(s, _)| *s < old) {
+                    m.history.pop_first();
+                }
                 w.groups
                     .sort_by(|a, b| (&a.version, &a.variant).cmp(&(&b.version, &b.variant)));
-                out.push(PerformanceWindow {
+                for g in &mut w.groups {
+                    g.pairs
+                        .sort_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
+                }
+                self.finals.push(PerformanceWindow {
                     model: mi,
                     start,
                     end,
-                    sampled: w.keep < u64::MAX,
+                    sampled: w.sampled,
                     groups: w.groups,
                 });
             }
             while let Some(&(until, hash)) = m.expired_queue.front() {
-                if until > watermark && m.expired_queue.len() <= max {
+                if until > watermark && m.expired_queue.len() <= max * EXPIRED_FACTOR {
                     break;
                 }
                 m.expired_queue.pop_front();
                 m.expired.remove(&hash);
             }
-            if m.keep < u64::MAX && m.held() * 4 < max {
-                m.keep = m.keep.saturating_mul(2).saturating_add(1);
-            }
         }
-        out.sort_by_key(|w| (w.start, w.model));
-        out
     }
 
     /// Labels that waited in vain, to be dead-lettered.
@@ -556,8 +670,13 @@ impl LabelJoin {
         std::mem::take(&mut self.stats)
     }
 
-    /// The state for the checkpoint.
+    /// The state for the checkpoint (taken after the step handed over the
+    /// final windows, see [`LabelJoin::take_finals`]).
     pub fn snapshot(&self) -> LabelsSnapshot {
+        debug_assert!(
+            self.finals.is_empty(),
+            "final windows are handed over first"
+        );
         let mut models = BTreeMap::new();
         for m in self.models.iter().flatten() {
             let windows = m
@@ -568,7 +687,7 @@ impl LabelJoin {
                         .groups
                         .iter()
                         .map(|g| {
-                            let pairs = g
+                            let mut pairs: Vec<_> = g
                                 .pairs
                                 .iter()
                                 .map(|p| {
@@ -580,10 +699,11 @@ impl LabelJoin {
                                     )
                                 })
                                 .collect();
+                            pairs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
                             (g.version.clone(), g.variant.clone(), g.predictions, pairs)
                         })
                         .collect();
-                    (*s, w.keep, groups)
+                    (*s, w.sampled, groups)
                 })
                 .collect();
             let mut early: Vec<Early> = m.early.values().cloned().collect();
@@ -596,10 +716,10 @@ impl LabelJoin {
             models.insert(
                 m.name.clone(),
                 ModelSnapshot {
-                    keep: m.keep,
                     windows,
                     early,
                     expired,
+                    history: m.history.iter().map(|(s, b)| (*s, *b)).collect(),
                 },
             );
         }
@@ -618,53 +738,52 @@ impl LabelJoin {
             let Some(s) = snap.models.get(&m.name) else {
                 continue;
             };
-            m.keep = s.keep;
-            m.windows = s
-                .windows
-                .iter()
-                .map(|(start, keep, groups)| {
-                    let groups = groups
-                        .iter()
-                        .map(|(version, variant, predictions, pairs)| PerfGroup {
-                            version: version.clone(),
-                            variant: variant.clone(),
-                            predictions: *predictions,
-                            pairs: pairs
-                                .iter()
-                                .map(|(ts, id, p, l)| Pair {
-                                    ts: *ts,
-                                    hash: xxh3_64(id.as_bytes()),
-                                    event_id: id.clone(),
-                                    prediction: p.clone(),
-                                    label: l.clone(),
-                                })
-                                .collect(),
-                        })
-                        .collect();
-                    (
-                        *start,
-                        OpenWindow {
-                            keep: *keep,
-                            groups,
-                        },
-                    )
-                })
-                .collect();
-            m.reindex();
+            m.windows.clear();
+            m.index.clear();
+            for (start, sampled, groups) in &s.windows {
+                let mut w = OpenWindow {
+                    sampled: *sampled,
+                    ..Default::default()
+                };
+                for (gi, (version, variant, predictions, pairs)) in groups.iter().enumerate() {
+                    let mut g = PerfGroup {
+                        version: version.clone(),
+                        variant: variant.clone(),
+                        predictions: *predictions,
+                        pairs: Vec::with_capacity(pairs.len()),
+                    };
+                    for (ts, id, p, l) in pairs {
+                        let hash = xxh3_64(id.as_bytes());
+                        w.keys.push(hash);
+                        m.index
+                            .insert(hash, (*start, gi as u32, g.pairs.len() as u32));
+                        g.pairs.push(Pair {
+                            ts: *ts,
+                            hash,
+                            event_id: id.clone(),
+                            prediction: p.clone(),
+                            label: l.clone(),
+                        });
+                    }
+                    w.groups.push(g);
+                }
+                m.windows.insert(*start, w);
+            }
             m.early.clear();
             m.early_queue.clear();
             for e in &s.early {
                 let hash = xxh3_64(e.event_id.as_bytes());
-                m.early_queue
-                    .insert((e.ts.div_euclid(size) * size + size, hash));
+                m.early_queue.insert((early_expiry(e.ts, size), hash));
                 m.early.insert(hash, e.clone());
             }
+            m.early_keys = m.early.keys().copied().collect();
             m.expired.clear();
             m.expired_queue.clear();
             for (until, h, l) in &s.expired {
                 m.expired.insert(*h, *l);
                 m.expired_queue.push_back((*until, *h));
             }
+            m.history = s.history.iter().copied().collect();
         }
     }
 }
@@ -709,7 +828,7 @@ fn unmatched(e: Early) -> LabelLetter {
         payload,
         reason: Reason::UnmatchedLabel,
         error: format!(
-            "no prediction with event_id `{}` arrived before the watermark passed the label's window",
+            "no prediction with event_id `{}` is waiting for a label, and one older than the label would be late",
             e.event_id
         ),
     }
@@ -751,11 +870,10 @@ mod tests {
                 sampled_out: 0
             }
         );
-        assert!(
-            j.take_final(60_000 + 119_999).is_empty(),
-            "the horizon has not passed"
-        );
-        let w = j.take_final(180_000);
+        j.advance(i64::MIN, 60_000 + 119_999);
+        assert!(j.take_finals().is_empty(), "the horizon has not passed");
+        j.advance(180_000, 180_000);
+        let w = j.take_finals();
         assert_eq!(w.len(), 1);
         let labels: Vec<_> = w[0].groups[0]
             .pairs
@@ -774,7 +892,8 @@ mod tests {
         assert!(e.is_ok());
         assert_eq!(j.take_stats().duplicates, 1);
         j.prediction(0, 120_000, ("1", ""), "c", 121_000, Value::Number(0.5));
-        let w = j.take_final(120_000 + 180_000);
+        j.advance(300_000, 300_000);
+        let w = j.take_finals();
         assert_eq!(w.len(), 1);
         let e = j.outcome(0, "c", 400_000, "1", O, 300_000).unwrap_err();
         assert_eq!(e.0, Reason::LateLabel);
@@ -789,7 +908,8 @@ mod tests {
         j.prediction(0, 300_000, ("1", ""), "f", 302_000, Value::Number(0.5));
         let l = j.take_letters();
         assert_eq!((l.len(), l[0].reason), (1, Reason::LateLabel));
-        let w = j.take_all();
+        j.finish();
+        let w = j.take_finals();
         assert!(w[0].groups[0].pairs.iter().all(|p| p.label.is_none()));
     }
 
@@ -797,9 +917,10 @@ mod tests {
     fn an_early_label_without_prediction_expires_as_a_dead_letter() {
         let mut j = join(100);
         j.outcome(0, "x", 70_000, "1", O, 0).unwrap();
-        assert!(j.take_final(119_999).is_empty());
-        assert!(j.take_letters().is_empty());
-        j.take_final(120_000);
+        j.advance(179_999, 179_999);
+        assert!(j.take_finals().is_empty());
+        assert!(j.take_letters().is_empty(), "one window of grace");
+        j.advance(180_000, 180_000);
         let l = j.take_letters();
         assert_eq!(l.len(), 1);
         assert_eq!((l[0].reason, l[0].offset), (Reason::UnmatchedLabel, 7));
@@ -807,36 +928,49 @@ mod tests {
     }
 
     #[test]
-    fn past_max_pending_both_sides_keep_the_same_hash_sample() {
-        let mut j = join(1_000);
-        for i in 0..5_000 {
-            let id = format!("e{i}");
-            if i % 2 == 0 {
-                j.outcome(0, &id, 30_000, "1", O, i64::MIN).unwrap();
-                j.prediction(0, 0, ("1", ""), &id, 1_000, Value::Number(0.7));
-            } else {
-                j.prediction(0, 0, ("1", ""), &id, 1_000, Value::Number(0.7));
-                j.outcome(0, &id, 30_000, "1", O, i64::MIN).unwrap();
+    fn past_max_pending_a_window_keeps_the_bottom_k_in_any_order_with_labels() {
+        let run = |reverse: bool| {
+            let mut j = join(1_000);
+            let k = j.per_window;
+            let mut ids: Vec<u64> = (0..5_000).collect();
+            if reverse {
+                ids.reverse();
             }
-            assert!(j.held() <= 1_000);
-        }
-        let w = j.take_final(i64::MAX - 1);
+            for i in ids {
+                let id = format!("e{i}");
+                if i % 2 == 0 {
+                    j.outcome(0, &id, 30_000, "1", O, i64::MIN).unwrap();
+                    j.prediction(0, 0, ("1", ""), &id, 1_000, Value::Number(0.7));
+                } else {
+                    j.prediction(0, 0, ("1", ""), &id, 1_000, Value::Number(0.7));
+                    j.outcome(0, &id, 30_000, "1", O, i64::MIN).unwrap();
+                }
+                assert!(j.held() <= j.per_window + 1_000);
+            }
+            j.finish();
+            assert!(
+                j.take_letters().is_empty(),
+                "sampled-out labels are not unmatched"
+            );
+            (k, j.take_finals())
+        };
+        let (k, w) = run(false);
+        assert!(k > 50 && k < 1_000, "{k}");
         assert!(w[0].sampled);
         let g = &w[0].groups[0];
         assert_eq!(g.predictions, 5_000);
-        assert!(
-            g.pairs.len() > 250 && g.pairs.len() <= 1_000,
-            "{}",
-            g.pairs.len()
-        );
+        let mut smallest: Vec<u64> = (0..5_000)
+            .map(|i| xxh3_64(format!("e{i}").as_bytes()))
+            .collect();
+        smallest.sort_unstable();
+        let mut kept: Vec<u64> = g.pairs.iter().map(|p| p.hash).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, smallest[..k].to_vec(), "the k smallest keys");
         assert!(
             g.pairs.iter().all(|p| p.label.is_some()),
             "kept predictions keep their labels"
         );
-        assert!(
-            j.take_letters().is_empty(),
-            "sampled-out labels are not unmatched"
-        );
+        assert_eq!(run(true).1, w, "the order of arrival does not matter");
     }
 
     #[test]
@@ -850,7 +984,8 @@ mod tests {
         r.restore(snap);
         r.outcome(0, "a", 3_000, "1", O, i64::MIN).unwrap();
         r.prediction(0, 0, ("1", "A"), "b", 1_500, Value::Number(0.1));
-        let w = r.take_all();
+        r.finish();
+        let w = r.take_finals();
         assert_eq!(w[0].groups[0].pairs.len(), 2);
         assert!(w[0].groups[0].pairs.iter().all(|p| p.label.is_some()));
     }

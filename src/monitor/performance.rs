@@ -12,11 +12,18 @@
 //!   R², mean error (prediction − label);
 //! * **against the registry**: `baseline_value` is the metric logged on the
 //!   registry version (`metrics`, read when the evaluator first sees the
-//!   version and kept in its checkpoint part, so a replay uses the same
-//!   value), `delta = value − baseline_value`, and `degraded` when the value
-//!   is worse than the baseline by more than `performance.tolerance` times
-//!   its magnitude (a relative tolerance rule; directionless metrics are
-//!   never degraded).
+//!   version, and again every `baseline.refresh` of event time while it has
+//!   none; kept in its checkpoint part, so a replay uses the same value),
+//!   `delta = value − baseline_value`, and `degraded` when the value is
+//!   worse than the baseline by more than `performance.tolerance` times its
+//!   magnitude and, for the proportions (accuracy, precision, recall), a
+//!   one-sided one-sample z-test against the baseline rejects at
+//!   `performance.alpha` (directionless metrics are never degraded).
+//!
+//! Binary labels and class predictions are compared with `positive_label`
+//! as text, or as numbers when both read as one (`1`, `1.0`, `true`).
+//! `positive_rate` is the share of the window's predictions (labelled or
+//! not) that are positive.
 //!
 //! Per model version (variants merged), the labelled pairs in event-time
 //! order (`ts`, then `event_id`) feed DDM, Page-Hinkley and ADWIN
@@ -112,6 +119,20 @@ fn worse_proportion_p(p: f64, p0: f64, n: u64) -> f64 {
     crate::stats::proportions::norm_sf((p0 - p) / se)
 }
 
+/// Whether two class names are the same class: equal text, or the same
+/// number (`1`, `1.0`; `true` and `false` read as 1 and 0).
+fn same_class(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let num = |x: &str| match x.trim() {
+        "true" => Some(1.0),
+        "false" => Some(0.0),
+        t => t.parse::<f64>().ok(),
+    };
+    matches!((num(a), num(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// How a model's predictions and labels are scored.
 #[derive(Debug, Clone)]
 pub struct Scoring {
@@ -146,7 +167,7 @@ impl Scoring {
     fn positive(&self, v: &Value) -> i64 {
         match v {
             Value::Number(s) => i64::from(*s >= self.decision_threshold),
-            Value::Class(c) => i64::from(*c == self.positive_label),
+            Value::Class(c) => i64::from(same_class(c, &self.positive_label)),
         }
     }
 
@@ -155,7 +176,10 @@ impl Scoring {
     fn error(&self, prediction: &Value, label: &Value) -> f64 {
         match self.task {
             Task::Binary => f64::from(u8::from(self.positive(prediction) != self.positive(label))),
-            Task::Multiclass => f64::from(u8::from(prediction != label)),
+            Task::Multiclass => match (prediction, label) {
+                (Value::Class(p), Value::Class(l)) => f64::from(u8::from(!same_class(p, l))),
+                _ => f64::from(u8::from(prediction != label)),
+            },
             Task::Regression => match (prediction, label) {
                 (Value::Number(p), Value::Number(y)) => (p - y).abs(),
                 _ => f64::NAN,
@@ -223,8 +247,12 @@ impl Scoring {
                 );
             }
             Task::Multiclass => {
+                // Numeric class names are compared as numbers ("1" = "1.0").
                 let class = |v: &Value| match v {
-                    Value::Class(c) => c.clone(),
+                    Value::Class(c) => match c.trim().parse::<f64>() {
+                        Ok(n) => n.to_string(),
+                        Err(_) => c.clone(),
+                    },
                     Value::Number(n) => n.to_string(),
                 };
                 let mut names: Vec<String> = pairs
@@ -308,8 +336,9 @@ struct Detectors {
 struct State {
     /// By `model/version`.
     detectors: BTreeMap<String, Detectors>,
-    /// The registry metrics of each `model/version` seen (empty: none).
-    baselines: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The registry metrics of each `model/version` seen (empty: none
+    /// yet), and the window start they were last looked up at.
+    baselines: BTreeMap<String, (BTreeMap<String, f64>, i64)>,
 }
 
 /// The performance evaluator.
@@ -318,6 +347,8 @@ pub struct PerformanceEvaluator {
     scoring: Vec<Option<Scoring>>,
     config: PerformanceConfig,
     storage: Option<Storage>,
+    /// Event time between registry looks for versions without metrics.
+    refresh_ms: i64,
     state: State,
 }
 
@@ -342,6 +373,7 @@ impl PerformanceEvaluator {
             scoring,
             config: config.performance.clone(),
             storage,
+            refresh_ms: config.baseline.refresh.as_millis() as i64,
             state: State::default(),
         }
     }
@@ -361,34 +393,40 @@ impl PerformanceEvaluator {
         }
     }
 
-    /// Reads the registry metrics of the versions not seen before.
+    /// Reads the registry metrics of the versions not seen before, and of
+    /// those without any every `baseline.refresh` of event time. A registry
+    /// that cannot be read is logged and tried again at the next window.
     async fn load_baselines(&mut self, w: &PerformanceWindow) {
         let name = &self.catalog.models[w.model].name;
-        let missing: Vec<String> = w
+        let due: Vec<String> = w
             .groups
             .iter()
             .map(|g| format!("{name}/{}", g.version))
-            .filter(|k| !self.state.baselines.contains_key(k))
+            .filter(|k| match self.state.baselines.get(k) {
+                None => true,
+                Some((m, at)) => m.is_empty() && w.start >= at.saturating_add(self.refresh_ms),
+            })
             .collect();
-        if missing.is_empty() {
+        if due.is_empty() {
             return;
         }
-        let state = match &self.storage {
-            Some(s) => match crate::registry::ModelRegistry::new(s.clone()).state().await {
-                Ok(st) => Some(st),
-                Err(e) => {
-                    tracing::warn!(error = %e, "registry not readable; no baseline metrics");
-                    None
-                }
-            },
-            None => None,
+        let Some(storage) = &self.storage else {
+            return;
         };
-        for key in missing {
+        let st = match crate::registry::ModelRegistry::new(storage.clone())
+            .state()
+            .await
+        {
+            Ok(st) => st,
+            Err(e) => {
+                tracing::warn!(error = %e, "registry not readable; baseline metrics looked up again at the next window");
+                return;
+            }
+        };
+        for key in due {
             let version = key.rsplit('/').next().unwrap_or("");
-            let metrics = state
-                .as_ref()
-                .and_then(|st| {
-                    let v = super::reference::registry_version(version)?;
+            let metrics = super::reference::registry_version(version)
+                .and_then(|v| {
                     Some(
                         st.models
                             .get(name)?
@@ -400,7 +438,7 @@ impl PerformanceEvaluator {
                     )
                 })
                 .unwrap_or_default();
-            self.state.baselines.insert(key, metrics);
+            self.state.baselines.insert(key, (metrics, w.start));
         }
     }
 
@@ -423,12 +461,26 @@ impl PerformanceEvaluator {
                 .pairs
                 .iter()
                 .all(|p| matches!(p.prediction, Value::Number(_)));
-            let values: BTreeMap<&str, f64> = if labelled.len() >= self.config.min_labeled.max(1) {
-                scoring.metrics(&labelled).into_iter().collect()
-            } else {
-                BTreeMap::new()
-            };
-            let baselines = self.state.baselines.get(&format!("{name}/{}", g.version));
+            let mut values: BTreeMap<&str, f64> =
+                if labelled.len() >= self.config.min_labeled.max(1) {
+                    scoring.metrics(&labelled).into_iter().collect()
+                } else {
+                    BTreeMap::new()
+                };
+            // A property of the predictions: over all of them, labelled or not.
+            if scoring.task == Task::Binary && !g.pairs.is_empty() {
+                let positive: i64 = g
+                    .pairs
+                    .iter()
+                    .map(|p| scoring.positive(&p.prediction))
+                    .sum();
+                values.insert("positive_rate", positive as f64 / g.pairs.len() as f64);
+            }
+            let baselines = self
+                .state
+                .baselines
+                .get(&format!("{name}/{}", g.version))
+                .map(|(m, _)| m);
             for metric in scoring.metric_names(scores) {
                 let value = values.get(metric).copied();
                 let baseline = baselines.and_then(|b| {
@@ -492,7 +544,7 @@ impl PerformanceEvaluator {
             for p in pairs {
                 let Some(label) = &p.label else { continue };
                 let e = scoring.error(&p.prediction, label);
-                if e.is_nan() {
+                if !e.is_finite() {
                     continue;
                 }
                 d.n_seen += 1;
@@ -719,6 +771,16 @@ mod tests {
     }
 
     #[test]
+    fn binary_classes_compare_as_text_or_as_numbers() {
+        assert!(same_class("1", "1"));
+        assert!(same_class("1.0", "1"));
+        assert!(same_class("true", "1"));
+        assert!(same_class("false", "0"));
+        assert!(!same_class("yes", "1"));
+        assert!(!same_class("2", "1"));
+    }
+
+    #[test]
     fn degraded_follows_the_metric_direction_and_tolerance() {
         let cfg = Config::from_toml_str(
             "[performance]\ntolerance = 0.05\n[models.m]\nreference = \"r.csv\"\ntask = \"binary\"\n\
@@ -731,7 +793,10 @@ mod tests {
         e.config.alpha = 0.05;
         e.state.baselines.insert(
             "m/1".into(),
-            [("accuracy".to_string(), 0.95), ("auc".to_string(), 0.5)].into(),
+            (
+                [("accuracy".to_string(), 0.95), ("auc".to_string(), 0.5)].into(),
+                0,
+            ),
         );
         let pair = crate::labels::test_pair;
         let w = PerformanceWindow {

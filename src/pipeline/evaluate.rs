@@ -291,7 +291,7 @@ async fn run(
                 }
                 // A window handed over only for its final labels was
                 // counted when it closed.
-                if !w.groups.is_empty() || w.performance.is_empty() {
+                if !w.is_performance() {
                     stats.windows += 1;
                 }
                 tracing::info!(

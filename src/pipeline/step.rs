@@ -63,6 +63,8 @@ pub(crate) struct Step {
     catalog: std::sync::Arc<ModelCatalog>,
     windows: Windows,
     labels: LabelJoin,
+    /// (watermark, label watermark) the join was last advanced to.
+    label_marks: (i64, i64),
     max_groups: usize,
 }
 
@@ -70,15 +72,26 @@ impl Step {
     /// An empty step for `config`'s windows.
     pub fn new(config: &Config, catalog: std::sync::Arc<ModelCatalog>) -> Self {
         let w = &config.window;
+        let mut windows = Windows::new(
+            w.size.as_millis() as i64,
+            w.allowed_lateness.as_millis() as i64,
+            w.sample_size,
+            w.max_categories,
+        );
+        let horizon = config
+            .models
+            .values()
+            .filter(|m| m.task.is_some())
+            .map(|m| m.label_horizon.as_millis() as i64)
+            .max();
+        if let Some(h) = horizon {
+            windows.set_label_horizon(h, w.max_ahead_ms());
+        }
         Self {
             labels: LabelJoin::new(config, &catalog),
+            label_marks: (i64::MIN, i64::MIN),
             catalog,
-            windows: Windows::new(
-                w.size.as_millis() as i64,
-                w.allowed_lateness.as_millis() as i64,
-                w.sample_size,
-                w.max_categories,
-            ),
+            windows,
             max_groups: w.max_groups,
         }
     }
@@ -163,6 +176,7 @@ impl Step {
                 }
                 self.windows
                     .observe_label(origin.source, origin.partition, view.ts[row]);
+                self.advance_labels();
                 continue;
             }
             let ts = view.ts[row];
@@ -211,6 +225,9 @@ impl Step {
                     Some(Col::Bool(c)) => Some(Value::Class(c.value(row).to_string())),
                     _ => None,
                 };
+                // A non-finite score cannot be scored (nor checkpointed as JSON).
+                let prediction =
+                    prediction.filter(|p| !matches!(p, Value::Number(v) if !v.is_finite()));
                 if let Some(p) = prediction {
                     self.labels.prediction(
                         view.model,
@@ -248,6 +265,7 @@ impl Step {
             }
             let origin = input.origins[pos];
             self.windows.observe(origin.source, origin.partition, ts);
+            self.advance_labels();
         }
         let open = self.windows.open_windows() as u64;
         counters.peak_open_windows = counters.peak_open_windows.max(open);
@@ -258,20 +276,29 @@ impl Step {
         refused
     }
 
-    /// Removes the windows the watermark has passed, with the performance
-    /// windows whose labels became final.
+    /// Moves the label join on to the current watermarks (after every
+    /// record, so that what it holds never depends on batch boundaries).
+    fn advance_labels(&mut self) {
+        let marks = (self.windows.watermark(), self.windows.label_watermark());
+        if marks != self.label_marks {
+            self.label_marks = marks;
+            self.labels.advance(marks.0, marks.1);
+        }
+    }
+
+    /// Removes the windows the watermark has passed, and hands over the
+    /// performance windows whose labels became final.
     pub fn take_closable(&mut self) -> Vec<ClosedWindow> {
         let closed = self.windows.take_closable();
-        let finals = self.labels.take_final(self.windows.label_watermark());
-        with_performance(closed, finals)
+        with_performance(closed, self.labels.take_finals())
     }
 
     /// Closes every open window and finalizes every performance window
     /// (end of input).
     pub fn take_all(&mut self) -> Vec<ClosedWindow> {
         let closed = self.windows.take_all();
-        let finals = self.labels.take_all();
-        with_performance(closed, finals)
+        self.labels.finish();
+        with_performance(closed, self.labels.take_finals())
     }
 
     /// Labels that waited in vain for their prediction, for the dead letters.
@@ -291,14 +318,19 @@ impl Step {
     }
 }
 
-/// `closed` with each final performance window attached to the closed
-/// window of the same start (or to a window of its own), in start order.
+/// `closed`, then the final performance windows, one hand-over per start
+/// (never merged with a closed window: which batch a window closes in and
+/// which its labels become final in may differ between runs, and sinks name
+/// files after the hand-over).
 fn with_performance(
     mut closed: Vec<ClosedWindow>,
     finals: Vec<crate::labels::PerformanceWindow>,
 ) -> Vec<ClosedWindow> {
     for f in finals {
-        match closed.iter_mut().find(|w| w.start == f.start) {
+        match closed
+            .iter_mut()
+            .find(|w| w.start == f.start && w.is_performance())
+        {
             Some(w) => w.performance.push(f),
             None => closed.push(ClosedWindow {
                 start: f.start,
@@ -308,7 +340,6 @@ fn with_performance(
             }),
         }
     }
-    closed.sort_by_key(|w| w.start);
     closed
 }
 

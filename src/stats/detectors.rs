@@ -80,16 +80,20 @@ pub enum DetectorState {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ddm {
     n: u64,
+    #[serde(with = "extended")]
     p: f64,
     #[serde(with = "extended")]
     p_min: f64,
     #[serde(with = "extended")]
     s_min: f64,
     min_instances: u64,
+    #[serde(with = "extended")]
     warning_level: f64,
+    #[serde(with = "extended")]
     drift_level: f64,
     /// `p + s` after the last value.
     #[serde(default)]
+    #[serde(with = "extended")]
     last: f64,
 }
 
@@ -157,16 +161,22 @@ impl Ddm {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PageHinkley {
     n: u64,
+    #[serde(with = "extended")]
     mean: f64,
+    #[serde(with = "extended")]
     sum: f64,
     #[serde(with = "extended")]
     min_sum: f64,
+    #[serde(with = "extended")]
     delta: f64,
+    #[serde(with = "extended")]
     threshold: f64,
+    #[serde(with = "extended")]
     alpha: f64,
     min_instances: u64,
     /// The cumulative sum above its minimum after the last value.
     #[serde(default)]
+    #[serde(with = "extended")]
     last: f64,
 }
 
@@ -222,14 +232,17 @@ impl PageHinkley {
 /// One exponential-histogram bucket: `2^level` values summarised.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Bucket {
+    #[serde(with = "extended")]
     total: f64,
     /// Sum of squared deviations from the bucket mean.
+    #[serde(with = "extended")]
     variance: f64,
 }
 
 /// ADaptive WINdowing (ADWIN2).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Adwin {
+    #[serde(with = "extended")]
     delta: f64,
     clock: u64,
     max_buckets: usize,
@@ -238,8 +251,10 @@ pub struct Adwin {
     /// `levels[i]` holds buckets of `2^i` values, oldest first.
     levels: Vec<std::collections::VecDeque<Bucket>>,
     width: u64,
+    #[serde(with = "extended")]
     total: f64,
     /// Sum of squared deviations from the window mean.
+    #[serde(with = "extended")]
     variance: f64,
     ticks: u64,
     detections: u64,

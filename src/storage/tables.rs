@@ -266,6 +266,19 @@ pub fn window_file(table: &str, model: &str, window_start_ms: i64, window_end_ms
     format!("{table}/model={model}/date={date}/window-{window_start_ms}-{window_end_ms}.parquet")
 }
 
+/// Relative path of the rows of `table` for one model and window that a
+/// second writer of the same window adds (`window-<start>-<end>-<name>.parquet`).
+pub fn window_file_named(
+    table: &str,
+    model: &str,
+    window_start_ms: i64,
+    window_end_ms: i64,
+    name: &str,
+) -> String {
+    let base = window_file(table, model, window_start_ms, window_end_ms);
+    format!("{}-{name}.parquet", base.trim_end_matches(".parquet"))
+}
+
 /// Relative path of the dead letters of one partition starting at `first_offset`.
 pub fn dead_letter_file(topic: &str, partition: i32, first_offset: i64) -> String {
     format!("{DEAD_LETTERS}/topic={topic}/partition={partition}/{first_offset:020}.parquet")

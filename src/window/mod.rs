@@ -33,9 +33,17 @@ pub struct ClosedWindow {
     pub end: i64,
     /// Its (model, version, variant) groups, in key order.
     pub groups: Vec<GroupState>,
-    /// Models whose labels for this window are final (they close later
-    /// than the window itself, after the label horizon).
+    /// Models whose labels for this window are final (they become final
+    /// after the window closed, past the label horizon, and are handed over
+    /// on a window of their own with no `groups`).
     pub performance: Vec<crate::labels::PerformanceWindow>,
+}
+
+impl ClosedWindow {
+    /// Whether this hands over final labels rather than a closed window.
+    pub fn is_performance(&self) -> bool {
+        self.groups.is_empty() && !self.performance.is_empty()
+    }
 }
 
 /// Serializable snapshot of [`Windows`] (part of the checkpoint).
@@ -86,6 +94,9 @@ pub struct Windows {
     label_max: Vec<(String, i32, i64)>,
     /// Label partitions that hold unread data but have not delivered.
     label_pending: Vec<(String, i32)>,
+    /// The longest label horizon of the models that join labels (`None`:
+    /// no model does), and `window.max_ahead`.
+    label_horizon: Option<(i64, i64)>,
 }
 
 impl Windows {
@@ -106,25 +117,50 @@ impl Windows {
             pending: Vec::new(),
             label_max: Vec::new(),
             label_pending: Vec::new(),
+            label_horizon: None,
         }
     }
 
-    /// How far labels are complete: the watermark, held back by every label
-    /// partition's newest event time less the allowed lateness (and not
-    /// known while a label partition with unread data has not delivered).
-    /// Joins finalize on it, so a label partition read more slowly than the
-    /// predictions cannot make its labels miss their window.
-    pub fn label_watermark(&self) -> i64 {
+    /// Sets the longest label horizon of the models that join labels, and
+    /// `window.max_ahead` (see [`Windows::label_watermark`]).
+    pub fn set_label_horizon(&mut self, horizon_ms: i64, max_ahead_ms: i64) {
+        self.label_horizon = Some((horizon_ms, max_ahead_ms));
+    }
+
+    /// How far every label partition has delivered: the minimum of their
+    /// newest event times less the allowed lateness (`i64::MIN` while one
+    /// with unread data has not delivered, `i64::MAX` without any).
+    fn labels_held(&self) -> i64 {
         if !self.label_pending.is_empty() {
             return i64::MIN;
         }
-        let labels = self
-            .label_max
+        self.label_max
             .iter()
             .map(|(_, _, ts)| ts.saturating_sub(self.lateness_ms))
             .min()
-            .unwrap_or(i64::MAX);
-        self.watermark.min(labels)
+            .unwrap_or(i64::MAX)
+    }
+
+    /// How far labels are complete: the watermark, held back by every label
+    /// partition's newest event time less the allowed lateness (and while a
+    /// label partition with unread data has not delivered), but never more
+    /// than the longest label horizon plus twice `max_ahead` behind the
+    /// watermark. Joins finalize on it, so a label partition read more
+    /// slowly than the predictions does not make its labels miss their
+    /// window; prediction partitions running more than a horizon plus
+    /// `max_ahead` ahead of the labels are paused ([`Windows::ahead`]), so
+    /// only a label partition that has stopped delivering reaches the bound,
+    /// and then it cannot hold performance back for ever. Everything here
+    /// follows from the records, so a replay finalizes at the same records.
+    pub fn label_watermark(&self) -> i64 {
+        let wm = self.watermark.min(self.labels_held());
+        match self.label_horizon {
+            Some((h, ahead)) => wm.max(
+                self.watermark
+                    .saturating_sub(h.saturating_add(ahead.saturating_mul(2))),
+            ),
+            None => wm,
+        }
     }
 
     /// Records that label partition (`topic`, `partition`) delivered an
@@ -199,17 +235,27 @@ impl Windows {
     }
 
     /// The partitions whose own watermark (newest event time less the
-    /// allowed lateness) is more than `by_ms` past the global one. Before
+    /// allowed lateness) is more than `by_ms` past the global one, and, when
+    /// models join labels, the event partitions more than the label horizon
+    /// plus `by_ms` past the labels ([`Windows::label_watermark`]). Before
     /// the global watermark exists (some partition is still pending) every
     /// partition that delivered counts as ahead, however large `by_ms`: the
     /// pending ones' event times are not known yet.
     pub fn ahead(&self, by_ms: i64) -> impl Iterator<Item = (&str, i32)> {
         let limit = self.watermark.saturating_add(by_ms);
-        self.partition_max
+        let label_limit = match self.label_horizon {
+            Some((h, _)) => self.labels_held().saturating_add(h).saturating_add(by_ms),
+            None => i64::MAX,
+        };
+        let events = self.partition_max.iter().filter(move |(_, _, ts)| {
+            let own = ts.saturating_sub(self.lateness_ms);
+            own > limit || own > label_limit
+        });
+        let labels = self
+            .label_max
             .iter()
-            .chain(&self.label_max)
-            .filter(move |(_, _, ts)| ts.saturating_sub(self.lateness_ms) > limit)
-            .map(|(t, p, _)| (t.as_str(), *p))
+            .filter(move |(_, _, ts)| ts.saturating_sub(self.lateness_ms) > limit);
+        events.chain(labels).map(|(t, p, _)| (t.as_str(), *p))
     }
 
     /// Records that partition (`topic`, `partition`) delivered an event at `ts`.
@@ -445,6 +491,31 @@ mod tests {
         assert_eq!(ahead(&w, 120_000), vec![1]);
         assert_eq!(ahead(&w, 330_000), Vec::<i32>::new());
         assert_eq!(ahead(&w, 329_999), vec![1]);
+    }
+
+    #[test]
+    fn label_partitions_hold_the_label_watermark_within_a_bound() {
+        let mut w = Windows::new(60_000, 0, 100, 10);
+        w.set_label_horizon(180_000, 120_000);
+        w.observe("p", 0, 600_000);
+        assert_eq!(w.label_watermark(), 600_000, "no label partition yet");
+        w.observe_label("o", 0, 500_000);
+        assert_eq!(w.label_watermark(), 500_000);
+        // The predictions run a horizon plus max_ahead past the labels: paused.
+        let ahead = |w: &Windows| {
+            w.ahead(120_000)
+                .map(|(t, _)| t.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(ahead(&w).is_empty());
+        w.observe("p", 0, 800_001);
+        assert_eq!(ahead(&w), vec!["p"]);
+        // A label partition that stopped delivering holds it back at most
+        // a horizon plus twice max_ahead.
+        w.observe("p", 0, 1_000_000);
+        assert_eq!(w.label_watermark(), 1_000_000 - 180_000 - 240_000);
+        w.set_label_pending(vec![("o".into(), 1)]);
+        assert_eq!(w.label_watermark(), 1_000_000 - 420_000);
     }
 
     #[test]

@@ -365,6 +365,17 @@ async fn assert_changes_flagged_from_their_window_on(data: &Path, windows: u64) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() -> TestResult {
+    sigkill_and_compare(None).await
+}
+
+/// The same with the label join over `outcomes.max_pending`: the sample it
+/// keeps, and so every performance row, is the same after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_restart_give_the_same_sampled_join() -> TestResult {
+    sigkill_and_compare(Some(1_500)).await
+}
+
+async fn sigkill_and_compare(max_pending: Option<usize>) -> TestResult {
     let s = setup()?;
     let (_cluster, brokers) = cluster(1)?;
     let all = events(8_000, 8);
@@ -397,7 +408,11 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
         &cfg_path,
         demo::demo_config_toml(&brokers, &killed_data, &s.reference),
     )?;
+    let pending = max_pending
+        .map(|n| n.to_string())
+        .unwrap_or("200000".into());
     let mut child = run_command(&cfg_path, "killed")
+        .env("MLWATCH__OUTCOMES__MAX_PENDING", &pending)
         .stderr(Stdio::null())
         .spawn()?;
     wait_for_checkpoint(&killed_data.join("_checkpoints/killed.json"), 1_000);
@@ -407,6 +422,7 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
     let late = on_partitions(late);
     produce_topic(&brokers, OUTCOMES, late.iter().map(|(p, l)| (*p, l)))?;
     let out = run_command(&cfg_path, "killed")
+        .env("MLWATCH__OUTCOMES__MAX_PENDING", &pending)
         .args(["--until-idle", "3s"])
         .output()?;
     assert!(
@@ -417,7 +433,11 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
 
     // The uninterrupted run, in-process, from its own group.
     let whole_data = s.root.join("whole");
-    run_until_idle(test_config(&brokers, &whole_data, &s.reference, "whole")?).await?;
+    let mut whole_config = test_config(&brokers, &whole_data, &s.reference, "whole")?;
+    if let Some(n) = max_pending {
+        whole_config.outcomes.max_pending = n;
+    }
+    run_until_idle(whole_config).await?;
 
     let killed = query_csv(&killed_data, ALL_DRIFT).await?;
     let whole = query_csv(&whole_data, ALL_DRIFT).await?;
@@ -450,13 +470,32 @@ async fn sigkill_and_restart_gives_the_same_results_as_an_uninterrupted_run() ->
         1 + 8 * 2 * 8,
         "8 windows x 2 variants x 8 binary metrics:\n{whole}"
     );
+    let differ: Vec<(&str, &str)> = killed
+        .lines()
+        .zip(whole.lines())
+        .filter(|(k, w)| k != w)
+        .take(4)
+        .collect();
+    assert!(differ.is_empty(), "killed vs whole: {differ:#?}");
     assert_eq!(killed, whole);
+    let sampled = query_csv(&whole_data, "SELECT bool_or(sampled) AS s FROM performance").await?;
+    assert_eq!(
+        sampled.lines().nth(1),
+        Some(if max_pending.is_some() {
+            "true"
+        } else {
+            "false"
+        }),
+        "{sampled}"
+    );
     let killed = query_csv(&killed_data, ALL_CONCEPT).await?;
     let whole = query_csv(&whole_data, ALL_CONCEPT).await?;
-    assert!(
-        whole.lines().count() > 1,
-        "the concept change is detected: {whole}"
-    );
+    if max_pending.is_none() {
+        assert!(
+            whole.lines().count() > 1,
+            "the concept change is detected: {whole}"
+        );
+    }
     assert_eq!(killed, whole);
     Ok(())
 }
