@@ -279,8 +279,9 @@ impl TrackingConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomesConfig {
-    /// Most predictions and early labels waiting per model; past it a
-    /// deterministic sample by hash of `event_id` is kept.
+    /// Predictions held per model over the windows waiting for labels (a
+    /// bottom-k sample by hash of `event_id` per window past it), and early
+    /// labels held per model.
     pub max_pending: usize,
 }
 
@@ -302,7 +303,7 @@ pub struct PerformanceConfig {
     /// A proportion metric is degraded only when a one-sided z-test
     /// against the registry value rejects at this level.
     pub alpha: f64,
-    /// DDM: drift when `p + s` reaches `p_min + level * s_min`.
+    /// DDM: drift when `p + s` exceeds `p_min + level * s_min`.
     pub ddm_drift_level: f64,
     /// DDM: values before it starts tracking its minimum.
     pub ddm_min_instances: u64,

@@ -579,14 +579,12 @@ impl LabelJoin {
     /// `label_watermark` (windows become final against it). Called after
     /// every record; cheap when nothing is due.
     pub fn advance(&mut self, watermark: i64, label_watermark: i64) {
-        self.advance_to(watermark, |end, horizon| {
-            end.saturating_add(horizon) <= label_watermark
-        });
+        self.advance_to(watermark, label_watermark);
     }
 
     /// Finalizes every window and expires every early label (end of input).
     pub fn finish(&mut self) {
-        self.advance_to(i64::MAX, |_, _| true);
+        self.advance_to(i64::MAX, i64::MAX);
     }
 
     /// The windows that became final since the last call, in start order.
@@ -596,7 +594,10 @@ impl LabelJoin {
         out
     }
 
-    fn advance_to(&mut self, watermark: i64, ready: impl Fn(i64, i64) -> bool) {
+    /// Early labels expire against `watermark` (the predictions'); windows
+    /// become final, and the ids of final predictions are forgotten, against
+    /// `label_watermark` (how far the labels have been read).
+    fn advance_to(&mut self, watermark: i64, label_watermark: i64) {
         let (size, max, k) = (self.size_ms, self.max_pending, self.per_window);
         for (mi, slot) in self.models.iter_mut().enumerate() {
             let Some(m) = slot else { continue };
@@ -615,7 +616,7 @@ impl LabelJoin {
             }
             while let Some((&start, _)) = m.windows.first_key_value() {
                 let end = start.saturating_add(size);
-                if !ready(end, m.horizon_ms) {
+                if end.saturating_add(m.horizon_ms) > label_watermark {
                     break;
                 }
                 let Some(mut w) = m.windows.remove(&start) else {
@@ -651,7 +652,7 @@ impl LabelJoin {
                 });
             }
             while let Some(&(until, hash)) = m.expired_queue.front() {
-                if until > watermark && m.expired_queue.len() <= max * EXPIRED_FACTOR {
+                if until > label_watermark && m.expired_queue.len() <= max * EXPIRED_FACTOR {
                     break;
                 }
                 m.expired_queue.pop_front();
