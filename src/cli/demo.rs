@@ -132,7 +132,7 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await?;
     println!(
         "\nPerformance by window (labels joined to predictions; variants A and B together; \
-         `degraded` = accuracy below the registry version's by more than its tolerance):"
+         `degraded` = accuracy worse than the registry version's beyond its tolerance, significantly):"
     );
     print!(
         "{}",
