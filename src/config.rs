@@ -733,6 +733,37 @@ mod tests {
     }
 
     #[test]
+    fn tasks_are_checked_against_the_prediction_type() {
+        let base = |extra: &str| {
+            Config::from_toml_str(&format!(
+                "[models.m]\nreference = \"r.csv\"\n{extra}\n[models.m.features]\nx = \"numeric\""
+            ))
+        };
+        let err = base("task = \"multiclass\"").unwrap_err().to_string();
+        assert!(
+            err.contains("models.m.task") && err.contains("categorical"),
+            "{err}"
+        );
+        let err = base("prediction = \"categorical\"\ntask = \"regression\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("models.m.task"), "{err}");
+        let err = base("task = \"ranking\"").unwrap_err().to_string();
+        assert!(err.contains("ranking"), "{err}");
+        let c = base("task = \"binary\"\nlabel_horizon = \"2h\"").unwrap();
+        let m = &c.models["m"];
+        assert_eq!(
+            (m.positive_label.as_str(), m.decision_threshold),
+            ("1", 0.5)
+        );
+        assert_eq!(m.label_horizon, Duration::from_secs(7200));
+        let err = Config::from_toml_str("[performance]\ntolerances = { acuracy = 0.1 }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("performance.tolerances.acuracy"), "{err}");
+    }
+
+    #[test]
     fn drift_methods_are_checked_against_names_and_types() {
         let err = model_error("[models.fraud.drift]\nmethod = { amount = \"kolmogorov\" }");
         assert!(

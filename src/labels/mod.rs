@@ -915,6 +915,22 @@ mod tests {
     }
 
     #[test]
+    fn a_regressor_label_that_is_not_a_number_is_a_wrong_type() {
+        let cfg = Config::from_toml_str(
+            "[models.r]\nreference = \"r.csv\"\ntask = \"regression\"\n[models.r.features]\nx = \"numeric\"",
+        )
+        .unwrap();
+        let mut j = LabelJoin::new(&cfg, &ModelCatalog::from_config(&cfg));
+        let e = j.outcome(0, "a", 1_000, "high", O, i64::MIN).unwrap_err();
+        assert_eq!(e.0, Reason::WrongType);
+        j.prediction(0, 0, ("1", ""), "a", 500, Value::Number(2.5));
+        j.outcome(0, "a", 1_000, " 3.25 ", O, i64::MIN).unwrap();
+        j.finish();
+        let w = j.take_finals();
+        assert_eq!(w[0].groups[0].pairs[0].label, Some(Value::Number(3.25)));
+    }
+
+    #[test]
     fn an_early_label_without_prediction_expires_as_a_dead_letter() {
         let mut j = join(100);
         j.outcome(0, "x", 70_000, "1", O, 0).unwrap();
