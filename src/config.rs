@@ -54,6 +54,64 @@ pub struct Config {
     /// Monitored models by name.
     #[serde(default)]
     pub models: BTreeMap<String, ModelConfig>,
+    /// A/B(/n) experiments by name.
+    #[serde(default)]
+    pub experiments: BTreeMap<String, ExperimentConfig>,
+}
+
+/// `[experiments.NAME]`: an A/B(/n) test of model versions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// The model (declared in `[models]`).
+    pub model: String,
+    /// Variants in allocation order: name, model version, traffic weight
+    /// (percent; they sum to 100).
+    pub variants: Vec<VariantConfig>,
+    /// The variant the others are compared with.
+    pub control: String,
+    /// Salt of the assignment hash (default: the experiment's name).
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// First event time of the experiment (RFC 3339).
+    pub start: chrono::DateTime<chrono::Utc>,
+    /// Last event time (RFC 3339), if it has one.
+    #[serde(default)]
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+    /// The metric the decision is made on.
+    pub primary_metric: String,
+    /// Metrics that must not get worse, with the relative degradation
+    /// allowed (e.g. `{ latency_p95 = 0.10 }`).
+    #[serde(default)]
+    pub guardrails: BTreeMap<String, f64>,
+    /// Minimum detectable effect on the primary metric (absolute).
+    pub mde: f64,
+    /// Significance level.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Power for the sample size.
+    #[serde(default = "default_power")]
+    pub power: f64,
+}
+
+/// One arm of an experiment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantConfig {
+    /// Variant name (the events' `variant`).
+    pub name: String,
+    /// Model version it serves.
+    pub version: String,
+    /// Share of the units, percent (two decimals at most).
+    pub weight: f64,
+}
+
+fn default_alpha() -> f64 {
+    0.05
+}
+
+fn default_power() -> f64 {
+    0.8
 }
 
 /// Kafka settings mlwatch reasons about, plus a pass-through table.
@@ -562,6 +620,9 @@ impl Config {
             if !(*t >= 0.0 && t.is_finite()) {
                 return bad(&key, "must be a non-negative number");
             }
+        }
+        for (name, e) in &self.experiments {
+            crate::ab::validate(name, e, self).map_err(Error::Config)?;
         }
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers", "must not be empty");

@@ -10,6 +10,7 @@
 //! ties the stages together and owns checkpointing; [`demo`] runs it
 //! against an in-process broker. See `ARCHITECTURE.md`.
 
+pub mod ab;
 pub mod alerts;
 pub mod cli;
 pub mod config;

@@ -1,5 +1,6 @@
 //! Command-line interface (clap). One file per command group.
 
+mod ab;
 mod baseline;
 mod demo;
 pub mod registry;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Experiment tracking (the subcommands are listed from the parser).
     #[command(about = listing::<runs::RunsCommand>("Experiment tracking"))]
     Runs(runs::RunsArgs),
+    /// A/B(/n) experiments (the subcommands are listed from the parser).
+    #[command(about = listing::<ab::AbCommand>("A/B experiments"))]
+    Ab(ab::AbArgs),
 }
 
 /// `what: a, b, c` with the names of every subcommand of `S`, so that a
@@ -76,6 +80,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Registry(a) => registry::run(a).await,
         Command::Baseline(a) => baseline::run(a).await,
         Command::Runs(a) => runs::run(a).await,
+        Command::Ab(a) => ab::run(a).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The one integration-test binary: modules per area.
 
+mod ab;
 mod alerts;
 mod build;
 mod cli;
