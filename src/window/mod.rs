@@ -92,6 +92,8 @@ pub struct Windows {
     /// Largest event time per label (outcomes) partition: they do not move
     /// the watermark, only the label watermark.
     label_max: Vec<(String, i32, i64)>,
+    /// Cached minimum of `label_max` (`i64::MAX` when empty).
+    label_min: i64,
     /// Label partitions that hold unread data but have not delivered.
     label_pending: Vec<(String, i32)>,
     /// The longest label horizon of the models that join labels (`None`:
@@ -116,6 +118,7 @@ impl Windows {
             min_partition_max: i64::MIN,
             pending: Vec::new(),
             label_max: Vec::new(),
+            label_min: i64::MAX,
             label_pending: Vec::new(),
             label_horizon: None,
         }
@@ -134,11 +137,10 @@ impl Windows {
         if !self.label_pending.is_empty() {
             return i64::MIN;
         }
-        self.label_max
-            .iter()
-            .map(|(_, _, ts)| ts.saturating_sub(self.lateness_ms))
-            .min()
-            .unwrap_or(i64::MAX)
+        if self.label_min == i64::MAX {
+            return i64::MAX;
+        }
+        self.label_min.saturating_sub(self.lateness_ms)
     }
 
     /// How far labels are complete: the watermark, held back by every label
@@ -170,13 +172,30 @@ impl Windows {
             self.label_pending
                 .retain(|(t, p)| !(*p == partition && t == topic));
         }
-        match self
+        let recompute = match self
             .label_max
             .iter_mut()
             .find(|(t, p, _)| *p == partition && t == topic)
         {
-            Some((_, _, max)) => *max = (*max).max(ts),
-            None => self.label_max.push((topic.to_string(), partition, ts)),
+            Some((_, _, max)) if ts <= *max => false,
+            Some((_, _, max)) => {
+                // Only the partition holding the minimum can move it.
+                let old = *max;
+                *max = ts;
+                old <= self.label_min
+            }
+            None => {
+                self.label_max.push((topic.to_string(), partition, ts));
+                true
+            }
+        };
+        if recompute {
+            self.label_min = self
+                .label_max
+                .iter()
+                .map(|(_, _, t)| *t)
+                .min()
+                .unwrap_or(i64::MAX);
         }
     }
 
@@ -418,6 +437,12 @@ impl Windows {
     pub fn restore(&mut self, snap: WindowsSnapshot) {
         self.partition_max = snap.partition_max_ts;
         self.label_max = snap.label_partition_max_ts;
+        self.label_min = self
+            .label_max
+            .iter()
+            .map(|(_, _, t)| *t)
+            .min()
+            .unwrap_or(i64::MAX);
         self.closed_through = snap.closed_through;
         self.open = snap.open.into_iter().collect();
         self.watermark = snap.watermark;
@@ -438,6 +463,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn cached_label_minimum_equals_a_full_recompute(events in proptest::collection::vec((0i32..5, 0i64..1_000_000), 1..200)) {
+            let mut w = Windows::new(60_000, 1_000, 10, 10);
+            w.observe("p", 0, 2_000_000);
+            let mut max: std::collections::BTreeMap<i32, i64> = Default::default();
+            for (p, ts) in events {
+                w.observe_label("o", p, ts);
+                let e = max.entry(p).or_insert(ts);
+                *e = (*e).max(ts);
+                prop_assert_eq!(w.label_watermark(), max.values().min().unwrap() - 1_000);
+            }
+        }
+
         #[test]
         fn cached_watermark_equals_a_full_recompute(events in proptest::collection::vec((0i32..5, 0i64..1_000_000), 1..200)) {
             let mut w = Windows::new(60_000, 1_000, 10, 10);
