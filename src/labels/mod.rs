@@ -156,6 +156,29 @@ struct Early {
     offset: i64,
 }
 
+/// Hashes a key that already is a hash (`xxh3_64` of the event id) by
+/// using it as is: the maps of the join are keyed by such hashes, and
+/// hashing them again (SipHash) would be most of a lookup's cost.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A map keyed by event-id hashes.
+type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// A performance window still waiting for labels.
 #[derive(Debug, Clone, Default)]
 struct OpenWindow {
@@ -189,15 +212,15 @@ struct ModelJoin {
     horizon_ms: i64,
     windows: BTreeMap<i64, OpenWindow>,
     /// Key → (window start, group, index) of a waiting prediction.
-    index: HashMap<u64, (i64, u32, u32)>,
-    early: HashMap<u64, Early>,
+    index: KeyMap<(i64, u32, u32)>,
+    early: KeyMap<Early>,
     /// (expiry, key) of each early label.
     early_queue: BTreeSet<(i64, u64)>,
     /// Keys of the early labels, largest first (may hold keys of labels
     /// that left since; rebuilt when mostly those).
     early_keys: BinaryHeap<u64>,
     /// Keys of finalized predictions → whether they were labelled.
-    expired: HashMap<u64, bool>,
+    expired: KeyMap<bool>,
     expired_queue: VecDeque<(i64, u64)>,
     /// The bound of each recently final window, by start.
     history: BTreeMap<i64, u64>,
@@ -352,11 +375,11 @@ impl LabelJoin {
                     task: mc.task?,
                     horizon_ms: mc.label_horizon.as_millis() as i64,
                     windows: BTreeMap::new(),
-                    index: HashMap::new(),
-                    early: HashMap::new(),
+                    index: KeyMap::default(),
+                    early: KeyMap::default(),
                     early_queue: BTreeSet::new(),
                     early_keys: BinaryHeap::new(),
-                    expired: HashMap::new(),
+                    expired: KeyMap::default(),
                     expired_queue: VecDeque::new(),
                     history: BTreeMap::new(),
                 })
