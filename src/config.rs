@@ -190,6 +190,15 @@ pub struct WindowConfig {
     /// before it is paused until the others catch up; `None`: twice `size`.
     #[serde(default, with = "humantime_serde")]
     pub max_ahead: Option<Duration>,
+    /// Distinct unit ids kept per window and variant of a model in an
+    /// experiment (the smallest hashes; they count units and feed the
+    /// sample-ratio check).
+    #[serde(default = "default_unit_sample")]
+    pub unit_sample: usize,
+}
+
+fn default_unit_sample() -> usize {
+    10_000
 }
 
 impl WindowConfig {
@@ -516,6 +525,9 @@ impl Config {
         let bad = |key: &str, why: &str| Err(Error::Config(format!("`{key}`: {why}")));
         if self.window.size.as_millis() == 0 {
             return bad("window.size", "must be positive");
+        }
+        if self.window.unit_sample < 2 {
+            return bad("window.unit_sample", "must be at least 2");
         }
         if self.window.sample_size == 0 {
             return bad("window.sample_size", "must be at least 1");

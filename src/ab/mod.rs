@@ -21,6 +21,10 @@
 //! a unit only moves between neighbouring ranges). A new salt reshuffles
 //! every unit (a new experiment).
 
+pub mod analysis;
+pub mod evaluate;
+pub mod summary;
+
 use std::collections::BTreeSet;
 
 use serde::Serialize;
@@ -187,7 +191,29 @@ pub fn validate(name: &str, e: &ExperimentConfig, config: &Config) -> Result<(),
             return Err(format!("{}: must be in (0, 1)", key(k)));
         }
     }
+    let task = config.models.get(&e.model).and_then(|m| m.task);
+    let known = analysis::known_metrics(task);
+    if !known.contains(&e.primary_metric.as_str()) {
+        return Err(format!(
+            "{}: `{}` is not a metric of this model (one of {}{})",
+            key("primary_metric"),
+            e.primary_metric,
+            known.join(", "),
+            if task.is_none() {
+                "; label metrics need the model's `task`"
+            } else {
+                ""
+            }
+        ));
+    }
     for (metric, d) in &e.guardrails {
+        if !known.contains(&metric.as_str()) {
+            return Err(format!(
+                "{}: `{metric}` is not a metric of this model (one of {})",
+                key("guardrails"),
+                known.join(", ")
+            ));
+        }
         if !(*d >= 0.0 && d.is_finite()) {
             return Err(format!(
                 "{}: must be a non-negative share",
@@ -274,7 +300,7 @@ mod tests {
 
     fn config(variants: &str, extra: &str) -> crate::error::Result<Config> {
         Config::from_toml_str(&format!(
-            "[models.m]\nreference = \"r.csv\"\n[models.m.features]\nx = \"numeric\"\n\
+            "[models.m]\nreference = \"r.csv\"\ntask = \"binary\"\n[models.m.features]\nx = \"numeric\"\n\
              [experiments.e]\nmodel = \"m\"\ncontrol = \"a\"\nstart = \"2026-01-01T00:00:00Z\"\n\
              primary_metric = \"accuracy\"\nmde = 0.02\n{extra}\nvariants = [{variants}]"
         ))
@@ -300,7 +326,7 @@ mod tests {
         let ok = r#"{ name = "a", version = "1", weight = 50 }, { name = "b", version = "2", weight = 50 }"#;
         let err = config(ok, "").map(|_| ()).and_then(|_| {
             Config::from_toml_str(
-                "[models.m]\nreference = \"r.csv\"\n[models.m.features]\nx = \"numeric\"\n\
+                "[models.m]\nreference = \"r.csv\"\ntask = \"binary\"\n[models.m.features]\nx = \"numeric\"\n\
                  [experiments.e]\nmodel = \"m\"\ncontrol = \"z\"\nstart = \"2026-01-01T00:00:00Z\"\n\
                  primary_metric = \"accuracy\"\nmde = 0.02\nvariants = [{ name = \"a\", version = \"1\", weight = 50 }, { name = \"b\", version = \"2\", weight = 50 }]",
             )

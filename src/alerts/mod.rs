@@ -63,6 +63,9 @@ pub enum AlertKind {
     /// A performance metric is worse than the registry version's by more
     /// than its tolerance (the `column` names the metric).
     Degraded,
+    /// An experiment's decision changed (the `column` names the experiment;
+    /// SRM and guardrail breaches are decisions).
+    Experiment,
 }
 
 impl AlertKind {
@@ -76,6 +79,7 @@ impl AlertKind {
             Self::Quality => "quality",
             Self::ConceptDrift => "concept_drift",
             Self::Degraded => "degraded",
+            Self::Experiment => "experiment",
         }
     }
 }
@@ -99,6 +103,10 @@ pub struct Alert {
     pub window_end: String,
     /// One line for a person.
     pub message: String,
+    /// The window whose file holds it, when not the hand-over's (A/B
+    /// decisions are made per window, whichever hand-over completes it).
+    #[serde(skip)]
+    pub file_window: Option<(i64, i64)>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -224,8 +232,10 @@ impl AlertSink {
                     window_start: rfc3339(window.start),
                     window_end: rfc3339(window.end),
                     message,
+                    file_window: None,
                 });
             };
+        let mut ab_alerts = Vec::new();
         for o in outputs {
             let b = &o.batch;
             let m = o.model.as_str();
@@ -359,10 +369,66 @@ impl AlertSink {
                         }
                     }
                 }
+                tables::AB_DECISIONS => {
+                    let (Some(exp), Some(decision), Some(reason), Some(changed)) = (
+                        strings(b, "experiment"),
+                        strings(b, "decision"),
+                        strings(b, "reason"),
+                        bools(b, "changed"),
+                    ) else {
+                        continue;
+                    };
+                    let starts = b.column_by_name(col::WINDOW_START).map(|c| {
+                        c.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+                            .clone()
+                    });
+                    let ends = b.column_by_name(col::WINDOW_END).map(|c| {
+                        c.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+                            .clone()
+                    });
+                    let (Some(starts), Some(ends)) = (starts, ends) else {
+                        continue;
+                    };
+                    for i in 0..b.num_rows() {
+                        // The first evaluation's "keep running" is no news.
+                        if !changed.value(i)
+                            || (decision.value(i) == "keep_running"
+                                && self.first_decision(exp.value(i)))
+                        {
+                            continue;
+                        }
+                        let (ws, we) = (starts.value(i), ends.value(i));
+                        let e = exp.value(i);
+                        ab_alerts.push(Alert {
+                            alert_id: alert_id(m, "", AlertKind::Experiment, Some(e), ws),
+                            model: m.to_string(),
+                            version: String::new(),
+                            kind: AlertKind::Experiment,
+                            column: Some(e.to_string()),
+                            window_start: rfc3339(ws),
+                            window_end: rfc3339(we),
+                            message: format!("experiment {e}: {}", reason.value(i)),
+                            file_window: Some((ws, we)),
+                        });
+                    }
+                }
                 _ => {}
             }
         }
+        alerts.extend(ab_alerts);
         alerts
+    }
+
+    /// Whether `experiment` had no decision announced before (and marks it).
+    fn first_decision(&mut self, experiment: &str) -> bool {
+        let t = self
+            .state
+            .tracks
+            .entry(format!("experiment:{experiment}"))
+            .or_default();
+        let first = t.last_alert.is_none() && !t.announced;
+        t.announced = true;
+        first
     }
 }
 
@@ -374,8 +440,13 @@ fn bools(b: &RecordBatch, name: &str) -> Option<datafusion::arrow::array::Boolea
     b.column_by_name(name).map(|c| c.as_boolean().clone())
 }
 
-fn batch(window: &ClosedWindow, alerts: &[&Alert]) -> Result<RecordBatch> {
+fn batch(
+    file_window: Option<(i64, i64)>,
+    window: &ClosedWindow,
+    alerts: &[&Alert],
+) -> Result<RecordBatch> {
     let n = alerts.len();
+    let (start, end) = file_window.unwrap_or((window.start, window.end));
     let ts = |v: i64| -> ArrayRef {
         Arc::new(TimestampMillisecondArray::from(vec![v; n]).with_timezone("UTC"))
     };
@@ -383,8 +454,8 @@ fn batch(window: &ClosedWindow, alerts: &[&Alert]) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter(alerts.iter().map(|a| f(a))))
     };
     let cols: Vec<ArrayRef> = vec![
-        ts(window.start),
-        ts(window.end),
+        ts(start),
+        ts(end),
         s(|a| Some(&a.alert_id)),
         s(|a| Some(&a.version)),
         s(|a| Some(a.kind.as_str())),
@@ -405,14 +476,20 @@ impl Sink for AlertSink {
         if alerts.is_empty() {
             return Ok(());
         }
-        let mut by_model: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
+        let mut by_file: BTreeMap<(&str, Option<(i64, i64)>), Vec<&Alert>> = BTreeMap::new();
         for a in &alerts {
-            by_model.entry(&a.model).or_default().push(a);
+            by_file
+                .entry((&a.model, a.file_window))
+                .or_default()
+                .push(a);
         }
-        for (model, list) in &by_model {
+        for ((model, file_window), list) in &by_file {
             // The alerts of a window's final labels have a file of their own,
-            // beside those of the window's drift and quality.
-            let path = if window.is_performance() {
+            // beside those of the window's drift and quality; so have an
+            // experiment's, named after the window decided.
+            let path = if let Some((ws, we)) = file_window {
+                tables::window_file_named(tables::ALERTS, model, *ws, *we, "ab")
+            } else if window.is_performance() {
                 tables::window_file_named(
                     tables::ALERTS,
                     model,
@@ -424,7 +501,7 @@ impl Sink for AlertSink {
                 tables::window_file(tables::ALERTS, model, window.start, window.end)
             };
             self.storage
-                .write_parquet(&path, &[batch(window, list)?])
+                .write_parquet(&path, &[batch(*file_window, window, list)?])
                 .await?;
         }
         let mut bodies = Vec::with_capacity(alerts.len());

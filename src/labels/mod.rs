@@ -73,7 +73,7 @@ pub struct Pair {
     pub prediction: Value,
     /// The label, when it arrived.
     pub label: Option<Value>,
-    hash: u64,
+    pub(crate) hash: u64,
 }
 
 /// The predictions of one (version, variant) in a performance window.

@@ -164,7 +164,7 @@ impl Scoring {
         }
     }
 
-    fn positive(&self, v: &Value) -> i64 {
+    pub(crate) fn positive(&self, v: &Value) -> i64 {
         match v {
             Value::Number(s) => i64::from(*s >= self.decision_threshold),
             Value::Class(c) => i64::from(same_class(c, &self.positive_label)),
@@ -173,7 +173,7 @@ impl Scoring {
 
     /// Whether the prediction was wrong (classifiers), or its absolute
     /// error (regressors).
-    fn error(&self, prediction: &Value, label: &Value) -> f64 {
+    pub(crate) fn error(&self, prediction: &Value, label: &Value) -> f64 {
         match self.task {
             Task::Binary => f64::from(u8::from(self.positive(prediction) != self.positive(label))),
             Task::Multiclass => match (prediction, label) {
@@ -597,6 +597,7 @@ impl Evaluator for PerformanceEvaluator {
                     table: tables::PERFORMANCE,
                     model: model.clone(),
                     batch: performance_batch(w, scoring.task, &rows)?,
+                    window: None,
                 });
             }
             let detections = self.detect(w, &scoring);
@@ -605,6 +606,7 @@ impl Evaluator for PerformanceEvaluator {
                     table: tables::CONCEPT_DRIFT,
                     model,
                     batch: detections_batch(w, &detections)?,
+                    window: None,
                 });
             }
         }

@@ -39,6 +39,9 @@ pub(crate) struct Output {
     pub model: String,
     /// Rows in the table's file schema.
     pub batch: RecordBatch,
+    /// The window the rows are of, when not the hand-over's own (an
+    /// evaluator that completes earlier windows later); names the file.
+    pub window: Option<(i64, i64)>,
 }
 
 /// Checkpoint parts by owner name.
@@ -103,7 +106,8 @@ impl Sink for ParquetSink {
 
     async fn write(&mut self, window: &ClosedWindow, outputs: &[Output]) -> Result<()> {
         for o in outputs {
-            let path = tables::window_file(o.table, &o.model, window.start, window.end);
+            let (start, end) = o.window.unwrap_or((window.start, window.end));
+            let path = tables::window_file(o.table, &o.model, start, end);
             self.storage
                 .write_parquet(&path, std::slice::from_ref(&o.batch))
                 .await?;

@@ -56,6 +56,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::ab::evaluate::AbEvaluator;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::{self, EventKind, ModelCatalog, Reason};
@@ -213,6 +214,7 @@ impl Pipeline {
                 catalog.clone(),
                 Some(storage.clone()),
             )),
+            Box::new(AbEvaluator::new(&config, catalog.clone())),
         ];
         let alerts = crate::alerts::AlertSink::new(&config, storage.clone())?;
         let webhook_failures = alerts.webhook_failures();

@@ -15,6 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, TimestampMillisecondTy
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::Counters;
+use crate::ab::summary::VariantEvents;
 use crate::config::Config;
 use crate::event::{Decoded, EventKind, ModelCatalog, field};
 use crate::labels::{LabelJoin, LabelLetter, LabelOrigin, LabelsSnapshot, Value};
@@ -66,6 +67,11 @@ pub(crate) struct Step {
     /// (watermark, label watermark) the join was last advanced to.
     label_marks: (i64, i64),
     max_groups: usize,
+    /// Per model: whether an experiment runs on it (its groups then keep
+    /// latency and units).
+    in_experiment: Vec<bool>,
+    /// Latency sample size and unit sample size of those groups.
+    ab_sizes: (usize, usize),
 }
 
 impl Step {
@@ -90,9 +96,15 @@ impl Step {
         Self {
             labels: LabelJoin::new(config, &catalog),
             label_marks: (i64::MIN, i64::MIN),
-            catalog,
+            catalog: catalog.clone(),
             windows,
             max_groups: w.max_groups,
+            in_experiment: catalog
+                .models
+                .iter()
+                .map(|m| config.experiments.values().any(|e| e.model == m.name))
+                .collect(),
+            ab_sizes: (w.sample_size, w.unit_sample),
         }
     }
 
@@ -217,6 +229,21 @@ impl Step {
             match view.kind {
                 EventKind::Prediction => group.predictions += 1,
                 _ => group.feature_events += 1,
+            }
+            if view.kind == EventKind::Prediction && self.in_experiment[view.model] {
+                let (k, unit_k) = self.ab_sizes;
+                let latency = view
+                    .latency
+                    .filter(|c| !c.is_null(row))
+                    .map(|c| c.value(row));
+                let unit = view
+                    .unit_id
+                    .filter(|c| !c.is_null(row))
+                    .map(|c| xxh3_64(c.value(row).as_bytes()));
+                group
+                    .ab
+                    .get_or_insert_with(|| Box::new(VariantEvents::new(k, unit_k)))
+                    .push(priority, latency, unit);
             }
             if view.kind == EventKind::Prediction && self.labels.joins(view.model) {
                 let prediction = match view.columns.last() {
@@ -367,6 +394,8 @@ struct RowView<'a> {
     version: Option<&'a StringArray>,
     variant: Option<&'a StringArray>,
     label: Option<&'a StringArray>,
+    unit_id: Option<&'a StringArray>,
+    latency: Option<&'a Float64Array>,
     features: Option<&'a StructArray>,
     /// One per column of the model, in [`crate::event::ModelSchema::columns`] order.
     columns: Vec<Col<'a>>,
@@ -417,6 +446,10 @@ impl<'a> RowView<'a> {
             version: string_col(field::VERSION),
             variant: string_col(field::VARIANT),
             label: string_col(field::LABEL),
+            unit_id: string_col(field::UNIT_ID),
+            latency: b
+                .column_by_name(field::LATENCY_MS)
+                .and_then(|c| c.as_primitive_opt::<Float64Type>()),
             features,
             columns,
         }

@@ -189,6 +189,65 @@ pub fn roc_auc(y_true: &[i64], score: &[f64]) -> Result<f64, StatsError> {
     Ok((rank_sum_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
 }
 
+/// ROC AUC of positive-class scores `pos` against negative-class scores
+/// `neg`, with DeLong's variance (DeLong, DeLong & Clarke-Pearson 1988):
+/// the structural components `V10_i` (share of negatives below positive
+/// `i`, ties half) and `V01_j` (share of positives above negative `j`)
+/// give `var = s²(V10) / m + s²(V01) / n` (sample variances, ddof 1).
+/// Returns `(auc, variance)`; NaN for both without two scores per class.
+pub fn auc_delong(pos: &[f64], neg: &[f64]) -> (f64, f64) {
+    let (m, n) = (pos.len(), neg.len());
+    if m < 2 || n < 2 || pos.iter().chain(neg).any(|v| v.is_nan()) {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut p = pos.to_vec();
+    let mut q = neg.to_vec();
+    p.sort_unstable_by(f64::total_cmp);
+    q.sort_unstable_by(f64::total_cmp);
+    // (# values below x, # values equal to x) in a sorted slice.
+    let below_equal = |sorted: &[f64], x: f64| {
+        let lo = sorted.partition_point(|v| *v < x);
+        let hi = sorted.partition_point(|v| *v <= x);
+        (lo as f64, (hi - lo) as f64)
+    };
+    let v10: Vec<f64> = p
+        .iter()
+        .map(|x| {
+            let (b, e) = below_equal(&q, *x);
+            (b + 0.5 * e) / n as f64
+        })
+        .collect();
+    let v01: Vec<f64> = q
+        .iter()
+        .map(|y| {
+            let (b, e) = below_equal(&p, *y);
+            (m as f64 - b - e + 0.5 * e) / m as f64
+        })
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let var = |v: &[f64], mu: f64| {
+        v.iter().map(|x| (x - mu) * (x - mu)).sum::<f64>() / (v.len() - 1) as f64
+    };
+    let auc = mean(&v10);
+    let variance = var(&v10, auc) / m as f64 + var(&v01, mean(&v01)) / n as f64;
+    (auc, variance)
+}
+
+/// F1 of the positive class from confusion counts, with its delta-method
+/// variance under multinomial sampling of `n = tp + fp + fn + tn` pairs:
+/// with `a = tp / n`, `b = (fp + fn) / n`, `F1 = 2a / (2a + b)` and
+/// `var = 4 a b (a + b) / (n (2a + b)^4)`. Returns `(f1, variance)`; NaN
+/// for both when there is no positive prediction nor label.
+pub fn f1_delta(tp: u64, fp: u64, fn_: u64, tn: u64) -> (f64, f64) {
+    let n = (tp + fp + fn_ + tn) as f64;
+    let (a, b) = (tp as f64 / n, (fp + fn_) as f64 / n);
+    let d = 2.0 * a + b;
+    if n == 0.0 || d == 0.0 {
+        return (f64::NAN, f64::NAN);
+    }
+    (2.0 * a / d, 4.0 * a * b * (a + b) / (n * d.powi(4)))
+}
+
 /// Binary cross-entropy of `P(y = 1)` scores.
 pub fn log_loss(y_true: &[i64], prob: &[f64]) -> Result<f64, StatsError> {
     same_len(y_true.len(), prob.len())?;
@@ -306,6 +365,96 @@ mod tests {
 
     fn close(x: f64, y: f64) -> bool {
         (x - y).abs() <= 1e-12 * y.abs().max(1.0)
+    }
+
+    /// DeLong's AUC is the rank AUC; its variance is that of the O(mn)
+    /// definition, and it covers the spread of AUC over repeated samples.
+    #[test]
+    fn delong_matches_its_definition_and_the_spread_of_auc() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let pos: Vec<f64> = (0..60)
+            .map(|_| (rng.random::<f64>() * 10.0).round() / 10.0 + 0.2)
+            .collect();
+        let neg: Vec<f64> = (0..45)
+            .map(|_| (rng.random::<f64>() * 10.0).round() / 10.0)
+            .collect();
+        let (auc, var) = auc_delong(&pos, &neg);
+        let y: Vec<i64> = pos.iter().map(|_| 1).chain(neg.iter().map(|_| 0)).collect();
+        let s: Vec<f64> = pos.iter().chain(&neg).copied().collect();
+        assert!(close(auc, roc_auc(&y, &s).unwrap()));
+        let psi = |x: f64, y: f64| {
+            if x > y {
+                1.0
+            } else if x == y {
+                0.5
+            } else {
+                0.0
+            }
+        };
+        let v10: Vec<f64> = pos
+            .iter()
+            .map(|x| neg.iter().map(|y| psi(*x, *y)).sum::<f64>() / 45.0)
+            .collect();
+        let v01: Vec<f64> = neg
+            .iter()
+            .map(|y| pos.iter().map(|x| psi(*x, *y)).sum::<f64>() / 60.0)
+            .collect();
+        let sv = |v: &[f64]| {
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+        };
+        assert!(close(var, sv(&v10) / 60.0 + sv(&v01) / 45.0));
+        // Repeated samples of a fixed population: DeLong's variance of one
+        // sample is close to the variance of AUC across samples.
+        let mut aucs = Vec::new();
+        let mut vars = Vec::new();
+        for _ in 0..400 {
+            let p: Vec<f64> = (0..80).map(|_| rng.random::<f64>() + 0.3).collect();
+            let q: Vec<f64> = (0..80).map(|_| rng.random::<f64>()).collect();
+            let (a, v) = auc_delong(&p, &q);
+            aucs.push(a);
+            vars.push(v);
+        }
+        let spread = sv(&aucs);
+        let mean_var = vars.iter().sum::<f64>() / vars.len() as f64;
+        assert!(
+            (mean_var / spread - 1.0).abs() < 0.2,
+            "{mean_var} vs {spread}"
+        );
+        assert!(auc_delong(&[1.0], &[0.0, 1.0]).0.is_nan());
+    }
+
+    /// The delta-method variance of F1 against the spread of F1 over
+    /// multinomial draws.
+    #[test]
+    fn f1_delta_variance_matches_simulation() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let probs = [0.3, 0.1, 0.15, 0.45]; // tp, fp, fn, tn
+        let n = 2000;
+        let mut f1s = Vec::new();
+        for _ in 0..2000 {
+            let mut c = [0u64; 4];
+            for _ in 0..n {
+                let u: f64 = rng.random();
+                let mut acc = 0.0;
+                for (i, p) in probs.iter().enumerate() {
+                    acc += p;
+                    if u < acc || i == 3 {
+                        c[i] += 1;
+                        break;
+                    }
+                }
+            }
+            f1s.push(f1_delta(c[0], c[1], c[2], c[3]).0);
+        }
+        let m = f1s.iter().sum::<f64>() / f1s.len() as f64;
+        let spread = f1s.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (f1s.len() - 1) as f64;
+        let (f1, var) = f1_delta(600, 200, 300, 900);
+        assert!(close(f1, 2.0 * 600.0 / (1200.0 + 500.0)));
+        assert!((var / spread - 1.0).abs() < 0.15, "{var} vs {spread}");
+        assert!(f1_delta(0, 0, 0, 10).0.is_nan());
     }
 
     /// scikit-learn's docstring example: squares 0.01, 0.01, 0.04, 0.09.

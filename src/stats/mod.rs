@@ -23,6 +23,8 @@
 //! * [`sequential`]: an always-valid confidence sequence for a difference
 //!   in means (Waudby-Smith et al.), safe to watch continuously.
 //! * [`detectors`]: DDM, Page-Hinkley and ADWIN over an error stream.
+//! * [`distinct`]: a mergeable sample of distinct keys (KMV), for unit
+//!   counts and the sample-ratio check.
 
 pub mod anderson;
 pub mod chi_square;
@@ -30,6 +32,7 @@ pub mod correction;
 pub mod cramer_von_mises;
 pub mod detectors;
 pub mod distance;
+pub mod distinct;
 pub mod drift;
 pub mod kolmogorov;
 pub mod ks;

@@ -56,6 +56,21 @@ impl Moments {
         self.m2 += d * (y - self.shifted_mean);
     }
 
+    /// A summary from its count, mean and sum of squared deviations (e.g.
+    /// built from exact fixed-point sums elsewhere).
+    pub fn from_parts(count: u64, mean: f64, m2: f64) -> Self {
+        if count == 0 {
+            return Self::default();
+        }
+        Self {
+            count,
+            shift: mean,
+            shifted_mean: 0.0,
+            m2: m2.max(0.0),
+            nan: 0,
+        }
+    }
+
     /// The summary of `values` in two passes: the shifted mean, then the
     /// squared deviations from it, with the correction term of Chan, Golub
     /// & LeVeque ("Algorithms for computing the sample variance", 1983) that

@@ -9,6 +9,8 @@
 //! | `performance` | `performance/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `concept_drift` | `concept_drift/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `alerts` | `alerts/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
+//! | `ab_results` | `ab_results/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
+//! | `ab_decisions` | `ab_decisions/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `dead_letters`  | `dead_letters/topic=<t>/partition=<p>/<first_offset>.parquet` |
 //!
 //! File names are derived from what they hold (the window; the first offset
@@ -30,6 +32,10 @@ pub const DATA_QUALITY: &str = "data_quality";
 pub const PERFORMANCE: &str = "performance";
 /// Table of error-stream detections, one row per detection.
 pub const CONCEPT_DRIFT: &str = "concept_drift";
+/// Table of A/B results, one row per experiment, scope, window, variant and metric.
+pub const AB_RESULTS: &str = "ab_results";
+/// Table of A/B decisions, one row per experiment and window.
+pub const AB_DECISIONS: &str = "ab_decisions";
 /// Table of alerts, one row per alert.
 pub const ALERTS: &str = "alerts";
 /// Table of records that could not be used, with the reason.
@@ -72,6 +78,16 @@ pub fn output_tables() -> Vec<TableDef> {
         TableDef {
             name: CONCEPT_DRIFT,
             file_schema: CONCEPT_DRIFT_FILE_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: AB_RESULTS,
+            file_schema: AB_RESULTS_FILE_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: AB_DECISIONS,
+            file_schema: AB_DECISIONS_FILE_SCHEMA.clone(),
             partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
         },
         TableDef {
@@ -214,6 +230,60 @@ pub static PERFORMANCE_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         float("delta", true),
         Field::new("degraded", DataType::Boolean, true),
         Field::new("sampled", DataType::Boolean, false),
+    ]))
+});
+
+/// Schema of the rows stored in `ab_results` files (`model` and `date`
+/// come from the path). `effect` and the intervals are of the variant's
+/// value minus the control's; the control's own rows carry its estimate.
+pub static AB_RESULTS_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = |n: &str, null| Field::new(n, DataType::Utf8, null);
+    let f = |n: &str| Field::new(n, DataType::Float64, true);
+    Arc::new(Schema::new(vec![
+        Field::new(col::WINDOW_START, ts_type(), false),
+        Field::new(col::WINDOW_END, ts_type(), false),
+        s("experiment", false),
+        s("scope", false),
+        s(col::VARIANT, false),
+        s(col::VERSION, false),
+        Field::new("is_control", DataType::Boolean, false),
+        s(col::METRIC, false),
+        Field::new("n", DataType::Int64, false),
+        f("estimate"),
+        f("effect"),
+        f("ci_low"),
+        f("ci_high"),
+        f("relative_lift"),
+        f("lift_low"),
+        f("lift_high"),
+        f(col::P_VALUE),
+        f(col::P_VALUE_ADJUSTED),
+        f("cs_low"),
+        f("cs_high"),
+        s("test", true),
+        Field::new("significant", DataType::Boolean, true),
+    ]))
+});
+
+/// Schema of the rows stored in `ab_decisions` files (`model` and `date`
+/// come from the path).
+pub static AB_DECISIONS_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = |n: &str, null| Field::new(n, DataType::Utf8, null);
+    let f = |n: &str| Field::new(n, DataType::Float64, true);
+    Arc::new(Schema::new(vec![
+        Field::new(col::WINDOW_START, ts_type(), false),
+        Field::new(col::WINDOW_END, ts_type(), false),
+        s("experiment", false),
+        s("decision", false),
+        s(col::VARIANT, true),
+        s(col::METRIC, true),
+        s("reason", false),
+        f("srm_p_value"),
+        s("unit_counts", false),
+        f("required_per_variant"),
+        Field::new("smallest_n", DataType::Int64, false),
+        f("progress"),
+        Field::new("changed", DataType::Boolean, false),
     ]))
 });
 

@@ -180,6 +180,9 @@ pub struct GroupState {
     pub feature_events: u64,
     /// One summary per column of the model ([`crate::event::ModelSchema::columns`]).
     pub columns: Vec<ColumnSummary>,
+    /// Latency and units, for models in an experiment.
+    #[serde(default)]
+    pub ab: Option<Box<crate::ab::summary::VariantEvents>>,
 }
 
 impl GroupState {
@@ -198,6 +201,7 @@ impl GroupState {
                 .iter()
                 .map(|t| ColumnSummary::new(*t, sample_size, category_cap))
                 .collect(),
+            ab: None,
         }
     }
 
@@ -208,6 +212,11 @@ impl GroupState {
         self.feature_events += o.feature_events;
         for (a, b) in self.columns.iter_mut().zip(&o.columns) {
             a.merge(b);
+        }
+        match (&mut self.ab, &o.ab) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.ab = Some(b.clone()),
+            _ => {}
         }
     }
 }

@@ -18,6 +18,7 @@ fn toml(data: &std::path::Path, variants: &str) -> String {
 url = "{}"
 [models.credit_risk]
 reference = "r.csv"
+task = "binary"
 [models.credit_risk.features]
 x = "numeric"
 [experiments.checkout]

@@ -1,0 +1,989 @@
+//! The statistics of an experiment: each variant's metrics against the
+//! control, the sample-ratio check, the planned sample size and the
+//! decision. Pure functions over the summaries of [`super::summary`].
+//!
+//! **Tests, each variant against the control** (two-sided, at the
+//! experiment's `alpha`):
+//! * means (`latency_mean`, `log_loss`, `mae`): Welch's t from the
+//!   fixed-point moments, with Welch's interval;
+//! * rates (`accuracy`, `conversion`): the two-proportion z-test with the
+//!   pooled variance (statsmodels' `proportions_ztest`) and the Wald
+//!   interval of the difference;
+//! * `f1`: the **delta method** on the confusion counts
+//!   ([`crate::stats::metrics::f1_delta`]); `roc_auc`: **DeLong's**
+//!   variance on the per-class score samples
+//!   ([`crate::stats::metrics::auc_delong`]); `rmse`: the delta method on
+//!   the mean squared error. Both arms are independent, so the variance of
+//!   the difference is the sum; the z-test and interval follow. Chosen
+//!   over the bootstrap because they are deterministic (a replay after a
+//!   restart gives the same interval, which resampling would not without
+//!   carrying its random state) and cost one pass per evaluation instead of
+//!   hundreds;
+//! * distributions (`latency_p50/p95/p99`, `score`): Mann-Whitney U on the
+//!   bottom-k samples (asymptotic, tie-corrected); quantile rows carry the
+//!   difference of the sample quantiles and no interval.
+//!
+//! **Relative lift** `variant / control − 1` with a delta-method interval
+//! (`var ≈ var_v / c² + v² var_c / c⁴`). **Holm** adjusts the p-values of
+//! every (variant, metric) test of one evaluation together.
+//!
+//! **Always-valid intervals** (`cs_low`, `cs_high`): the Gaussian-mixture
+//! confidence sequence of [`crate::stats::sequential`] around the same
+//! difference and variance, tuned to be tightest at the planned total
+//! sample; the decision stops on them, so it may be looked at after every
+//! window without inflating the false-positive rate.
+//!
+//! **Sample ratio**: the chi-square goodness-of-fit of the unit counts
+//! against the weights ([`crate::stats::chi_square::srm`]), on the
+//! experiment's smallest `window.unit_sample` unit hashes (an exact random
+//! sample of its units, [`crate::stats::distinct::split_counts`]); flagged
+//! below p = 0.001 as GrowthBook and Eppo do.
+
+use serde::Serialize;
+
+use super::Experiment;
+use super::summary::{FixedMoments, VariantOutcomes};
+use crate::config::Task;
+use crate::stats::Alternative;
+use crate::stats::distinct::{Kmv, split_counts};
+use crate::stats::mann_whitney::{MwuMethod, mannwhitneyu};
+use crate::stats::metrics::{auc_delong, f1_delta};
+use crate::stats::proportions::{norm_ppf, norm_sf, proportions_ztest};
+use crate::stats::sample::ValueSample;
+use crate::stats::sample_size::{
+    normal_ind_solve_nobs1, proportion_effectsize, ttest_ind_solve_nobs1,
+};
+use crate::stats::sequential::{half_width, optimal_rho2};
+use crate::stats::t_test::ttest_ind_from_moments;
+
+/// SRM is flagged below this p-value.
+pub const SRM_ALPHA: f64 = 0.001;
+
+/// Which way is better for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// Larger is better.
+    Higher,
+    /// Smaller is better.
+    Lower,
+    /// No direction (counts, the score distribution).
+    Neither,
+}
+
+/// The direction of `metric`.
+pub fn better(metric: &str) -> Better {
+    match metric {
+        "accuracy" | "f1" | "roc_auc" | "conversion" => Better::Higher,
+        "log_loss" | "mae" | "rmse" | "latency_mean" | "latency_p50" | "latency_p95"
+        | "latency_p99" => Better::Lower,
+        _ => Better::Neither,
+    }
+}
+
+/// Metric names an experiment may decide on or guard, by task.
+pub fn known_metrics(task: Option<Task>) -> Vec<&'static str> {
+    let mut m = vec!["latency_mean", "latency_p50", "latency_p95", "latency_p99"];
+    match task {
+        Some(Task::Binary) => m.extend(["accuracy", "conversion", "f1", "roc_auc", "log_loss"]),
+        Some(Task::Multiclass) => m.extend(["accuracy"]),
+        Some(Task::Regression) => m.extend(["mae", "rmse"]),
+        None => {}
+    }
+    m
+}
+
+/// Whether `metric` comes from the joined labels.
+pub fn from_labels(metric: &str) -> bool {
+    matches!(
+        metric,
+        "accuracy" | "conversion" | "f1" | "roc_auc" | "log_loss" | "mae" | "rmse"
+    )
+}
+
+/// One arm's cumulative or window state as the tests see it.
+#[derive(Debug, Clone)]
+pub struct ArmData<'a> {
+    /// Variant name.
+    pub variant: &'a str,
+    /// Model version.
+    pub version: &'a str,
+    /// Predictions.
+    pub predictions: u64,
+    /// Latency moments.
+    pub latency: FixedMoments,
+    /// Latency sample.
+    pub latency_sample: Option<&'a ValueSample>,
+    /// Score sample (numeric predictions).
+    pub scores: Option<&'a ValueSample>,
+    /// Units.
+    pub units: Option<&'a Kmv>,
+    /// Labelled outcomes.
+    pub outcomes: Option<&'a VariantOutcomes>,
+}
+
+/// One row of `ab_results` (without the window and experiment).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricRow {
+    /// Variant.
+    pub variant: String,
+    /// Its model version.
+    pub version: String,
+    /// Whether it is the control.
+    pub is_control: bool,
+    /// Metric.
+    pub metric: String,
+    /// Observations behind the estimate.
+    pub n: u64,
+    /// The variant's value.
+    pub estimate: f64,
+    /// Variant minus control.
+    pub effect: Option<f64>,
+    /// Interval of the effect at 1 − alpha.
+    pub ci_low: Option<f64>,
+    /// Upper end.
+    pub ci_high: Option<f64>,
+    /// `variant / control − 1`.
+    pub relative_lift: Option<f64>,
+    /// Its interval.
+    pub lift_low: Option<f64>,
+    /// Upper end.
+    pub lift_high: Option<f64>,
+    /// Fixed-horizon p-value.
+    pub p_value: Option<f64>,
+    /// Holm-adjusted across the evaluation's tests.
+    pub p_value_adjusted: Option<f64>,
+    /// Always-valid interval of the effect.
+    pub cs_low: Option<f64>,
+    /// Upper end.
+    pub cs_high: Option<f64>,
+    /// Which test.
+    pub test: Option<String>,
+    /// `p_value_adjusted < alpha`.
+    pub significant: Option<bool>,
+}
+
+/// An arm's value of a metric with the variance of that value.
+#[derive(Debug, Clone, Copy)]
+struct Est {
+    n: u64,
+    value: f64,
+    /// Variance of `value` (NaN when unknown).
+    var: f64,
+}
+
+fn proportion(c: u64, n: u64) -> Option<Est> {
+    (n > 0).then(|| {
+        let p = c as f64 / n as f64;
+        Est {
+            n,
+            value: p,
+            var: p * (1.0 - p) / n as f64,
+        }
+    })
+}
+
+fn mean_of(m: &FixedMoments) -> Option<Est> {
+    (m.n >= 2).then(|| {
+        let mm = m.moments();
+        Est {
+            n: m.n,
+            value: mm.mean(),
+            var: mm.variance() / m.n as f64,
+        }
+    })
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Linear interpolation between closest ranks (numpy's default).
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// The value of `metric` for an arm.
+fn estimate(metric: &str, a: &ArmData<'_>, task: Option<Task>) -> Option<Est> {
+    let o = a.outcomes;
+    match metric {
+        "events" => Some(Est {
+            n: a.predictions,
+            value: a.predictions as f64,
+            var: f64::NAN,
+        }),
+        "units" => a.units.map(|u| Est {
+            n: u.estimate().round() as u64,
+            value: u.estimate(),
+            var: f64::NAN,
+        }),
+        "latency_mean" => mean_of(&a.latency),
+        "latency_p50" | "latency_p95" | "latency_p99" | "score" => {
+            let (s, q) = match metric {
+                "latency_p50" => (a.latency_sample?, 0.5),
+                "latency_p95" => (a.latency_sample?, 0.95),
+                "latency_p99" => (a.latency_sample?, 0.99),
+                _ => (a.scores?, 0.5),
+            };
+            let v = s.sorted_values();
+            (!v.is_empty()).then(|| Est {
+                n: v.len() as u64,
+                value: quantile(&v, q),
+                var: f64::NAN,
+            })
+        }
+        "accuracy" => o.and_then(|o| proportion(o.correct, o.labeled)),
+        "conversion" => o.and_then(|o| proportion(o.positives, o.labeled)),
+        "f1" if task == Some(Task::Binary) => o.and_then(|o| {
+            let (f, var) = f1_delta(o.tp, o.fp, o.fn_, o.tn);
+            f.is_finite().then_some(Est {
+                n: o.labeled,
+                value: f,
+                var,
+            })
+        }),
+        "roc_auc" => o.and_then(|o| {
+            let (auc, var) =
+                auc_delong(&o.pos_scores.sorted_values(), &o.neg_scores.sorted_values());
+            auc.is_finite().then_some(Est {
+                n: (o.pos_scores.len() + o.neg_scores.len()) as u64,
+                value: auc,
+                var,
+            })
+        }),
+        "log_loss" => o.and_then(|o| mean_of(&o.log_loss)),
+        "mae" => o.and_then(|o| mean_of(&o.abs_err)),
+        "rmse" => o.and_then(|o| {
+            let mse = mean_of(&o.sq_err)?;
+            let rmse = mse.value.sqrt();
+            (rmse > 0.0).then(|| Est {
+                n: mse.n,
+                value: rmse,
+                var: mse.var / (4.0 * mse.value),
+            })
+        }),
+        _ => None,
+    }
+}
+
+/// The metrics an evaluation reports, in row order.
+pub fn metrics_of(task: Option<Task>, labels: bool) -> Vec<&'static str> {
+    let mut m = vec![
+        "events",
+        "units",
+        "latency_mean",
+        "latency_p50",
+        "latency_p95",
+        "latency_p99",
+        "score",
+    ];
+    if labels {
+        match task {
+            Some(Task::Binary) => m.extend(["accuracy", "conversion", "f1", "roc_auc", "log_loss"]),
+            Some(Task::Multiclass) => m.push("accuracy"),
+            Some(Task::Regression) => m.extend(["mae", "rmse"]),
+            None => {}
+        }
+    }
+    m
+}
+
+/// How the planned sample is tuned: the confidence sequence's `t*`.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Planned observations per variant (NaN when not computable yet).
+    pub per_variant: f64,
+}
+
+/// The results of every metric for every arm (control first in `arms`
+/// order as given; `control` indexes it).
+pub fn results(
+    e: &Experiment,
+    task: Option<Task>,
+    arms: &[ArmData<'_>],
+    control: usize,
+    labels: bool,
+    plan: Plan,
+) -> Vec<MetricRow> {
+    let c = &arms[control];
+    let z = norm_ppf(1.0 - e.alpha / 2.0);
+    let mut rows = Vec::new();
+    for metric in metrics_of(task, labels) {
+        let ce = estimate(metric, c, task);
+        for (i, a) in arms.iter().enumerate() {
+            let Some(ae) = estimate(metric, a, task) else {
+                continue;
+            };
+            let mut row = MetricRow {
+                variant: a.variant.to_string(),
+                version: a.version.to_string(),
+                is_control: i == control,
+                metric: metric.to_string(),
+                n: ae.n,
+                estimate: ae.value,
+                effect: None,
+                ci_low: None,
+                ci_high: None,
+                relative_lift: None,
+                lift_low: None,
+                lift_high: None,
+                p_value: None,
+                p_value_adjusted: None,
+                cs_low: None,
+                cs_high: None,
+                test: None,
+                significant: None,
+            };
+            if i != control
+                && let Some(ce) = ce
+            {
+                compare(&mut row, metric, a, c, ae, ce, z, e.alpha, plan);
+            }
+            rows.push(row);
+        }
+    }
+    // Holm across the evaluation's tests.
+    let idx: Vec<usize> = (0..rows.len())
+        .filter(|i| rows[*i].p_value.is_some_and(|p| p.is_finite()))
+        .collect();
+    let ps: Vec<f64> = idx
+        .iter()
+        .map(|i| rows[*i].p_value.unwrap_or(1.0))
+        .collect();
+    if let Ok(adj) = crate::stats::correction::holm(&ps) {
+        for (i, p) in idx.into_iter().zip(adj) {
+            rows[i].p_value_adjusted = Some(p);
+            rows[i].significant = Some(p < e.alpha);
+        }
+    }
+    rows
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    row: &mut MetricRow,
+    metric: &str,
+    a: &ArmData<'_>,
+    c: &ArmData<'_>,
+    ae: Est,
+    ce: Est,
+    z: f64,
+    alpha: f64,
+    plan: Plan,
+) {
+    let effect = ae.value - ce.value;
+    row.effect = Some(effect);
+    if ce.value != 0.0 && ce.value.is_finite() {
+        row.relative_lift = Some(ae.value / ce.value - 1.0);
+    }
+    let var = ae.var + ce.var;
+    let (p, test) = match metric {
+        "events" | "units" => return,
+        "latency_p50" | "latency_p95" | "latency_p99" | "score" => {
+            let (sa, sc) = if metric == "score" {
+                (a.scores, c.scores)
+            } else {
+                (a.latency_sample, c.latency_sample)
+            };
+            let (Some(sa), Some(sc)) = (sa, sc) else {
+                return;
+            };
+            let p = mannwhitneyu(
+                &sa.sorted_values(),
+                &sc.sorted_values(),
+                Alternative::TwoSided,
+                MwuMethod::Asymptotic,
+                true,
+            )
+            .map(|r| r.p_value)
+            .ok();
+            row.p_value = p;
+            row.test = Some("mann_whitney".into());
+            return;
+        }
+        "latency_mean" | "log_loss" | "mae" => {
+            let (ma, mc) = match metric {
+                "latency_mean" => (a.latency, c.latency),
+                "log_loss" => match (a.outcomes, c.outcomes) {
+                    (Some(x), Some(y)) => (x.log_loss, y.log_loss),
+                    _ => return,
+                },
+                _ => match (a.outcomes, c.outcomes) {
+                    (Some(x), Some(y)) => (x.abs_err, y.abs_err),
+                    _ => return,
+                },
+            };
+            match ttest_ind_from_moments(
+                &ma.moments(),
+                &mc.moments(),
+                false,
+                Alternative::TwoSided,
+                1.0 - alpha,
+            ) {
+                Ok(t) => {
+                    row.ci_low = Some(t.ci_low);
+                    row.ci_high = Some(t.ci_high);
+                    (t.p_value, "welch_t")
+                }
+                Err(_) => return,
+            }
+        }
+        "accuracy" | "conversion" => {
+            let (xa, xc) = match (a.outcomes, c.outcomes) {
+                (Some(x), Some(y)) if metric == "accuracy" => (x.correct, y.correct),
+                (Some(x), Some(y)) => (x.positives, y.positives),
+                _ => return,
+            };
+            let p = proportions_ztest(xa as f64, ae.n as f64, xc as f64, ce.n as f64)
+                .map(|r| r.p_value)
+                .unwrap_or(f64::NAN);
+            let h = z * var.sqrt();
+            row.ci_low = Some(effect - h);
+            row.ci_high = Some(effect + h);
+            (p, "z_test")
+        }
+        _ => {
+            // f1, roc_auc, rmse: normal approximation with the delta /
+            // DeLong variance.
+            if !(var > 0.0 && var.is_finite()) {
+                return;
+            }
+            let se = var.sqrt();
+            let h = z * se;
+            row.ci_low = Some(effect - h);
+            row.ci_high = Some(effect + h);
+            let p = 2.0 * norm_sf((effect / se).abs());
+            (
+                p,
+                if metric == "roc_auc" {
+                    "delong_z"
+                } else {
+                    "delta_z"
+                },
+            )
+        }
+    };
+    row.p_value = p.is_finite().then_some(p);
+    row.test = Some(test.into());
+    if ce.value != 0.0 && var.is_finite() {
+        let lv = ae.var / (ce.value * ce.value) + ae.value * ae.value * ce.var / ce.value.powi(4);
+        let l = ae.value / ce.value - 1.0;
+        let h = z * lv.sqrt();
+        row.lift_low = Some(l - h);
+        row.lift_high = Some(l + h);
+    }
+    // Always-valid interval, tuned to the planned total sample.
+    let t = (ae.n + ce.n) as f64;
+    if var.is_finite() && var >= 0.0 && t > 0.0 {
+        let t_star = if plan.per_variant.is_finite() && plan.per_variant > 0.0 {
+            2.0 * plan.per_variant
+        } else {
+            t
+        };
+        let w = half_width((t * var).sqrt(), t, optimal_rho2(alpha, t_star), alpha);
+        row.cs_low = Some(effect - w);
+        row.cs_high = Some(effect + w);
+    }
+}
+
+/// Observations per variant needed to detect the experiment's MDE on
+/// `metric` with its alpha and power (two-sided, equal arms), from the
+/// control's current value and spread; NaN until they are known.
+pub fn required_per_variant(e: &Experiment, task: Option<Task>, control: &ArmData<'_>) -> f64 {
+    let metric = e.primary_metric.as_str();
+    let Some(c) = estimate(metric, control, task) else {
+        return f64::NAN;
+    };
+    let alt = Alternative::TwoSided;
+    let n = match metric {
+        "accuracy" | "conversion" => {
+            let p0 = c.value.clamp(1e-6, 1.0 - 1e-6);
+            let p1 = match better(metric) {
+                Better::Lower => (p0 - e.mde).max(1e-6),
+                _ => (p0 + e.mde).min(1.0 - 1e-6),
+            };
+            let h = proportion_effectsize(p1, p0).abs();
+            normal_ind_solve_nobs1(h, e.alpha, e.power, 1.0, alt)
+        }
+        _ => {
+            // Per-observation standard deviation from the variance of the
+            // control's estimate.
+            let sd = (c.var * c.n as f64).sqrt();
+            if !(sd > 0.0 && sd.is_finite()) {
+                return f64::NAN;
+            }
+            if matches!(metric, "latency_mean" | "log_loss" | "mae") {
+                ttest_ind_solve_nobs1(e.mde / sd, e.alpha, e.power, 1.0, alt)
+            } else {
+                let zz = norm_ppf(1.0 - e.alpha / 2.0) + norm_ppf(e.power);
+                Ok(2.0 * (zz * sd / e.mde).powi(2))
+            }
+        }
+    };
+    n.map(f64::ceil).unwrap_or(f64::NAN)
+}
+
+/// The sample-ratio check: unit counts (of the smallest unit hashes) per
+/// arm and the chi-square p-value against the weights.
+pub fn srm(e: &Experiment, arms: &[ArmData<'_>]) -> (Vec<u64>, Option<f64>) {
+    let sketches: Vec<Kmv> = arms
+        .iter()
+        .map(|a| a.units.cloned().unwrap_or_else(|| Kmv::new(2)))
+        .collect();
+    let refs: Vec<&Kmv> = sketches.iter().collect();
+    let counts = split_counts(&refs);
+    let weights: Vec<f64> = e.arms.iter().map(|a| a.weight).collect();
+    let total: u64 = counts.iter().sum();
+    let p = if total == 0 {
+        None
+    } else {
+        let obs: Vec<f64> = counts.iter().map(|c| *c as f64).collect();
+        crate::stats::chi_square::srm(&obs, &weights)
+            .ok()
+            .map(|r| r.p_value)
+    };
+    (counts, p)
+}
+
+/// What to do with an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// `ship`, `keep_control`, `keep_running`, `stop` or `invalid`.
+    pub decision: String,
+    /// The variant it is about (ship, stop).
+    pub variant: Option<String>,
+    /// The metric it is about (ship: the primary; stop: the guardrail).
+    pub metric: Option<String>,
+    /// One line with the numbers behind it.
+    pub reason: String,
+    /// SRM p-value.
+    pub srm_p_value: Option<f64>,
+    /// Units per variant (the SRM counts).
+    pub unit_counts: Vec<u64>,
+    /// Planned observations per variant.
+    pub required_per_variant: f64,
+    /// Observations of the primary metric in the smallest arm.
+    pub smallest_n: u64,
+    /// `smallest_n / required_per_variant`.
+    pub progress: f64,
+}
+
+impl Decision {
+    /// The text the README and reports use (`ship challenger`, `keep
+    /// running (about N more units per variant)`, ...).
+    pub fn label(&self) -> String {
+        match self.decision.as_str() {
+            "ship" => format!("ship {}", self.variant.as_deref().unwrap_or("")),
+            "keep_control" => "keep control".into(),
+            "stop" => format!(
+                "stop: guardrail {} degraded on {}",
+                self.metric.as_deref().unwrap_or(""),
+                self.variant.as_deref().unwrap_or("")
+            ),
+            "invalid" => "invalid: sample ratio mismatch".into(),
+            _ => {
+                let more = (self.required_per_variant - self.smallest_n as f64).max(0.0);
+                if more.is_finite() {
+                    format!("keep running (about {more:.0} more units per variant)")
+                } else {
+                    "keep running".into()
+                }
+            }
+        }
+    }
+}
+
+/// The decision from the cumulative results.
+pub fn decide(
+    e: &Experiment,
+    rows: &[MetricRow],
+    srm: (Vec<u64>, Option<f64>),
+    required: f64,
+) -> Decision {
+    let primary = e.primary_metric.as_str();
+    let prim: Vec<&MetricRow> = rows
+        .iter()
+        .filter(|r| r.metric == primary && !r.is_control)
+        .collect();
+    let smallest_n = rows
+        .iter()
+        .filter(|r| r.metric == primary)
+        .map(|r| r.n)
+        .min()
+        .unwrap_or(0);
+    let progress = if required > 0.0 {
+        smallest_n as f64 / required
+    } else {
+        f64::NAN
+    };
+    let mut d = Decision {
+        decision: "keep_running".into(),
+        variant: None,
+        metric: None,
+        reason: String::new(),
+        srm_p_value: srm.1,
+        unit_counts: srm.0.clone(),
+        required_per_variant: required,
+        smallest_n,
+        progress,
+    };
+    if let Some(p) = srm.1
+        && p < SRM_ALPHA
+    {
+        d.decision = "invalid".into();
+        d.reason = format!(
+            "units per variant {:?} against weights {:?}: chi-square p = {p:.3e} < {SRM_ALPHA}",
+            srm.0,
+            e.arms.iter().map(|a| a.weight).collect::<Vec<_>>()
+        );
+        return d;
+    }
+    // Guardrails: worse than allowed, and the always-valid interval (or,
+    // for distribution metrics, the adjusted rank test) says it is worse.
+    for (g, allowed) in &e.guardrails {
+        let dir = better(g);
+        for r in rows.iter().filter(|r| &r.metric == g && !r.is_control) {
+            let Some(lift) = r.relative_lift else {
+                continue;
+            };
+            let worse_by = match dir {
+                Better::Higher => -lift,
+                Better::Lower => lift,
+                Better::Neither => continue,
+            };
+            let confirmed = match (r.cs_low, r.cs_high) {
+                (Some(lo), Some(hi)) => match dir {
+                    Better::Higher => hi < 0.0,
+                    _ => lo > 0.0,
+                },
+                _ => r.significant == Some(true),
+            };
+            if worse_by > *allowed && confirmed {
+                d.decision = "stop".into();
+                d.variant = Some(r.variant.clone());
+                d.metric = Some(g.clone());
+                d.reason = format!(
+                    "{g} of {} is {:.1}% worse than control (allowed {:.1}%), effect {:.4}",
+                    r.variant,
+                    worse_by * 100.0,
+                    allowed * 100.0,
+                    r.effect.unwrap_or(f64::NAN)
+                );
+                return d;
+            }
+        }
+    }
+    let dir = better(primary);
+    let sign = if dir == Better::Lower { -1.0 } else { 1.0 };
+    let winners: Vec<&&MetricRow> = prim
+        .iter()
+        .filter(|r| match (r.cs_low, r.cs_high) {
+            (Some(lo), Some(hi)) => {
+                if sign > 0.0 {
+                    lo > 0.0
+                } else {
+                    hi < 0.0
+                }
+            }
+            _ => false,
+        })
+        .collect();
+    if let Some(best) = winners.iter().max_by(|a, b| {
+        (sign * a.estimate)
+            .partial_cmp(&(sign * b.estimate))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }) {
+        d.decision = "ship".into();
+        d.variant = Some(best.variant.clone());
+        d.metric = Some(primary.to_string());
+        d.reason = format!(
+            "{primary}: {} {:.4} vs control, effect {:+.4}, always-valid interval [{:.4}, {:.4}], p = {:.2e}",
+            best.variant,
+            best.estimate,
+            best.effect.unwrap_or(f64::NAN),
+            best.cs_low.unwrap_or(f64::NAN),
+            best.cs_high.unwrap_or(f64::NAN),
+            best.p_value.unwrap_or(f64::NAN)
+        );
+        return d;
+    }
+    let all_worse = !prim.is_empty()
+        && prim.iter().all(|r| match (r.cs_low, r.cs_high) {
+            (Some(lo), Some(hi)) => {
+                if sign > 0.0 {
+                    hi < 0.0
+                } else {
+                    lo > 0.0
+                }
+            }
+            _ => false,
+        });
+    // At the planned sample, no variant can be better by the MDE: the
+    // fixed-horizon interval excludes it.
+    let none_can_win = progress >= 1.0
+        && !prim.is_empty()
+        && prim.iter().all(|r| match (r.ci_low, r.ci_high) {
+            (Some(lo), Some(hi)) => {
+                if sign > 0.0 {
+                    hi < e.mde
+                } else {
+                    lo > -e.mde
+                }
+            }
+            _ => false,
+        });
+    if all_worse || none_can_win {
+        d.decision = "keep_control".into();
+        d.metric = Some(primary.to_string());
+        d.reason = if all_worse {
+            format!("{primary}: every variant is worse than control (always-valid intervals)")
+        } else {
+            format!(
+                "{primary}: planned sample reached ({smallest_n} of {required:.0}) and no variant can be better by the MDE {}",
+                e.mde
+            )
+        };
+        return d;
+    }
+    d.metric = Some(primary.to_string());
+    d.reason = if required.is_finite() {
+        format!(
+            "{primary}: no variant differs yet; {smallest_n} of {required:.0} planned per variant"
+        )
+    } else {
+        format!("{primary}: waiting for data")
+    };
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::config::{ExperimentConfig, VariantConfig};
+
+    fn experiment(weights: &[f64], mde: f64) -> Experiment {
+        let names = ["control", "challenger", "third"];
+        let ec = ExperimentConfig {
+            model: "m".into(),
+            variants: weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| VariantConfig {
+                    name: names[i].into(),
+                    version: (i + 1).to_string(),
+                    weight: *w,
+                })
+                .collect(),
+            control: "control".into(),
+            salt: None,
+            start: "2026-01-01T00:00:00Z".parse().unwrap(),
+            end: None,
+            primary_metric: "accuracy".into(),
+            guardrails: Default::default(),
+            mde,
+            alpha: 0.05,
+            power: 0.8,
+        };
+        Experiment::from_config("e", &ec)
+    }
+
+    fn outcomes(rng: &mut rand::rngs::StdRng, n: u64, p: f64) -> VariantOutcomes {
+        let mut o = VariantOutcomes::new(16);
+        for _ in 0..n {
+            let ok = rng.random::<f64>() < p;
+            o.labeled += 1;
+            o.predictions += 1;
+            o.correct += u64::from(ok);
+        }
+        o
+    }
+
+    fn arms<'a>(e: &'a Experiment, o: &'a [VariantOutcomes]) -> Vec<ArmData<'a>> {
+        e.arms
+            .iter()
+            .zip(o)
+            .map(|(a, o)| ArmData {
+                variant: &a.name,
+                version: &a.version,
+                predictions: o.predictions,
+                latency: FixedMoments::default(),
+                latency_sample: None,
+                scores: None,
+                units: None,
+                outcomes: Some(o),
+            })
+            .collect()
+    }
+
+    /// Runs `experiments` streams of `windows` windows with `per_window`
+    /// labelled predictions per arm, evaluated after every window; returns
+    /// (share ending in a ship on the sequential rule, share that a
+    /// fixed-horizon p < alpha at any look would have shipped, n per arm
+    /// at each sequential ship).
+    fn simulate(
+        experiments: usize,
+        windows: usize,
+        per_window: u64,
+        p: (f64, f64),
+        seed: u64,
+    ) -> (f64, f64, Vec<u64>, f64) {
+        let e = experiment(&[50.0, 50.0], 0.02);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (mut seq_ships, mut fixed_ships, mut at) = (0, 0, Vec::new());
+        let mut planned = f64::NAN;
+        for _ in 0..experiments {
+            let mut cum = vec![VariantOutcomes::new(16), VariantOutcomes::new(16)];
+            let (mut shipped, mut fixed) = (false, false);
+            for _ in 0..windows {
+                cum[0].merge(&outcomes(&mut rng, per_window, p.0));
+                cum[1].merge(&outcomes(&mut rng, per_window, p.1));
+                let a = arms(&e, &cum);
+                let plan = Plan {
+                    per_variant: required_per_variant(&e, Some(Task::Binary), &a[0]),
+                };
+                planned = plan.per_variant;
+                let rows = results(&e, Some(Task::Binary), &a, 0, true, plan);
+                let r = rows
+                    .iter()
+                    .find(|r| r.metric == "accuracy" && !r.is_control)
+                    .unwrap();
+                if r.p_value.is_some_and(|p| p < e.alpha) && r.effect.unwrap() > 0.0 {
+                    fixed = true;
+                }
+                let d = decide(&e, &rows, (vec![], None), plan.per_variant);
+                if d.decision == "ship" {
+                    shipped = true;
+                    at.push(cum[1].labeled);
+                    break;
+                }
+            }
+            seq_ships += u64::from(shipped);
+            fixed_ships += u64::from(fixed);
+        }
+        (
+            seq_ships as f64 / experiments as f64,
+            fixed_ships as f64 / experiments as f64,
+            at,
+            planned,
+        )
+    }
+
+    /// A/A: no true difference, 400 experiments looked at every window.
+    /// The sequential rule ships wrongly at most alpha of the time; a
+    /// fixed-horizon test looked at as often would ship far more.
+    #[test]
+    fn a_a_streams_ship_wrongly_at_most_alpha_of_the_time() {
+        let (seq, fixed, _, _) = simulate(400, 20, 400, (0.8, 0.8), 1);
+        println!(
+            "A/A, 400 experiments x 20 looks: wrong ship {seq:.4} with always-valid intervals, {fixed:.4} with fixed-horizon p < alpha at any look"
+        );
+        assert!(seq <= 0.05, "sequential wrong-ship share {seq}");
+        assert!(fixed > seq, "peeking at fixed-horizon p-values: {fixed}");
+    }
+
+    /// An effect above the MDE (0.80 vs 0.83, MDE 0.02) ships at about the
+    /// planned sample size.
+    #[test]
+    fn a_true_effect_ships_at_about_the_planned_sample() {
+        let (share, _, at, planned) = simulate(100, 60, 250, (0.80, 0.83), 2);
+        let mut at = at;
+        at.sort_unstable();
+        let median = at[at.len() / 2] as f64;
+        println!(
+            "0.80 vs 0.83: shipped {share:.2} of 100, median n per arm at ship {median}, planned {planned:.0}"
+        );
+        assert!(share >= 0.9, "{share}");
+        assert!(
+            median > 0.3 * planned && median < 1.5 * planned,
+            "{median} vs {planned}"
+        );
+    }
+
+    /// 45/55 on a 50/50 experiment: invalid whatever the metrics say.
+    #[test]
+    fn a_broken_split_is_invalid() {
+        let e = experiment(&[50.0, 50.0], 0.02);
+        let (mut a, mut b) = (Kmv::new(10_000), Kmv::new(10_000));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..40_000 {
+            let h: u64 = rng.random();
+            if rng.random::<f64>() < 0.45 {
+                &mut a
+            } else {
+                &mut b
+            }
+            .insert(h);
+        }
+        let mut cum = [VariantOutcomes::new(4), VariantOutcomes::new(4)];
+        cum[0] = outcomes(&mut rng, 1000, 0.8);
+        cum[1] = outcomes(&mut rng, 1000, 0.9);
+        let mut data = arms(&e, &cum);
+        data[0].units = Some(&a);
+        data[1].units = Some(&b);
+        let (counts, p) = srm(&e, &data);
+        assert_eq!(counts.iter().sum::<u64>(), 10_000);
+        assert!(p.unwrap() < SRM_ALPHA);
+        let rows = results(
+            &e,
+            Some(Task::Binary),
+            &data,
+            0,
+            true,
+            Plan {
+                per_variant: 5000.0,
+            },
+        );
+        let d = decide(&e, &rows, (counts, p), 5000.0);
+        assert_eq!(d.decision, "invalid");
+        assert_eq!(d.label(), "invalid: sample ratio mismatch");
+        // A fair split of the same size passes.
+        let (mut c, mut f) = (Kmv::new(10_000), Kmv::new(10_000));
+        for _ in 0..40_000 {
+            let h: u64 = rng.random();
+            if rng.random::<f64>() < 0.5 {
+                &mut c
+            } else {
+                &mut f
+            }
+            .insert(h);
+        }
+        data[0].units = Some(&c);
+        data[1].units = Some(&f);
+        assert!(srm(&e, &data).1.unwrap() > SRM_ALPHA);
+    }
+
+    /// Guardrails stop a variant that is worse beyond its allowance.
+    #[test]
+    fn a_degraded_guardrail_stops_the_experiment() {
+        let mut e = experiment(&[50.0, 50.0], 0.02);
+        e.guardrails.insert("latency_mean".into(), 0.10);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let cum = [outcomes(&mut rng, 3000, 0.8), outcomes(&mut rng, 3000, 0.8)];
+        let mut data = arms(&e, &cum);
+        let (mut l0, mut l1) = (FixedMoments::default(), FixedMoments::default());
+        for _ in 0..3000 {
+            l0.push(20.0 + rng.random::<f64>() * 4.0);
+            l1.push(25.0 + rng.random::<f64>() * 4.0);
+        }
+        data[0].latency = l0;
+        data[1].latency = l1;
+        let rows = results(
+            &e,
+            Some(Task::Binary),
+            &data,
+            0,
+            true,
+            Plan {
+                per_variant: 5000.0,
+            },
+        );
+        let d = decide(&e, &rows, (vec![], None), 5000.0);
+        assert_eq!(d.decision, "stop", "{d:?}");
+        assert_eq!(
+            d.label(),
+            "stop: guardrail latency_mean degraded on challenger"
+        );
+    }
+}
