@@ -15,8 +15,14 @@
 //! label horizon. From three eighths of the windows on, the concept
 //! changes: 40% of the labels are flipped while the features and the
 //! prediction keep their distributions, so only performance can show it.
-//! Version 1 of the model is registered with its training metrics, the
-//! baseline of the `performance` table.
+//! Versions 1 and 2 of the model are registered with their training
+//! metrics, the baseline of the `performance` table.
+//!
+//! Two A/B experiments run on the model ([`route`]): `challenger`, where
+//! version 2 (more accurate, faster) is tested against version 1 on a fair
+//! split, and `rollout`, whose router sends 55% of its users to the canary
+//! instead of 50%: the first should end in `ship challenger`, the second
+//! in `invalid: sample ratio mismatch`.
 //!
 //! The producer paces itself on the pipeline's progress because the mock
 //! broker keeps only ~5 MiB per partition.
@@ -192,20 +198,76 @@ impl Generator {
         self.event(i, ts_ms, drifts).0
     }
 
-    /// The JSON of prediction event `i` at event time `ts_ms`, and its score.
+    /// The JSON of prediction event `i` at event time `ts_ms`, and the
+    /// probability its label is 1 (see [`route`] for who serves it).
     pub fn event(&mut self, i: u64, ts_ms: i64, drifts: Drifts) -> (String, f64) {
+        let (variant, version) = route(&unit(i));
+        self.event_as(i, ts_ms, drifts, variant, version)
+    }
+
+    /// [`Generator::event`] served by `version` under `variant`. Version 1
+    /// is calibrated (its label is 1 with the probability it predicts);
+    /// version 2 is the better model: its label is 1 with the sharpened
+    /// probability `p² / (p² + (1 − p)²)`, so thresholding it at 0.5 is
+    /// right more often, and it answers faster.
+    pub fn event_as(
+        &mut self,
+        i: u64,
+        ts_ms: i64,
+        drifts: Drifts,
+        variant: &str,
+        version: &str,
+    ) -> (String, f64) {
         let row = self.row(drifts);
-        let variant = if self.rng.random_bool(0.5) { "A" } else { "B" };
         let pred = row.prediction;
-        let latency = 5.0 + self.rng.random::<f64>() * 20.0;
+        let (u1, u2): (f64, f64) = (self.rng.random(), self.rng.random());
+        let better = version == "2";
+        let latency = if better {
+            4.0 + 14.0 * (u1 + u2) / 2.0
+        } else {
+            5.0 + 20.0 * (u1 + u2) / 2.0
+        };
         let [a, inc, s, t, d] = row.numeric;
         let [reg, dev] = row.categorical;
         let json = format!(
-            r#"{{"event_id":"evt-{i}","ts":{ts_ms},"model":"{MODEL}","version":"1","variant":"{variant}","unit_id":"user-{u}","features":{{"age":{a},"income":{inc},"credit_score":{s},"tenure_months":{t},"debt_ratio":{d},"region":"{reg}","device":"{dev}"}},"prediction":{pred:.6},"latency_ms":{latency:.3}}}"#,
-            u = i % 50_000
+            r#"{{"event_id":"evt-{i}","ts":{ts_ms},"model":"{MODEL}","version":"{version}","variant":"{variant}","unit_id":"{u}","features":{{"age":{a},"income":{inc},"credit_score":{s},"tenure_months":{t},"debt_ratio":{d},"region":"{reg}","device":"{dev}"}},"prediction":{pred:.6},"latency_ms":{latency:.3}}}"#,
+            u = unit(i)
         );
         // The score as the event carries it (6 decimals).
-        (json, (pred * 1e6).round() / 1e6)
+        let p = (pred * 1e6).round() / 1e6;
+        let truth = if better {
+            p * p / (p * p + (1.0 - p) * (1.0 - p))
+        } else {
+            p
+        };
+        (json, truth)
+    }
+}
+
+/// The unit (user) of prediction `i`.
+pub fn unit(i: u64) -> String {
+    format!("user-{}", i % 50_000)
+}
+
+/// The demo's two experiments: half of the users (by a layer hash) are in
+/// `challenger`, a fair 50/50 test of version 2 against version 1; the
+/// other half in `rollout`, declared 50/50 but served by a router with a
+/// bug that sends 55% of its users to the canary.
+pub const EXPERIMENTS: [&str; 2] = ["challenger", "rollout"];
+
+/// Who serves `unit`: (variant, version).
+pub fn route(unit: &str) -> (&'static str, &'static str) {
+    if crate::ab::bucket("credit-demo-layer", unit) < 5_000 {
+        if crate::ab::bucket("credit-challenger", unit) < 5_000 {
+            ("control", "1")
+        } else {
+            ("challenger", "2")
+        }
+    } else if crate::ab::bucket("credit-rollout", unit) < 4_500 {
+        // Should be 5,000: the router's bug.
+        ("stable", "1")
+    } else {
+        ("canary", "2")
     }
 }
 
@@ -376,9 +438,40 @@ tenure_months = "numeric"
 debt_ratio = "numeric"
 region = "categorical"
 device = "categorical"
+
+# Half of the users test version 2 against version 1 (see `demo::route`).
+[experiments.challenger]
+model = "{MODEL}"
+control = "control"
+salt = "credit-challenger"
+start = "{start}"
+primary_metric = "accuracy"
+guardrails = {{ latency_p95 = 0.10 }}
+mde = 0.02
+variants = [
+  {{ name = "control", version = "1", weight = 50 }},
+  {{ name = "challenger", version = "2", weight = 50 }},
+]
+
+# The other half: declared 50/50, but the router sends 55% to the canary.
+[experiments.rollout]
+model = "{MODEL}"
+control = "stable"
+salt = "credit-rollout"
+start = "{start}"
+primary_metric = "accuracy"
+guardrails = {{ latency_p95 = 0.10 }}
+mde = 0.02
+variants = [
+  {{ name = "stable", version = "1", weight = 50 }},
+  {{ name = "canary", version = "2", weight = 50 }},
+]
 "#,
         data = data.display(),
         reference = reference.display(),
+        start = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(START_MS)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
 }
 
@@ -429,7 +522,8 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
         &config.kafka.group_id,
     )));
 
-    register_version(&data, &reference).await?;
+    register_version(&data, &reference, 1).await?;
+    register_version(&data, &reference, 2).await?;
 
     let progress = Arc::new(AtomicU64::new(0));
     let (_stop_tx, stop_rx) = watch::channel(None);
@@ -461,22 +555,27 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// Registers version 1 of the demo model (unless the registry has it) with
-/// the metrics of the model on labelled training data, the baseline of the
-/// `performance` table.
-async fn register_version(data: &Path, reference: &Path) -> Result<()> {
+/// Registers `version` of the demo model (unless the registry has it) with
+/// the metrics of that version on labelled training data, the baseline of
+/// the `performance` table.
+async fn register_version(data: &Path, reference: &Path, version: u64) -> Result<()> {
     let storage = crate::storage::Storage::open(&data.display().to_string(), &Default::default())?;
     let registry = crate::registry::ModelRegistry::new(storage);
-    let selector = crate::registry::Selector::Version(1);
+    let selector = crate::registry::Selector::Version(version);
     if registry.get_model(MODEL, &selector).await.is_ok() {
         return Ok(());
     }
     let mut g = Generator::new(7);
     let mut labels = Labels::new(8);
     let (mut scores, mut ys) = (Vec::new(), Vec::new());
+    let v = version.to_string();
     for i in 0..20_000 {
-        let (_, score) = g.event(i, START_MS, Drifts::NONE);
-        if let Some((_, json)) = labels.label(i, START_MS, score, Drifts::NONE) {
+        let (json, truth) = g.event_as(i, START_MS, Drifts::NONE, "", &v);
+        let score = serde_json::from_str::<serde_json::Value>(&json)
+            .ok()
+            .and_then(|j| j["prediction"].as_f64())
+            .unwrap_or(f64::NAN);
+        if let Some((_, json)) = labels.label(i, START_MS, truth, Drifts::NONE) {
             scores.push(crate::labels::Value::Number(score));
             let y = if json.contains(r#""label":"1""#) {
                 "1"
@@ -498,7 +597,14 @@ async fn register_version(data: &Path, reference: &Path) -> Result<()> {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
-        model_type: Some("demo.calibrated_score".into()),
+        model_type: Some(
+            if version == 1 {
+                "demo.calibrated_score"
+            } else {
+                "demo.sharpened_score"
+            }
+            .into(),
+        ),
         ..Default::default()
     };
     registry.register_model(MODEL, reference, metadata).await?;
@@ -560,7 +666,7 @@ fn produce(
         while let Some(std::cmp::Reverse((at, j, _))) = waiting.peek()
             && *at <= ts
         {
-            let key = format!("user-{}", j % 50_000);
+            let key = unit(*j);
             if let Some(std::cmp::Reverse((_, _, json))) = waiting.pop() {
                 send(&producer, outcomes, &key, &json)?;
                 sent += 1;
@@ -569,19 +675,14 @@ fn produce(
         let window = ((ts - START_MS) / 60_000) as u64;
         let drifts = Drifts::at(window, windows);
         let (payload, score) = g.event(i, ts, drifts);
-        send(
-            &producer,
-            predictions,
-            &format!("user-{}", i % 50_000),
-            &payload,
-        )?;
+        send(&producer, predictions, &unit(i), &payload)?;
         sent += 1;
         if let Some((at, json)) = labels.label(i, ts, score, drifts) {
             waiting.push(std::cmp::Reverse((at, i, json)));
         }
     }
     while let Some(std::cmp::Reverse((_, j, json))) = waiting.pop() {
-        send(&producer, outcomes, &format!("user-{}", j % 50_000), &json)?;
+        send(&producer, outcomes, &unit(j), &json)?;
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(())

@@ -319,13 +319,10 @@ fn decision_batch(
         ts(end, 1),
         Arc::new(StringArray::from(vec![exp])),
         Arc::new(StringArray::from(vec![d.decision.as_str()])),
+        Arc::new(StringArray::from(vec![d.label()])),
         Arc::new(StringArray::from(vec![d.variant.as_deref()])),
         Arc::new(StringArray::from(vec![d.metric.as_deref()])),
-        Arc::new(StringArray::from(vec![format!(
-            "{}: {}",
-            d.label(),
-            d.reason
-        )])),
+        Arc::new(StringArray::from(vec![d.reason.as_str()])),
         Arc::new(Float64Array::from(vec![d.srm_p_value])),
         Arc::new(StringArray::from(vec![
             serde_json::to_string(&d.unit_counts).unwrap_or_default(),
@@ -395,7 +392,7 @@ impl AbEvaluator {
     }
 
     /// Evaluates every pending window that is complete, in start order.
-    fn drain(&mut self) -> Vec<Output> {
+    fn drain(&mut self) -> Result<Vec<Output>> {
         let mut outputs = Vec::new();
         for (i, (e, model, ..)) in self.experiments.iter().enumerate() {
             let st = &mut self.state[i];
@@ -448,27 +445,33 @@ impl AbEvaluator {
                 rows.extend(cum_rows.into_iter().map(|r| ("cumulative", r)));
                 let changed = st.decision.as_deref() != Some(decision.decision.as_str());
                 st.decision = Some(decision.decision.clone());
-                match results_batch(&e.name, window, &rows) {
-                    Ok(b) => outputs.push(Output {
-                        table: tables::AB_RESULTS,
-                        model: model_name.clone(),
-                        batch: b,
-                        window: Some(window),
-                    }),
-                    Err(err) => tracing::error!(experiment = %e.name, "ab_results: {err}"),
-                }
-                match decision_batch(&e.name, window, &decision, changed) {
-                    Ok(b) => outputs.push(Output {
-                        table: tables::AB_DECISIONS,
-                        model: model_name.clone(),
-                        batch: b,
-                        window: Some(window),
-                    }),
-                    Err(err) => tracing::error!(experiment = %e.name, "ab_decisions: {err}"),
-                }
+                outputs.push(Output {
+                    table: tables::AB_RESULTS,
+                    model: model_name.clone(),
+                    batch: results_batch(&e.name, window, &rows)?,
+                    path: Some(tables::window_file_named(
+                        tables::AB_RESULTS,
+                        model_name,
+                        window.0,
+                        window.1,
+                        &e.name,
+                    )),
+                });
+                outputs.push(Output {
+                    table: tables::AB_DECISIONS,
+                    model: model_name.clone(),
+                    batch: decision_batch(&e.name, window, &decision, changed)?,
+                    path: Some(tables::window_file_named(
+                        tables::AB_DECISIONS,
+                        model_name,
+                        window.0,
+                        window.1,
+                        &e.name,
+                    )),
+                });
             }
         }
-        outputs
+        Ok(outputs)
     }
 }
 
@@ -480,7 +483,7 @@ impl Evaluator for AbEvaluator {
 
     async fn evaluate(&mut self, window: &ClosedWindow) -> Result<Vec<Output>> {
         self.take_in(window);
-        Ok(self.drain())
+        self.drain()
     }
 
     fn snapshot(&self) -> Result<Option<serde_json::Value>> {

@@ -23,6 +23,7 @@
 
 pub mod analysis;
 pub mod evaluate;
+pub mod report;
 pub mod summary;
 
 use std::collections::BTreeSet;

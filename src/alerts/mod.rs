@@ -103,10 +103,11 @@ pub struct Alert {
     pub window_end: String,
     /// One line for a person.
     pub message: String,
-    /// The window whose file holds it, when not the hand-over's (A/B
-    /// decisions are made per window, whichever hand-over completes it).
+    /// The window and file name suffix of the file that holds it, when not
+    /// the hand-over's (an experiment decides per window, whichever
+    /// hand-over completes it).
     #[serde(skip)]
-    pub file_window: Option<(i64, i64)>,
+    pub file_window: Option<(i64, i64, String)>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -370,9 +371,10 @@ impl AlertSink {
                     }
                 }
                 tables::AB_DECISIONS => {
-                    let (Some(exp), Some(decision), Some(reason), Some(changed)) = (
+                    let (Some(exp), Some(decision), Some(verdict), Some(reason), Some(changed)) = (
                         strings(b, "experiment"),
                         strings(b, "decision"),
+                        strings(b, "verdict"),
                         strings(b, "reason"),
                         bools(b, "changed"),
                     ) else {
@@ -407,8 +409,12 @@ impl AlertSink {
                             column: Some(e.to_string()),
                             window_start: rfc3339(ws),
                             window_end: rfc3339(we),
-                            message: format!("experiment {e}: {}", reason.value(i)),
-                            file_window: Some((ws, we)),
+                            message: format!(
+                                "experiment {e}: {} ({})",
+                                verdict.value(i),
+                                reason.value(i)
+                            ),
+                            file_window: Some((ws, we, format!("ab-{e}"))),
                         });
                     }
                 }
@@ -476,10 +482,11 @@ impl Sink for AlertSink {
         if alerts.is_empty() {
             return Ok(());
         }
-        let mut by_file: BTreeMap<(&str, Option<(i64, i64)>), Vec<&Alert>> = BTreeMap::new();
+        let mut by_file: BTreeMap<(&str, Option<&(i64, i64, String)>), Vec<&Alert>> =
+            BTreeMap::new();
         for a in &alerts {
             by_file
-                .entry((&a.model, a.file_window))
+                .entry((&a.model, a.file_window.as_ref()))
                 .or_default()
                 .push(a);
         }
@@ -487,8 +494,8 @@ impl Sink for AlertSink {
             // The alerts of a window's final labels have a file of their own,
             // beside those of the window's drift and quality; so have an
             // experiment's, named after the window decided.
-            let path = if let Some((ws, we)) = file_window {
-                tables::window_file_named(tables::ALERTS, model, *ws, *we, "ab")
+            let path = if let Some((ws, we, name)) = file_window {
+                tables::window_file_named(tables::ALERTS, model, *ws, *we, name)
             } else if window.is_performance() {
                 tables::window_file_named(
                     tables::ALERTS,
@@ -501,7 +508,10 @@ impl Sink for AlertSink {
                 tables::window_file(tables::ALERTS, model, window.start, window.end)
             };
             self.storage
-                .write_parquet(&path, &[batch(*file_window, window, list)?])
+                .write_parquet(
+                    &path,
+                    &[batch(file_window.map(|(s, e, _)| (*s, *e)), window, list)?],
+                )
                 .await?;
         }
         let mut bodies = Vec::with_capacity(alerts.len());

@@ -45,6 +45,31 @@ pub enum AbCommand {
         /// Unit ids; none: read them from stdin, one per line.
         unit_ids: Vec<String>,
     },
+    /// The experiment's current decision with the numbers behind it, its
+    /// cumulative results against the control and its decisions over time,
+    /// from the `ab_decisions` and `ab_results` tables.
+    Report {
+        /// Experiment name.
+        experiment: String,
+        /// Output format; html is one self-contained page (inline SVG
+        /// charts of each variant's effect with its intervals over time).
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Formats of `mlwatch ab report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Aligned text.
+    Text,
+    /// The report as JSON.
+    Json,
+    /// A self-contained HTML page.
+    Html,
 }
 
 pub(super) async fn run(args: AbArgs) -> anyhow::Result<()> {
@@ -85,6 +110,27 @@ pub(super) async fn run(args: AbArgs) -> anyhow::Result<()> {
             let registry = ModelRegistry::new(Storage::open(&url, &config.storage.options)?);
             check_versions(&registry, &e).await?;
             super::print_out(&format!("{}\n", serde_json::to_string_pretty(&e)?))
+        }
+        AbCommand::Report {
+            experiment,
+            format,
+            out,
+        } => {
+            let url = args.data.clone().unwrap_or(config.storage.url.clone());
+            let storage = Storage::open(&url, &config.storage.options)?;
+            let ctx = crate::query::new_context(Default::default());
+            crate::query::register_tables(&ctx, &storage)?;
+            let report = crate::ab::report::build(&ctx, &experiment).await?;
+            let body = match format {
+                ReportFormat::Text => crate::ab::report::text(&report),
+                ReportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+                ReportFormat::Html => crate::ab::report::html(&report)?,
+            };
+            match out {
+                Some(path) => std::fs::write(&path, body)
+                    .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display())),
+                None => super::print_out(&body),
+            }
         }
         AbCommand::Assign {
             experiment,

@@ -151,19 +151,38 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         super::sql::render(&detections, super::sql::Format::Table)?
     );
     let alerts = ctx
-        .sql("SELECT window_start, kind, \"column\", message FROM alerts ORDER BY window_start, kind, \"column\"")
+        .sql("SELECT kind, count(*) AS alerts, count(DISTINCT \"column\") AS subjects, min(window_start) AS first, max(window_start) AS last FROM alerts GROUP BY kind ORDER BY kind")
         .await?
         .collect()
         .await?;
     println!(
-        "\nAlerts (also on the topic mlwatch.alerts; a lasting quality breach repeats after the cool-down):"
+        "\nAlerts by kind (also on the topic mlwatch.alerts; every one is a row of the `alerts` table; a lasting breach repeats after the cool-down):"
     );
     print!(
         "{}",
         super::sql::render(&alerts, super::sql::Format::Table)?
     );
+    let notable = ctx
+        .sql("SELECT window_start, kind, \"column\", message FROM alerts WHERE kind IN ('drift', 'dataset_drift', 'concept_drift', 'experiment') ORDER BY window_start, kind, \"column\", message")
+        .await?
+        .collect()
+        .await?;
+    println!("\nDrift, concept-drift and experiment alerts:");
+    print!(
+        "{}",
+        super::sql::render(&notable, super::sql::Format::Table)?
+    );
+    for e in demo::EXPERIMENTS {
+        let report = crate::ab::report::build(&ctx, e).await?;
+        println!(
+            "\nA/B experiment `{e}` (mlwatch ab report {e} --data {}):",
+            args.data.display()
+        );
+        print!("{}", crate::ab::report::text(&report));
+    }
     println!(
-        "\nResults are Parquet under {}; try:\n  mlwatch sql --data {} \"SELECT feature, count(*) FILTER (WHERE drifted) FROM drift_results GROUP BY feature\"",
+        "\nResults are Parquet under {}; try:\n  mlwatch sql --data {} \"SELECT feature, count(*) FILTER (WHERE drifted) FROM drift_results GROUP BY feature\"\n  mlwatch ab report challenger --data {} --format html --out challenger.html",
+        args.data.display(),
         args.data.display(),
         args.data.display()
     );

@@ -442,7 +442,7 @@ fn split_by_model(
             table,
             model: name.to_string(),
             batch: RecordBatch::try_new(file_schema.clone(), cols)?,
-            window: None,
+            path: None,
         });
         start = end;
     }

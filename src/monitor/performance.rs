@@ -597,7 +597,7 @@ impl Evaluator for PerformanceEvaluator {
                     table: tables::PERFORMANCE,
                     model: model.clone(),
                     batch: performance_batch(w, scoring.task, &rows)?,
-                    window: None,
+                    path: None,
                 });
             }
             let detections = self.detect(w, &scoring);
@@ -606,7 +606,7 @@ impl Evaluator for PerformanceEvaluator {
                     table: tables::CONCEPT_DRIFT,
                     model,
                     batch: detections_batch(w, &detections)?,
-                    window: None,
+                    path: None,
                 });
             }
         }

@@ -197,7 +197,7 @@ impl Evaluator for QualityEvaluator {
                     table: tables::DATA_QUALITY,
                     model: self.catalog.models[model].name.clone(),
                     batch: batch(window, &rows)?,
-                    window: None,
+                    path: None,
                 });
             }
             start = end;

@@ -39,9 +39,10 @@ pub(crate) struct Output {
     pub model: String,
     /// Rows in the table's file schema.
     pub batch: RecordBatch,
-    /// The window the rows are of, when not the hand-over's own (an
-    /// evaluator that completes earlier windows later); names the file.
-    pub window: Option<(i64, i64)>,
+    /// The file (relative path) when not the one named after the table,
+    /// model and hand-over window (an evaluator that completes earlier
+    /// windows later, or writes several files of one table per window).
+    pub path: Option<String>,
 }
 
 /// Checkpoint parts by owner name.
@@ -106,8 +107,9 @@ impl Sink for ParquetSink {
 
     async fn write(&mut self, window: &ClosedWindow, outputs: &[Output]) -> Result<()> {
         for o in outputs {
-            let (start, end) = o.window.unwrap_or((window.start, window.end));
-            let path = tables::window_file(o.table, &o.model, start, end);
+            let path = o.path.clone().unwrap_or_else(|| {
+                tables::window_file(o.table, &o.model, window.start, window.end)
+            });
             self.storage
                 .write_parquet(&path, std::slice::from_ref(&o.batch))
                 .await?;

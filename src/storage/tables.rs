@@ -275,6 +275,7 @@ pub static AB_DECISIONS_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(col::WINDOW_END, ts_type(), false),
         s("experiment", false),
         s("decision", false),
+        s("verdict", false),
         s(col::VARIANT, true),
         s(col::METRIC, true),
         s("reason", false),

@@ -197,7 +197,7 @@ async fn the_demo_concept_change_lowers_accuracy_and_is_detected_after_it_not_be
         &format!(
             "SELECT {} AS w, sum(value * n_labeled) / sum(n_labeled) AS accuracy, \
              any_value(baseline_value) AS registry, bool_or(degraded) AS degraded \
-             FROM performance WHERE metric = 'accuracy' GROUP BY 1 ORDER BY 1",
+             FROM performance WHERE metric = 'accuracy' AND version = '1' GROUP BY 1 ORDER BY 1",
             w("window_start")
         ),
     )
@@ -277,11 +277,14 @@ async fn the_demo_concept_change_lowers_accuracy_and_is_detected_after_it_not_be
     let header: Vec<&str> = lined.lines().next().unwrap_or("").split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
     let (share, delta, dets) = (col("drift_share"), col("accuracy_delta"), col("detections"));
-    let rows: Vec<Vec<&str>> = lined
+    let version = col("version");
+    let all: Vec<Vec<&str>> = lined
         .lines()
         .skip(1)
         .map(|l| l.split(',').collect())
         .collect();
+    assert_eq!(all.len() as u64, 2 * windows, "two versions: {lined}");
+    let rows: Vec<&Vec<&str>> = all.iter().filter(|r| r[version] == "1").collect();
     assert_eq!(rows.len() as u64, windows, "{lined}");
     for (win, r) in rows.iter().enumerate() {
         let d: f64 = r[delta].parse()?;

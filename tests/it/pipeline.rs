@@ -187,7 +187,7 @@ pub(crate) async fn query_csv(
     Ok(String::from_utf8(buf)?)
 }
 
-const ALL_DRIFT: &str = "SELECT window_start, window_end, model, version, kind, feature, method, statistic, p_value, p_value_adjusted, distance, threshold, drifted, n_reference, n_current, baseline, capped FROM drift_results ORDER BY window_start, kind, feature";
+const ALL_DRIFT: &str = "SELECT window_start, window_end, model, version, kind, feature, method, statistic, p_value, p_value_adjusted, distance, threshold, drifted, n_reference, n_current, baseline, capped FROM drift_results ORDER BY window_start, version, kind, feature";
 const ALL_SUMMARY: &str = "SELECT * FROM drift_summary ORDER BY window_start, model, version";
 const ALL_QUALITY: &str =
     "SELECT * FROM data_quality ORDER BY window_start, model, version, kind, feature";
@@ -195,6 +195,9 @@ const ALL_ALERTS: &str = "SELECT * FROM alerts ORDER BY window_start, alert_id";
 const ALL_PERFORMANCE: &str =
     "SELECT * FROM performance ORDER BY window_start, model, version, variant, metric";
 const ALL_CONCEPT: &str = "SELECT * FROM concept_drift ORDER BY ts, detector";
+const ALL_AB: &str =
+    "SELECT * FROM ab_results ORDER BY window_start, experiment, scope, metric, variant";
+const ALL_DECISIONS: &str = "SELECT * FROM ab_decisions ORDER BY window_start, experiment";
 
 pub(crate) struct Setup {
     _tmp: tempfile::TempDir,
@@ -357,8 +360,8 @@ async fn assert_changes_flagged_from_their_window_on(data: &Path, windows: u64) 
     }
     assert_eq!(seen.len(), 8, "every column tested: {seen:?}");
     assert!(
-        seen.values().all(|n| *n == windows),
-        "every window: {seen:?}"
+        seen.values().all(|n| *n == 2 * windows),
+        "every window, both versions: {seen:?}"
     );
     Ok(())
 }
@@ -443,21 +446,21 @@ async fn sigkill_and_compare(max_pending: Option<usize>) -> TestResult {
     let whole = query_csv(&whole_data, ALL_DRIFT).await?;
     assert_eq!(
         whole.lines().count(),
-        1 + 8 * 8,
-        "8 windows x (7 features + prediction):\n{whole}"
+        1 + 8 * 2 * 8,
+        "8 windows x 2 versions x (7 features + prediction):\n{whole}"
     );
     assert_eq!(killed, whole);
     let killed = query_csv(&killed_data, ALL_SUMMARY).await?;
     let whole = query_csv(&whole_data, ALL_SUMMARY).await?;
     assert_eq!(
         whole.lines().count(),
-        1 + 8,
-        "one verdict per window:\n{whole}"
+        1 + 8 * 2,
+        "one verdict per window and version:\n{whole}"
     );
     assert_eq!(killed, whole);
     let killed = query_csv(&killed_data, ALL_QUALITY).await?;
     let whole = query_csv(&whole_data, ALL_QUALITY).await?;
-    assert_eq!(whole.lines().count(), 1 + 8 * 8, "{whole}");
+    assert_eq!(whole.lines().count(), 1 + 8 * 2 * 8, "{whole}");
     assert_eq!(killed, whole);
     let killed = query_csv(&killed_data, ALL_ALERTS).await?;
     let whole = query_csv(&whole_data, ALL_ALERTS).await?;
@@ -467,8 +470,8 @@ async fn sigkill_and_compare(max_pending: Option<usize>) -> TestResult {
     let whole = query_csv(&whole_data, ALL_PERFORMANCE).await?;
     assert_eq!(
         whole.lines().count(),
-        1 + 8 * 2 * 8,
-        "8 windows x 2 variants x 8 binary metrics:\n{whole}"
+        1 + 8 * 4 * 8,
+        "8 windows x 4 variants x 8 binary metrics:\n{whole}"
     );
     let differ: Vec<(&str, &str)> = killed
         .lines()
@@ -496,6 +499,24 @@ async fn sigkill_and_compare(max_pending: Option<usize>) -> TestResult {
             "the concept change is detected: {whole}"
         );
     }
+    assert_eq!(killed, whole);
+    let killed = query_csv(&killed_data, ALL_AB).await?;
+    let whole = query_csv(&whole_data, ALL_AB).await?;
+    assert!(
+        whole.lines().count() > 8 * 2 * 2 * 2 * 10,
+        "8 windows x 2 experiments x 2 scopes x 2 variants x the metrics:\n{whole}"
+    );
+    let differ: Vec<(&str, &str)> = killed
+        .lines()
+        .zip(whole.lines())
+        .filter(|(k, w)| k != w)
+        .take(4)
+        .collect();
+    assert!(differ.is_empty(), "killed vs whole: {differ:#?}");
+    assert_eq!(killed, whole);
+    let killed = query_csv(&killed_data, ALL_DECISIONS).await?;
+    let whole = query_csv(&whole_data, ALL_DECISIONS).await?;
+    assert_eq!(whole.lines().count(), 1 + 8 * 2, "{whole}");
     assert_eq!(killed, whole);
     Ok(())
 }
@@ -605,7 +626,7 @@ async fn sigint_checkpoints_open_windows_and_exits_zero() -> TestResult {
     );
     assert_eq!(v["counters"]["windows_closed"], 2, "{last}");
     let rows = query_csv(&data, "SELECT count(*) AS n FROM drift_results").await?;
-    assert_eq!(rows.trim(), "n\n16", "2 windows x 8 columns");
+    assert_eq!(rows.trim(), "n\n32", "2 windows x 2 versions x 8 columns");
     Ok(())
 }
 
@@ -659,7 +680,7 @@ async fn registry_baseline_replaces_the_config_reference_for_its_version() -> Te
     let cols = "window_start, kind, feature, method, statistic, p_value, p_value_adjusted, distance, drifted, n_reference, n_current";
     let q = |b: &str| {
         format!(
-            "SELECT {cols} FROM drift_results WHERE baseline = '{b}' ORDER BY window_start, kind, feature"
+            "SELECT {cols} FROM drift_results WHERE baseline = '{b}' AND version = '1' ORDER BY window_start, kind, feature"
         )
     };
     let from_config = query_csv(&config_data, &q("config")).await?;
@@ -723,7 +744,7 @@ async fn partitions_running_ahead_are_paused_and_results_do_not_change() -> Test
         assert_eq!(a, u, "{sql}");
     }
     let drift = query_csv(&runs[0].1, ALL_DRIFT).await?;
-    assert_eq!(drift.lines().count(), 1 + 16 * 8, "{drift}");
+    assert_eq!(drift.lines().count(), 1 + 16 * 2 * 8, "{drift}");
     Ok(())
 }
 
