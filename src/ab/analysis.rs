@@ -552,7 +552,7 @@ pub struct Decision {
     pub decision: String,
     /// The variant it is about (ship, stop).
     pub variant: Option<String>,
-    /// The metric it is about (ship: the primary; stop: the guardrail).
+    /// The metric it is about (the primary; stop: the guardrail).
     pub metric: Option<String>,
     /// One line with the numbers behind it.
     pub reason: String,
@@ -619,7 +619,7 @@ pub fn decide(
     let mut d = Decision {
         decision: "keep_running".into(),
         variant: None,
-        metric: None,
+        metric: Some(primary.to_string()),
         reason: String::new(),
         srm_p_value: srm.1,
         unit_counts: srm.0.clone(),

@@ -153,3 +153,110 @@ fn a_million_units_split_as_the_weights_say() -> TestResult {
     }
     Ok(())
 }
+
+/// The demo's experiments through the stream: `challenger` (version 2 more
+/// accurate and faster, fair split) ships; `rollout` (55% of its users sent
+/// to the canary on a 50/50 declaration) is invalid. The report in every
+/// format, the shipped SQL joining results to registry versions and drift,
+/// and a report of an unknown experiment refused with the known ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_experiments_ship_the_challenger_and_flag_the_broken_split() -> TestResult {
+    use mlwatch::demo::{self, DemoOptions};
+    let tmp = tempfile::tempdir()?;
+    demo::run_demo(&DemoOptions {
+        data: tmp.path().to_path_buf(),
+        events: 40_000,
+        windows: 10,
+    })
+    .await?;
+    let data = tmp.path().display().to_string();
+    let report = |e: &str, format: &str| {
+        run_mlwatch(["ab", "report", e, "--data", &data, "--format", format])
+    };
+
+    let challenger: serde_json::Value = serde_json::from_str(&report("challenger", "json")?)?;
+    assert_eq!(challenger["verdict"], "ship challenger", "{challenger:#}");
+    let history = challenger["history"].as_array().expect("history");
+    assert_eq!(history.len(), 10, "one decision per window");
+    let results = challenger["results"].as_array().expect("results");
+    let row = |variant: &str, metric: &str| {
+        results
+            .iter()
+            .find(|r| r["variant"] == variant && r["metric"] == metric)
+            .unwrap_or_else(|| panic!("{variant} {metric}: {challenger:#}"))
+    };
+    let acc = row("challenger", "accuracy");
+    assert!(acc["effect"].as_f64().unwrap() > 0.02, "{acc}");
+    assert!(acc["cs_low"].as_f64().unwrap() > 0.0, "{acc}");
+    assert_eq!(acc["test"], "z_test");
+    let lat = row("challenger", "latency_mean");
+    assert!(lat["effect"].as_f64().unwrap() < 0.0, "faster: {lat}");
+    for (metric, test) in [
+        ("f1", "delta_z"),
+        ("roc_auc", "delong_z"),
+        ("log_loss", "welch_t"),
+        ("latency_p95", "mann_whitney"),
+    ] {
+        assert_eq!(row("challenger", metric)["test"], test, "{metric}");
+    }
+    assert!(
+        challenger["decision"]["srm_p_value"].as_f64().unwrap() > 0.001,
+        "a fair split passes the sample-ratio check"
+    );
+
+    let rollout: serde_json::Value = serde_json::from_str(&report("rollout", "json")?)?;
+    assert_eq!(
+        rollout["verdict"], "invalid: sample ratio mismatch",
+        "{rollout:#}"
+    );
+    assert!(rollout["decision"]["srm_p_value"].as_f64().unwrap() < 0.001);
+
+    let text = report("challenger", "text")?;
+    assert!(
+        text.contains("decision at") && text.contains("ship challenger"),
+        "{text}"
+    );
+    let html = report("rollout", "html")?;
+    assert!(html.starts_with("<!doctype html>") && html.contains("invalid: sample ratio mismatch"));
+    assert!(html.matches("<svg").count() >= 2, "a chart per metric");
+    for outside in ["<script", "src=", "href=", "@import", "url("] {
+        assert!(!html.contains(outside), "self-contained: found {outside}");
+    }
+
+    let err = report("nope", "text").unwrap_err().to_string();
+    assert!(
+        err.contains("`nope`") && err.contains("challenger, rollout"),
+        "{err}"
+    );
+
+    // One query joins the results to the registry versions and to drift.
+    let sql = std::fs::read_to_string(crate::manifest_dir().join("sql/ab_by_version.sql"))?;
+    let out = run_mlwatch(["sql", "--data", &data, "--format", "csv", "--", &sql])?;
+    let header: Vec<&str> = out.lines().next().unwrap_or("").split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).expect(n);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(
+        rows.len(),
+        2 * 10 * 2,
+        "2 experiments x 10 windows x 2 variants: {out}"
+    );
+    for r in &rows {
+        let v2 = r[col("version")] == "2";
+        assert_eq!(
+            r[col("model_type")],
+            if v2 {
+                "demo.sharpened_score"
+            } else {
+                "demo.calibrated_score"
+            },
+            "{out}"
+        );
+        assert_eq!(r[col("columns_tested")], "8", "{out}");
+        assert!(!r[col("registry_accuracy")].is_empty(), "{out}");
+    }
+    Ok(())
+}
