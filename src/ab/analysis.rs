@@ -54,6 +54,7 @@ use crate::stats::sample_size::{
     normal_ind_solve_nobs1, proportion_effectsize, ttest_ind_solve_nobs1,
 };
 use crate::stats::sequential::{half_width, optimal_rho2};
+use crate::stats::summary::Moments;
 use crate::stats::t_test::ttest_ind_from_moments;
 
 /// SRM is flagged below this p-value.
@@ -80,15 +81,40 @@ pub fn better(metric: &str) -> Better {
     }
 }
 
-/// Metric names an experiment may decide on or guard, by task.
-pub fn known_metrics(task: Option<Task>) -> Vec<&'static str> {
-    let mut m = vec!["latency_mean", "latency_p50", "latency_p95", "latency_p99"];
+/// Metrics computed from a window's events, in row order.
+pub const EVENT_METRICS: &[&str] = &[
+    "events",
+    "units",
+    "latency_mean",
+    "latency_p50",
+    "latency_p95",
+    "latency_p99",
+    "score",
+];
+
+/// Metrics computed from the joined labels, by task, in row order.
+pub fn outcome_metrics(task: Option<Task>) -> Vec<&'static str> {
     match task {
-        Some(Task::Binary) => m.extend(["accuracy", "conversion", "f1", "roc_auc", "log_loss"]),
-        Some(Task::Multiclass) => m.extend(["accuracy"]),
-        Some(Task::Regression) => m.extend(["mae", "rmse"]),
-        None => {}
+        Some(Task::Binary) => vec!["accuracy", "conversion", "f1", "roc_auc", "log_loss"],
+        Some(Task::Multiclass) => vec!["accuracy"],
+        Some(Task::Regression) => vec!["mae", "rmse"],
+        None => Vec::new(),
     }
+}
+
+/// Observations each arm needs before its always-valid interval is drawn
+/// (and so before a ship or a stop can rest on it).
+pub const MIN_N: u64 = 30;
+
+/// Metric names an experiment may decide on (`primary`) or guard, by
+/// task. Quantiles can be guarded (a rank test, Bonferroni over the looks)
+/// but not decided on: they have no always-valid interval.
+pub fn known_metrics(task: Option<Task>, primary: bool) -> Vec<&'static str> {
+    let mut m = vec!["latency_mean"];
+    if !primary {
+        m.extend(["latency_p50", "latency_p95", "latency_p99"]);
+    }
+    m.extend(outcome_metrics(task));
     m
 }
 
@@ -122,7 +148,7 @@ pub struct ArmData<'a> {
 }
 
 /// One row of `ab_results` (without the window and experiment).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MetricRow {
     /// Variant.
     pub variant: String,
@@ -135,6 +161,7 @@ pub struct MetricRow {
     /// Observations behind the estimate.
     pub n: u64,
     /// The variant's value.
+    #[serde(with = "crate::stats::detectors::extended")]
     pub estimate: f64,
     /// Variant minus control.
     pub effect: Option<f64>,
@@ -160,6 +187,10 @@ pub struct MetricRow {
     pub test: Option<String>,
     /// `p_value_adjusted < alpha`.
     pub significant: Option<bool>,
+    /// Variance of `effect` (for the always-valid interval; not a column).
+    pub var: Option<f64>,
+    /// The control's observations (not a column).
+    pub n_control: u64,
 }
 
 /// An arm's value of a metric with the variance of that value.
@@ -182,14 +213,11 @@ fn proportion(c: u64, n: u64) -> Option<Est> {
     })
 }
 
-fn mean_of(m: &FixedMoments) -> Option<Est> {
-    (m.n >= 2).then(|| {
-        let mm = m.moments();
-        Est {
-            n: m.n,
-            value: mm.mean(),
-            var: mm.variance() / m.n as f64,
-        }
+fn mean_of(m: &Moments) -> Option<Est> {
+    (m.count >= 2).then(|| Est {
+        n: m.count,
+        value: m.mean(),
+        var: m.variance() / m.count as f64,
     })
 }
 
@@ -217,7 +245,7 @@ fn estimate(metric: &str, a: &ArmData<'_>, task: Option<Task>) -> Option<Est> {
             value: u.estimate(),
             var: f64::NAN,
         }),
-        "latency_mean" => mean_of(&a.latency),
+        "latency_mean" => mean_of(&a.latency.moments()),
         "latency_p50" | "latency_p95" | "latency_p99" | "score" => {
             let (s, q) = match metric {
                 "latency_p50" => (a.latency_sample?, 0.5),
@@ -266,49 +294,22 @@ fn estimate(metric: &str, a: &ArmData<'_>, task: Option<Task>) -> Option<Est> {
     }
 }
 
-/// The metrics an evaluation reports, in row order.
-pub fn metrics_of(task: Option<Task>, labels: bool) -> Vec<&'static str> {
-    let mut m = vec![
-        "events",
-        "units",
-        "latency_mean",
-        "latency_p50",
-        "latency_p95",
-        "latency_p99",
-        "score",
-    ];
-    if labels {
-        match task {
-            Some(Task::Binary) => m.extend(["accuracy", "conversion", "f1", "roc_auc", "log_loss"]),
-            Some(Task::Multiclass) => m.push("accuracy"),
-            Some(Task::Regression) => m.extend(["mae", "rmse"]),
-            None => {}
-        }
-    }
-    m
-}
-
-/// How the planned sample is tuned: the confidence sequence's `t*`.
-#[derive(Debug, Clone, Copy)]
-pub struct Plan {
-    /// Planned observations per variant (NaN when not computable yet).
-    pub per_variant: f64,
-}
-
-/// The results of every metric for every arm (control first in `arms`
-/// order as given; `control` indexes it).
+/// The rows of `metrics` for every arm (in declared order; `control`
+/// indexes the control): estimates, and for the other arms the effect, its
+/// interval, lift and p-value. Holm and the always-valid intervals are
+/// added by [`holm`] and [`add_sequential`] once an evaluation's rows are
+/// all in.
 pub fn results(
     e: &Experiment,
     task: Option<Task>,
     arms: &[ArmData<'_>],
     control: usize,
-    labels: bool,
-    plan: Plan,
+    metrics: &[&str],
 ) -> Vec<MetricRow> {
     let c = &arms[control];
     let z = norm_ppf(1.0 - e.alpha / 2.0);
     let mut rows = Vec::new();
-    for metric in metrics_of(task, labels) {
+    for metric in metrics {
         let ce = estimate(metric, c, task);
         for (i, a) in arms.iter().enumerate() {
             let Some(ae) = estimate(metric, a, task) else {
@@ -333,16 +334,38 @@ pub fn results(
                 cs_high: None,
                 test: None,
                 significant: None,
+                var: None,
+                n_control: ce.map_or(0, |c| c.n),
             };
             if i != control
                 && let Some(ce) = ce
             {
-                compare(&mut row, metric, a, c, ae, ce, z, e.alpha, plan);
+                compare(&mut row, metric, a, c, ae, ce, z, e.alpha);
+            }
+            // Undefined numbers are absent (NULL), never NaN.
+            for v in [
+                &mut row.effect,
+                &mut row.ci_low,
+                &mut row.ci_high,
+                &mut row.relative_lift,
+                &mut row.lift_low,
+                &mut row.lift_high,
+                &mut row.p_value,
+                &mut row.var,
+            ] {
+                if v.is_some_and(|x| !x.is_finite()) {
+                    *v = None;
+                }
             }
             rows.push(row);
         }
     }
-    // Holm across the evaluation's tests.
+    rows
+}
+
+/// Holm-adjusts the p-values of `rows` (one evaluation's tests) together
+/// and marks those below `alpha`.
+pub fn holm(rows: &mut [MetricRow], alpha: f64) {
     let idx: Vec<usize> = (0..rows.len())
         .filter(|i| rows[*i].p_value.is_some_and(|p| p.is_finite()))
         .collect();
@@ -353,10 +376,41 @@ pub fn results(
     if let Ok(adj) = crate::stats::correction::holm(&ps) {
         for (i, p) in idx.into_iter().zip(adj) {
             rows[i].p_value_adjusted = Some(p);
-            rows[i].significant = Some(p < e.alpha);
+            rows[i].significant = Some(p < alpha);
         }
     }
-    rows
+}
+
+/// The level of the always-valid intervals: `alpha` split over the
+/// variants compared with the control (Bonferroni), so that with several
+/// challengers the chance of shipping any without a true effect stays at
+/// `alpha`.
+pub fn sequential_alpha(e: &Experiment) -> f64 {
+    e.alpha / (e.arms.len().saturating_sub(1).max(1)) as f64
+}
+
+/// Adds the always-valid interval (`cs_low`, `cs_high`) to the rows with
+/// a variance once both arms have [`MIN_N`] observations: the
+/// Gaussian-mixture sequence of [`crate::stats::sequential`] at level
+/// `alpha`, tightest at `t_star` observations in all (fixed per
+/// experiment: tuning it anew at every look would void the guarantee).
+pub fn add_sequential(rows: &mut [MetricRow], alpha: f64, t_star: f64) {
+    if !(t_star > 0.0 && t_star.is_finite()) {
+        return;
+    }
+    let rho2 = optimal_rho2(alpha, t_star);
+    for r in rows.iter_mut() {
+        let (Some(effect), Some(var)) = (r.effect, r.var) else {
+            continue;
+        };
+        if r.n < MIN_N || r.n_control < MIN_N || !(var > 0.0 && var.is_finite()) {
+            continue;
+        }
+        let t = (r.n + r.n_control) as f64;
+        let w = half_width((t * var).sqrt(), t, rho2, alpha);
+        r.cs_low = Some(effect - w);
+        r.cs_high = Some(effect + w);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -369,7 +423,6 @@ fn compare(
     ce: Est,
     z: f64,
     alpha: f64,
-    plan: Plan,
 ) {
     let effect = ae.value - ce.value;
     row.effect = Some(effect);
@@ -403,7 +456,7 @@ fn compare(
         }
         "latency_mean" | "log_loss" | "mae" => {
             let (ma, mc) = match metric {
-                "latency_mean" => (a.latency, c.latency),
+                "latency_mean" => (a.latency.moments(), c.latency.moments()),
                 "log_loss" => match (a.outcomes, c.outcomes) {
                     (Some(x), Some(y)) => (x.log_loss, y.log_loss),
                     _ => return,
@@ -413,13 +466,7 @@ fn compare(
                     _ => return,
                 },
             };
-            match ttest_ind_from_moments(
-                &ma.moments(),
-                &mc.moments(),
-                false,
-                Alternative::TwoSided,
-                1.0 - alpha,
-            ) {
+            match ttest_ind_from_moments(&ma, &mc, false, Alternative::TwoSided, 1.0 - alpha) {
                 Ok(t) => {
                     row.ci_low = Some(t.ci_low);
                     row.ci_high = Some(t.ci_high);
@@ -472,17 +519,8 @@ fn compare(
         row.lift_low = Some(l - h);
         row.lift_high = Some(l + h);
     }
-    // Always-valid interval, tuned to the planned total sample.
-    let t = (ae.n + ce.n) as f64;
-    if var.is_finite() && var >= 0.0 && t > 0.0 {
-        let t_star = if plan.per_variant.is_finite() && plan.per_variant > 0.0 {
-            2.0 * plan.per_variant
-        } else {
-            t
-        };
-        let w = half_width((t * var).sqrt(), t, optimal_rho2(alpha, t_star), alpha);
-        row.cs_low = Some(effect - w);
-        row.cs_high = Some(effect + w);
+    if var.is_finite() && var > 0.0 {
+        row.var = Some(var);
     }
 }
 
@@ -523,12 +561,13 @@ pub fn required_per_variant(e: &Experiment, task: Option<Task>, control: &ArmDat
     n.map(f64::ceil).unwrap_or(f64::NAN)
 }
 
-/// The sample-ratio check: unit counts (of the smallest unit hashes) per
-/// arm and the chi-square p-value against the weights.
-pub fn srm(e: &Experiment, arms: &[ArmData<'_>]) -> (Vec<u64>, Option<f64>) {
+/// The sample-ratio check: unit counts (of the smallest `unit_k` unit
+/// hashes of the experiment) per arm and the chi-square p-value against
+/// the weights. An arm without traffic counts zero units.
+pub fn srm(e: &Experiment, arms: &[ArmData<'_>], unit_k: usize) -> (Vec<u64>, Option<f64>) {
     let sketches: Vec<Kmv> = arms
         .iter()
-        .map(|a| a.units.cloned().unwrap_or_else(|| Kmv::new(2)))
+        .map(|a| a.units.cloned().unwrap_or_else(|| Kmv::new(unit_k)))
         .collect();
     let refs: Vec<&Kmv> = sketches.iter().collect();
     let counts = split_counts(&refs);
@@ -566,11 +605,14 @@ pub struct Decision {
     pub smallest_n: u64,
     /// `smallest_n / required_per_variant`.
     pub progress: f64,
+    /// The experiment's primary metric.
+    pub primary_metric: String,
 }
 
 impl Decision {
     /// The text the README and reports use (`ship challenger`, `keep
-    /// running (about N more units per variant)`, ...).
+    /// running (about N more labelled predictions per variant)`, ...; N
+    /// counts observations of the primary metric).
     pub fn label(&self) -> String {
         match self.decision.as_str() {
             "ship" => format!("ship {}", self.variant.as_deref().unwrap_or("")),
@@ -583,8 +625,13 @@ impl Decision {
             "invalid" => "invalid: sample ratio mismatch".into(),
             _ => {
                 let more = (self.required_per_variant - self.smallest_n as f64).max(0.0);
+                let what = if from_labels(&self.primary_metric) {
+                    "labelled predictions"
+                } else {
+                    "predictions"
+                };
                 if more.is_finite() {
-                    format!("keep running (about {more:.0} more units per variant)")
+                    format!("keep running (about {more:.0} more {what} per variant)")
                 } else {
                     "keep running".into()
                 }
@@ -593,12 +640,13 @@ impl Decision {
     }
 }
 
-/// The decision from the cumulative results.
+/// The decision from the cumulative results after `looks` evaluations.
 pub fn decide(
     e: &Experiment,
     rows: &[MetricRow],
     srm: (Vec<u64>, Option<f64>),
     required: f64,
+    looks: u64,
 ) -> Decision {
     let primary = e.primary_metric.as_str();
     let prim: Vec<&MetricRow> = rows
@@ -626,6 +674,7 @@ pub fn decide(
         required_per_variant: required,
         smallest_n,
         progress,
+        primary_metric: primary.to_string(),
     };
     if let Some(p) = srm.1
         && p < SRM_ALPHA
@@ -639,7 +688,7 @@ pub fn decide(
         return d;
     }
     // Guardrails: worse than allowed, and the always-valid interval (or,
-    // for distribution metrics, the adjusted rank test) says it is worse.
+    // for quantiles, the adjusted rank test) says it is worse.
     for (g, allowed) in &e.guardrails {
         let dir = better(g);
         for r in rows.iter().filter(|r| &r.metric == g && !r.is_control) {
@@ -656,7 +705,11 @@ pub fn decide(
                     Better::Higher => hi < 0.0,
                     _ => lo > 0.0,
                 },
-                _ => r.significant == Some(true),
+                // Quantiles: the Holm-adjusted rank test, Bonferroni over
+                // the looks so far (it is re-checked every window).
+                _ => r
+                    .p_value_adjusted
+                    .is_some_and(|p| p < e.alpha / looks.max(1) as f64),
             };
             if worse_by > *allowed && confirmed {
                 d.decision = "stop".into();
@@ -789,6 +842,28 @@ mod tests {
         Experiment::from_config("e", &ec)
     }
 
+    /// One evaluation of the cumulative arms, as the evaluator runs it.
+    fn evaluate(
+        e: &Experiment,
+        a: &[ArmData<'_>],
+        t_star: &mut Option<f64>,
+        looks: u64,
+    ) -> (Vec<MetricRow>, Decision) {
+        let mut metrics = vec!["latency_mean"];
+        metrics.extend(outcome_metrics(Some(Task::Binary)));
+        let mut rows = results(e, Some(Task::Binary), a, 0, &metrics);
+        let required = required_per_variant(e, Some(Task::Binary), &a[0]);
+        if t_star.is_none() && required.is_finite() {
+            *t_star = Some(2.0 * required);
+        }
+        if let Some(t) = *t_star {
+            add_sequential(&mut rows, sequential_alpha(e), t);
+        }
+        holm(&mut rows, e.alpha);
+        let d = decide(e, &rows, (vec![], None), required, looks);
+        (rows, d)
+    }
+
     fn outcomes(rng: &mut rand::rngs::StdRng, n: u64, p: f64) -> VariantOutcomes {
         let mut o = VariantOutcomes::new(16);
         for _ in 0..n {
@@ -836,15 +911,13 @@ mod tests {
         for _ in 0..experiments {
             let mut cum = vec![VariantOutcomes::new(16), VariantOutcomes::new(16)];
             let (mut shipped, mut fixed) = (false, false);
-            for _ in 0..windows {
+            let mut t_star = None;
+            for look in 1..=windows as u64 {
                 cum[0].merge(&outcomes(&mut rng, per_window, p.0));
                 cum[1].merge(&outcomes(&mut rng, per_window, p.1));
                 let a = arms(&e, &cum);
-                let plan = Plan {
-                    per_variant: required_per_variant(&e, Some(Task::Binary), &a[0]),
-                };
-                planned = plan.per_variant;
-                let rows = results(&e, Some(Task::Binary), &a, 0, true, plan);
+                let (rows, d) = evaluate(&e, &a, &mut t_star, look);
+                planned = d.required_per_variant;
                 let r = rows
                     .iter()
                     .find(|r| r.metric == "accuracy" && !r.is_control)
@@ -852,7 +925,6 @@ mod tests {
                 if r.p_value.is_some_and(|p| p < e.alpha) && r.effect.unwrap() > 0.0 {
                     fixed = true;
                 }
-                let d = decide(&e, &rows, (vec![], None), plan.per_variant);
                 if d.decision == "ship" {
                     shipped = true;
                     at.push(cum[1].labeled);
@@ -922,20 +994,11 @@ mod tests {
         let mut data = arms(&e, &cum);
         data[0].units = Some(&a);
         data[1].units = Some(&b);
-        let (counts, p) = srm(&e, &data);
+        let (counts, p) = srm(&e, &data, 10_000);
         assert_eq!(counts.iter().sum::<u64>(), 10_000);
         assert!(p.unwrap() < SRM_ALPHA);
-        let rows = results(
-            &e,
-            Some(Task::Binary),
-            &data,
-            0,
-            true,
-            Plan {
-                per_variant: 5000.0,
-            },
-        );
-        let d = decide(&e, &rows, (counts, p), 5000.0);
+        let (rows, _) = evaluate(&e, &data, &mut None, 1);
+        let d = decide(&e, &rows, (counts, p), 5000.0, 1);
         assert_eq!(d.decision, "invalid");
         assert_eq!(d.label(), "invalid: sample ratio mismatch");
         // A fair split of the same size passes.
@@ -951,7 +1014,12 @@ mod tests {
         }
         data[0].units = Some(&c);
         data[1].units = Some(&f);
-        assert!(srm(&e, &data).1.unwrap() > SRM_ALPHA);
+        assert!(srm(&e, &data, 10_000).1.unwrap() > SRM_ALPHA);
+        // An arm without any traffic is the worst mismatch of all.
+        data[1].units = None;
+        let (counts, p) = srm(&e, &data, 10_000);
+        assert_eq!(counts, vec![10_000, 0]);
+        assert!(p.unwrap() < SRM_ALPHA);
     }
 
     /// Guardrails stop a variant that is worse beyond its allowance.
@@ -969,17 +1037,7 @@ mod tests {
         }
         data[0].latency = l0;
         data[1].latency = l1;
-        let rows = results(
-            &e,
-            Some(Task::Binary),
-            &data,
-            0,
-            true,
-            Plan {
-                per_variant: 5000.0,
-            },
-        );
-        let d = decide(&e, &rows, (vec![], None), 5000.0);
+        let (_, d) = evaluate(&e, &data, &mut Some(10_000.0), 1);
         assert_eq!(d.decision, "stop", "{d:?}");
         assert_eq!(
             d.label(),

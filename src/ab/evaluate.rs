@@ -29,7 +29,7 @@ use datafusion::arrow::array::{
 use serde::{Deserialize, Serialize};
 
 use super::Experiment;
-use super::analysis::{self, ArmData, Decision, MetricRow, Plan};
+use super::analysis::{self, ArmData, Decision, MetricRow};
 use super::summary::{VariantEvents, VariantOutcomes};
 use crate::config::{Config, Task};
 use crate::error::{Error, Result};
@@ -82,51 +82,125 @@ impl ArmEvents {
     }
 }
 
-/// A window waiting for its other part.
+/// One side of a window (its events, or its final labels), evaluated when
+/// it arrived: rows without Holm or always-valid intervals, which need the
+/// whole evaluation. Only rows are kept while the window waits for its
+/// other side, so waiting costs kilobytes, not samples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Side {
+    window: Vec<MetricRow>,
+    cumulative: Vec<MetricRow>,
+    /// Unit counts and SRM p-value (events side).
+    srm: Option<(Vec<u64>, Option<f64>)>,
+    /// Planned observations per variant (the side of the primary metric).
+    required: Option<f64>,
+}
+
+/// A window waiting for its other side.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Parts {
     end: i64,
-    events: Option<Vec<ArmEvents>>,
-    outcomes: Option<Vec<VariantOutcomes>>,
+    events: Option<Side>,
+    outcomes: Option<Side>,
 }
+
+/// The last decision: (decision, variant, metric).
+type DecisionKey = (String, Option<String>, Option<String>);
 
 /// One experiment's state (its share of the checkpoint part).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct ExpState {
+    /// The definition and sizes the state was built with; a restart with
+    /// another definition starts the experiment over.
+    fingerprint: String,
     pending: BTreeMap<i64, Parts>,
     /// Start of the latest window whose events were handed over.
     events_through: i64,
     /// Start of the latest window of this model whose labels were final.
     outcomes_through: i64,
+    /// Cumulative state per arm, through the latest side taken in.
     events: Vec<ArmEvents>,
     outcomes: Vec<Option<VariantOutcomes>>,
-    /// The last decision (`decision` field).
-    decision: Option<String>,
+    /// The latest cumulative side, for windows that lack one.
+    last_events: Side,
+    last_outcomes: Side,
+    /// Planned observations per variant, latest known (NaN before).
+    #[serde(with = "crate::stats::detectors::extended")]
+    required: f64,
+    /// The always-valid intervals' `t*`, fixed at the first planned size.
+    t_star: Option<f64>,
+    /// Evaluations so far.
+    looks: u64,
+    decision: Option<DecisionKey>,
+}
+
+impl ExpState {
+    fn new(fingerprint: String, arms: usize) -> Self {
+        Self {
+            fingerprint,
+            pending: BTreeMap::new(),
+            events_through: i64::MIN,
+            outcomes_through: i64::MIN,
+            events: vec![ArmEvents::default(); arms],
+            outcomes: vec![None; arms],
+            last_events: Side::default(),
+            last_outcomes: Side::default(),
+            required: f64::NAN,
+            t_star: None,
+            looks: 0,
+            decision: None,
+        }
+    }
+}
+
+/// An experiment as the evaluator runs it.
+struct Exp {
+    e: Experiment,
+    model: usize,
+    start: i64,
+    end: Option<i64>,
+    /// Events without a variant count by version (no other experiment
+    /// runs on the model).
+    by_version: bool,
+    control: usize,
+    fingerprint: String,
 }
 
 /// The A/B evaluator.
 pub struct AbEvaluator {
-    experiments: Vec<(Experiment, usize, i64, Option<i64>)>,
+    experiments: Vec<Exp>,
     scoring: Vec<Option<Scoring>>,
     catalog: Arc<ModelCatalog>,
     k: usize,
+    unit_k: usize,
     state: Vec<ExpState>,
 }
 
 impl AbEvaluator {
     /// The evaluator of `config`'s experiments.
     pub fn new(config: &Config, catalog: Arc<ModelCatalog>) -> Self {
-        let experiments: Vec<(Experiment, usize, i64, Option<i64>)> = config
+        let (k, unit_k) = (config.window.sample_size, config.window.unit_sample);
+        let experiments: Vec<Exp> = config
             .experiments
             .iter()
             .filter_map(|(name, ec)| {
                 let model = catalog.models.iter().position(|m| m.name == ec.model)?;
-                Some((
-                    Experiment::from_config(name, ec),
+                let e = Experiment::from_config(name, ec);
+                let fingerprint = serde_json::to_string(&(&e, k, unit_k)).unwrap_or_default();
+                Some(Exp {
+                    control: e.arms.iter().position(|a| a.control).unwrap_or(0),
+                    by_version: config
+                        .experiments
+                        .values()
+                        .filter(|o| o.model == ec.model)
+                        .count()
+                        == 1,
+                    e,
                     model,
-                    ec.start.timestamp_millis(),
-                    ec.end.map(|e| e.timestamp_millis()),
-                ))
+                    start: ec.start.timestamp_millis(),
+                    end: ec.end.map(|e| e.timestamp_millis()),
+                    fingerprint,
+                })
             })
             .collect();
         let scoring = catalog
@@ -143,20 +217,14 @@ impl AbEvaluator {
             .collect();
         let state = experiments
             .iter()
-            .map(|(e, ..)| ExpState {
-                pending: BTreeMap::new(),
-                events_through: i64::MIN,
-                outcomes_through: i64::MIN,
-                events: vec![ArmEvents::default(); e.arms.len()],
-                outcomes: vec![None; e.arms.len()],
-                decision: None,
-            })
+            .map(|x| ExpState::new(x.fingerprint.clone(), x.e.arms.len()))
             .collect();
         Self {
             experiments,
             scoring,
             catalog,
-            k: config.window.sample_size,
+            k,
+            unit_k,
             state,
         }
     }
@@ -168,15 +236,18 @@ impl AbEvaluator {
 }
 
 /// The arm a (version, variant) group belongs to.
-fn arm_of(e: &Experiment, version: &str, variant: &str) -> Option<usize> {
+fn arm_of(x: &Exp, version: &str, variant: &str) -> Option<usize> {
     if !variant.is_empty() {
-        return e.arms.iter().position(|a| a.name == variant);
+        return x.e.arms.iter().position(|a| a.name == variant);
     }
-    let mut it = e
-        .arms
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| a.version == version);
+    if !x.by_version {
+        return None;
+    }
+    let mut it =
+        x.e.arms
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.version == version);
     match (it.next(), it.next()) {
         (Some((i, _)), None) => Some(i),
         _ => None,
@@ -221,8 +292,10 @@ fn summarise(g: &PerfGroup, s: &Scoring, into: &mut VariantOutcomes) {
                 if let (Value::Number(y), Value::Number(l)) = (&p.prediction, label) {
                     into.labeled += 1;
                     let e = y - l;
-                    into.abs_err.push(e.abs());
-                    into.sq_err.push(e * e);
+                    if e.is_finite() {
+                        into.abs_err.push(e.abs());
+                        into.sq_err.push(e * e);
+                    }
                 }
             }
         }
@@ -322,6 +395,7 @@ fn decision_batch(
         Arc::new(StringArray::from(vec![d.label()])),
         Arc::new(StringArray::from(vec![d.variant.as_deref()])),
         Arc::new(StringArray::from(vec![d.metric.as_deref()])),
+        Arc::new(StringArray::from(vec![d.primary_metric.as_str()])),
         Arc::new(StringArray::from(vec![d.reason.as_str()])),
         Arc::new(Float64Array::from(vec![d.srm_p_value])),
         Arc::new(StringArray::from(vec![
@@ -339,35 +413,58 @@ fn decision_batch(
 }
 
 impl AbEvaluator {
-    /// Takes a hand-over's parts into the pending windows.
+    /// Takes a hand-over's sides in: each is merged into its cumulative
+    /// state (both kinds arrive in window order) and evaluated into rows.
     fn take_in(&mut self, window: &ClosedWindow) {
-        for (i, (e, model, start, end)) in self.experiments.iter().enumerate() {
-            let st = &mut self.state[i];
-            let overlaps = |ws: i64, we: i64| we > *start && end.is_none_or(|end| ws < end);
+        for (x, st) in self.experiments.iter().zip(self.state.iter_mut()) {
+            let e = &x.e;
+            let task = self.scoring[x.model].as_ref().map(|s| s.task);
+            let overlaps = |ws: i64, we: i64| we > x.start && x.end.is_none_or(|end| ws < end);
+            let primary_from_labels = analysis::from_labels(&e.primary_metric);
             if window.is_performance() {
-                let Some(scoring) = &self.scoring[*model] else {
+                let Some(scoring) = &self.scoring[x.model] else {
                     continue;
                 };
-                for pw in window.performance.iter().filter(|p| p.model == *model) {
+                for pw in window.performance.iter().filter(|p| p.model == x.model) {
                     st.outcomes_through = st.outcomes_through.max(pw.start);
                     if !overlaps(pw.start, pw.end) {
                         continue;
                     }
-                    let mut arms: Vec<VariantOutcomes> = (0..e.arms.len())
-                        .map(|_| VariantOutcomes::new(self.k))
-                        .collect();
-                    let mut any = false;
+                    let mut arms: Vec<Option<VariantOutcomes>> = vec![None; e.arms.len()];
                     for g in &pw.groups {
-                        if let Some(a) = arm_of(e, &g.version, &g.variant) {
-                            summarise(g, scoring, &mut arms[a]);
-                            any = true;
+                        if let Some(a) = arm_of(x, &g.version, &g.variant) {
+                            summarise(
+                                g,
+                                scoring,
+                                arms[a].get_or_insert_with(|| VariantOutcomes::new(self.k)),
+                            );
                         }
                     }
-                    if any {
-                        let p = st.pending.entry(pw.start).or_default();
-                        p.end = pw.end;
-                        p.outcomes = Some(arms);
+                    if arms.iter().all(Option::is_none) {
+                        continue;
                     }
+                    for (c, w) in st.outcomes.iter_mut().zip(&arms) {
+                        if let Some(w) = w {
+                            match c {
+                                Some(c) => c.merge(w),
+                                None => *c = Some(w.clone()),
+                            }
+                        }
+                    }
+                    let none = vec![ArmEvents::default(); e.arms.len()];
+                    let metrics = analysis::outcome_metrics(task);
+                    let win = arm_data(e, &none, Some(arms.as_slice()));
+                    let cum = arm_data(e, &none, Some(st.outcomes.as_slice()));
+                    let side = Side {
+                        window: analysis::results(e, task, &win, x.control, &metrics),
+                        cumulative: analysis::results(e, task, &cum, x.control, &metrics),
+                        srm: None,
+                        required: primary_from_labels
+                            .then(|| analysis::required_per_variant(e, task, &cum[x.control])),
+                    };
+                    let p = st.pending.entry(pw.start).or_default();
+                    p.end = pw.end;
+                    p.outcomes = Some(side);
                 }
             } else {
                 st.events_through = st.events_through.max(window.start);
@@ -376,17 +473,31 @@ impl AbEvaluator {
                 }
                 let mut arms = vec![ArmEvents::default(); e.arms.len()];
                 let mut any = false;
-                for g in window.groups.iter().filter(|g| g.key.model == *model) {
-                    if let Some(a) = arm_of(e, &g.key.version, &g.key.variant) {
+                for g in window.groups.iter().filter(|g| g.key.model == x.model) {
+                    if let Some(a) = arm_of(x, &g.key.version, &g.key.variant) {
                         arms[a].add_group(g);
                         any = true;
                     }
                 }
-                if any {
-                    let p = st.pending.entry(window.start).or_default();
-                    p.end = window.end;
-                    p.events = Some(arms);
+                if !any {
+                    continue;
                 }
+                for (c, w) in st.events.iter_mut().zip(&arms) {
+                    c.merge(w);
+                }
+                let metrics = analysis::EVENT_METRICS;
+                let win = arm_data(e, &arms, None);
+                let cum = arm_data(e, &st.events, None);
+                let side = Side {
+                    window: analysis::results(e, task, &win, x.control, metrics),
+                    cumulative: analysis::results(e, task, &cum, x.control, metrics),
+                    srm: Some(analysis::srm(e, &cum, self.unit_k)),
+                    required: (!primary_from_labels)
+                        .then(|| analysis::required_per_variant(e, task, &cum[x.control])),
+                };
+                let p = st.pending.entry(window.start).or_default();
+                p.end = window.end;
+                p.events = Some(side);
             }
         }
     }
@@ -394,15 +505,14 @@ impl AbEvaluator {
     /// Evaluates every pending window that is complete, in start order.
     fn drain(&mut self) -> Result<Vec<Output>> {
         let mut outputs = Vec::new();
-        for (i, (e, model, ..)) in self.experiments.iter().enumerate() {
-            let st = &mut self.state[i];
-            let task = self.scoring[*model].as_ref().map(|s| s.task);
-            let model_name = &self.catalog.models[*model].name;
-            let control = e.arms.iter().position(|a| a.control).unwrap_or(0);
+        for (x, st) in self.experiments.iter().zip(self.state.iter_mut()) {
+            let e = &x.e;
+            let needs_labels = self.scoring[x.model].is_some();
+            let model_name = &self.catalog.models[x.model].name;
             while let Some((&start, parts)) = st.pending.first_key_value() {
                 let events_in = parts.events.is_some() || st.events_through >= start;
                 let outcomes_in =
-                    task.is_none() || parts.outcomes.is_some() || st.outcomes_through >= start;
+                    !needs_labels || parts.outcomes.is_some() || st.outcomes_through >= start;
                 if !(events_in && outcomes_in) {
                     break;
                 }
@@ -410,41 +520,54 @@ impl AbEvaluator {
                     break;
                 };
                 let window = (start, parts.end);
-                let w_events = parts
-                    .events
-                    .unwrap_or_else(|| vec![ArmEvents::default(); e.arms.len()]);
-                let w_outcomes: Option<Vec<Option<VariantOutcomes>>> =
-                    parts.outcomes.map(|v| v.into_iter().map(Some).collect());
-                for (a, w) in st.events.iter_mut().zip(&w_events) {
-                    a.merge(w);
+                if let Some(ev) = &parts.events {
+                    st.last_events = ev.clone();
                 }
-                if let Some(wo) = &w_outcomes {
-                    for (a, w) in st.outcomes.iter_mut().zip(wo) {
-                        if let Some(w) = w {
-                            match a {
-                                Some(a) => a.merge(w),
-                                None => *a = Some(w.clone()),
-                            }
-                        }
-                    }
+                if let Some(out) = &parts.outcomes {
+                    st.last_outcomes = out.clone();
                 }
-                let labels = task.is_some();
-                let cum = arm_data(e, &st.events, Some(&st.outcomes));
-                let plan = Plan {
-                    per_variant: analysis::required_per_variant(e, task, &cum[control]),
+                let ev = parts.events.unwrap_or_default();
+                let out = parts.outcomes.unwrap_or_default();
+                if let Some(r) = ev.required.or(out.required).filter(|r| r.is_finite()) {
+                    st.required = r;
+                }
+                if st.t_star.is_none() && st.required.is_finite() && st.required > 0.0 {
+                    // Tightest at the planned total sample.
+                    st.t_star = Some(2.0 * st.required);
+                }
+                st.looks += 1;
+                let mut win_rows: Vec<MetricRow> =
+                    ev.window.into_iter().chain(out.window).collect();
+                analysis::holm(&mut win_rows, e.alpha);
+                let mut cum_rows: Vec<MetricRow> = st
+                    .last_events
+                    .cumulative
+                    .iter()
+                    .chain(&st.last_outcomes.cumulative)
+                    .cloned()
+                    .collect();
+                if let Some(t_star) = st.t_star {
+                    analysis::add_sequential(&mut cum_rows, analysis::sequential_alpha(e), t_star);
+                }
+                analysis::holm(&mut cum_rows, e.alpha);
+                let srm = st.last_events.srm.clone().unwrap_or_default();
+                let decision = analysis::decide(e, &cum_rows, srm, st.required, st.looks);
+                let key: DecisionKey = (
+                    decision.decision.clone(),
+                    decision.variant.clone(),
+                    decision.metric.clone(),
+                );
+                // The first "keep running" is no news; any other change is.
+                let changed = match &st.decision {
+                    Some(prev) => *prev != key,
+                    None => decision.decision != "keep_running",
                 };
-                let win = arm_data(e, &w_events, w_outcomes.as_deref());
-                let mut rows: Vec<(&str, MetricRow)> =
-                    analysis::results(e, task, &win, control, labels, plan)
-                        .into_iter()
-                        .map(|r| ("window", r))
-                        .collect();
-                let cum_rows = analysis::results(e, task, &cum, control, labels, plan);
-                let srm = analysis::srm(e, &cum);
-                let decision = analysis::decide(e, &cum_rows, srm, plan.per_variant);
-                rows.extend(cum_rows.into_iter().map(|r| ("cumulative", r)));
-                let changed = st.decision.as_deref() != Some(decision.decision.as_str());
-                st.decision = Some(decision.decision.clone());
+                st.decision = Some(key);
+                let rows: Vec<(&str, MetricRow)> = win_rows
+                    .into_iter()
+                    .map(|r| ("window", r))
+                    .chain(cum_rows.into_iter().map(|r| ("cumulative", r)))
+                    .collect();
                 outputs.push(Output {
                     table: tables::AB_RESULTS,
                     model: model_name.clone(),
@@ -494,7 +617,7 @@ impl Evaluator for AbEvaluator {
             .experiments
             .iter()
             .zip(&self.state)
-            .map(|((e, ..), s)| (e.name.as_str(), s))
+            .map(|(x, s)| (x.e.name.as_str(), s))
             .collect();
         serde_json::to_value(by_name)
             .map(Some)
@@ -505,17 +628,29 @@ impl Evaluator for AbEvaluator {
     }
 
     fn restore(&mut self, part: serde_json::Value) -> Result<()> {
-        let mut by_name: BTreeMap<String, ExpState> =
-            serde_json::from_value(part).map_err(|e| Error::Task {
+        let mut by_name: BTreeMap<String, serde_json::Value> = serde_json::from_value(part)
+            .map_err(|e| Error::Task {
                 task: "ab",
                 reason: format!("checkpoint part: {e}"),
             })?;
-        for ((e, ..), s) in self.experiments.iter().zip(self.state.iter_mut()) {
-            // An experiment whose arms changed since starts over.
-            if let Some(saved) = by_name.remove(&e.name)
-                && saved.events.len() == e.arms.len()
-            {
-                *s = saved;
+        for (x, s) in self.experiments.iter().zip(self.state.iter_mut()) {
+            let Some(saved) = by_name.remove(&x.e.name) else {
+                continue;
+            };
+            // A state built for another definition (arms, weights, salt,
+            // period, sample sizes) is not this experiment's: it starts over.
+            match serde_json::from_value::<ExpState>(saved) {
+                Ok(saved) if saved.fingerprint == x.fingerprint => *s = saved,
+                Ok(_) => tracing::warn!(
+                    experiment = %x.e.name,
+                    "the experiment's definition changed since the checkpoint; its results start over"
+                ),
+                Err(e) => {
+                    return Err(Error::Task {
+                        task: "ab",
+                        reason: format!("checkpoint part of `{}`: {e}", x.e.name),
+                    });
+                }
             }
         }
         Ok(())

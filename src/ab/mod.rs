@@ -193,19 +193,44 @@ pub fn validate(name: &str, e: &ExperimentConfig, config: &Config) -> Result<(),
         }
     }
     let task = config.models.get(&e.model).and_then(|m| m.task);
-    let known = analysis::known_metrics(task);
-    if !known.contains(&e.primary_metric.as_str()) {
+    let primary = analysis::known_metrics(task, true);
+    if !primary.contains(&e.primary_metric.as_str()) {
         return Err(format!(
-            "{}: `{}` is not a metric of this model (one of {}{})",
+            "{}: `{}` cannot be decided on for this model (one of {}{})",
             key("primary_metric"),
             e.primary_metric,
-            known.join(", "),
+            primary.join(", "),
             if task.is_none() {
                 "; label metrics need the model's `task`"
             } else {
                 ""
             }
         ));
+    }
+    let known = analysis::known_metrics(task, false);
+    // Two experiments on one model at once must not share a variant name,
+    // nor both count events without a variant by version: each would
+    // count the other's traffic.
+    for (other, o) in &config.experiments {
+        if other == name || o.model != e.model {
+            continue;
+        }
+        let overlap =
+            e.end.is_none_or(|end| o.start < end) && o.end.is_none_or(|end| e.start < end);
+        if !overlap {
+            continue;
+        }
+        if let Some(v) = e
+            .variants
+            .iter()
+            .find(|v| o.variants.iter().any(|w| w.name == v.name))
+        {
+            return Err(format!(
+                "{}: variant `{}` is also a variant of `experiments.{other}` on the same model at the same time; events carry only the variant name, so give them different names",
+                key("variants"),
+                v.name
+            ));
+        }
     }
     for (metric, d) in &e.guardrails {
         if !known.contains(&metric.as_str()) {

@@ -26,8 +26,10 @@ pub struct DecisionRow {
     pub verdict: String,
     /// Variant it names.
     pub variant: Option<String>,
-    /// Metric it names.
+    /// Metric it names (the guardrail of a stop, else the primary).
     pub metric: Option<String>,
+    /// The experiment's primary metric.
+    pub primary_metric: String,
     /// The decision in words with its numbers.
     pub reason: String,
     /// Sample-ratio p-value.
@@ -156,7 +158,7 @@ pub async fn build(ctx: &SessionContext, experiment: &str) -> Result<Report> {
     let history: Vec<DecisionRow> = rows(
         &ctx.sql(&format!(
             "SELECT CAST(window_start AS VARCHAR) AS window_start, CAST(window_end AS VARCHAR) AS window_end, \
-             decision, verdict, variant, metric, reason, srm_p_value, unit_counts, required_per_variant, \
+             decision, verdict, variant, metric, primary_metric, reason, srm_p_value, unit_counts, required_per_variant, \
              smallest_n, progress, changed FROM ab_decisions WHERE experiment = {e} ORDER BY window_start"
         ))
         .await?
@@ -193,7 +195,7 @@ pub async fn build(ctx: &SessionContext, experiment: &str) -> Result<Report> {
         .collect()
         .await?,
     )?;
-    let primary = decision.metric.clone().unwrap_or_else(|| "accuracy".into());
+    let primary = decision.primary_metric.clone();
     let series: Vec<ResultRow> = rows(
         &ctx.sql(&format!(
             "SELECT {cols} FROM ab_results WHERE experiment = {e} AND scope = 'cumulative' \

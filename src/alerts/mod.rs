@@ -3,10 +3,13 @@
 //!
 //! An alert is raised when a column's drift verdict turns to drift
 //! (`drift`) or back (`recovered`), when a model version's dataset verdict
-//! turns (`dataset_drift`, `dataset_recovered`), and when a column breaches
-//! a data-quality threshold (`quality`). Repeats for the same (model,
-//! version, column) within `alerts.cooldown` windows of the last alert are
-//! suppressed (drift and quality alerts are counted apart).
+//! turns (`dataset_drift`, `dataset_recovered`), when a column breaches
+//! a data-quality threshold (`quality`), and when an experiment's decision
+//! changes (`experiment`: ship, stop on a guardrail, sample ratio mismatch;
+//! written to a file named after the window decided and the experiment).
+//! Repeats for the same (model, version, column) within `alerts.cooldown`
+//! windows of the last alert are suppressed (drift and quality alerts are
+//! counted apart; experiment alerts are not).
 //!
 //! Each alert has an `alert_id` derived from (model, version, kind, column,
 //! window start), so a replay after a crash produces the same ids. It is
@@ -371,9 +374,8 @@ impl AlertSink {
                     }
                 }
                 tables::AB_DECISIONS => {
-                    let (Some(exp), Some(decision), Some(verdict), Some(reason), Some(changed)) = (
+                    let (Some(exp), Some(verdict), Some(reason), Some(changed)) = (
                         strings(b, "experiment"),
-                        strings(b, "decision"),
                         strings(b, "verdict"),
                         strings(b, "reason"),
                         bools(b, "changed"),
@@ -392,11 +394,9 @@ impl AlertSink {
                         continue;
                     };
                     for i in 0..b.num_rows() {
-                        // The first evaluation's "keep running" is no news.
-                        if !changed.value(i)
-                            || (decision.value(i) == "keep_running"
-                                && self.first_decision(exp.value(i)))
-                        {
+                        // `changed` is the evaluator's: any change of decision,
+                        // variant or metric, but not the first "keep running".
+                        if !changed.value(i) {
                             continue;
                         }
                         let (ws, we) = (starts.value(i), ends.value(i));
@@ -423,18 +423,6 @@ impl AlertSink {
         }
         alerts.extend(ab_alerts);
         alerts
-    }
-
-    /// Whether `experiment` had no decision announced before (and marks it).
-    fn first_decision(&mut self, experiment: &str) -> bool {
-        let t = self
-            .state
-            .tracks
-            .entry(format!("experiment:{experiment}"))
-            .or_default();
-        let first = t.last_alert.is_none() && !t.announced;
-        t.announced = true;
-        first
     }
 }
 

@@ -29,7 +29,7 @@
 
 /// Serde of an `f64` that may be infinite (JSON has no infinity): a
 /// number, or the string `inf` / `-inf` / `nan`.
-mod extended {
+pub mod extended {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {

@@ -22,7 +22,9 @@ use std::collections::BTreeSet;
 pub struct Kmv {
     capacity: usize,
     kept: BTreeSet<u64>,
-    /// Whether a hash was ever evicted (the count is an estimate).
+    /// Whether more distinct hashes than `capacity` were offered (the count
+    /// is an estimate). Set by any hash beyond the kept ones, so it does not
+    /// depend on the order they came in.
     saturated: bool,
 }
 
@@ -40,11 +42,11 @@ impl Kmv {
     #[inline]
     pub fn insert(&mut self, hash: u64) {
         if self.kept.len() >= self.capacity {
-            match self.kept.last() {
-                Some(&max) if hash < max => {}
-                _ => return,
-            }
-            if self.kept.insert(hash) {
+            let max = self.kept.last().copied().unwrap_or(u64::MAX);
+            if hash > max {
+                // A key beyond the kept ones: there are more than capacity.
+                self.saturated = true;
+            } else if hash < max && self.kept.insert(hash) {
                 self.kept.pop_last();
                 self.saturated = true;
             }
@@ -132,6 +134,24 @@ mod tests {
         let rel = (s.estimate() - 200_000.0).abs() / 200_000.0;
         // 1 / sqrt(4094) = 1.6%: within three standard errors.
         assert!(rel < 0.05, "estimate {}", s.estimate());
+    }
+
+    #[test]
+    fn saturation_does_not_depend_on_order() {
+        let (mut a, mut b) = (Kmv::new(2), Kmv::new(2));
+        for h in [1, 2, 3] {
+            a.insert(h);
+        }
+        for h in [3, 1, 2] {
+            b.insert(h);
+        }
+        assert_eq!(a, b);
+        assert!(!a.is_exact());
+        let mut c = Kmv::new(2);
+        for h in [2, 1, 2, 1] {
+            c.insert(h);
+        }
+        assert!(c.is_exact(), "duplicates are not more keys");
     }
 
     #[test]

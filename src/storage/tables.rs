@@ -278,6 +278,7 @@ pub static AB_DECISIONS_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         s("verdict", false),
         s(col::VARIANT, true),
         s(col::METRIC, true),
+        s("primary_metric", false),
         s("reason", false),
         f("srm_p_value"),
         s("unit_counts", false),
