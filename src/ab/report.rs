@@ -221,6 +221,7 @@ pub async fn build(ctx: &SessionContext, experiment: &str) -> Result<Report> {
 fn num(v: Option<f64>) -> String {
     match v {
         Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.0}"),
+        Some(x) if (1e4..1e12).contains(&x.abs()) => format!("{x:.0}"),
         Some(x) if x.abs() >= 1e4 || (x != 0.0 && x.abs() < 1e-3) => format!("{x:.3e}"),
         Some(x) => format!("{x:.4}"),
         None => "-".into(),
@@ -277,7 +278,7 @@ pub fn text(r: &Report) -> String {
             iv(x.cs_low, x.cs_high),
             x.relative_lift
                 .map_or("-".into(), |l| format!("{:+.1}%", l * 100.0)),
-            num(x.p_value_adjusted),
+            pval(x.p_value_adjusted),
             x.test.as_deref().unwrap_or("-")
         );
     }
@@ -383,6 +384,14 @@ fn chart(metric: &str, rows: &[&ResultRow]) -> Result<String> {
     Ok(svg)
 }
 
+/// A p-value (one that underflowed shows as such, not as 0).
+fn pval(v: Option<f64>) -> String {
+    match v {
+        Some(p) if p < 1e-300 => "<1e-300".into(),
+        _ => num(v),
+    }
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -445,8 +454,8 @@ pub fn html(r: &Report) -> Result<String> {
             iv(x.cs_low, x.cs_high),
             x.relative_lift
                 .map_or("-".into(), |l| format!("{:+.1}%", l * 100.0)),
-            num(x.p_value),
-            num(x.p_value_adjusted),
+            pval(x.p_value),
+            pval(x.p_value_adjusted),
             esc(x.test.as_deref().unwrap_or("-"))
         );
     }

@@ -116,23 +116,28 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "{}",
         super::sql::render(&totals, super::sql::Format::Table)?
     );
+    let acc = |v: &str| {
+        format!(
+            "round(sum(value * n_labeled) FILTER (WHERE metric = 'accuracy' AND version = '{v}') / sum(n_labeled) FILTER (WHERE metric = 'accuracy' AND version = '{v}'), 4) AS accuracy_v{v}, \
+             round(any_value(baseline_value) FILTER (WHERE metric = 'accuracy' AND version = '{v}'), 4) AS registry_v{v}"
+        )
+    };
     let performance = ctx
         .sql(&format!(
-            "SELECT window_start, sum(n_predictions) AS predictions, sum(n_labeled) AS labeled, \
-             round(sum(value * n_labeled) FILTER (WHERE metric = 'accuracy') / sum(n_labeled) FILTER (WHERE metric = 'accuracy'), 4) AS accuracy, \
-             round(sum(value * n_labeled) FILTER (WHERE metric = 'roc_auc') / sum(n_labeled) FILTER (WHERE metric = 'roc_auc'), 4) AS roc_auc, \
-             round(any_value(baseline_value) FILTER (WHERE metric = 'accuracy'), 4) AS registry_accuracy, \
+            "SELECT window_start, sum(n_predictions) FILTER (WHERE metric = 'accuracy') AS predictions, \
+             sum(n_labeled) FILTER (WHERE metric = 'accuracy') AS labeled, {}, {}, \
              bool_or(degraded) FILTER (WHERE metric = 'accuracy') AS degraded \
-             FROM performance WHERE model = '{}' AND metric IN ('accuracy', 'roc_auc') \
-             GROUP BY window_start ORDER BY window_start",
+             FROM performance WHERE model = '{}' GROUP BY window_start ORDER BY window_start",
+            acc("1"),
+            acc("2"),
             demo::MODEL
         ))
         .await?
         .collect()
         .await?;
     println!(
-        "\nPerformance by window (labels joined to predictions; variants A and B together; \
-         `degraded` = accuracy worse than the registry version's beyond its tolerance, significantly):"
+        "\nPerformance by window and model version (labels joined to predictions; a version's variants \
+         together; `degraded` = accuracy worse than the registry version's beyond its tolerance, significantly):"
     );
     print!(
         "{}",
