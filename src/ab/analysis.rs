@@ -971,6 +971,20 @@ mod tests {
             median > 0.3 * planned && median < 1.5 * planned,
             "{median} vs {planned}"
         );
+        // An effect of exactly the MDE: the fixed-horizon test has 80% power
+        // at the planned size; the always-valid interval, which pays for
+        // being watched, needs somewhat more.
+        let (share, _, mut at, planned) = simulate(100, 80, 250, (0.80, 0.82), 5);
+        at.sort_unstable();
+        let median = at[at.len() / 2] as f64;
+        println!(
+            "0.80 vs 0.82 (the MDE): shipped {share:.2} of 100 within 20,000 per arm, median n per arm at ship {median}, planned {planned:.0}"
+        );
+        assert!(share >= 0.8, "{share}");
+        assert!(
+            median > 0.5 * planned && median < 2.5 * planned,
+            "{median} vs {planned}"
+        );
     }
 
     /// 45/55 on a 50/50 experiment: invalid whatever the metrics say.
