@@ -556,17 +556,20 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
                     (SELECT count(*) FROM data_quality) AS q, \
                     (SELECT count(*) FROM alerts WHERE kind = 'drift') AS a, \
                     (SELECT count(*) FROM performance) AS p, \
-                    (SELECT count(*) FROM concept_drift) >= 0 AS c",
+                    (SELECT count(*) FROM concept_drift) >= 0 AS c, \
+                    (SELECT count(*) FROM ab_decisions) AS x",
         )
         .await?
         .collect()
         .await?;
     let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
-    // 3 windows x 8 columns; drifted: the new region category in windows 1
-    // and 2, credit_score in window 2; two drift alerts; 3 windows x 2
-    // variants x 8 binary metrics; concept_drift readable.
+    // 3 windows x 2 versions x 8 columns; drifted: the new region category
+    // in windows 1 and 2, credit_score in window 2, for each version; two
+    // drift alerts per version; 3 windows x 4 variants x 8 binary metrics;
+    // concept_drift readable; a decision per window for each of the two
+    // experiments.
     assert!(
-        text.contains("| 24 | 3 | 3 | 24 | 2 | 48 | true |"),
+        text.contains("| 48 | 6 | 6 | 48 | 4 | 96 | true | 6 |"),
         "every table on S3:\n{text}"
     );
     Ok(())
