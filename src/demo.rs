@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, RunControl, RunSummary};
+use crate::registry::Stage;
 
 /// The demo model's name.
 pub const MODEL: &str = "credit_risk";
@@ -556,6 +557,9 @@ pub async fn run_demo(opts: &DemoOptions) -> Result<RunSummary> {
     Ok(summary)
 }
 
+/// The tracking experiment holding the demo versions' training runs.
+pub const DEMO_TRAINING: &str = "credit_risk-training";
+
 /// Registers `version` of the demo model (unless the registry has it) with
 /// the metrics of that version on labelled training data, the baseline of
 /// the `performance` table.
@@ -606,10 +610,65 @@ async fn register_version(data: &Path, reference: &Path, version: u64) -> Result
             }
             .into(),
         ),
+        run_id: Some(training_run(&registry, version).await?),
         ..Default::default()
     };
     registry.register_model(MODEL, reference, metadata).await?;
+    // Version 1 serves, version 2 is being validated (the experiments'
+    // challenger and canary): the registry page's stages and history.
+    let stage = if version == 1 {
+        Stage::Production
+    } else {
+        Stage::Staging
+    };
+    let skip = crate::registry::PromoteOptions {
+        allow_skip: true,
+        force: false,
+    };
+    registry
+        .promote_model(MODEL, version, Stage::Staging, skip.clone())
+        .await?;
+    if stage == Stage::Production {
+        registry.promote_model(MODEL, version, stage, skip).await?;
+        registry.set_alias(MODEL, "champion", version).await?;
+    } else {
+        registry.set_alias(MODEL, "challenger", version).await?;
+    }
     Ok(())
+}
+
+/// The experiment `DEMO_TRAINING` gets the (synthetic) training run of
+/// `version`: its hyperparameters and loss / accuracy curves by epoch,
+/// deterministic per version. Returns the run id the version records.
+async fn training_run(registry: &crate::registry::ModelRegistry, version: u64) -> Result<String> {
+    let tracker = crate::tracking::ExperimentTracker::new(registry.storage().clone());
+    let name = format!("train-v{version}");
+    let mut run = tracker
+        .start_run_owned_by(DEMO_TRAINING, Some(&name), &[], None)
+        .await?;
+    let (lr, depth, final_loss, final_acc) = if version == 1 {
+        ("0.1", "4", 0.46, 0.78)
+    } else {
+        ("0.05", "6", 0.38, 0.84)
+    };
+    run.log_params(&[
+        ("learning_rate".to_string(), lr.to_string()),
+        ("max_depth".to_string(), depth.to_string()),
+        ("epochs".to_string(), "30".to_string()),
+    ])?;
+    run.set_tags(&[("model".to_string(), MODEL.to_string())])?;
+    let mut points = Vec::new();
+    for epoch in 0..30i64 {
+        let decay = (-(epoch as f64) / 6.0).exp();
+        let wiggle = 0.01 * ((epoch as f64) * 1.7 + version as f64).sin();
+        points.push(("loss", final_loss + 0.3 * decay + wiggle, epoch));
+        points.push(("val_loss", final_loss + 0.03 + 0.3 * decay, epoch));
+        points.push(("val_accuracy", final_acc - 0.25 * decay, epoch));
+    }
+    run.log_metrics(&points).await?;
+    let id = run.id().to_string();
+    run.end(crate::tracking::RunStatus::Finished).await?;
+    Ok(id)
 }
 
 /// Sends one record, waiting while the producer's queue is full.

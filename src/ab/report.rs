@@ -108,7 +108,7 @@ pub struct Report {
     pub series: Vec<ResultRow>,
 }
 
-fn rows<T: for<'de> Deserialize<'de>>(batches: &[RecordBatch]) -> Result<Vec<T>> {
+pub(crate) fn rows<T: for<'de> Deserialize<'de>>(batches: &[RecordBatch]) -> Result<Vec<T>> {
     let mut w = arrow_json::ArrayWriter::new(Vec::new());
     for b in batches {
         w.write(b)?;
@@ -124,7 +124,7 @@ fn rows<T: for<'de> Deserialize<'de>>(batches: &[RecordBatch]) -> Result<Vec<T>>
     })
 }
 
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -218,7 +218,7 @@ pub async fn build(ctx: &SessionContext, experiment: &str) -> Result<Report> {
     })
 }
 
-fn num(v: Option<f64>) -> String {
+pub(crate) fn num(v: Option<f64>) -> String {
     match v {
         Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.0}"),
         Some(x) if (1e4..1e12).contains(&x.abs()) => format!("{x:.0}"),
@@ -289,7 +289,7 @@ pub fn text(r: &Report) -> String {
     s
 }
 
-fn chart(metric: &str, rows: &[&ResultRow]) -> Result<String> {
+pub(crate) fn chart(metric: &str, rows: &[&ResultRow]) -> Result<String> {
     let mut svg = String::new();
     let ends: Vec<&str> = {
         let mut v: Vec<&str> = rows.iter().map(|r| r.window_end.as_str()).collect();
@@ -392,7 +392,7 @@ fn pval(v: Option<f64>) -> String {
     }
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -402,7 +402,6 @@ fn esc(s: &str) -> String {
 /// The report as one self-contained HTML page.
 pub fn html(r: &Report) -> Result<String> {
     let mut s = String::new();
-    let d = &r.decision;
     let _ = write!(
         s,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Experiment {}</title><style>\
@@ -413,9 +412,20 @@ pub fn html(r: &Report) -> Result<String> {
          </style></head><body>",
         esc(&r.experiment)
     );
+    s.push_str(&body(r, 1)?);
+    s.push_str("</body></html>\n");
+    Ok(s)
+}
+
+/// The report's content (headings from level `h`), for a page of its own
+/// or a section of the dashboard.
+pub(crate) fn body(r: &Report, h: u8) -> Result<String> {
+    let mut s = String::new();
+    let d = &r.decision;
+    let h2 = h + 1;
     let _ = write!(
         s,
-        "<h1>Experiment {} <small>(model {})</small></h1><p class=\"verdict {}\">{}</p><p>{}</p>\
+        "<h{h}>Experiment {} <small>(model {})</small></h{h}><p class=\"verdict {}\">{}</p><p>{}</p>\
          <p>Units per variant {} (sample-ratio p = {}); planned {} per variant; progress {}. As of {}.</p>",
         esc(&r.experiment),
         esc(&r.model),
@@ -427,15 +437,21 @@ pub fn html(r: &Report) -> Result<String> {
         num(d.required_per_variant),
         d.progress
             .map_or("-".into(), |p| format!("{:.0}%", p * 100.0)),
-        esc(&d.window_end)
+        esc(&d.window_end),
     );
     let mut metrics: Vec<&str> = r.series.iter().map(|x| x.metric.as_str()).collect();
     metrics.dedup();
     for m in metrics {
         let rows: Vec<&ResultRow> = r.series.iter().filter(|x| x.metric == m).collect();
-        let _ = write!(s, "<figure>{}</figure>", chart(m, &rows)?);
+        let _ = write!(
+            s,
+            "<figure class=\"chart\" data-chart=\"effect-{}\">{}</figure>",
+            esc(m),
+            chart(m, &rows)?
+        );
     }
-    s.push_str("<h2>Cumulative results</h2><table><tr><th>metric</th><th>variant</th><th>n</th><th>estimate</th><th>effect</th><th>95% interval</th><th>always-valid</th><th>lift</th><th>p</th><th>p (Holm)</th><th>test</th></tr>");
+    let _ = write!(s, "<h{h2}>Cumulative results</h{h2}>");
+    s.push_str("<table><tr><th>metric</th><th>variant</th><th>n</th><th>estimate</th><th>effect</th><th>95% interval</th><th>always-valid</th><th>lift</th><th>p</th><th>p (Holm)</th><th>test</th></tr>");
     for x in &r.results {
         let iv = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => format!("[{}, {}]", num(Some(a)), num(Some(b))),
@@ -459,7 +475,10 @@ pub fn html(r: &Report) -> Result<String> {
             esc(x.test.as_deref().unwrap_or("-"))
         );
     }
-    s.push_str("</table><h2>Decisions</h2><table><tr><th>window end</th><th>decision</th></tr>");
+    let _ = write!(
+        s,
+        "</table><h{h2}>Decisions</h{h2}><table><tr><th>window end</th><th>decision</th></tr>"
+    );
     for h in r.history.iter().filter(|h| h.changed) {
         let _ = write!(
             s,
@@ -469,6 +488,6 @@ pub fn html(r: &Report) -> Result<String> {
             esc(&h.reason)
         );
     }
-    s.push_str("</table></body></html>\n");
+    s.push_str("</table>");
     Ok(s)
 }

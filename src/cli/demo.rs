@@ -24,6 +24,13 @@ pub struct DemoArgs {
     /// so an outside producer and `mlwatch run` can use it.
     #[arg(long)]
     pub serve_broker: bool,
+    /// After the run, leave the dashboard (and the run's `/metrics`) up on
+    /// the demo's output and print its URL; Ctrl-C stops it.
+    #[arg(long)]
+    pub serve: bool,
+    /// Address of the dashboard with `--serve` (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = super::serve::DEFAULT_LISTEN, requires = "serve")]
+    pub listen: String,
 }
 
 pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -51,6 +58,11 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         demo::LATE_LABELS * 100.0,
         demo::LABEL_HORIZON_MS / 60_000,
     );
+    let metrics = if args.serve {
+        Some(crate::telemetry::install()?)
+    } else {
+        None
+    };
     let summary = demo::run_demo(&DemoOptions {
         data: args.data.clone(),
         events: args.events,
@@ -191,6 +203,19 @@ pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.data.display(),
         args.data.display()
     );
+    if args.serve {
+        let storage =
+            Storage::open_existing(&args.data.display().to_string(), &Default::default())?;
+        let router =
+            crate::dashboard::server::router(crate::dashboard::Dashboard::new(storage), metrics);
+        let (listener, addr) = crate::dashboard::server::bind(&args.listen).await?;
+        println!(
+            "\nDashboard: http://{addr}/  (metrics of this run: http://{addr}/metrics; Ctrl-C stops)"
+        );
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        crate::dashboard::server::serve(listener, router, super::run::shutdown_signal()).await?;
+    }
     Ok(())
 }
 

@@ -4,8 +4,10 @@ mod ab;
 mod baseline;
 mod demo;
 pub mod registry;
+mod report;
 mod run;
 mod runs;
+mod serve;
 mod sql;
 mod stats;
 
@@ -57,6 +59,11 @@ pub enum Command {
     /// Experiment tracking (the subcommands are listed from the parser).
     #[command(about = listing::<runs::RunsCommand>("Experiment tracking"))]
     Runs(runs::RunsArgs),
+    /// Serve the dashboard: pages per model, experiment, the registry and
+    /// tracked runs, `/health`; reads the tables `sql` reads.
+    Serve(serve::ServeArgs),
+    /// Write the dashboard's pages as one self-contained HTML file.
+    Report(report::ReportArgs),
     /// A/B(/n) experiments (the subcommands are listed from the parser).
     #[command(about = listing::<ab::AbCommand>("A/B experiments"))]
     Ab(ab::AbArgs),
@@ -81,6 +88,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Baseline(a) => baseline::run(a).await,
         Command::Runs(a) => runs::run(a).await,
         Command::Ab(a) => ab::run(a).await,
+        Command::Serve(a) => serve::run(a).await,
+        Command::Report(a) => report::run(a).await,
     }
 }
 

@@ -21,6 +21,11 @@ pub struct RunArgs {
     /// Print the effective configuration (secrets masked) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Serve Prometheus `/metrics`, `/health` and the dashboard's pages on
+    /// this address while running (e.g. 127.0.0.1:9464; port 0 picks one,
+    /// printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -28,6 +33,23 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.print_config {
         println!("{}", config.to_masked_json());
         return Ok(());
+    }
+    if let Some(listen) = &args.metrics_listen {
+        let handle = crate::telemetry::install()?;
+        let storage = crate::storage::Storage::open(&config.storage.url, &config.storage.options)?;
+        let router = crate::dashboard::server::router(
+            crate::dashboard::Dashboard::new(storage),
+            Some(handle),
+        );
+        let (listener, addr) = crate::dashboard::server::bind(listen).await?;
+        eprintln!("metrics: http://{addr}/metrics (dashboard: http://{addr}/)");
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::dashboard::server::serve(listener, router, std::future::pending()).await
+            {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
     }
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
@@ -50,7 +72,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

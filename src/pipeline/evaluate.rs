@@ -279,12 +279,14 @@ async fn run(
                     let t = Instant::now();
                     outputs.extend(e.evaluate(&w).await?);
                     times.push((e.name(), t.elapsed()));
+                    crate::telemetry::part_time(e.name(), t.elapsed().as_secs_f64());
                 }
                 let eval_ms = times.iter().map(|(_, t)| t.as_secs_f64()).sum::<f64>() * 1e3;
                 for s in &mut sinks {
                     let t = Instant::now();
                     s.write(&w, &outputs).await?;
                     times.push((s.name(), t.elapsed()));
+                    crate::telemetry::part_time(s.name(), t.elapsed().as_secs_f64());
                 }
                 for o in &outputs {
                     *stats.rows.entry(o.table).or_default() += o.batch.num_rows() as u64;

@@ -362,9 +362,14 @@ fn unread(
     else {
         return false;
     };
-    let Ok(name) = std::ffi::CString::new(topic) else {
-        return false;
-    };
+    cached_watermarks(consumer, topic, partition).is_some_and(|(_, high)| high > position)
+}
+
+/// librdkafka's cached (low, high) watermarks of a partition, from its last
+/// fetch response, read without a request (rust-rdkafka has no wrapper
+/// for it); `None` before the partition's first fetch.
+fn cached_watermarks(consumer: &StreamConsumer, topic: &str, partition: i32) -> Option<(i64, i64)> {
+    let name = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` is borrowed;
     // `name` outlives the call; librdkafka only writes the two i64s and
@@ -378,7 +383,33 @@ fn unread(
             &mut high,
         )
     };
-    err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high > position
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low.max(0), high))
+}
+
+/// Publishes the lag of every assigned partition (`mlwatch_consumer_lag`):
+/// the cached high watermark minus the consumer's position (the position
+/// of the next record handed to mlwatch; the log start when nothing was
+/// read yet). Local reads only, no request. A partition not fetched yet
+/// has no watermark and keeps its last value.
+pub(crate) fn publish_lag(consumer: &StreamConsumer) {
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    let positions = consumer.position().ok();
+    for e in assigned.elements() {
+        let (topic, part) = (e.topic(), e.partition());
+        let Some((low, high)) = cached_watermarks(consumer, topic, part) else {
+            continue;
+        };
+        let position = positions
+            .as_ref()
+            .and_then(|tpl| tpl.find_partition(topic, part))
+            .and_then(|e| e.offset().to_raw())
+            .filter(|o| *o >= 0)
+            .unwrap_or(low);
+        crate::telemetry::lag(topic, part, (high - position.max(low)).max(0));
+    }
 }
 
 /// librdkafka settings of the consumer that differ from librdkafka's

@@ -437,7 +437,10 @@ impl Pipeline {
         let save_ms = t1.elapsed().as_secs_f64() * 1e3;
         if let Some(c) = consumer {
             self.positions.commit(c);
+            kafka::publish_lag(c);
         }
+        crate::telemetry::checkpointed();
+        crate::telemetry::publish(&self.counters, self.step.windows().open_windows());
         let w = self.step.windows();
         tracing::debug!(
             open_windows = w.open_windows(),
@@ -468,6 +471,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
     let join_allowance = config.kafka.session_timeout * 2 + Duration::from_secs(5);
     let mut last_record: Option<Instant> = None;
     let mut last_pending_check: Option<Instant> = None;
+    let mut last_lag: Option<Instant> = None;
     // Alignment may pause partitions from then on (see the stall breaker).
     let mut pauses_from = Instant::now();
     let mut process_time = Duration::ZERO;
@@ -522,6 +526,11 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
             pipeline.update_pending(&consumer);
             last_pending_check = Some(Instant::now());
         }
+        // Lag once a second, whatever arrives (it falls to 0 once drained).
+        if last_lag.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            kafka::publish_lag(&consumer);
+            last_lag = Some(Instant::now());
+        }
         if batch.is_empty() {
             // The stall breaker: nothing arrived while partitions were
             // paused, so resume them all and do not pause again for a
@@ -545,6 +554,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
             let t0 = Instant::now();
             pipeline.process(&batch).await?;
             process_time += t0.elapsed();
+            crate::telemetry::publish(&pipeline.counters, pipeline.step.windows().open_windows());
             if let Some(p) = &control.progress {
                 p.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }

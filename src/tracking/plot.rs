@@ -43,6 +43,29 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Writes an SVG chart of `metric` by step, one line per series, to `path`.
 pub fn metric_chart(metric: &str, series: &[Series], path: &Path) -> Result<()> {
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    draw(metric, series, &root).map_err(|e| plot_err(path, e))
+}
+
+/// The chart of [`metric_chart`] as an SVG document (for pages).
+pub(crate) fn metric_svg(metric: &str, series: &[Series]) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (880, 380)).into_drawing_area();
+        draw(metric, series, &root).map_err(|reason| Error::Task {
+            task: "metric chart",
+            reason,
+        })?;
+    }
+    Ok(svg)
+}
+
+fn draw<DB: DrawingBackend>(
+    metric: &str,
+    series: &[Series],
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+) -> std::result::Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (i64::MAX, i64::MIN, f64::INFINITY, f64::NEG_INFINITY);
     for (x, y) in points.filter(|(_, y)| y.is_finite()) {
@@ -52,30 +75,26 @@ pub fn metric_chart(metric: &str, series: &[Series], path: &Path) -> Result<()> 
         y1 = y1.max(*y);
     }
     if x0 > x1 {
-        return Err(plot_err(
-            path,
-            format!("no finite values of metric `{metric}` to plot"),
-        ));
+        return Err(format!("no finite values of metric `{metric}` to plot"));
     }
     if x0 == x1 {
         x1 = x0 + 1;
     }
     let pad = if y1 > y0 { (y1 - y0) * 0.05 } else { 0.5 };
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let mut chart = ChartBuilder::on(root)
         .caption(format!("{metric} by step"), ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
         .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
-        .map_err(|e| plot_err(path, e))?;
+        .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
         .x_desc("step")
         .y_desc(metric)
         .draw()
-        .map_err(|e| plot_err(path, e))?;
+        .map_err(|x| e(&x))?;
     for (i, (label, pts)) in series.iter().enumerate() {
         let color = series_color(i).to_rgba();
         chart
@@ -83,7 +102,7 @@ pub fn metric_chart(metric: &str, series: &[Series], path: &Path) -> Result<()> 
                 pts.iter().copied().filter(|(_, y)| y.is_finite()),
                 color.stroke_width(2),
             ))
-            .map_err(|e| plot_err(path, e))?
+            .map_err(|x| e(&x))?
             .label(label.clone())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
@@ -94,7 +113,7 @@ pub fn metric_chart(metric: &str, series: &[Series], path: &Path) -> Result<()> 
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(|e| plot_err(path, e))?;
-    root.present().map_err(|e| plot_err(path, e))?;
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
     Ok(())
 }

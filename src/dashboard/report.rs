@@ -1,0 +1,61 @@
+//! `mlwatch report`: the dashboard's pages as one self-contained HTML file
+//! (inline SVG and CSS, no scripts, nothing fetched): the overview, each
+//! model's and experiment's page, the registry and the tracked runs, as
+//! sections linked from the navigation bar.
+
+use super::html::{Links, document};
+use super::{Dashboard, PageError};
+
+/// Which parts a report holds: every model and experiment unless named.
+#[derive(Debug, Clone, Default)]
+pub struct ReportScope {
+    /// Only these models (none: all).
+    pub models: Vec<String>,
+    /// Only these experiments (none: all).
+    pub experiments: Vec<String>,
+}
+
+impl Dashboard {
+    /// The report document; a model or experiment named in `scope` without
+    /// data is [`PageError::NotFound`].
+    pub async fn report(&self, scope: &ReportScope) -> Result<String, PageError> {
+        let ctx = self.context()?;
+        let models = if scope.models.is_empty() {
+            self.models(&ctx).await?
+        } else {
+            scope.models.clone()
+        };
+        let experiments = if scope.experiments.is_empty() {
+            self.experiments(&ctx).await?
+        } else {
+            scope.experiments.clone()
+        };
+        let links = Links::Report;
+        let mut sections = vec![("overview".to_string(), self.overview(links).await?)];
+        for m in &models {
+            sections.push((
+                format!("model-{}", super::html::enc(m)),
+                self.model(m, links).await?,
+            ));
+        }
+        for e in &experiments {
+            sections.push((
+                format!("experiment-{}", super::html::enc(e)),
+                self.experiment(e, links).await?,
+            ));
+        }
+        sections.push(("registry".into(), self.registry(links).await?));
+        sections.push(("runs".into(), self.runs("", None, links).await?));
+        let body: String = sections
+            .iter()
+            .map(|(id, p)| {
+                format!(
+                    "<section id=\"{}\">{}</section>",
+                    super::html::esc(id),
+                    p.body
+                )
+            })
+            .collect();
+        Ok(document("Report", &body, links))
+    }
+}
