@@ -4,6 +4,7 @@ mod ab;
 mod alerts;
 mod build;
 mod cli;
+mod dashboard;
 mod detectors;
 mod labels;
 mod oracle;
