@@ -176,6 +176,54 @@ impl Dashboard {
             ],
             &rows,
         ));
+        #[derive(Deserialize)]
+        struct Share {
+            model: String,
+            version: String,
+            window_end: String,
+            share: f64,
+        }
+        let shares: Vec<Share> = query(
+            &ctx,
+            "SELECT model, version, CAST(window_end AS VARCHAR) AS window_end, share FROM drift_summary \
+             ORDER BY model, version, window_end",
+        )
+        .await?;
+        if !shares.is_empty() {
+            let mut windows: Vec<&str> = shares.iter().map(|s| s.window_end.as_str()).collect();
+            windows.sort_unstable();
+            windows.dedup();
+            let mut series: Vec<(&str, &str)> =
+                shares.iter().map(|s| (s.model.as_str(), s.version.as_str())).collect();
+            series.dedup();
+            let lines = series
+                .iter()
+                .enumerate()
+                .map(|(i, (m, v))| charts::Line {
+                    label: format!("{m} v{v}"),
+                    points: shares
+                        .iter()
+                        .filter(|s| s.model == *m && s.version == *v)
+                        .filter_map(|s| {
+                            let x = windows.binary_search(&s.window_end.as_str()).ok()?;
+                            Some((x as i64, s.share))
+                        })
+                        .collect(),
+                    color: i,
+                    marks: true,
+                    ..Default::default()
+                })
+                .collect();
+            let chart = charts::LineChart {
+                title: "share of columns drifted, by window".into(),
+                y_desc: "share of columns".into(),
+                x_labels: windows.iter().map(|w| html::short_time(w)).collect(),
+                x_desc: "window end".into(),
+                lines,
+                ..Default::default()
+            };
+            body.push_str(&html::figure("drift-share", &charts::lines(&chart)?));
+        }
         body.push_str("<h2>Experiments</h2>");
         #[derive(Deserialize)]
         struct Decision {

@@ -166,7 +166,7 @@ async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_request
         .collect();
     assert_eq!(ids.len(), 2, "the demo's two training runs: {ids:?}");
     let pages: Vec<(&str, String, Vec<&str>)> = vec![
-        ("overview", "/".into(), vec![]),
+        ("overview", "/".into(), vec!["drift-share"]),
         (
             "model",
             "/models/credit_risk".into(),
