@@ -167,6 +167,75 @@ pub(crate) fn lines(chart: &LineChart) -> Result<String> {
     Ok(svg)
 }
 
+/// Grouped bars: one group per label, one bar per series (`(legend,
+/// colour index, value per label)`); distributions side by side.
+pub(crate) fn bars(
+    title: &str,
+    y_desc: &str,
+    labels: &[String],
+    series: &[(String, usize, Vec<f64>)],
+) -> Result<String> {
+    let n = labels.len().max(1) as i64;
+    let top = series
+        .iter()
+        .flat_map(|(_, _, v)| v.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let per = series.len().max(1) as f64;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..n as f64, 0f64..top)
+            .map_err(err)?;
+        let step = (labels.len() / 10).max(1);
+        c.configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(WHITE.mix(0.0))
+            .x_labels(labels.len().min(12) + 1)
+            .x_label_formatter(&|x: &f64| {
+                let i = x.floor();
+                let near = (x - i - 0.5).abs() < 0.26 || (x - i).abs() < 1e-9;
+                match labels.get(i as usize) {
+                    Some(l) if near && (i as usize) % step == 0 => l.clone(),
+                    _ => String::new(),
+                }
+            })
+            .y_desc(y_desc)
+            .draw()
+            .map_err(err)?;
+        for (k, (label, color, values)) in series.iter().enumerate() {
+            let color = series_color(*color);
+            let style = color.mix(if k == 0 { 0.45 } else { 0.85 }).filled();
+            let s = c
+                .draw_series(values.iter().enumerate().map(|(i, v)| {
+                    let x0 = i as f64 + 0.1 + 0.8 * k as f64 / per;
+                    let x1 = x0 + 0.8 / per;
+                    Rectangle::new([(x0, 0.0), (x1, v.max(0.0))], style)
+                }))
+                .map_err(err)?;
+            s.label(label.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], style));
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 /// One cell of a [`heatmap`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cell {

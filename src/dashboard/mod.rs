@@ -193,8 +193,10 @@ impl Dashboard {
             let mut windows: Vec<&str> = shares.iter().map(|s| s.window_end.as_str()).collect();
             windows.sort_unstable();
             windows.dedup();
-            let mut series: Vec<(&str, &str)> =
-                shares.iter().map(|s| (s.model.as_str(), s.version.as_str())).collect();
+            let mut series: Vec<(&str, &str)> = shares
+                .iter()
+                .map(|s| (s.model.as_str(), s.version.as_str()))
+                .collect();
             series.dedup();
             let lines = series
                 .iter()

@@ -162,7 +162,10 @@ impl Dashboard {
             body.push_str(&figure(&format!("drift-heatmap-v{v}"), &svg));
         }
 
-        // The prediction against its baseline.
+        body.push_str("<h2>Prediction against its baseline</h2>");
+        self.distribution_section(&ctx, &m, &mut body).await?;
+
+        // The prediction's drift statistic over time.
         let pred: Vec<PredictionDrift> = query(
             &ctx,
             &format!(
@@ -172,7 +175,6 @@ impl Dashboard {
             ),
         )
         .await?;
-        body.push_str("<h2>Prediction against its baseline</h2>");
         let methods = index(pred.iter().map(|p| p.method.clone()));
         for method in methods.keys() {
             let mine: Vec<&PredictionDrift> = pred.iter().filter(|p| &p.method == method).collect();
@@ -243,6 +245,108 @@ impl Dashboard {
             title: format!("Model {model}"),
             body,
         })
+    }
+
+    /// The prediction's histogram per version: the baseline's, the first
+    /// window's and the latest window's shares in the same bins.
+    async fn distribution_section(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        m: &str,
+        body: &mut String,
+    ) -> Result<(), PageError> {
+        #[derive(Deserialize)]
+        struct Bin {
+            version: String,
+            feature: String,
+            #[serde(rename = "end_text")]
+            window_end: String,
+            bin: i64,
+            lower: Option<f64>,
+            upper: Option<f64>,
+            category: Option<String>,
+            reference_share: f64,
+            current_share: f64,
+        }
+        let rows: Vec<Bin> = query(
+            ctx,
+            &format!(
+                "WITH w AS (SELECT version, min(window_end) AS first, max(window_end) AS last \
+                 FROM prediction_distribution WHERE model = {m} GROUP BY version) \
+                 SELECT d.version, d.feature, CAST(d.window_end AS VARCHAR) AS end_text, d.bin, d.lower, d.upper, \
+                 d.category, d.reference_share, d.current_share FROM prediction_distribution d \
+                 JOIN w ON d.version = w.version AND (d.window_end = w.first OR d.window_end = w.last) \
+                 WHERE d.model = {m} ORDER BY d.version, end_text, d.bin"
+            ),
+        )
+        .await?;
+        if rows.is_empty() {
+            body.push_str(
+                "<p class=\"muted\">No histograms (<code>prediction_distribution</code> is empty: \
+                 no prediction in the events, or none in the baseline).</p>",
+            );
+            return Ok(());
+        }
+        let mut versions: Vec<&str> = rows.iter().map(|r| r.version.as_str()).collect();
+        versions.dedup();
+        for v in versions {
+            let mine: Vec<&Bin> = rows.iter().filter(|r| r.version == v).collect();
+            let mut ends: Vec<&str> = mine.iter().map(|r| r.window_end.as_str()).collect();
+            ends.dedup();
+            let at = |end: &str| -> Vec<&Bin> {
+                mine.iter()
+                    .copied()
+                    .filter(|r| r.window_end == end)
+                    .collect()
+            };
+            let last = at(ends[ends.len() - 1]);
+            let labels: Vec<String> = last
+                .iter()
+                .map(|r| match (&r.category, r.lower, r.upper) {
+                    (Some(c), _, _) => c.clone(),
+                    (None, Some(lo), Some(hi)) => format!("{:.2}", (lo + hi) / 2.0),
+                    _ => r.bin.to_string(),
+                })
+                .collect();
+            let mut series = vec![(
+                "baseline".to_string(),
+                8,
+                last.iter().map(|r| r.reference_share).collect::<Vec<_>>(),
+            )];
+            // Numeric bins span each window's own range: the first window
+            // shares them only when it is the latest one.
+            let numeric = last.iter().all(|r| r.category.is_none());
+            if ends.len() > 1 && !numeric {
+                let first = at(ends[0]);
+                let share = |label: &str| {
+                    first
+                        .iter()
+                        .find(|r| r.category.as_deref() == Some(label))
+                        .map_or(0.0, |r| r.current_share)
+                };
+                series.push((
+                    format!("window ending {}", short_time(ends[0])),
+                    2,
+                    labels.iter().map(|l| share(l)).collect(),
+                ));
+            }
+            series.push((
+                format!("window ending {}", short_time(ends[ends.len() - 1])),
+                1,
+                last.iter().map(|r| r.current_share).collect(),
+            ));
+            let svg = charts::bars(
+                &format!(
+                    "version {v}: {} in the latest window against the baseline",
+                    last[0].feature
+                ),
+                "share of values",
+                &labels,
+                &series,
+            )?;
+            body.push_str(&figure(&format!("prediction-histogram-v{v}"), &svg));
+        }
+        Ok(())
     }
 
     async fn quality_section(

@@ -14,6 +14,7 @@
 //! in SQL, so backfills and `mlwatch sql` use the same functions.
 
 pub mod baseline;
+pub mod distribution;
 pub mod performance;
 pub mod quality;
 pub mod reference;

@@ -61,6 +61,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::{self, EventKind, ModelCatalog, Reason};
 use crate::monitor::DriftEvaluator;
+use crate::monitor::distribution::DistributionEvaluator;
 use crate::monitor::performance::PerformanceEvaluator;
 use crate::monitor::quality::QualityEvaluator;
 use crate::monitor::reference::Profiles;
@@ -208,7 +209,12 @@ impl Pipeline {
                 catalog.clone(),
                 profiles.clone(),
             )),
-            Box::new(QualityEvaluator::new(&config, catalog.clone(), profiles)),
+            Box::new(QualityEvaluator::new(
+                &config,
+                catalog.clone(),
+                profiles.clone(),
+            )),
+            Box::new(DistributionEvaluator::new(catalog.clone(), profiles)),
             Box::new(PerformanceEvaluator::new(
                 &config,
                 catalog.clone(),

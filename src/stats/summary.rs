@@ -211,6 +211,41 @@ impl Histogram {
     }
 }
 
+/// Two sorted samples counted over the same `bins` equal-width bins that
+/// span both (the last bin closed): the pair of histograms a reader puts
+/// side by side. Returns the `bins + 1` edges and each sample's counts;
+/// one bin when every value is equal, nothing when both are empty.
+/// Non-finite values are skipped.
+pub fn shared_bins(a: &[f64], b: &[f64], bins: usize) -> (Vec<f64>, Vec<u64>, Vec<u64>) {
+    let finite = |s: &[f64]| -> (Option<f64>, Option<f64>) {
+        (
+            s.iter().copied().find(|v| v.is_finite()),
+            s.iter().rev().copied().find(|v| v.is_finite()),
+        )
+    };
+    let ((a0, a1), (b0, b1)) = (finite(a), finite(b));
+    let lo = [a0, b0].into_iter().flatten().reduce(f64::min);
+    let hi = [a1, b1].into_iter().flatten().reduce(f64::max);
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return (Vec::new(), Vec::new(), Vec::new());
+    };
+    let bins = if hi > lo { bins.max(1) } else { 1 };
+    let width = (hi - lo) / bins as f64;
+    let mut edges: Vec<f64> = (0..bins).map(|i| lo + width * i as f64).collect();
+    edges.push(hi);
+    let count = |s: &[f64]| -> Vec<u64> {
+        let mut c = vec![0u64; bins];
+        for v in s.iter().filter(|v| v.is_finite()) {
+            // Bin i holds [edge i, edge i+1); the last also holds `hi`.
+            let i = edges[1..bins].partition_point(|e| *e <= *v);
+            c[i] += 1;
+        }
+        c
+    };
+    let (ca, cb) = (count(a), count(b));
+    (edges, ca, cb)
+}
+
 /// The hash that orders categories in [`CategoryCounts`]: xxh3-64 of the
 /// category's UTF-8 bytes (ties, which need a collision, by the string).
 pub fn category_hash(value: &str) -> u64 {
@@ -444,6 +479,18 @@ impl AlignedCounts {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shared_bins_cover_both_samples_with_equal_widths() {
+        let (edges, a, b) = super::shared_bins(&[0.0, 0.1, 0.2, 0.5], &[0.5, 0.9, 1.0], 4);
+        assert_eq!(edges, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(a, vec![3, 0, 1, 0]);
+        assert_eq!(b, vec![0, 0, 1, 2], "1.0 falls in the last, closed bin");
+        let (edges, a, b) = super::shared_bins(&[2.0, 2.0], &[2.0], 10);
+        assert_eq!((edges, a, b), (vec![2.0, 2.0], vec![2], vec![1]));
+        let (edges, a, _) = super::shared_bins(&[], &[f64::NAN], 10);
+        assert!(edges.is_empty() && a.is_empty());
+    }
+
     use super::*;
     use proptest::prelude::*;
 

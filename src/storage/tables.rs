@@ -28,6 +28,9 @@ pub const DRIFT_RESULTS: &str = "drift_results";
 pub const DRIFT_SUMMARY: &str = "drift_summary";
 /// Table of data-quality measures, one row per window, model, version and column.
 pub const DATA_QUALITY: &str = "data_quality";
+/// Table of the prediction's distribution against its baseline, one row per
+/// window, model, version and bin (or category).
+pub const PREDICTION_DISTRIBUTION: &str = "prediction_distribution";
 /// Table of model performance, one row per window, model, version, variant and metric.
 pub const PERFORMANCE: &str = "performance";
 /// Table of error-stream detections, one row per detection.
@@ -68,6 +71,11 @@ pub fn output_tables() -> Vec<TableDef> {
         TableDef {
             name: DATA_QUALITY,
             file_schema: DATA_QUALITY_FILE_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: PREDICTION_DISTRIBUTION,
+            file_schema: PREDICTION_DISTRIBUTION_FILE_SCHEMA.clone(),
             partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
         },
         TableDef {
@@ -206,6 +214,32 @@ pub static DATA_QUALITY_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         int("type_errors", false),
         Field::new("sampled", DataType::Boolean, false),
         Field::new("breaches", DataType::Utf8, true),
+        Field::new(col::BASELINE, DataType::Utf8, false),
+    ]))
+});
+
+/// Schema of the rows stored in `prediction_distribution` files (`model`
+/// and `date` come from the path): per bin of a numeric prediction its
+/// `[lower, upper)` (the last bin closed), per category of a categorical one
+/// its name; the shares of the baseline's and the window's values in it.
+pub static PREDICTION_DISTRIBUTION_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let float = |n: &str, null| Field::new(n, DataType::Float64, null);
+    let int = |n: &str| Field::new(n, DataType::Int64, false);
+    Arc::new(Schema::new(vec![
+        Field::new(col::WINDOW_START, ts_type(), false),
+        Field::new(col::WINDOW_END, ts_type(), false),
+        Field::new(col::VERSION, DataType::Utf8, false),
+        Field::new(col::FEATURE, DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        int("bin"),
+        float("lower", true),
+        float("upper", true),
+        Field::new("category", DataType::Utf8, true),
+        float("reference_share", false),
+        float("current_share", false),
+        int("n_reference"),
+        int("n_current"),
+        Field::new("sampled", DataType::Boolean, false),
         Field::new(col::BASELINE, DataType::Utf8, false),
     ]))
 });

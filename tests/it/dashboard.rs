@@ -129,7 +129,7 @@ fn assert_charts(page: &str, dom: &str, expected: &[&str]) {
     for (name, body) in &figs {
         assert!(body.contains("<svg"), "{page}: chart {name} has no svg");
         let count = |tag: &str| body.matches(tag).count();
-        if name.starts_with("drift-heatmap") {
+        if name.starts_with("drift-heatmap") || name.starts_with("prediction-histogram") {
             assert!(
                 count("<rect") >= 20,
                 "{page}: heat map {name} has {} cells",
@@ -173,6 +173,8 @@ async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_request
             vec![
                 "drift-heatmap-v1",
                 "drift-heatmap-v2",
+                "prediction-histogram-v1",
+                "prediction-histogram-v2",
                 "prediction-drift",
                 "quality",
                 "performance-accuracy",

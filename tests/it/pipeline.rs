@@ -198,6 +198,8 @@ const ALL_CONCEPT: &str = "SELECT * FROM concept_drift ORDER BY ts, detector";
 const ALL_AB: &str =
     "SELECT * FROM ab_results ORDER BY window_start, experiment, scope, metric, variant";
 const ALL_DECISIONS: &str = "SELECT * FROM ab_decisions ORDER BY window_start, experiment";
+const ALL_DISTRIBUTION: &str =
+    "SELECT * FROM prediction_distribution ORDER BY window_start, model, version, bin";
 
 pub(crate) struct Setup {
     _tmp: tempfile::TempDir,
@@ -518,6 +520,14 @@ async fn sigkill_and_compare(max_pending: Option<usize>) -> TestResult {
     let whole = query_csv(&whole_data, ALL_DECISIONS).await?;
     assert_eq!(whole.lines().count(), 1 + 8 * 2, "{whole}");
     assert_eq!(killed, whole);
+    let killed = query_csv(&killed_data, ALL_DISTRIBUTION).await?;
+    let whole = query_csv(&whole_data, ALL_DISTRIBUTION).await?;
+    assert_eq!(
+        whole.lines().count(),
+        1 + 8 * 2 * mlwatch::monitor::distribution::BINS,
+        "8 windows x 2 versions x the prediction's bins:\n{whole}"
+    );
+    assert_eq!(killed, whole);
     Ok(())
 }
 
@@ -741,7 +751,13 @@ async fn partitions_running_ahead_are_paused_and_results_do_not_change() -> Test
         unaligned.peak_open_windows > aligned.peak_open_windows,
         "unaligned: {unaligned:?}, aligned: {aligned:?}"
     );
-    for sql in [ALL_DRIFT, ALL_SUMMARY, ALL_QUALITY, ALL_ALERTS] {
+    for sql in [
+        ALL_DRIFT,
+        ALL_SUMMARY,
+        ALL_QUALITY,
+        ALL_ALERTS,
+        ALL_DISTRIBUTION,
+    ] {
         let a = query_csv(&runs[0].1, sql).await?;
         let u = query_csv(&runs[1].1, sql).await?;
         assert_eq!(a, u, "{sql}");
