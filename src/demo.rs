@@ -626,7 +626,7 @@ async fn register_version(data: &Path, reference: &Path, version: u64) -> Result
         force: false,
     };
     registry
-        .promote_model(MODEL, version, Stage::Staging, skip.clone())
+        .promote_model(MODEL, version, Stage::Staging, skip)
         .await?;
     if stage == Stage::Production {
         registry.promote_model(MODEL, version, stage, skip).await?;

@@ -204,7 +204,7 @@ pub(crate) fn bars(
                 let i = x.floor();
                 let near = (x - i - 0.5).abs() < 0.26 || (x - i).abs() < 1e-9;
                 match labels.get(i as usize) {
-                    Some(l) if near && (i as usize) % step == 0 => l.clone(),
+                    Some(l) if near && (i as usize).is_multiple_of(step) => l.clone(),
                     _ => String::new(),
                 }
             })

@@ -85,12 +85,12 @@ form input[type=text]{width:40em}section{margin-bottom:3em}";
 /// scripts and nothing fetched, so it renders offline).
 pub(crate) fn document(title: &str, content: &str, links: Links) -> String {
     let mut s = String::new();
-    let _ = write!(
+    let _ = writeln!(
         s,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><link rel=\"icon\" href=\"data:,\">\
          <title>{} · mlwatch</title><style>{CSS}</style></head><body><nav>\
-         <a href=\"{}\">mlwatch</a><a href=\"{}\">Registry</a><a href=\"{}\">Runs</a></nav><main>{content}</main></body></html>\n",
+         <a href=\"{}\">mlwatch</a><a href=\"{}\">Registry</a><a href=\"{}\">Runs</a></nav><main>{content}</main></body></html>",
         esc(title),
         links.page(""),
         links.page("registry"),
@@ -128,12 +128,12 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     s
 }
 
+/// A column whose cells become links: its name and the target of a value.
+pub(crate) type LinkColumn<'a> = (&'a str, &'a dyn Fn(&str) -> String);
+
 /// Record batches as a table; `link` turns a cell of the named column into
 /// a link (the run id of a run list).
-pub(crate) fn batches(
-    batches: &[RecordBatch],
-    link: Option<(&str, &dyn Fn(&str) -> String)>,
-) -> Result<String> {
+pub(crate) fn batches(batches: &[RecordBatch], link: Option<LinkColumn<'_>>) -> Result<String> {
     let Some(first) = batches.first() else {
         return Ok(table(&[], &[]));
     };
