@@ -567,7 +567,8 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
                     (SELECT count(*) FROM alerts WHERE kind = 'drift') AS a, \
                     (SELECT count(*) FROM performance) AS p, \
                     (SELECT count(*) FROM concept_drift) >= 0 AS c, \
-                    (SELECT count(*) FROM ab_decisions) AS x",
+                    (SELECT count(*) FROM ab_decisions) AS x, \
+                    (SELECT count(*) FROM prediction_distribution) AS h",
         )
         .await?
         .collect()
@@ -577,11 +578,104 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
     // in windows 1 and 2, credit_score in window 2, for each version; two
     // drift alerts per version; 3 windows x 4 variants x 8 binary metrics;
     // concept_drift readable; a decision per window for each of the two
-    // experiments.
+    // experiments; 20 bins of the prediction per window and version.
     assert!(
-        text.contains("| 48 | 6 | 6 | 48 | 4 | 96 | true | 6 |"),
+        text.contains("| 48 | 6 | 6 | 48 | 4 | 96 | true | 6 | 120 |"),
         "every table on S3:\n{text}"
     );
+    // The dashboard reads the same tables from S3.
+    let report = mlwatch::dashboard::Dashboard::new(storage.clone())
+        .report(&Default::default())
+        .await?;
+    for chart in [
+        "drift-heatmap-v1",
+        "prediction-histogram-v2",
+        "performance-accuracy",
+        "effect-accuracy",
+    ] {
+        assert!(
+            report.contains(&format!("data-chart=\"{chart}")),
+            "no {chart} in the report from S3"
+        );
+    }
+    Ok(())
+}
+
+/// `mlwatch run --metrics-listen`: Prometheus text on `/metrics` while the
+/// run goes on, every partition's lag at 0 once the topic is drained and
+/// the events counted; `/health` ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_metrics_and_the_lag_falls_to_zero_when_drained() -> TestResult {
+    let s = setup()?;
+    let (_cluster, brokers) = cluster(4)?;
+    produce(&brokers, &events(4_000, 2))?;
+    let cfg_path = s.root.join("metrics.toml");
+    std::fs::write(
+        &cfg_path,
+        demo::demo_config_toml(&brokers, &s.root.join("metrics"), &s.reference),
+    )?;
+    let mut child = run_command(&cfg_path, "metrics")
+        .args(["--until-idle", "60s", "--metrics-listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(i) = line.find("http://") {
+                let url = line[i..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(30))?;
+    let base = url.trim_end_matches("/metrics").to_string();
+    let mut last = String::new();
+    let mut drained = false;
+    for _ in 0..240 {
+        last = reqwest::get(format!("{base}/metrics"))
+            .await?
+            .text()
+            .await?;
+        let scrape = prometheus_parse::Scrape::parse(last.lines().map(|l| Ok(l.to_string())))?;
+        let value = |s: &prometheus_parse::Sample| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            _ => f64::NAN,
+        };
+        let events = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "mlwatch_events_total")
+            .map(value);
+        let lags: Vec<f64> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "mlwatch_consumer_lag" && s.labels.get("topic") == Some(TOPIC))
+            .map(value)
+            .collect();
+        if events == Some(4_000.0) && lags.len() == 4 && lags.iter().all(|l| *l == 0.0) {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let health = reqwest::get(format!("{base}/health")).await?;
+    let status = health.status().as_u16();
+    child.kill()?;
+    child.wait()?;
+    assert!(
+        drained,
+        "4,000 events and the lag of the 4 partitions at 0:\n{last}"
+    );
+    assert_eq!(status, 200);
     Ok(())
 }
 
