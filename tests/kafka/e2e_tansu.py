@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 
 import pyarrow as pa
@@ -141,11 +142,35 @@ y = "numeric"
 [models.m.drift]
 method = {{ x = "ks", y = "ks" }}
 """)
-    out = subprocess.run([mlwatch, "run", "--config", cfg, "--until-idle", "8s"],
-                         capture_output=True, text=True, timeout=300)
-    if out.returncode != 0:
-        print(out.stderr, file=sys.stderr)
-        raise SystemExit(f"mlwatch run failed with {out.returncode}")
+    # The run serves Prometheus metrics while it consumes: on this real
+    # broker too, every partition's lag falls to 0 once the topics are read.
+    port = free_port()
+    proc = subprocess.Popen([mlwatch, "run", "--config", cfg, "--until-idle", "8s",
+                             "--metrics-listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lags, seen = None, ""
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                seen = r.read().decode()
+        except OSError:
+            time.sleep(0.2)
+            continue
+        samples = [line.split() for line in seen.splitlines() if line and not line.startswith("#")]
+        lag = [float(v) for k, v in samples if k.startswith("mlwatch_consumer_lag{")
+               and 'topic="mlwatch.predictions"' in k]
+        events = [float(v) for k, v in samples if k == "mlwatch_events_total"]
+        if lag and all(x == 0 for x in lag) and events and events[0] >= WINDOWS * PER_WINDOW:
+            lags = lag
+            break
+        time.sleep(0.25)
+    stdout, stderr = proc.communicate(timeout=300)
+    if proc.returncode != 0:
+        print(stderr, file=sys.stderr)
+        raise SystemExit(f"mlwatch run failed with {proc.returncode}")
+    assert lags is not None, f"lag never reached 0 on every partition:\n{seen}"
+    print(f"metrics: lag 0 on {len(lags)} prediction partitions once drained")
 
     drift = ds.dataset(os.path.join(data, "drift_results"), format="parquet", partitioning="hive").to_table()
     expected = {
