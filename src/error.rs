@@ -11,6 +11,14 @@ pub enum Error {
     /// The configuration is invalid; the message names the key.
     #[error("configuration: {0}")]
     Config(String),
+    /// A server could not listen on the address it was given.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address (`--listen`, `--metrics-listen`).
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Kafka client error (connection, subscription, commit).
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

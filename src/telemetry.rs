@@ -7,7 +7,9 @@
 //! by `metrics-exporter-prometheus` into our own axum route. Names follow
 //! Prometheus conventions: `_total` counters, base units (`_seconds`),
 //! labels for dimensions. Rates are the scraper's job:
-//! `rate(mlwatch_events_total[1m])` is events per second.
+//! `rate(mlwatch_events_total[1m])` is events per second. Counters count
+//! what this process did (from 0 at its start, as Prometheus expects of a
+//! restarted target), not the run's totals that the checkpoint carries.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -38,8 +40,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static LAST_CHECKPOINT_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Bucket bounds of the time histograms, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 /// Installs the process's Prometheus recorder (once; later calls return the
@@ -113,19 +116,27 @@ fn describe() {
     );
 }
 
-/// Publishes a run's counters (absolute values: the counters survive
-/// restarts in the checkpoint, so the series continue where they were).
-pub(crate) fn publish(c: &Counters, open_windows: usize) {
-    counter!("mlwatch_records_total").absolute(c.records);
-    counter!("mlwatch_events_total").absolute(c.events);
-    counter!("mlwatch_outcomes_total").absolute(c.outcomes);
-    for (reason, n) in &c.dead_letters {
-        counter!("mlwatch_dead_letters_total", "reason" => reason.clone()).absolute(*n);
+/// Publishes a run's counters as counted by this process: `c` less the
+/// counters it restored from the checkpoint (`base`). Counting from 0 in
+/// each process is what Prometheus expects of a restarted target; the
+/// checkpoint's totals would start below the last value scraped before a
+/// crash (records after the checkpoint were counted, then replayed) and
+/// read as a reset anyway.
+pub(crate) fn publish(c: &Counters, base: &Counters, open_windows: usize) {
+    let dead = |r: &str, m: &Counters| m.dead_letters.get(r).copied().unwrap_or(0);
+    counter!("mlwatch_records_total").absolute(c.records.saturating_sub(base.records));
+    counter!("mlwatch_events_total").absolute(c.events.saturating_sub(base.events));
+    counter!("mlwatch_outcomes_total").absolute(c.outcomes.saturating_sub(base.outcomes));
+    for reason in c.dead_letters.keys() {
+        counter!("mlwatch_dead_letters_total", "reason" => reason.clone())
+            .absolute(dead(reason, c).saturating_sub(dead(reason, base)));
     }
     counter!("mlwatch_late_events_total")
-        .absolute(c.dead_letters.get("late").copied().unwrap_or(0));
-    counter!("mlwatch_windows_closed_total").absolute(c.windows_closed);
-    counter!("mlwatch_webhook_failures_total").absolute(c.webhook_failures);
+        .absolute(dead("late", c).saturating_sub(dead("late", base)));
+    counter!("mlwatch_windows_closed_total")
+        .absolute(c.windows_closed.saturating_sub(base.windows_closed));
+    counter!("mlwatch_webhook_failures_total")
+        .absolute(c.webhook_failures.saturating_sub(base.webhook_failures));
     gauge!("mlwatch_open_windows").set(open_windows as f64);
 }
 

@@ -119,7 +119,7 @@ pub(crate) fn rows<T: for<'de> Deserialize<'de>>(batches: &[RecordBatch]) -> Res
         return Ok(Vec::new());
     }
     serde_json::from_slice(&bytes).map_err(|e| Error::Task {
-        task: "ab report",
+        task: "reading query rows",
         reason: e.to_string(),
     })
 }

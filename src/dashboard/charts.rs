@@ -55,12 +55,15 @@ const SIZE: (u32, u32) = (880, 340);
 
 /// Draws `chart` as an SVG document.
 pub(crate) fn lines(chart: &LineChart) -> Result<String> {
+    // Values beyond ±1e300 are left out: the axis range (and plotters'
+    // ticks) must stay finite.
     let tf = |y: f64| {
-        if chart.log_y {
+        let y = if chart.log_y {
             y.max(1e-300).log10()
         } else {
             y
-        }
+        };
+        if y.abs() < 1e300 { y } else { f64::NAN }
     };
     let finite = chart
         .lines
@@ -179,7 +182,7 @@ pub(crate) fn bars(
     let top = series
         .iter()
         .flat_map(|(_, _, v)| v.iter().copied())
-        .filter(|v| v.is_finite())
+        .filter(|v| v.is_finite() && v.abs() < 1e300)
         .fold(0.0f64, f64::max)
         .max(1e-9)
         * 1.1;

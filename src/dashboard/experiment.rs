@@ -4,7 +4,7 @@
 //! planned sample size, window by window.
 
 use super::charts::{self, Line, LineChart};
-use super::html::{Links, Page, figure, short_time};
+use super::html::{Links, Page, figure, time_labels};
 use super::{Dashboard, PageError};
 use crate::ab::report;
 
@@ -27,11 +27,8 @@ impl Dashboard {
         }
         let r = report::build(&ctx, experiment).await?;
         let mut body = report::body(&r, 1)?;
-        let x_labels: Vec<String> = r
-            .history
-            .iter()
-            .map(|h| short_time(&h.window_end))
-            .collect();
+        let ends: Vec<&str> = r.history.iter().map(|h| h.window_end.as_str()).collect();
+        let x_labels = time_labels(&ends);
         let at = |f: fn(&report::DecisionRow) -> Option<f64>| -> Vec<(i64, f64)> {
             r.history
                 .iter()

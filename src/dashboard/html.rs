@@ -19,16 +19,24 @@ pub(crate) enum Links {
     Report,
 }
 
-/// Percent-encodes a path segment or query value.
+/// Percent-encodes a query value (`application/x-www-form-urlencoded`).
 pub(crate) fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Percent-encodes a path segment: everything but ASCII letters, digits,
+/// `-` and `_` (a space is `%20`, which axum's `Path` decodes; `+` is not).
+pub(crate) fn seg(s: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 impl Links {
     /// The page (or section) of model `m`.
     pub(crate) fn model(self, m: &str) -> String {
         match self {
-            Links::Server => format!("/models/{}", enc(m)),
+            Links::Server => format!("/models/{}", seg(m)),
             Links::Report => format!("#model-{}", enc(m)),
         }
     }
@@ -36,7 +44,7 @@ impl Links {
     /// The page (or section) of experiment `e`.
     pub(crate) fn experiment(self, e: &str) -> String {
         match self {
-            Links::Server => format!("/experiments/{}", enc(e)),
+            Links::Server => format!("/experiments/{}", seg(e)),
             Links::Report => format!("#experiment-{}", enc(e)),
         }
     }
@@ -44,7 +52,7 @@ impl Links {
     /// The page of run `id` (in a report: the runs section).
     pub(crate) fn run(self, id: &str) -> String {
         match self {
-            Links::Server => format!("/runs/{}", enc(id)),
+            Links::Server => format!("/runs/{}", seg(id)),
             Links::Report => "#runs".into(),
         }
     }
@@ -173,5 +181,34 @@ pub(crate) fn short_time(ts: &str) -> String {
     match ts.get(11..16) {
         Some(hm) if ts.len() >= 16 => hm.to_string(),
         _ => ts.to_string(),
+    }
+}
+
+/// Axis labels of sorted timestamps: `HH:MM` when they share a date,
+/// `MM-DD HH:MM` when they span several.
+pub(crate) fn time_labels<S: AsRef<str>>(ts: &[S]) -> Vec<String> {
+    let date = |t: &S| t.as_ref().get(..10).map(str::to_string);
+    let one_day = ts.first().map(date) == ts.last().map(date);
+    ts.iter()
+        .map(|t| {
+            let t = t.as_ref();
+            match t.get(5..16) {
+                Some(md) if !one_day && t.len() >= 16 => md.replacen('T', " ", 1),
+                _ => short_time(t),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn links_encode_path_segments_and_labels_show_dates_across_days() {
+        assert_eq!(super::seg("credit risk/v1.2"), "credit%20risk%2Fv1%2E2");
+        assert_eq!(super::Links::Server.model("a+b"), "/models/a%2Bb");
+        let one = ["2026-01-01T00:05:00Z", "2026-01-01T00:06:00Z"];
+        assert_eq!(super::time_labels(&one), ["00:05", "00:06"]);
+        let two = ["2026-01-01T23:59:00Z", "2026-01-02T00:00:00Z"];
+        assert_eq!(super::time_labels(&two), ["01-01 23:59", "01-02 00:00"]);
     }
 }

@@ -93,7 +93,7 @@ impl Dashboard {
     }
 
     /// The storage it reads.
-    pub fn storage(&self) -> &Storage {
+    pub(crate) fn storage(&self) -> &Storage {
         &self.storage
     }
 
@@ -181,7 +181,7 @@ impl Dashboard {
             model: String,
             version: String,
             window_end: String,
-            share: f64,
+            share: Option<f64>,
         }
         let shares: Vec<Share> = query(
             &ctx,
@@ -208,7 +208,7 @@ impl Dashboard {
                         .filter(|s| s.model == *m && s.version == *v)
                         .filter_map(|s| {
                             let x = windows.binary_search(&s.window_end.as_str()).ok()?;
-                            Some((x as i64, s.share))
+                            Some((x as i64, s.share?))
                         })
                         .collect(),
                     color: i,
@@ -219,7 +219,7 @@ impl Dashboard {
             let chart = charts::LineChart {
                 title: "share of columns drifted, by window".into(),
                 y_desc: "share of columns".into(),
-                x_labels: windows.iter().map(|w| html::short_time(w)).collect(),
+                x_labels: html::time_labels(&windows),
                 x_desc: "window end".into(),
                 lines,
                 ..Default::default()

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 
 use super::charts::{self, Cell, Line, LineChart};
-use super::html::{self, Links, Page, esc, figure, short_time};
+use super::html::{self, Links, Page, esc, figure, short_time, time_labels};
 use super::{Dashboard, PageError, query};
 use crate::ab::report::{num, quote};
 
@@ -37,14 +37,14 @@ struct PredictionDrift {
     window_end: String,
     p_value: Option<f64>,
     distance: Option<f64>,
-    threshold: f64,
+    threshold: Option<f64>,
 }
 
 #[derive(Deserialize)]
 struct Quality {
     feature: String,
     window_end: String,
-    share: f64,
+    share: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -65,7 +65,7 @@ struct Detection {
     ts: String,
     window_end: String,
     input: String,
-    statistic: f64,
+    statistic: Option<f64>,
     n_seen: i64,
 }
 
@@ -88,7 +88,7 @@ fn index(items: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
 
 /// Sorted keys of an index, as x labels.
 fn labels(ix: &BTreeMap<String, usize>) -> Vec<String> {
-    ix.keys().map(|k| short_time(k)).collect()
+    time_labels(&ix.keys().collect::<Vec<_>>())
 }
 
 impl Dashboard {
@@ -178,7 +178,12 @@ impl Dashboard {
         let methods = index(pred.iter().map(|p| p.method.clone()));
         for method in methods.keys() {
             let mine: Vec<&PredictionDrift> = pred.iter().filter(|p| &p.method == method).collect();
-            let by_p = mine.iter().all(|p| p.p_value.is_some());
+            // NaN p-values (an untestable window) arrive as NULL: decide by
+            // the method, not the values.
+            let by_p = crate::stats::drift::DriftMethod::parse(method).map_or_else(
+                || mine.iter().any(|p| p.p_value.is_some()),
+                |d| d.is_p_value(),
+            );
             let mut lines = Vec::new();
             let mut thresholds = Vec::new();
             for (i, v) in versions.keys().enumerate() {
@@ -193,7 +198,10 @@ impl Dashboard {
                 if pts.is_empty() {
                     continue;
                 }
-                let threshold = mine.iter().find(|p| &p.version == v).map(|p| p.threshold);
+                let threshold = mine
+                    .iter()
+                    .find(|p| &p.version == v)
+                    .and_then(|p| p.threshold);
                 lines.push(Line {
                     label: format!("version {v}"),
                     points: pts.clone(),
@@ -374,7 +382,7 @@ impl Dashboard {
         let mut worst: BTreeMap<&str, f64> = BTreeMap::new();
         for r in &rows {
             let e = worst.entry(r.feature.as_str()).or_default();
-            *e = e.max(r.share);
+            *e = e.max(r.share.unwrap_or(0.0));
         }
         let mut order: Vec<(&str, f64)> = worst.into_iter().collect();
         order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
@@ -391,7 +399,7 @@ impl Dashboard {
                 points: rows
                     .iter()
                     .filter(|r| r.feature == *f)
-                    .map(|r| (windows[&r.window_end] as i64, r.share))
+                    .filter_map(|r| Some((windows[&r.window_end] as i64, r.share?)))
                     .collect(),
                 color: i,
                 ..Default::default()
@@ -592,13 +600,15 @@ impl Dashboard {
                 points: rows
                     .iter()
                     .filter(|r| &r.version == v)
-                    .map(|r| {
-                        // Versions side by side within a detector's row.
+                    .filter_map(|r| {
+                        // Versions side by side within a detector's row. The
+                        // windows come from another query: a file written in
+                        // between may be missing from them.
                         let offset = (i as f64 - (versions.len() as f64 - 1.0) / 2.0) * 0.15;
-                        (
-                            windows[&r.window_end] as i64,
+                        Some((
+                            *windows.get(&r.window_end)? as i64,
                             detectors[&r.detector] as f64 + offset,
-                        )
+                        ))
                     })
                     .collect(),
                 color: i,
@@ -633,7 +643,7 @@ impl Dashboard {
                         esc(&r.version),
                         esc(&r.detector),
                         esc(&r.input),
-                        num(Some(r.statistic)),
+                        num(r.statistic),
                         r.n_seen.to_string(),
                     ]
                 })
@@ -692,26 +702,50 @@ impl Dashboard {
             ..Default::default()
         };
         body.push_str(&figure("alerts", &charts::lines(&chart)?));
+        // Drift and dataset drift have a state: raised until their
+        // recovery. The other kinds are events, repeated while a breach
+        // lasts (after the cool-down): shown with their latest window.
         let rows: Vec<Alert> = query(
             ctx,
             &format!(
-                "SELECT CAST(window_end AS VARCHAR) AS window_end, version, kind, \"column\", message FROM alerts \
-                 WHERE model = {m} AND window_end = (SELECT max(window_end) FROM alerts WHERE model = {m}) \
-                 ORDER BY kind, version, \"column\""
+                "WITH a AS (SELECT *, CASE kind WHEN 'recovered' THEN 'drift' \
+                 WHEN 'dataset_recovered' THEN 'dataset_drift' ELSE kind END AS family FROM alerts WHERE model = {m}), \
+                 l AS (SELECT *, row_number() OVER (PARTITION BY version, family, coalesce(\"column\", '') \
+                 ORDER BY window_start DESC, alert_id DESC) AS rn FROM a) \
+                 SELECT CAST(window_end AS VARCHAR) AS window_end, version, kind, \"column\", message FROM l \
+                 WHERE rn = 1 ORDER BY window_end DESC, kind, version, \"column\""
             ),
         )
         .await?;
+        let state = |kind: &str| match kind {
+            "drift" | "dataset_drift" => "<b class=\"bad\">open</b>",
+            "recovered" | "dataset_recovered" => "recovered",
+            _ => "event",
+        };
+        let open = rows
+            .iter()
+            .filter(|a| matches!(a.kind.as_str(), "drift" | "dataset_drift"))
+            .count();
         let _ = write!(
             body,
-            "<p>Open: the {} alert(s) of the latest window with alerts.</p>",
-            rows.len()
+            "<p>The latest alert of each subject (version, kind, column): {open} drift alert(s) \
+             open (raised and not recovered since); the other kinds are events, shown with the \
+             window they last fired in.</p>"
         );
         body.push_str(&html::table(
-            &["window end", "version", "kind", "column", "message"],
+            &[
+                "state",
+                "last window end",
+                "version",
+                "kind",
+                "column",
+                "message",
+            ],
             &rows
                 .iter()
                 .map(|a| {
                     vec![
+                        state(&a.kind).to_string(),
                         esc(&a.window_end),
                         esc(&a.version),
                         esc(&a.kind),

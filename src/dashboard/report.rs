@@ -6,7 +6,9 @@
 use super::html::{Links, document};
 use super::{Dashboard, PageError};
 
-/// Which parts a report holds: every model and experiment unless named.
+/// Which parts a report holds: every model and experiment unless named;
+/// naming only models keeps their experiments, naming only experiments
+/// keeps their models.
 #[derive(Debug, Clone, Default)]
 pub struct ReportScope {
     /// Only these models (none: all).
@@ -20,15 +22,37 @@ impl Dashboard {
     /// data is [`PageError::NotFound`].
     pub async fn report(&self, scope: &ReportScope) -> Result<String, PageError> {
         let ctx = self.context()?;
-        let models = if scope.models.is_empty() {
-            self.models(&ctx).await?
-        } else {
-            scope.models.clone()
-        };
-        let experiments = if scope.experiments.is_empty() {
-            self.experiments(&ctx).await?
-        } else {
-            scope.experiments.clone()
+        #[derive(serde::Deserialize)]
+        struct Pair {
+            experiment: String,
+            model: String,
+        }
+        let pairs: Vec<Pair> = super::query(
+            &ctx,
+            "SELECT DISTINCT experiment, model FROM ab_decisions ORDER BY experiment",
+        )
+        .await?;
+        let (models, experiments) = match (scope.models.is_empty(), scope.experiments.is_empty()) {
+            (true, true) => (self.models(&ctx).await?, self.experiments(&ctx).await?),
+            (false, true) => {
+                let e = pairs
+                    .iter()
+                    .filter(|p| scope.models.contains(&p.model))
+                    .map(|p| p.experiment.clone())
+                    .collect();
+                (scope.models.clone(), e)
+            }
+            (true, false) => {
+                let mut m: Vec<String> = pairs
+                    .iter()
+                    .filter(|p| scope.experiments.contains(&p.experiment))
+                    .map(|p| p.model.clone())
+                    .collect();
+                m.sort();
+                m.dedup();
+                (m, scope.experiments.clone())
+            }
+            (false, false) => (scope.models.clone(), scope.experiments.clone()),
         };
         let links = Links::Report;
         let mut sections = vec![("overview".to_string(), self.overview(links).await?)];

@@ -127,9 +127,20 @@ impl Dashboard {
                 reason: e.to_string(),
             })?
             .sql;
+        // The plain context, not the reaping one: a page only reads (runs of
+        // dead processes show as RUNNING until a CLI read reaps them).
         let tracker = ExperimentTracker::new(self.storage().clone());
-        let ctx = tracker.reaped_context().await?;
-        let found = ctx.sql(&sql).await?.collect().await?;
+        let ctx = tracker.context().await?;
+        // The query is the filter's: a plan it cannot make is the filter's fault.
+        let found = ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| PageError::BadRequest {
+                what: "filter",
+                reason: e.to_string(),
+            })?
+            .collect()
+            .await?;
         let mut body = String::from("<h1>Runs</h1>");
         if links == Links::Server {
             let _ = write!(
@@ -184,7 +195,7 @@ impl Dashboard {
     pub(crate) async fn run(&self, id: &str) -> Result<Page, PageError> {
         let id = run_id(id)?;
         let tracker = ExperimentTracker::new(self.storage().clone());
-        let ctx = tracker.reaped_context().await?;
+        let ctx = tracker.context().await?;
         let named = run_names(&ctx, &[id]).await?;
         let mut body = format!("<h1>Run {}</h1>", esc(&named[0].1));
         let q = filter::quote(id);
@@ -243,7 +254,7 @@ impl Dashboard {
             run_id(id)?;
         }
         let tracker = ExperimentTracker::new(self.storage().clone());
-        let ctx = tracker.reaped_context().await?;
+        let ctx = tracker.context().await?;
         let runs = run_names(&ctx, &ids).await?;
         let list = sql_list(&ids);
         let mut table: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();

@@ -49,27 +49,42 @@ fn html_page(s: &str) -> impl IntoResponse + use<> {
     )
 }
 
-fn respond(page: std::result::Result<Page, PageError>) -> Response {
-    match page {
-        Ok(p) => html_page(&document(&p.title, &p.body, Links::Server)).into_response(),
-        Err(e) => e.into_response(),
+/// The page `build` makes, or its error page; a panic (a bug) becomes a
+/// 500 page instead of a dropped connection.
+async fn respond(build: impl Future<Output = std::result::Result<Page, PageError>>) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(build).catch_unwind().await {
+        Ok(Ok(p)) => html_page(&document(&p.title, &p.body, Links::Server)).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            PageError::Internal(Error::Task {
+                task: "dashboard page",
+                reason: format!("panicked: {what}"),
+            })
+            .into_response()
+        }
     }
 }
 
 async fn overview(State(s): Shared) -> Response {
-    respond(s.dashboard.overview(Links::Server).await)
+    respond(s.dashboard.overview(Links::Server)).await
 }
 
 async fn model(State(s): Shared, Path(m): Path<String>) -> Response {
-    respond(s.dashboard.model(&m, Links::Server).await)
+    respond(s.dashboard.model(&m, Links::Server)).await
 }
 
 async fn experiment(State(s): Shared, Path(e): Path<String>) -> Response {
-    respond(s.dashboard.experiment(&e, Links::Server).await)
+    respond(s.dashboard.experiment(&e, Links::Server)).await
 }
 
 async fn registry(State(s): Shared) -> Response {
-    respond(s.dashboard.registry(Links::Server).await)
+    respond(s.dashboard.registry(Links::Server)).await
 }
 
 #[derive(Deserialize)]
@@ -81,11 +96,11 @@ struct RunsQuery {
 
 async fn runs(State(s): Shared, Query(q): Query<RunsQuery>) -> Response {
     let experiment = q.experiment.as_deref().filter(|e| !e.is_empty());
-    respond(s.dashboard.runs(&q.filter, experiment, Links::Server).await)
+    respond(s.dashboard.runs(&q.filter, experiment, Links::Server)).await
 }
 
 async fn run(State(s): Shared, Path(id): Path<String>) -> Response {
-    respond(s.dashboard.run(&id).await)
+    respond(s.dashboard.run(&id)).await
 }
 
 #[derive(Deserialize)]
@@ -95,7 +110,7 @@ struct CompareQuery {
 }
 
 async fn compare(State(s): Shared, Query(q): Query<CompareQuery>) -> Response {
-    respond(s.dashboard.compare(&q.runs).await)
+    respond(s.dashboard.compare(&q.runs)).await
 }
 
 async fn health(State(s): Shared) -> Response {
@@ -170,13 +185,12 @@ pub fn router(dashboard: Dashboard, handle: Option<PrometheusHandle>) -> Router 
 
 /// A bound listener and its address (port 0 picks a free port).
 pub async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, SocketAddr)> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::Config(format!("--listen {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| Error::Task {
-        task: "dashboard",
-        reason: e.to_string(),
-    })?;
+    let err = |source| Error::Listen {
+        addr: listen.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(err)?;
+    let addr = listener.local_addr().map_err(err)?;
     Ok((listener, addr))
 }
 

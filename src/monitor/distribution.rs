@@ -34,7 +34,7 @@ pub const BINS: usize = 20;
 /// baseline count; the rest are summed as `(other)`).
 const CATEGORIES: usize = 20;
 /// The name of the summed rest.
-pub const OTHER: &str = "(other)";
+pub(crate) const OTHER: &str = "(other)";
 
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
@@ -54,14 +54,14 @@ struct Row {
 }
 
 /// The prediction-distribution evaluator.
-pub struct DistributionEvaluator {
+pub(crate) struct DistributionEvaluator {
     catalog: Arc<ModelCatalog>,
     profiles: Arc<Profiles>,
 }
 
 impl DistributionEvaluator {
     /// An evaluator over the shared profiles.
-    pub fn new(catalog: Arc<ModelCatalog>, profiles: Arc<Profiles>) -> Self {
+    pub(crate) fn new(catalog: Arc<ModelCatalog>, profiles: Arc<Profiles>) -> Self {
         Self { catalog, profiles }
     }
 

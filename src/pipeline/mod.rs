@@ -167,6 +167,9 @@ struct Pipeline {
     writer: WindowWriter,
     dead: DeadLetters,
     counters: Counters,
+    /// The counters restored at start: the Prometheus counters count this
+    /// process's share (from 0), so a restart reads as a reset.
+    metrics_base: Counters,
     tracking: TrackingSink,
     /// Webhook deliveries that failed, counted by the alert sink's task.
     webhook_failures: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -242,6 +245,7 @@ impl Pipeline {
             step,
             writer,
             dead: DeadLetters::default(),
+            metrics_base: counters.clone(),
             counters,
             tracking,
             webhook_failures,
@@ -446,7 +450,11 @@ impl Pipeline {
             kafka::publish_lag(c);
         }
         crate::telemetry::checkpointed();
-        crate::telemetry::publish(&self.counters, self.step.windows().open_windows());
+        crate::telemetry::publish(
+            &self.counters,
+            &self.metrics_base,
+            self.step.windows().open_windows(),
+        );
         let w = self.step.windows();
         tracing::debug!(
             open_windows = w.open_windows(),
@@ -560,7 +568,11 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
             let t0 = Instant::now();
             pipeline.process(&batch).await?;
             process_time += t0.elapsed();
-            crate::telemetry::publish(&pipeline.counters, pipeline.step.windows().open_windows());
+            crate::telemetry::publish(
+                &pipeline.counters,
+                &pipeline.metrics_base,
+                pipeline.step.windows().open_windows(),
+            );
             if let Some(p) = &control.progress {
                 p.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }

@@ -211,17 +211,16 @@ impl Histogram {
     }
 }
 
-/// Two sorted samples counted over the same `bins` equal-width bins that
+/// Two samples counted over the same `bins` equal-width bins that
 /// span both (the last bin closed): the pair of histograms a reader puts
 /// side by side. Returns the `bins + 1` edges and each sample's counts;
 /// one bin when every value is equal, nothing when both are empty.
 /// Non-finite values are skipped.
 pub fn shared_bins(a: &[f64], b: &[f64], bins: usize) -> (Vec<f64>, Vec<u64>, Vec<u64>) {
+    // Any order works (a sorted sample is the usual input).
     let finite = |s: &[f64]| -> (Option<f64>, Option<f64>) {
-        (
-            s.iter().copied().find(|v| v.is_finite()),
-            s.iter().rev().copied().find(|v| v.is_finite()),
-        )
+        let f = s.iter().copied().filter(|v| v.is_finite());
+        (f.clone().reduce(f64::min), f.reduce(f64::max))
     };
     let ((a0, a1), (b0, b1)) = (finite(a), finite(b));
     let lo = [a0, b0].into_iter().flatten().reduce(f64::min);

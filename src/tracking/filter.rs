@@ -114,8 +114,8 @@ fn lex(src: &str) -> Result<Vec<Tok>, TrackingError> {
                     i += 1;
                 }
                 let n: String = chars[start..i].iter().collect();
-                if n.parse::<f64>().is_err() {
-                    return Err(err(src, format!("`{n}` is not a number")));
+                if !n.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(err(src, format!("`{n}` is not a finite number")));
                 }
                 out.push(Tok::Num(n));
             }
@@ -158,7 +158,15 @@ struct Parser<'a> {
     pos: usize,
     /// (kind, key) -> join alias.
     joins: BTreeMap<(String, String), String>,
+    /// `not` and parentheses open around the current position.
+    depth: usize,
 }
+
+/// Deepest nesting of `not` and parentheses a filter may have (the parser
+/// recurses once per level).
+const MAX_DEPTH: usize = 64;
+/// Longest filter accepted, in bytes.
+const MAX_LEN: usize = 10_000;
 
 /// A SQL string literal.
 pub(crate) fn quote(s: &str) -> String {
@@ -199,19 +207,30 @@ impl Parser<'_> {
     }
 
     fn not(&mut self) -> Result<String, TrackingError> {
-        if self.keyword("not") {
-            self.pos += 1;
-            return Ok(format!("(NOT {})", self.not()?));
+        let nested = self.keyword("not") || self.peek() == Some(&Tok::LParen);
+        if !nested {
+            return self.comparison();
         }
-        if self.peek() == Some(&Tok::LParen) {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(err(
+                self.src,
+                format!("more than {MAX_DEPTH} levels of `not` and parentheses"),
+            ));
+        }
+        let e = if self.keyword("not") {
+            self.pos += 1;
+            format!("(NOT {})", self.not()?)
+        } else {
             self.pos += 1;
             let e = self.or()?;
             if self.next() != Some(Tok::RParen) {
                 return Err(err(self.src, "missing `)`"));
             }
-            return Ok(e);
-        }
-        self.comparison()
+            e
+        };
+        self.depth -= 1;
+        Ok(e)
     }
 
     /// The SQL expression of an operand, and whether it is numeric.
@@ -271,6 +290,12 @@ impl Parser<'_> {
         let op = if op == "<>" { "!=".to_string() } else { op };
         match self.next() {
             Some(Tok::Num(n)) => {
+                if op == "LIKE" || op == "ILIKE" {
+                    return Err(err(
+                        self.src,
+                        format!("`{name} {op}` takes a quoted pattern, not a number"),
+                    ));
+                }
                 let lhs = if kind == "text" {
                     format!("try_cast({lhs} AS DOUBLE)")
                 } else {
@@ -331,12 +356,19 @@ impl Parser<'_> {
 /// status, start_time, end_time` plus one column per metric, param or tag
 /// the filter names. `experiment` restricts to one experiment.
 pub fn translate(filter: &str, experiment: Option<&str>) -> Result<Translated, TrackingError> {
+    if filter.len() > MAX_LEN {
+        return Err(err(
+            &filter[..filter.floor_char_boundary(80)],
+            format!("the filter is longer than {MAX_LEN} bytes"),
+        ));
+    }
     let toks = lex(filter)?;
     let mut p = Parser {
         src: filter,
         toks,
         pos: 0,
         joins: BTreeMap::new(),
+        depth: 0,
     };
     let mut conditions = Vec::new();
     if let Some(e) = experiment {
@@ -408,6 +440,42 @@ pub fn translate(filter: &str, experiment: Option<&str>) -> Result<Translated, T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_filters_are_refused_with_a_reason() {
+        for (filter, reason) in [
+            ("metrics.a > -inf", "not a finite number"),
+            ("metrics.a > nan", "expected a number"),
+            ("metrics.a like 5", "quoted pattern"),
+            ("start_time like 5", "quoted pattern"),
+        ] {
+            let e = translate(filter, None).unwrap_err().to_string();
+            assert!(e.contains(reason), "{filter}: {e}");
+        }
+        let deep = format!("{}metrics.a > 1", "not ".repeat(100));
+        assert!(
+            translate(&deep, None)
+                .unwrap_err()
+                .to_string()
+                .contains("levels")
+        );
+        let deep = format!("{}metrics.a > 1{}", "(".repeat(65), ")".repeat(65));
+        assert!(
+            translate(&deep, None)
+                .unwrap_err()
+                .to_string()
+                .contains("levels")
+        );
+        let ok = format!("{}metrics.a > 1{}", "(".repeat(64), ")".repeat(64));
+        assert!(translate(&ok, None).is_ok());
+        let long = format!("metrics.a > 1{}", " or metrics.a > 1".repeat(1000));
+        assert!(
+            translate(&long, None)
+                .unwrap_err()
+                .to_string()
+                .contains("longer")
+        );
+    }
 
     #[test]
     fn translates_and_rejects() {

@@ -6,19 +6,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::{TestResult, run_mlwatch};
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::{Killed, TestResult, run_mlwatch};
 
 /// Starts `mlwatch ARGS` and returns it with the first `http://` URL its
 /// stdout prints.
@@ -67,15 +58,15 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Runs headless Chromium on `url` with `mode` (`--dump-dom` or
-/// `--screenshot=FILE`); returns stdout, after checking that the page
-/// logged nothing to the console (the pages have no scripts).
+/// `--screenshot=FILE`), killed after 90 s; returns stdout and the console
+/// messages the page logged.
 fn headless(
     browser: &Path,
     url: &str,
     mode: &str,
     profile: &Path,
-) -> Result<String, Box<dyn std::error::Error>> {
-    let out = Command::new(browser)
+) -> Result<(String, Vec<String>), Box<dyn std::error::Error>> {
+    let mut child = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -86,6 +77,7 @@ fn headless(
             "--disable-component-update",
             "--disable-sync",
             "--hide-scrollbars",
+            "--disable-dev-shm-usage",
             "--enable-logging=stderr",
             "--v=0",
             "--window-size=1100,2400",
@@ -93,12 +85,38 @@ fn headless(
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(mode)
         .arg(url)
-        .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let console: Vec<&str> = stderr.lines().filter(|l| l.contains("CONSOLE")).collect();
-    assert!(console.is_empty(), "{url}: console messages: {console:#?}");
-    assert!(out.status.success(), "{url}: chromium failed: {stderr}");
-    Ok(String::from_utf8(out.stdout)?)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let read = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            r.read_to_string(&mut s).map(|_| s)
+        })
+    };
+    let out = read(Box::new(child.stdout.take().ok_or("stdout")?));
+    let err = read(Box::new(child.stderr.take().ok_or("stderr")?));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{url}: chromium did not finish in 90 s").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out.join().map_err(|_| "stdout reader")??;
+    let stderr = err.join().map_err(|_| "stderr reader")??;
+    assert!(status.success(), "{url}: chromium failed: {stderr}");
+    let console = stderr
+        .lines()
+        .filter(|l| l.contains("CONSOLE"))
+        .map(str::to_string)
+        .collect();
+    Ok((stdout, console))
 }
 
 /// Each `<figure class="chart" data-chart=NAME>` of `dom` with its content.
@@ -224,6 +242,7 @@ async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_request
     );
 
     // Bad requests: 4xx pages with the reason.
+    let deep = format!("/runs?filter={}metrics.loss+%3E+1", "not+".repeat(100));
     let unknown_run = "0".repeat(32);
     for (path, status, reason) in [
         (
@@ -244,6 +263,22 @@ async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_request
         ("/runs/xyz", 400, "bad run id: `xyz` is not 32 hex digits"),
         ("/runs?filter=metrics.acc+%3E%3E+1", 400, "bad filter"),
         ("/runs?filter=params.x+%3D", 400, "bad filter"),
+        (
+            "/runs?filter=metrics.val_accuracy+%3E+-inf",
+            400,
+            "not a finite number",
+        ),
+        (
+            "/runs?filter=metrics.val_accuracy+like+5",
+            400,
+            "quoted pattern",
+        ),
+        (&deep[..], 400, "levels"),
+        (
+            "/models/a%20b%27%3Cc%3E",
+            404,
+            "model `a b'&lt;c&gt;` not found",
+        ),
         ("/compare?runs=abc", 400, "at least two run ids"),
         ("/no/such/page", 404, "not found"),
     ] {
@@ -326,16 +361,23 @@ async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_request
             "metric-loss",
         ],
     ));
+    // The console check can fail: a page that logs an error is caught.
+    let noisy = tmp.path().join("noisy.html");
+    std::fs::write(&noisy, "<script>console.error('boom')</script>")?;
+    let noisy = format!("file://{}", noisy.display());
+    let (_, console) = headless(&browser, &noisy, "--dump-dom", &profile)?;
+    assert!(
+        console.iter().any(|l| l.contains("boom")),
+        "console not captured: {console:?}"
+    );
     for (name, url, charts) in &targets {
-        let dom = headless(&browser, url, "--dump-dom", &profile)?;
+        let (dom, console) = headless(&browser, url, "--dump-dom", &profile)?;
+        assert!(console.is_empty(), "{name}: console messages: {console:#?}");
         assert_charts(name, &dom, charts);
         let png = shots.join(format!("{name}.png"));
-        headless(
-            &browser,
-            url,
-            &format!("--screenshot={}", png.display()),
-            &profile,
-        )?;
+        let shot = format!("--screenshot={}", png.display());
+        let (_, console) = headless(&browser, url, &shot, &profile)?;
+        assert!(console.is_empty(), "{name}: console messages: {console:#?}");
         let size = std::fs::metadata(&png)?.len();
         assert!(size > 10_000, "{name}: screenshot of {size} bytes");
     }

@@ -44,3 +44,14 @@ where
     }
     Ok(String::from_utf8(out.stdout)?)
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test
+/// leaves no server running.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

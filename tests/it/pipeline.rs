@@ -619,6 +619,7 @@ async fn run_serves_metrics_and_the_lag_falls_to_zero_when_drained() -> TestResu
         .stderr(Stdio::piped())
         .spawn()?;
     let stderr = child.stderr.take().ok_or("stderr")?;
+    let child = crate::Killed(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -669,8 +670,7 @@ async fn run_serves_metrics_and_the_lag_falls_to_zero_when_drained() -> TestResu
     }
     let health = reqwest::get(format!("{base}/health")).await?;
     let status = health.status().as_u16();
-    child.kill()?;
-    child.wait()?;
+    drop(child);
     assert!(
         drained,
         "4,000 events and the lag of the 4 partitions at 0:\n{last}"
