@@ -326,8 +326,11 @@ pub(crate) fn chart(metric: &str, rows: &[&ResultRow]) -> Result<String> {
             .y_label_area_size(70)
             .build_cartesian_2d(0i64..(ends.len() as i64 - 1).max(1), (y0 - pad)..(y1 + pad))
             .map_err(|e| err(&e))?;
+        let labels = crate::tracking::plot::time_labels(&ends);
         c.configure_mesh()
-            .x_desc("window")
+            .x_desc("window end")
+            .x_labels(ends.len().min(8))
+            .x_label_formatter(&|x: &i64| labels.get(*x as usize).cloned().unwrap_or_default())
             .y_desc("variant − control")
             .draw()
             .map_err(|e| err(&e))?;

@@ -106,7 +106,7 @@ pub(crate) fn lines(chart: &LineChart) -> Result<String> {
                     String::new()
                 }
             }
-            (None, true) => format!("1e{y:.0}"),
+            (None, true) => format!("{:.0e}", 10f64.powf(*y)),
             (None, false) => format!("{y:.3}"),
         };
         let mut mesh = c.configure_mesh();

@@ -175,30 +175,7 @@ pub(crate) fn batches(batches: &[RecordBatch], link: Option<LinkColumn<'_>>) -> 
     Ok(table(&names, &rows))
 }
 
-/// `HH:MM` of an RFC 3339-ish timestamp (`2026-01-01T00:05:00Z`,
-/// `2026-01-01 00:05:00`), for axis labels; the whole text otherwise.
-pub(crate) fn short_time(ts: &str) -> String {
-    match ts.get(11..16) {
-        Some(hm) if ts.len() >= 16 => hm.to_string(),
-        _ => ts.to_string(),
-    }
-}
-
-/// Axis labels of sorted timestamps: `HH:MM` when they share a date,
-/// `MM-DD HH:MM` when they span several.
-pub(crate) fn time_labels<S: AsRef<str>>(ts: &[S]) -> Vec<String> {
-    let date = |t: &S| t.as_ref().get(..10).map(str::to_string);
-    let one_day = ts.first().map(date) == ts.last().map(date);
-    ts.iter()
-        .map(|t| {
-            let t = t.as_ref();
-            match t.get(5..16) {
-                Some(md) if !one_day && t.len() >= 16 => md.replacen('T', " ", 1),
-                _ => short_time(t),
-            }
-        })
-        .collect()
-}
+pub(crate) use crate::tracking::plot::{short_time, time_labels};
 
 #[cfg(test)]
 mod tests {

@@ -713,7 +713,7 @@ impl Dashboard {
                  l AS (SELECT *, row_number() OVER (PARTITION BY version, family, coalesce(\"column\", '') \
                  ORDER BY window_start DESC, alert_id DESC) AS rn FROM a) \
                  SELECT CAST(window_end AS VARCHAR) AS window_end, version, kind, \"column\", message FROM l \
-                 WHERE rn = 1 ORDER BY window_end DESC, kind, version, \"column\""
+                 WHERE rn = 1 ORDER BY CASE WHEN kind IN ('drift', 'dataset_drift') THEN 0 ELSE 1 END, window_end DESC, kind, version, \"column\""
             ),
         )
         .await?;
