@@ -36,12 +36,12 @@ pub(super) async fn run(args: ReportArgs) -> anyhow::Result<()> {
         models: args.model,
         experiments: args.experiment,
     };
-    let html = Dashboard::new(storage).report(&scope).await?;
+    let (html, held) = Dashboard::new(storage).report_of(&scope).await?;
     std::fs::write(&args.out, &html)
         .map_err(|e| anyhow::anyhow!("--out {}: {e}", args.out.display()))?;
     super::print_out(&format!(
         "{}\n",
-        serde_json::json!({"out": args.out.display().to_string(), "bytes": html.len(), "models": scope.models, "experiments": scope.experiments})
+        serde_json::json!({"out": args.out.display().to_string(), "bytes": html.len(), "models": held.models, "experiments": held.experiments})
     ))?;
     Ok(())
 }

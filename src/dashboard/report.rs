@@ -21,6 +21,12 @@ impl Dashboard {
     /// The report document; a model or experiment named in `scope` without
     /// data is [`PageError::NotFound`].
     pub async fn report(&self, scope: &ReportScope) -> Result<String, PageError> {
+        Ok(self.report_of(scope).await?.0)
+    }
+
+    /// [`Dashboard::report`] with the scope it resolved to (the models and
+    /// experiments it holds).
+    pub async fn report_of(&self, scope: &ReportScope) -> Result<(String, ReportScope), PageError> {
         let ctx = self.context()?;
         #[derive(serde::Deserialize)]
         struct Pair {
@@ -80,6 +86,12 @@ impl Dashboard {
                 )
             })
             .collect();
-        Ok(document("Report", &body, links))
+        Ok((
+            document("Report", &body, links),
+            ReportScope {
+                models,
+                experiments,
+            },
+        ))
     }
 }

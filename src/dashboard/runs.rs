@@ -15,6 +15,8 @@ use crate::tracking::{ExperimentTracker, filter, sql_list};
 /// Runs whose curves a search page draws, and metrics charted per page.
 const MAX_CURVE_RUNS: usize = 10;
 const MAX_CURVE_METRICS: usize = 4;
+/// Runs one comparison may hold.
+const MAX_COMPARED: usize = 10;
 
 #[derive(Deserialize)]
 struct Point {
@@ -127,20 +129,28 @@ impl Dashboard {
                 reason: e.to_string(),
             })?
             .sql;
-        // The plain context, not the reaping one: a page only reads (runs of
-        // dead processes show as RUNNING until a CLI read reaps them).
+        // Neither reaping nor compacting: a page only reads (runs of dead
+        // processes show as RUNNING until a CLI read reaps them).
         let tracker = ExperimentTracker::new(self.storage().clone());
-        let ctx = tracker.context().await?;
-        // The query is the filter's: a plan it cannot make is the filter's fault.
+        let ctx = tracker.tables_context().await?;
+        // The query is the filter's: a plan it cannot make, or a value it
+        // cannot convert, is the filter's fault; storage failures are not.
+        let blame = |e: datafusion::error::DataFusionError| match e.find_root() {
+            datafusion::error::DataFusionError::ObjectStore(_)
+            | datafusion::error::DataFusionError::IoError(_)
+            | datafusion::error::DataFusionError::External(_) => PageError::from(e),
+            _ => PageError::BadRequest {
+                what: "filter",
+                reason: e.to_string(),
+            },
+        };
         let found = ctx
             .sql(&sql)
             .await
-            .map_err(|e| PageError::BadRequest {
-                what: "filter",
-                reason: e.to_string(),
-            })?
+            .map_err(blame)?
             .collect()
-            .await?;
+            .await
+            .map_err(blame)?;
         let mut body = String::from("<h1>Runs</h1>");
         if links == Links::Server {
             let _ = write!(
@@ -195,7 +205,7 @@ impl Dashboard {
     pub(crate) async fn run(&self, id: &str) -> Result<Page, PageError> {
         let id = run_id(id)?;
         let tracker = ExperimentTracker::new(self.storage().clone());
-        let ctx = tracker.context().await?;
+        let ctx = tracker.tables_context().await?;
         let named = run_names(&ctx, &[id]).await?;
         let mut body = format!("<h1>Run {}</h1>", esc(&named[0].1));
         let q = filter::quote(id);
@@ -239,11 +249,19 @@ impl Dashboard {
     /// Runs side by side: params and latest metrics (rows that differ
     /// marked), and each metric's curves together.
     pub(crate) async fn compare(&self, ids: &str) -> Result<Page, PageError> {
-        let ids: Vec<&str> = ids
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let mut unique: Vec<&str> = Vec::new();
+        for id in ids.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if !unique.contains(&id) {
+                unique.push(id);
+            }
+        }
+        let ids = unique;
+        if ids.len() > MAX_COMPARED {
+            return Err(PageError::BadRequest {
+                what: "runs",
+                reason: format!("compare at most {MAX_COMPARED} runs (got {})", ids.len()),
+            });
+        }
         if ids.len() < 2 {
             return Err(PageError::BadRequest {
                 what: "runs",
@@ -254,7 +272,7 @@ impl Dashboard {
             run_id(id)?;
         }
         let tracker = ExperimentTracker::new(self.storage().clone());
-        let ctx = tracker.context().await?;
+        let ctx = tracker.tables_context().await?;
         let runs = run_names(&ctx, &ids).await?;
         let list = sql_list(&ids);
         let mut table: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();

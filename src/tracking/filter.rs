@@ -162,6 +162,19 @@ struct Parser<'a> {
     depth: usize,
 }
 
+/// `terms` joined by `op` in one pair of parentheses (a single term as is).
+fn flat(mut terms: Vec<String>, op: &str) -> String {
+    if terms.len() == 1 {
+        terms.remove(0)
+    } else {
+        format!("({})", terms.join(&format!(" {op} ")))
+    }
+}
+
+/// Most distinct metrics, params and tags one filter may name (one join
+/// each).
+const MAX_KEYS: usize = 32;
+
 /// Deepest nesting of `not` and parentheses a filter may have (the parser
 /// recurses once per level).
 const MAX_DEPTH: usize = 64;
@@ -189,21 +202,23 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<String, TrackingError> {
-        let mut left = self.and()?;
+        // Flat `(a OR b OR c)`, not nested pairs: DataFusion's SQL parser
+        // has a recursion limit that nested pairs reach at about 45 terms.
+        let mut terms = vec![self.and()?];
         while self.keyword("or") {
             self.pos += 1;
-            left = format!("({left} OR {})", self.and()?);
+            terms.push(self.and()?);
         }
-        Ok(left)
+        Ok(flat(terms, "OR"))
     }
 
     fn and(&mut self) -> Result<String, TrackingError> {
-        let mut left = self.not()?;
+        let mut terms = vec![self.not()?];
         while self.keyword("and") {
             self.pos += 1;
-            left = format!("({left} AND {})", self.not()?);
+            terms.push(self.not()?);
         }
-        Ok(left)
+        Ok(flat(terms, "AND"))
     }
 
     fn not(&mut self) -> Result<String, TrackingError> {
@@ -257,6 +272,16 @@ impl Parser<'_> {
             return Ok((format!("r.{key}"), "attribute"));
         }
         let n = self.joins.len();
+        if n >= MAX_KEYS
+            && !self
+                .joins
+                .contains_key(&(kind.to_string(), key.to_string()))
+        {
+            return Err(err(
+                self.src,
+                format!("more than {MAX_KEYS} distinct metrics, params and tags"),
+            ));
+        }
         let alias = self
             .joins
             .entry((kind.to_string(), key.to_string()))
@@ -296,12 +321,19 @@ impl Parser<'_> {
                         format!("`{name} {op}` takes a quoted pattern, not a number"),
                     ));
                 }
-                let lhs = if kind == "text" {
-                    format!("try_cast({lhs} AS DOUBLE)")
-                } else {
-                    lhs
-                };
-                Ok(format!("{lhs} {op} {n}"))
+                match kind {
+                    "text" => Ok(format!("try_cast({lhs} AS DOUBLE) {op} {n}")),
+                    // Times against a number: milliseconds since the epoch,
+                    // as MLflow's `attributes.start_time > 1700000000000`.
+                    "attribute" if lhs.ends_with("_time") => Ok(format!(
+                        "{lhs} {op} to_timestamp_millis(CAST({n} AS BIGINT))"
+                    )),
+                    "attribute" => Err(err(
+                        self.src,
+                        format!("`{name}` is text; compare it with a quoted string"),
+                    )),
+                    _ => Ok(format!("{lhs} {op} {n}")),
+                }
             }
             Some(Tok::Str(s)) => {
                 if kind == "metric" {
@@ -448,6 +480,8 @@ mod tests {
             ("metrics.a > nan", "expected a number"),
             ("metrics.a like 5", "quoted pattern"),
             ("start_time like 5", "quoted pattern"),
+            ("run_name = 5", "is text"),
+            ("status > 1.5", "is text"),
         ] {
             let e = translate(filter, None).unwrap_err().to_string();
             assert!(e.contains(reason), "{filter}: {e}");
@@ -468,6 +502,9 @@ mod tests {
         );
         let ok = format!("{}metrics.a > 1{}", "(".repeat(64), ")".repeat(64));
         assert!(translate(&ok, None).is_ok());
+        let keys: String = (0..33).map(|i| format!(" and metrics.k{i} > 1")).collect();
+        let e = translate(&format!("metrics.a > 1{keys}"), None).unwrap_err();
+        assert!(e.to_string().contains("distinct"), "{e}");
         let long = format!("metrics.a > 1{}", " or metrics.a > 1".repeat(1000));
         assert!(
             translate(&long, None)

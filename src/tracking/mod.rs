@@ -636,8 +636,9 @@ impl ExperimentTracker {
         self.tables_context().await
     }
 
-    /// A SQL session over the tracking tables, without compacting.
-    async fn tables_context(&self) -> Result<SessionContext> {
+    /// A SQL session over the tracking tables, without compacting (nothing
+    /// is written: what the dashboard's pages read from).
+    pub(crate) async fn tables_context(&self) -> Result<SessionContext> {
         let ctx = crate::query::new_context(Default::default());
         register_tables(&ctx, &self.storage).await?;
         Ok(ctx)

@@ -5,6 +5,7 @@
 //! text with the consumer lag at 0 once the stream is drained.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,7 +88,13 @@ fn headless(
         .arg(url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: the browser's helpers go with it.
+        .process_group(0)
         .spawn()?;
+    let group = format!("-{}", child.id());
+    let kill_group = || {
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    };
     let read = |mut r: Box<dyn std::io::Read + Send>| {
         std::thread::spawn(move || {
             let mut s = String::new();
@@ -102,12 +109,14 @@ fn headless(
             break s;
         }
         if started.elapsed() > Duration::from_secs(90) {
-            let _ = child.kill();
+            kill_group();
             let _ = child.wait();
             return Err(format!("{url}: chromium did not finish in 90 s").into());
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // A helper left behind would hold the pipes open.
+    kill_group();
     let stdout = out.join().map_err(|_| "stdout reader")??;
     let stderr = err.join().map_err(|_| "stderr reader")??;
     assert!(status.success(), "{url}: chromium failed: {stderr}");
@@ -243,6 +252,20 @@ async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_request
 
     // Bad requests: 4xx pages with the reason.
     let deep = format!("/runs?filter={}metrics.loss+%3E+1", "not+".repeat(100));
+    let many_keys: String = (0..33)
+        .map(|i| format!("+and+metrics.k{i}+%3E+1"))
+        .collect();
+    let many_keys = format!("/runs?filter=metrics.loss+%3E+1{many_keys}");
+    let too_many: Vec<String> = (0..11).map(|i| format!("{i:032x}")).collect();
+    let too_many = format!("/compare?runs={}", too_many.join(","));
+    // Long flat `or` chains and times against epoch milliseconds work.
+    let long_or: String = (0..60).map(|_| "+or+metrics.loss+%3E+100").collect();
+    let (status, page) = get(&format!("{base}/runs?filter=metrics.loss+%3E+0{long_or}")).await?;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("train-v1") && page.contains("train-v2"));
+    let (status, page) = get(&format!("{base}/runs?filter=start_time+%3E+1000")).await?;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("train-v1") && page.contains("train-v2"));
     let unknown_run = "0".repeat(32);
     for (path, status, reason) in [
         (
@@ -274,6 +297,9 @@ async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_request
             "quoted pattern",
         ),
         (&deep[..], 400, "levels"),
+        ("/runs?filter=run_name+%3D+5", 400, "is text"),
+        (&many_keys[..], 400, "distinct"),
+        (&too_many[..], 400, "at most 10 runs"),
         (
             "/models/a%20b%27%3Cc%3E",
             404,

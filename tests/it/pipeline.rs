@@ -615,7 +615,7 @@ async fn run_serves_metrics_and_the_lag_falls_to_zero_when_drained() -> TestResu
         demo::demo_config_toml(&brokers, &s.root.join("metrics"), &s.reference),
     )?;
     let mut child = run_command(&cfg_path, "metrics")
-        .args(["--until-idle", "60s", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--until-idle", "120s", "--metrics-listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()?;
     let stderr = child.stderr.take().ok_or("stderr")?;
