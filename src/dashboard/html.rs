@@ -81,7 +81,7 @@ const CSS: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
 main{padding:1em 2em;max-width:1100px}nav{background:#1f3b57;padding:.6em 2em}\
 nav a{color:#fff;margin-right:1.5em;text-decoration:none;font-weight:600}\
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}\
-table{border-collapse:collapse;font-size:13px;margin:.5em 0}\
+table{border-collapse:collapse;font-size:13px;margin:.5em 0;display:block;max-width:100%;overflow-x:auto}\
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}\
 td.n{text-align:right}td.l{text-align:left}.verdict{font-size:1.3em;font-weight:bold}\
 .ship{color:#1a7f37}.invalid,.stop,.bad{color:#b42318}.keep_control,.keep_running,.muted{color:#666}\
