@@ -9,6 +9,7 @@ mod run;
 mod runs;
 mod serve;
 mod sql;
+mod sql_shell;
 mod stats;
 
 use std::path::{Path, PathBuf};

@@ -17,13 +17,30 @@ pub enum Format {
     Csv,
     /// One JSON object per row (JSON lines).
     Json,
+    /// A Parquet file (needs `--out`).
+    Parquet,
 }
 
 /// Arguments of `mlwatch sql`.
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// The SQL statement (the tables are listed below).
-    pub query: String,
+    /// The SQL statement (the tables are listed below); without one (and
+    /// without --query) an interactive shell opens: statements end with
+    /// `;`, `\d` lists the tables, `\d TABLE` shows one's columns,
+    /// `\format FORMAT` switches the output, `\q` quits.
+    #[arg(value_name = "STATEMENT", conflicts_with = "named")]
+    pub statement: Option<String>,
+    /// Run a query shipped in `sql/` by name (`--query list` lists them
+    /// with their parameters).
+    #[arg(long = "query", value_name = "NAME")]
+    pub named: Option<String>,
+    /// A parameter of the named query, `key=value` (repeatable); `$key` in
+    /// its SQL.
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "named")]
+    pub params: Vec<String>,
+    /// Write the result to this file instead of stdout (needed by parquet).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
     /// Storage root to query (path or URL); defaults to storage.url of the config.
     #[arg(long, value_name = "URL")]
     pub data: Option<String>,
@@ -36,8 +53,19 @@ pub struct SqlArgs {
 }
 
 pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
+    if args.named.as_deref() == Some("list") {
+        let mut out = String::new();
+        for q in query::named::shipped() {
+            out.push_str(&serde_json::to_string(&q)?);
+            out.push('\n');
+        }
+        return super::print_out(&out);
+    }
+    if matches!(args.format, Format::Parquet) && args.out.is_none() {
+        anyhow::bail!("--format parquet: give the file with --out FILE");
+    }
     let config = super::load_config(args.config.as_ref())?;
-    let url = args.data.unwrap_or(config.storage.url.clone());
+    let url = args.data.clone().unwrap_or(config.storage.url.clone());
     // Read-only: a storage root that does not exist is an error, not created.
     let storage = Storage::open_existing(&url, &config.storage.options)?;
     tracing::debug!(%url, "registering the tables");
@@ -45,14 +73,58 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     query::register_tables(&ctx, &storage)?;
     query::register_registry_tables(&ctx, &storage).await?;
     crate::tracking::register_tables(&ctx, &storage).await?;
-    let df = ctx.sql(&args.query).await?;
+    let (sql, params) = match (&args.statement, &args.named) {
+        (Some(s), _) => (s.clone(), None),
+        (None, Some(name)) => {
+            let q = query::named::find(name)?;
+            let params = query::named::bind(&q, &args.params)?;
+            (q.sql.to_string(), params)
+        }
+        (None, None) => return super::sql_shell::run(&ctx, &url, args.format).await,
+    };
+    let batches = execute(&ctx, &sql, params).await?;
+    match (&args.out, args.format) {
+        (Some(path), Format::Parquet) => write_parquet(path, &batches),
+        (Some(path), f) => std::fs::write(path, render(&batches, f)?)
+            .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display())),
+        (None, f) => super::print_out(&render(&batches, f)?),
+    }
+}
+
+/// Runs `sql` (with `params` bound) and collects its batches; no rows is
+/// one empty batch, so a header is still printed.
+pub(super) async fn execute(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    params: Option<datafusion::common::ParamValues>,
+) -> anyhow::Result<Vec<RecordBatch>> {
+    let mut df = ctx.sql(sql).await?;
+    if let Some(p) = params {
+        df = df.with_param_values(p)?;
+    }
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let mut batches = df.collect().await?;
     if batches.is_empty() {
         // No rows: still a header (table, CSV), never an empty box.
         batches.push(RecordBatch::new_empty(schema));
     }
-    super::print_out(&render(&batches, args.format)?)
+    Ok(batches)
+}
+
+/// Writes `batches` to a local Parquet file.
+pub(super) fn write_parquet(path: &std::path::Path, batches: &[RecordBatch]) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)
+        .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| anyhow::anyhow!("no result to write"))?;
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(())
 }
 
 /// The help text after the options: every table `mlwatch sql` registers,
@@ -64,9 +136,10 @@ pub fn tables_help() -> String {
     )
 }
 
-/// Renders batches in `format`.
+/// Renders batches in `format` (Parquet is binary: see `write_parquet`).
 pub fn render(batches: &[RecordBatch], format: Format) -> anyhow::Result<String> {
     Ok(match format {
+        Format::Parquet => anyhow::bail!("parquet is written to a file (--out FILE)"),
         Format::Table => format!(
             "{}\n",
             datafusion::arrow::util::pretty::pretty_format_batches(batches)?

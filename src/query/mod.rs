@@ -5,6 +5,7 @@
 //! Parquet listing under the storage root) by name, with its schema given up
 //! front so that a table with no files yet is simply empty.
 
+pub mod named;
 pub(crate) mod prepared;
 
 use std::sync::Arc;

@@ -172,16 +172,7 @@ fn assert_charts(page: &str, dom: &str, expected: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_requests_get_4xx()
 -> TestResult {
-    use mlwatch::demo::{self, DemoOptions};
-    let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("data");
-    demo::run_demo(&DemoOptions {
-        data: data.clone(),
-        events: 20_000,
-        windows: 10,
-    })
-    .await?;
-    let data_arg = data.display().to_string();
+    let (tmp, data_arg) = crate::demo_output().await?;
     let (_server, base) = start(&["serve", "--data", &data_arg, "--listen", "127.0.0.1:0"])?;
 
     // A run id to open, from the runs page's links.

@@ -11,6 +11,7 @@ mod oracle;
 mod pipeline;
 mod properties;
 mod registry;
+mod sql_shell;
 mod tracking;
 mod tracking_cli;
 mod tracking_kafka;
@@ -54,4 +55,18 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The demo's output (20,000 events over 10 windows) in a new temporary
+/// folder: the folder (kept alive by the caller) and the data root in it.
+pub async fn demo_output() -> Result<(tempfile::TempDir, String), Box<dyn std::error::Error>> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("data");
+    mlwatch::demo::run_demo(&mlwatch::demo::DemoOptions {
+        data: data.clone(),
+        events: 20_000,
+        windows: 10,
+    })
+    .await?;
+    Ok((tmp, data.display().to_string()))
 }
