@@ -54,6 +54,9 @@ pub struct SqlArgs {
 
 pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     if args.named.as_deref() == Some("list") {
+        if !args.params.is_empty() || args.out.is_some() {
+            anyhow::bail!("--query list takes no --param or --out");
+        }
         let mut out = String::new();
         for q in query::named::shipped() {
             out.push_str(&serde_json::to_string(&q)?);
@@ -77,12 +80,19 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
         (Some(s), _) => (s.clone(), None),
         (None, Some(name)) => {
             let q = query::named::find(name)?;
-            let params = query::named::bind(&q, &args.params)?;
+            let params = Some(query::named::bind(&q, &args.params)?);
             (q.sql.to_string(), params)
         }
-        (None, None) => return super::sql_shell::run(&ctx, &url, args.format).await,
+        (None, None) => {
+            if args.out.is_some() || matches!(args.format, Format::Parquet) {
+                anyhow::bail!(
+                    "--out and --format parquet need a statement or --query (the shell prints)"
+                );
+            }
+            return super::sql_shell::run(&ctx, &url, args.format).await;
+        }
     };
-    let batches = execute(&ctx, &sql, params).await?;
+    let batches = execute(&ctx, &sql, params.as_ref()).await?;
     match (&args.out, args.format) {
         (Some(path), Format::Parquet) => write_parquet(path, &batches),
         (Some(path), f) => std::fs::write(path, render(&batches, f)?)
@@ -91,16 +101,20 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Runs `sql` (with `params` bound) and collects its batches; no rows is
-/// one empty batch, so a header is still printed.
+/// Runs `sql` (with `params` bound, typed as the plan infers) and
+/// collects its batches; no rows is one empty batch, so a header is still
+/// printed. Statements that write (`INSERT`, `COPY`) are refused: the
+/// tables belong to mlwatch.
 pub(super) async fn execute(
     ctx: &datafusion::prelude::SessionContext,
     sql: &str,
-    params: Option<datafusion::common::ParamValues>,
+    params: Option<&std::collections::BTreeMap<String, String>>,
 ) -> anyhow::Result<Vec<RecordBatch>> {
-    let mut df = ctx.sql(sql).await?;
-    if let Some(p) = params {
-        df = df.with_param_values(p)?;
+    let options = datafusion::execution::context::SQLOptions::new().with_allow_dml(false);
+    let mut df = ctx.sql_with_options(sql, options).await?;
+    if let Some(p) = params.filter(|p| !p.is_empty()) {
+        let values = query::named::typed(df.logical_plan(), p)?;
+        df = df.with_param_values(values)?;
     }
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let mut batches = df.collect().await?;

@@ -15,8 +15,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 /// The shipped queries: name and text.
-const SHIPPED: [(&str, &str); 4] = [
+const SHIPPED: [(&str, &str); 5] = [
     ("ab_by_version", include_str!("../../sql/ab_by_version.sql")),
+    (
+        "drift_by_training_run",
+        include_str!("../../sql/drift_by_training_run.sql"),
+    ),
     (
         "drift_by_window",
         include_str!("../../sql/drift_by_window.sql"),
@@ -72,44 +76,37 @@ pub fn find(name: &str) -> Result<NamedQuery> {
     })
 }
 
-/// The `$name` placeholders of `sql` outside comments and string literals.
+/// The `$name` placeholders of `sql` (SQL's own tokenizer: none inside
+/// string literals or comments; `$1` positional ones are not parameters).
 fn placeholders(sql: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for line in sql.lines() {
-        let code = line.split("--").next().unwrap_or("");
-        let mut in_str = false;
-        let chars: Vec<char> = code.chars().collect();
-        let mut i = 0;
-        while i < chars.len() {
-            match chars[i] {
-                '\'' => in_str = !in_str,
-                '$' if !in_str => {
-                    let name: String = chars[i + 1..]
-                        .iter()
-                        .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-                        .collect();
-                    if name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
-                        i += name.len();
-                        out.insert(name);
-                    }
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-    }
-    out
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Placeholder(p) => p
+                .strip_prefix('$')
+                .filter(|n| n.chars().next().is_some_and(char::is_alphabetic))
+                .map(str::to_string),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The values of `query`'s parameters from `key=value` pairs: every
-/// parameter must be given, and nothing else.
-pub fn bind(query: &NamedQuery, pairs: &[String]) -> Result<Option<ParamValues>> {
+/// parameter given once, and nothing else. Typed when the plan is known
+/// ([`typed`]).
+pub fn bind(query: &NamedQuery, pairs: &[String]) -> Result<BTreeMap<String, String>> {
     let mut given: BTreeMap<String, String> = BTreeMap::new();
     for p in pairs {
         let (k, v) = p
             .split_once('=')
             .ok_or_else(|| Error::Config(format!("--param {p}: expected key=value")))?;
-        given.insert(k.trim().to_string(), v.to_string());
+        if given.insert(k.trim().to_string(), v.to_string()).is_some() {
+            return Err(Error::Config(format!("--param {}: given twice", k.trim())));
+        }
     }
     if let Some(extra) = given.keys().find(|k| !query.params.contains(k)) {
         return Err(Error::Config(format!(
@@ -128,27 +125,28 @@ pub fn bind(query: &NamedQuery, pairs: &[String]) -> Result<Option<ParamValues>>
             query.name
         )));
     }
-    if given.is_empty() {
-        return Ok(None);
+    Ok(given)
+}
+
+/// The values of `given` as the types the plan infers for their
+/// placeholders (a model name `2024` compared with the text column stays
+/// text); a placeholder without an inferred type is text. A value that
+/// does not convert is an error naming the parameter.
+pub fn typed(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    given: &BTreeMap<String, String>,
+) -> Result<ParamValues> {
+    let types = plan.get_parameter_types()?;
+    let mut map: HashMap<String, ScalarValue> = HashMap::new();
+    for (k, v) in given {
+        let value = match types.get(&format!("${k}")).cloned().flatten() {
+            Some(dt) => ScalarValue::try_from_string(v.clone(), &dt)
+                .map_err(|e| Error::Config(format!("--param {k}={v}: not a {dt}: {e}")))?,
+            None => ScalarValue::Utf8(Some(v.clone())),
+        };
+        map.insert(k.clone(), value);
     }
-    let map: HashMap<String, ScalarValue> = given
-        .into_iter()
-        .map(|(k, v)| {
-            let value = if let Ok(i) = v.parse::<i64>() {
-                ScalarValue::Int64(Some(i))
-            } else if let Ok(f) = v
-                .parse::<f64>()
-                .map_err(drop)
-                .and_then(|f| if f.is_finite() { Ok(f) } else { Err(()) })
-            {
-                ScalarValue::Float64(Some(f))
-            } else {
-                ScalarValue::Utf8(Some(v))
-            };
-            (k, value)
-        })
-        .collect();
-    Ok(Some(ParamValues::from(map)))
+    Ok(ParamValues::from(map))
 }
 
 #[cfg(test)]
@@ -164,6 +162,12 @@ mod tests {
         assert!(all.iter().all(|q| !q.description.is_empty()));
         assert!(placeholders("SELECT '$x', $y -- $z\n").contains("y"));
         assert_eq!(placeholders("SELECT '$x', $1 -- $z").len(), 0);
+        assert_eq!(
+            placeholders("SELECT 'a--b', $x, /* $c */ $x::text")
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["x"]
+        );
         let e = find("nope").unwrap_err().to_string();
         assert!(e.contains("model_health"), "{e}");
         assert!(
@@ -174,6 +178,8 @@ mod tests {
         );
         let e = bind(health, &["model=a".into(), "x=1".into()]).unwrap_err();
         assert!(e.to_string().contains("--param x"), "{e}");
-        assert!(bind(health, &["model=a".into()]).unwrap().is_some());
+        assert_eq!(bind(health, &["model=a".into()]).unwrap()["model"], "a");
+        let e = bind(health, &["model=a".into(), "model=b".into()]).unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
     }
 }

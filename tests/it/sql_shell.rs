@@ -108,8 +108,37 @@ async fn shipped_queries_parquet_output_and_the_shell_on_the_demo_output() -> Te
     }
     assert_eq!(rows + 1, csv.lines().count());
 
-    // The shell, statements piped in: tables, columns, a multi-line
-    // statement, an error that does not end it, a format switch.
+    // Drift joined to the registry version and the run that trained it.
+    let runs = sql(&["--format", "csv", "--query", "drift_by_training_run"])?;
+    assert_eq!(runs.lines().count(), 1 + 10 * 2, "{runs}");
+    assert!(
+        runs.contains(",production,demo.calibrated_score,train-v1,FINISHED,0.778,"),
+        "{runs}"
+    );
+    assert!(
+        runs.contains(",staging,demo.sharpened_score,train-v2,FINISHED,0.838,"),
+        "{runs}"
+    );
+    // A parameter that looks like a number is typed as the plan needs
+    // (compared with the text column `model`): no rows, no error.
+    let numeric = sql(&[
+        "--format",
+        "csv",
+        "--query",
+        "model_health",
+        "--param",
+        "model=2024",
+    ])?;
+    assert_eq!(numeric.lines().count(), 1, "{numeric}");
+    // Statements that write are refused.
+    let err = sql(&["INSERT INTO alerts SELECT * FROM alerts"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.to_lowercase().contains("dml"), "{err}");
+
+    // The shell, a script piped in: tables, columns, a statement over two
+    // lines, a `;` inside a string, two statements on a line, an error that
+    // does not end it, a format switch, a last statement without `;`.
     let mut child = Command::new(env!("CARGO_BIN_EXE_mlwatch"))
         .args(["sql", "--data", &data])
         .env("HOME", tmp.path())
@@ -118,14 +147,13 @@ async fn shipped_queries_parquet_output_and_the_shell_on_the_demo_output() -> Te
         .stderr(Stdio::piped())
         .spawn()?;
     child.stdin.take().ok_or("stdin")?.write_all(
-        b"\\d\n\\d prediction_distribution\nSELECT count(*) AS n\n  FROM drift_summary;\nSELECT nope;\n\\format csv\nSELECT 41 + 1 AS answer;\n\\q\n",
+        b"\\d\n\\d prediction_distribution\nSELECT count(*) AS n\n  FROM drift_summary;\nSELECT 'a;' AS s; SELECT nope;\n\\format csv\nSELECT 41 + 1 AS answer -- the last one\n",
     )?;
     let out = child.wait_with_output()?;
     let (stdout, stderr) = (
         String::from_utf8(out.stdout)?,
         String::from_utf8(out.stderr)?,
     );
-    assert!(out.status.success(), "{stderr}");
     for table in [
         "drift_results",
         "prediction_distribution",
@@ -143,13 +171,23 @@ async fn shipped_queries_parquet_output_and_the_shell_on_the_demo_output() -> Te
         "10 windows x 2 versions:\n{stdout}"
     );
     assert!(
+        stdout.contains("| a; |"),
+        "the string kept its `;`:\n{stdout}"
+    );
+    assert!(
         stderr.contains("error: ") && stderr.contains("nope"),
         "{stderr}"
     );
-    assert!(stdout.contains("answer\n42\n"), "{stdout}");
     assert!(
-        tmp.path().join(".mlwatch_history").exists(),
-        "history saved"
+        stdout.contains("answer\n42\n"),
+        "the last statement ran:\n{stdout}"
     );
+    // A script with a failed statement fails; no history for a script.
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 statement(s) or command(s) failed"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join(".mlwatch_history").exists());
     Ok(())
 }
