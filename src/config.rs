@@ -57,6 +57,51 @@ pub struct Config {
     /// A/B(/n) experiments by name.
     #[serde(default)]
     pub experiments: BTreeMap<String, ExperimentConfig>,
+    /// The archive of consumed events.
+    pub archive: ArchiveConfig,
+    /// Backfills run on a cron schedule (`[[schedules]]`).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// `[archive]`: the consumed events as Parquet (see [`crate::archive`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Whether `mlwatch run` archives the events it consumes.
+    pub enabled: bool,
+    /// Archived rows buffered before a checkpoint is forced.
+    pub max_buffered: usize,
+}
+
+/// `[[schedules]]`: a backfill run on a cron schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Name (the `schedule` of its rows in `jobs`).
+    pub name: String,
+    /// When it runs: a cron expression, five fields (minutes) or six
+    /// (seconds first), UTC.
+    pub cron: String,
+    /// Start of the backfill, relative to the scheduled time (`-1d`), or
+    /// absolute (RFC 3339, `yyyy-mm-dd`).
+    pub from: String,
+    /// End of the backfill (exclusive), as `from`.
+    #[serde(default = "default_to")]
+    pub to: String,
+    /// Models to backfill (all when empty).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Restrict to one model version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Input other than the archive (URL, folder or glob).
+    #[serde(default)]
+    pub input: Option<String>,
+}
+
+fn default_to() -> String {
+    "now".into()
 }
 
 /// `[experiments.NAME]`: an A/B(/n) test of model versions.
@@ -543,6 +588,27 @@ impl Config {
         }
         if self.window.max_categories == 0 {
             return bad("window.max_categories", "must be at least 1");
+        }
+        if self.archive.max_buffered == 0 {
+            return bad("archive.max_buffered", "must be at least 1");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.schedules.iter().enumerate() {
+            let key = |k: &str| format!("schedules[{i}].{k}");
+            if s.name.is_empty() || !names.insert(s.name.as_str()) {
+                return bad(&key("name"), "must be set and unique");
+            }
+            if let Err(e) = crate::backfill::schedule::parse_cron(&s.cron) {
+                return bad(&key("cron"), &e.to_string());
+            }
+            for (k, v) in [("from", &s.from), ("to", &s.to)] {
+                if let Err(e) = crate::backfill::range::parse_time(v, 0) {
+                    return bad(&key(k), &e.to_string());
+                }
+            }
+            if let Some(m) = s.models.iter().find(|m| !self.models.contains_key(*m)) {
+                return bad(&key("models"), &format!("model `{m}` is not declared"));
+            }
         }
         if self.kafka.max_batch_records == 0 {
             return bad("kafka.max_batch_records", "must be at least 1");

@@ -405,6 +405,10 @@ sample_size = 5000
 [checkpoint]
 interval = "2s"
 
+# Consumed events as Parquet: what `mlwatch backfill` re-runs.
+[archive]
+enabled = true
+
 # The demo runs 5 features x ~20 windows = ~100 tests; at 0.05 about five
 # would be flagged by chance alone. A stricter threshold keeps the demo's
 # false-alarm rate near zero while a real shift is still found at p << 1e-10.

@@ -12,6 +12,8 @@
 
 pub mod ab;
 pub mod alerts;
+pub mod archive;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod dashboard;

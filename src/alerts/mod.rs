@@ -42,7 +42,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::pipeline::evaluate::ResultFiles;
 use crate::pipeline::evaluate::{Output, Sink};
+#[cfg(test)]
 use crate::storage::Storage;
 use crate::storage::tables::{self, ALERTS_FILE_SCHEMA, col};
 use crate::window::ClosedWindow;
@@ -162,7 +164,7 @@ struct AlertState {
 
 /// The alert sink.
 pub(crate) struct AlertSink {
-    storage: Storage,
+    files: ResultFiles,
     producer: Option<(FutureProducer, String)>,
     webhook: Option<webhook::Webhook>,
     cooldown_ms: i64,
@@ -172,7 +174,7 @@ pub(crate) struct AlertSink {
 impl AlertSink {
     /// A sink for `config` (Kafka producer to `kafka.alerts_topic`, webhook
     /// when `alerts.webhook_url` is set).
-    pub fn new(config: &Config, storage: Storage) -> Result<Self> {
+    pub fn new(config: &Config, files: ResultFiles) -> Result<Self> {
         let k = &config.kafka;
         let producer = if k.alerts_topic.is_empty() {
             None
@@ -188,7 +190,7 @@ impl AlertSink {
         let a = &config.alerts;
         let webhook = (!a.webhook_url.is_empty()).then(|| webhook::Webhook::spawn(a));
         Ok(Self {
-            storage,
+            files,
             producer,
             webhook,
             cooldown_ms: a.cooldown as i64 * config.window.size.as_millis() as i64,
@@ -495,10 +497,10 @@ impl Sink for AlertSink {
             } else {
                 tables::window_file(tables::ALERTS, model, window.start, window.end)
             };
-            self.storage
-                .write_parquet(
+            self.files
+                .write(
                     &path,
-                    &[batch(file_window.map(|(s, e, _)| (*s, *e)), window, list)?],
+                    batch(file_window.map(|(s, e, _)| (*s, *e)), window, list)?,
                 )
                 .await?;
         }
@@ -560,7 +562,9 @@ mod tests {
 
     fn sink(cooldown_windows: i64) -> AlertSink {
         AlertSink {
-            storage: Storage::open("memory://", &Default::default()).expect("memory store"),
+            files: ResultFiles::new(
+                Storage::open("memory://", &Default::default()).expect("memory store"),
+            ),
             producer: None,
             webhook: None,
             cooldown_ms: cooldown_windows * 60_000,

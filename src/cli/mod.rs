@@ -1,6 +1,7 @@
 //! Command-line interface (clap). One file per command group.
 
 mod ab;
+mod backfill;
 mod baseline;
 mod demo;
 pub mod registry;
@@ -65,6 +66,11 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Write the dashboard's pages as one self-contained HTML file.
     Report(report::ReportArgs),
+    /// Re-run archived or exported events through the evaluators, replacing
+    /// the results of the windows they cover.
+    Backfill(backfill::BackfillCliArgs),
+    /// Run the `[[schedules]]` of the configuration (backfills on cron).
+    Schedule(backfill::ScheduleArgs),
     /// A/B(/n) experiments (the subcommands are listed from the parser).
     #[command(about = listing::<ab::AbCommand>("A/B experiments"))]
     Ab(ab::AbArgs),
@@ -91,6 +97,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Ab(a) => ab::run(a).await,
         Command::Serve(a) => serve::run(a).await,
         Command::Report(a) => report::run(a).await,
+        Command::Backfill(a) => backfill::run(a).await,
+        Command::Schedule(a) => backfill::schedule(a).await,
     }
 }
 

@@ -52,6 +52,14 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     let (tx, rx) = watch::channel(None);
+    // Schedules run beside the stream until it stops.
+    let (schedules_stop, schedules_rx) = watch::channel(false);
+    let schedules = (!config.schedules.is_empty()).then(|| {
+        tokio::spawn(crate::backfill::schedule::run_all(
+            config.clone(),
+            schedules_rx,
+        ))
+    });
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested: draining, writing the checkpoint and committing");
@@ -67,8 +75,12 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
             progress: None,
         },
     )
-    .await?;
-    eprintln!("{}", serde_json::to_string(&summary)?);
+    .await;
+    let _ = schedules_stop.send(true);
+    if let Some(s) = schedules {
+        s.await??;
+    }
+    eprintln!("{}", serde_json::to_string(&summary?)?);
     Ok(())
 }
 

@@ -17,7 +17,8 @@
 //! never committed ahead of the results derived from them, and the parts
 //! match the offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -87,15 +88,125 @@ pub(crate) trait Sink: Send {
     }
 }
 
+/// Writes result files, each with one atomic put (a replay overwrites
+/// the same file). For a backfill it also remembers what it wrote (the
+/// backfill then removes the files of its windows it did not rewrite) and,
+/// restricted to one model version, keeps the rows of the other versions
+/// already in a file.
+#[derive(Clone)]
+pub(crate) struct ResultFiles {
+    storage: Storage,
+    only_version: Option<String>,
+    written: Option<Arc<Mutex<BTreeSet<String>>>>,
+}
+
+impl ResultFiles {
+    /// Plain writes (the stream).
+    pub fn new(storage: Storage) -> Self {
+        Self {
+            storage,
+            only_version: None,
+            written: None,
+        }
+    }
+
+    /// Writes that are remembered, and with `only_version` merged into the
+    /// other versions' rows (a backfill).
+    pub fn tracked(storage: Storage, only_version: Option<String>) -> Self {
+        Self {
+            storage,
+            only_version,
+            written: Some(Arc::default()),
+        }
+    }
+
+    /// The files written so far (a tracked writer's).
+    pub fn written(&self) -> BTreeSet<String> {
+        self.written
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Writes `batch` as the file `path`.
+    pub async fn write(&self, path: &str, batch: RecordBatch) -> Result<()> {
+        let batch = match &self.only_version {
+            Some(v) if batch.schema().column_with_name(col::VERSION).is_some() => {
+                let mut parts = self.other_versions(path, v).await?;
+                parts.push(batch);
+                let schema = parts[parts.len() - 1].schema();
+                datafusion::arrow::compute::concat_batches(&schema, &parts)?
+            }
+            _ => batch,
+        };
+        self.storage
+            .write_parquet(path, std::slice::from_ref(&batch))
+            .await?;
+        if let Some(w) = &self.written {
+            w.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_string());
+        }
+        Ok(())
+    }
+
+    /// Removes the rows of `only_version` from the file `path` (deleting
+    /// it when nothing else is left), or the whole file without a version
+    /// restriction or when its table has no `version` column.
+    pub async fn remove(&self, path: &str) -> Result<()> {
+        if let Some(v) = &self.only_version {
+            let Some(bytes) = self.storage.get_opt(path).await? else {
+                return Ok(());
+            };
+            let batches = crate::storage::decode_parquet(bytes)?;
+            let Some(kept) = without_version(batches, v)? else {
+                // A table without versions (A/B) is not a version's to remove.
+                return Ok(());
+            };
+            if kept.iter().any(|b| b.num_rows() > 0) {
+                return self.storage.write_parquet(path, &kept).await;
+            }
+        }
+        self.storage.delete(path).await
+    }
+
+    /// The rows of `path` whose version is not `version`.
+    async fn other_versions(&self, path: &str, version: &str) -> Result<Vec<RecordBatch>> {
+        let Some(bytes) = self.storage.get_opt(path).await? else {
+            return Ok(Vec::new());
+        };
+        let batches = crate::storage::decode_parquet(bytes)?;
+        Ok(without_version(batches, version)?.unwrap_or_default())
+    }
+}
+
+/// `batches` without the rows of `version`; `None` when they have no
+/// `version` column.
+fn without_version(batches: Vec<RecordBatch>, version: &str) -> Result<Option<Vec<RecordBatch>>> {
+    use datafusion::arrow::array::{Scalar, StringArray};
+    use datafusion::arrow::compute::{cast, filter_record_batch, kernels::cmp::distinct};
+    use datafusion::arrow::datatypes::DataType;
+    let mut kept = Vec::new();
+    for b in batches {
+        let Some(c) = b.column_by_name(col::VERSION) else {
+            return Ok(None);
+        };
+        let c = cast(c, &DataType::Utf8)?;
+        let mask = distinct(&c, &Scalar::new(StringArray::from(vec![version])))?;
+        kept.push(filter_record_batch(&b, &mask)?);
+    }
+    Ok(Some(kept))
+}
+
 /// Writes each output as one Parquet file named after its table, model and
 /// window, with one atomic put: a replay overwrites the same file.
 pub(crate) struct ParquetSink {
-    storage: Storage,
+    files: ResultFiles,
 }
 
 impl ParquetSink {
-    pub fn new(storage: Storage) -> Self {
-        Self { storage }
+    pub fn new(files: ResultFiles) -> Self {
+        Self { files }
     }
 }
 
@@ -110,9 +221,7 @@ impl Sink for ParquetSink {
             let path = o.path.clone().unwrap_or_else(|| {
                 tables::window_file(o.table, &o.model, window.start, window.end)
             });
-            self.storage
-                .write_parquet(&path, std::slice::from_ref(&o.batch))
-                .await?;
+            self.files.write(&path, o.batch.clone()).await?;
         }
         Ok(())
     }

@@ -39,7 +39,7 @@
 //! uninterrupted one.
 
 mod checkpoint;
-mod dead_letters;
+pub(crate) mod dead_letters;
 pub(crate) mod evaluate;
 mod kafka;
 pub use kafka::CONSUMER_DEFAULTS;
@@ -57,9 +57,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::ab::evaluate::AbEvaluator;
+use crate::archive::{Archive, Provenance};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::event::{self, EventKind, ModelCatalog, Reason};
+use crate::event::{EventKind, ModelCatalog, Reason};
 use crate::monitor::DriftEvaluator;
 use crate::monitor::distribution::DistributionEvaluator;
 use crate::monitor::performance::PerformanceEvaluator;
@@ -72,7 +73,7 @@ use crate::window::ClosedWindow;
 use checkpoint::Checkpoint;
 use dead_letters::DeadLetters;
 use evaluate::{Evaluator, ParquetSink, Sink, WindowWriter};
-use kafka::{KINDS, KafkaPositions};
+use kafka::KafkaPositions;
 use step::{Input, Origin, Step};
 
 /// Counters of one run (also carried in the checkpoint).
@@ -166,6 +167,8 @@ struct Pipeline {
     step: Step,
     writer: WindowWriter,
     dead: DeadLetters,
+    /// Consumed events until the next checkpoint (`archive.enabled`).
+    archive: Option<Archive>,
     counters: Counters,
     /// The counters restored at start: the Prometheus counters count this
     /// process's share (from 0), so a restart reads as a reset.
@@ -201,42 +204,18 @@ impl Pipeline {
             }
             None => Default::default(),
         };
-        let profiles = Arc::new(
-            Profiles::load_config(&config, &catalog)
-                .await?
-                .with_registry(storage.clone(), catalog.clone(), &config),
-        );
-        let evaluators: Vec<Box<dyn Evaluator>> = vec![
-            Box::new(DriftEvaluator::new(
-                &config,
-                catalog.clone(),
-                profiles.clone(),
-            )),
-            Box::new(QualityEvaluator::new(
-                &config,
-                catalog.clone(),
-                profiles.clone(),
-            )),
-            Box::new(DistributionEvaluator::new(catalog.clone(), profiles)),
-            Box::new(PerformanceEvaluator::new(
-                &config,
-                catalog.clone(),
-                Some(storage.clone()),
-            )),
-            Box::new(AbEvaluator::new(&config, catalog.clone())),
-        ];
-        let alerts = crate::alerts::AlertSink::new(&config, storage.clone())?;
+        let evaluators = evaluators(&config, &catalog, &storage, true).await?;
+        let files = evaluate::ResultFiles::new(storage.clone());
+        let alerts = crate::alerts::AlertSink::new(&config, files.clone())?;
         let webhook_failures = alerts.webhook_failures();
-        let sinks: Vec<Box<dyn Sink>> = vec![
-            Box::new(ParquetSink::new(storage.clone())),
-            Box::new(alerts),
-        ];
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(ParquetSink::new(files)), Box::new(alerts)];
         let writer = WindowWriter::spawn(evaluators, sinks, &parts)?;
         let tracking = TrackingSink::new(
             ExperimentTracker::new(storage.clone()),
             config.tracking.clone(),
             tracking,
         );
+        let archive = config.archive.enabled.then(Archive::default);
         Ok(Self {
             positions: KafkaPositions::new(&config, offsets),
             config,
@@ -245,6 +224,7 @@ impl Pipeline {
             step,
             writer,
             dead: DeadLetters::default(),
+            archive,
             metrics_base: counters.clone(),
             counters,
             tracking,
@@ -273,14 +253,18 @@ impl Pipeline {
     async fn process(&mut self, msgs: &[OwnedMessage]) -> Result<()> {
         let fresh = self.positions.admit(msgs, &mut self.counters);
         // Route by topic, remembering each record's position in the batch.
-        let mut by_kind: [Vec<usize>; 3] = Default::default();
+        let mut kinds: Vec<Option<EventKind>> = Vec::with_capacity(fresh.len());
         let mut tracking_events = Vec::new();
-        for (i, m) in fresh.iter().enumerate() {
-            if let Some(k) = self.positions.kind_of(m.topic()) {
-                by_kind[KINDS.iter().position(|x| *x == k).unwrap_or(0)].push(i);
+        for m in fresh.iter() {
+            let kind = self.positions.kind_of(m.topic());
+            if kind.is_some() {
+                if let Some(a) = &mut self.archive {
+                    a.consumed(m.topic(), m.partition(), m.offset());
+                }
             } else if m.topic() == self.config.kafka.tracking_topic {
                 tracking_events.push(*m);
             }
+            kinds.push(kind);
         }
         // Tracking events are independent of the windows: applied in order.
         if !tracking_events.is_empty() {
@@ -302,34 +286,14 @@ impl Pipeline {
             }
         }
         // Decode each event kind; batch `seq`s become record positions.
-        let mut batches: Vec<(EventKind, event::Decoded)> = Vec::new();
-        let mut type_errors = Vec::new();
-        for (k, idxs) in by_kind.iter().enumerate() {
-            if idxs.is_empty() {
-                continue;
-            }
-            let payloads: Vec<&[u8]> = idxs
-                .iter()
-                .map(|&i| fresh[i].payload().unwrap_or(b""))
-                .collect();
-            let out = event::decode_parallel(&self.catalog, KINDS[k], &payloads);
-            self.counters.unknown_features += out.unknown_features;
-            for r in out.rejected {
-                let pos = idxs[r.seq as usize];
-                self.dead_letter(fresh[pos], r.reason, r.error);
-                if let Some(te) = r.type_error {
-                    type_errors.push((pos as u32, te));
-                }
-            }
-            for mut d in out.decoded {
-                for s in d.seq.iter_mut() {
-                    *s = idxs[*s as usize] as u32;
-                }
-                batches.push((KINDS[k], d));
-            }
+        let payloads: Vec<&[u8]> = fresh.iter().map(|m| m.payload().unwrap_or(b"")).collect();
+        let decoded = step::decode_records(&self.catalog, &payloads, &kinds);
+        self.counters.unknown_features += decoded.unknown_features;
+        for (pos, reason, error) in decoded.rejected {
+            self.dead_letter(fresh[pos], reason, error);
         }
         let input = Input {
-            batches,
+            batches: decoded.batches,
             origins: fresh
                 .iter()
                 .map(|m| Origin {
@@ -338,9 +302,31 @@ impl Pipeline {
                     offset: m.offset(),
                 })
                 .collect(),
-            type_errors,
+            type_errors: decoded.type_errors,
         };
         let refused = self.step.apply(&input, &mut self.counters);
+        if let Some(archive) = &mut self.archive {
+            let refused: std::collections::HashSet<usize> = refused.iter().map(|r| r.pos).collect();
+            for (kind, d) in &input.batches {
+                archive.add(
+                    *kind,
+                    &self.catalog,
+                    d,
+                    |pos| !refused.contains(&pos),
+                    |pos| {
+                        let m = fresh[pos];
+                        (
+                            m.payload().unwrap_or(b""),
+                            Provenance {
+                                topic: m.topic(),
+                                partition: m.partition(),
+                                offset: m.offset(),
+                            },
+                        )
+                    },
+                );
+            }
+        }
         drop(input);
         for r in refused {
             self.dead_letter(fresh[r.pos], r.reason, r.error);
@@ -398,7 +384,12 @@ impl Pipeline {
     /// Whether enough dead letters or tracking metric points are buffered
     /// to force a checkpoint.
     fn buffers_full(&self) -> bool {
-        self.dead.len() >= self.config.checkpoint.max_dead_letters || self.tracking.needs_flush()
+        self.dead.len() >= self.config.checkpoint.max_dead_letters
+            || self.tracking.needs_flush()
+            || self
+                .archive
+                .as_ref()
+                .is_some_and(|a| a.len() >= self.config.archive.max_buffered)
     }
 
     /// Closes every open window (end of input) and writes them.
@@ -431,6 +422,9 @@ impl Pipeline {
             c.webhook_failures += f.swap(0, std::sync::atomic::Ordering::Relaxed);
         }
         self.dead.write(&self.storage).await?;
+        if let Some(a) = &mut self.archive {
+            a.write(&self.storage).await?;
+        }
         let tracking = self.tracking.flush().await?;
         let t1 = Instant::now();
         let (windows, labels) = self.step.snapshot();
@@ -467,6 +461,43 @@ impl Pipeline {
         );
         Ok(())
     }
+}
+
+/// The evaluators, in the order they see each closed window (the A/B one
+/// last, and only with `ab`): the stream's, and a backfill's.
+pub(crate) async fn evaluators(
+    config: &Config,
+    catalog: &Arc<ModelCatalog>,
+    storage: &Storage,
+    ab: bool,
+) -> Result<Vec<Box<dyn Evaluator>>> {
+    let profiles = Arc::new(Profiles::load_config(config, catalog).await?.with_registry(
+        storage.clone(),
+        catalog.clone(),
+        config,
+    ));
+    let mut evaluators: Vec<Box<dyn Evaluator>> = vec![
+        Box::new(DriftEvaluator::new(
+            config,
+            catalog.clone(),
+            profiles.clone(),
+        )),
+        Box::new(QualityEvaluator::new(
+            config,
+            catalog.clone(),
+            profiles.clone(),
+        )),
+        Box::new(DistributionEvaluator::new(catalog.clone(), profiles)),
+        Box::new(PerformanceEvaluator::new(
+            config,
+            catalog.clone(),
+            Some(storage.clone()),
+        )),
+    ];
+    if ab {
+        evaluators.push(Box::new(AbEvaluator::new(config, catalog.clone())));
+    }
+    Ok(evaluators)
 }
 
 /// Runs the pipeline until `control` says stop. This is what `mlwatch run`

@@ -48,6 +48,63 @@ pub(crate) struct Input<'a> {
     pub type_errors: Vec<(u32, crate::event::TypeError)>,
 }
 
+/// Records of one batch from any source, decoded per event kind.
+pub(crate) struct DecodedRecords {
+    /// Valid events by (kind, model); `seq` holds record positions.
+    pub batches: Vec<(EventKind, Decoded)>,
+    /// Records with a value of the wrong type, by position.
+    pub type_errors: Vec<(u32, crate::event::TypeError)>,
+    /// Records the decoder refused: (position, reason, message).
+    pub rejected: Vec<(usize, crate::event::Reason, String)>,
+    /// Feature names seen that the model does not declare.
+    pub unknown_features: u64,
+}
+
+/// Decodes `payloads` (one per record position) of the kinds `kinds` says
+/// (`None`: not an event, left alone), one decode per kind and model.
+pub(crate) fn decode_records(
+    catalog: &ModelCatalog,
+    payloads: &[&[u8]],
+    kinds: &[Option<EventKind>],
+) -> DecodedRecords {
+    const ORDER: [EventKind; 3] = [
+        EventKind::Prediction,
+        EventKind::Feature,
+        EventKind::Outcome,
+    ];
+    let mut out = DecodedRecords {
+        batches: Vec::new(),
+        type_errors: Vec::new(),
+        rejected: Vec::new(),
+        unknown_features: 0,
+    };
+    for kind in ORDER {
+        let idxs: Vec<usize> = (0..payloads.len())
+            .filter(|&i| kinds[i] == Some(kind))
+            .collect();
+        if idxs.is_empty() {
+            continue;
+        }
+        let selected: Vec<&[u8]> = idxs.iter().map(|&i| payloads[i]).collect();
+        let d = crate::event::decode_parallel(catalog, kind, &selected);
+        out.unknown_features += d.unknown_features;
+        for r in d.rejected {
+            let pos = idxs[r.seq as usize];
+            if let Some(te) = r.type_error {
+                out.type_errors.push((pos as u32, te));
+            }
+            out.rejected.push((pos, r.reason, r.error));
+        }
+        for mut b in d.decoded {
+            for s in b.seq.iter_mut() {
+                *s = idxs[*s as usize] as u32;
+            }
+            out.batches.push((kind, b));
+        }
+    }
+    out
+}
+
 /// A row the step refused.
 #[derive(Debug, Clone)]
 pub(crate) struct Refused {

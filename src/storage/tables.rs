@@ -12,6 +12,8 @@
 //! | `ab_results` | `ab_results/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `ab_decisions` | `ab_decisions/model=<m>/date=<yyyy-mm-dd>/window-<start_ms>-<end_ms>.parquet` |
 //! | `dead_letters`  | `dead_letters/topic=<t>/partition=<p>/<first_offset>.parquet` |
+//! | `predictions`, `features`, `outcomes` | the archive ([`crate::archive`]) |
+//! | `jobs` | `jobs/schedule=<name>/<scheduled_ms>-<attempt>.parquet` ([`crate::backfill::jobs`]) |
 //!
 //! File names are derived from what they hold (the window; the first offset
 //! of a checkpoint interval), so reprocessing after a crash overwrites a file
@@ -102,6 +104,26 @@ pub fn output_tables() -> Vec<TableDef> {
             name: ALERTS,
             file_schema: ALERTS_FILE_SCHEMA.clone(),
             partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: crate::archive::PREDICTIONS,
+            file_schema: crate::archive::PREDICTIONS_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: crate::archive::FEATURES,
+            file_schema: crate::archive::FEATURES_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: crate::archive::OUTCOMES,
+            file_schema: crate::archive::OUTCOMES_SCHEMA.clone(),
+            partitions: vec![(col::MODEL, DataType::Utf8), ("date", DataType::Utf8)],
+        },
+        TableDef {
+            name: crate::backfill::jobs::JOBS,
+            file_schema: crate::backfill::jobs::JOBS_SCHEMA.clone(),
+            partitions: vec![("schedule", DataType::Utf8)],
         },
         TableDef {
             name: DEAD_LETTERS,

@@ -2,6 +2,7 @@
 
 mod ab;
 mod alerts;
+mod backfill;
 mod build;
 mod cli;
 mod dashboard;

@@ -187,18 +187,20 @@ pub(crate) async fn query_csv(
     Ok(String::from_utf8(buf)?)
 }
 
-const ALL_DRIFT: &str = "SELECT window_start, window_end, model, version, kind, feature, method, statistic, p_value, p_value_adjusted, distance, threshold, drifted, n_reference, n_current, baseline, capped FROM drift_results ORDER BY window_start, version, kind, feature";
-const ALL_SUMMARY: &str = "SELECT * FROM drift_summary ORDER BY window_start, model, version";
-const ALL_QUALITY: &str =
+pub(crate) const ALL_DRIFT: &str = "SELECT window_start, window_end, model, version, kind, feature, method, statistic, p_value, p_value_adjusted, distance, threshold, drifted, n_reference, n_current, baseline, capped FROM drift_results ORDER BY window_start, version, kind, feature";
+pub(crate) const ALL_SUMMARY: &str =
+    "SELECT * FROM drift_summary ORDER BY window_start, model, version";
+pub(crate) const ALL_QUALITY: &str =
     "SELECT * FROM data_quality ORDER BY window_start, model, version, kind, feature";
-const ALL_ALERTS: &str = "SELECT * FROM alerts ORDER BY window_start, alert_id";
-const ALL_PERFORMANCE: &str =
+pub(crate) const ALL_ALERTS: &str = "SELECT * FROM alerts ORDER BY window_start, alert_id";
+pub(crate) const ALL_PERFORMANCE: &str =
     "SELECT * FROM performance ORDER BY window_start, model, version, variant, metric";
-const ALL_CONCEPT: &str = "SELECT * FROM concept_drift ORDER BY ts, detector";
-const ALL_AB: &str =
+pub(crate) const ALL_CONCEPT: &str = "SELECT * FROM concept_drift ORDER BY ts, detector";
+pub(crate) const ALL_AB: &str =
     "SELECT * FROM ab_results ORDER BY window_start, experiment, scope, metric, variant";
-const ALL_DECISIONS: &str = "SELECT * FROM ab_decisions ORDER BY window_start, experiment";
-const ALL_DISTRIBUTION: &str =
+pub(crate) const ALL_DECISIONS: &str =
+    "SELECT * FROM ab_decisions ORDER BY window_start, experiment";
+pub(crate) const ALL_DISTRIBUTION: &str =
     "SELECT * FROM prediction_distribution ORDER BY window_start, model, version, bin";
 
 pub(crate) struct Setup {

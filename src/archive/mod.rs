@@ -1,0 +1,637 @@
+//! The archive: the events `mlwatch run` consumed, as Parquet, for backfills
+//! and ad-hoc SQL.
+//!
+//! Three tables, one per event kind, Hive-partitioned by model and by the
+//! UTC date of the event time:
+//!
+//! | table | layout under the storage root |
+//! |---|---|
+//! | `predictions` | `predictions/model=<m>/date=<yyyy-mm-dd>/<topic>-<partition>-<first_offset>.parquet` |
+//! | `features` | `features/model=<m>/date=<yyyy-mm-dd>/<topic>-<partition>-<first_offset>.parquet` |
+//! | `outcomes` | `outcomes/model=<m>/date=<yyyy-mm-dd>/<topic>-<partition>-<first_offset>.parquet` |
+//!
+//! **What is archived**: the events the windows took, in consumption order;
+//! records refused (bad JSON, wrong types, late, ...) are in `dead_letters`
+//! instead. So a backfill over the archive sees exactly what the stream saw.
+//!
+//! **Features are a map** (`map<utf8, utf8>`), not a struct per model: the
+//! archive keeps every feature an event carries, declared or not, so a
+//! feature declared later can be backfilled from events logged before, and
+//! files written under different declarations share one schema (one table
+//! across models and config changes). Values follow one convention, also
+//! for `prediction`: a JSON string is stored as its text, `null` as NULL,
+//! anything else as its JSON text (`0.25`, `true`, `{"a":1}`). SQL reads
+//! them with `CAST(features['income'] AS DOUBLE)` or
+//! `features['region'] = 'north'`. [`payloads`] turns a row back into an
+//! event payload: a value that is a JSON number goes back as a number, any
+//! other as a string, which the decoder (with primitive coercion) reads as
+//! it read the original.
+//!
+//! **Files**: rows are buffered until the pipeline's next checkpoint (or
+//! until `archive.max_buffered` rows force one) and written as one file per
+//! table, model, date and source partition, named after the first offset
+//! the checkpoint interval consumed from that partition. A replay after a
+//! crash starts at the same offset, so it overwrites the file instead of
+//! adding a second copy.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+
+use chrono::DateTime;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int32Builder, Int64Builder, MapArray,
+    MapBuilder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
+use serde::Deserialize;
+
+use crate::error::Result;
+use crate::event::{Decoded, EventKind, ModelCatalog, field};
+use crate::storage::Storage;
+
+/// Archived prediction events.
+pub const PREDICTIONS: &str = "predictions";
+/// Archived feature events.
+pub const FEATURES: &str = "features";
+/// Archived outcome (label) events.
+pub const OUTCOMES: &str = "outcomes";
+
+/// Provenance columns.
+pub mod col {
+    /// Topic (or input) the event came from.
+    pub const TOPIC: &str = "topic";
+    /// Partition within it.
+    pub const PARTITION: &str = "partition";
+    /// Offset (or row) within the partition.
+    pub const OFFSET: &str = "offset";
+}
+
+/// The archive table of an event kind.
+pub fn table_of(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Prediction => PREDICTIONS,
+        EventKind::Feature => FEATURES,
+        EventKind::Outcome => OUTCOMES,
+    }
+}
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// The type of the `features` column (what [`MapBuilder`] makes).
+fn map_type() -> DataType {
+    let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    b.finish().data_type().clone()
+}
+
+fn provenance() -> [Field; 3] {
+    [
+        Field::new(col::TOPIC, DataType::Utf8, false),
+        Field::new(col::PARTITION, DataType::Int32, false),
+        Field::new(col::OFFSET, DataType::Int64, false),
+    ]
+}
+
+/// Schema of `predictions` files (`model` and `date` come from the path).
+pub static PREDICTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = vec![
+        Field::new(field::EVENT_ID, DataType::Utf8, false),
+        Field::new(field::TS, ts_type(), false),
+        Field::new(field::VERSION, DataType::Utf8, true),
+        Field::new(field::VARIANT, DataType::Utf8, true),
+        Field::new(field::UNIT_ID, DataType::Utf8, true),
+        Field::new(field::FEATURES, map_type(), true),
+        Field::new(field::PREDICTION, DataType::Utf8, true),
+        Field::new(field::LATENCY_MS, DataType::Float64, true),
+    ];
+    f.extend(provenance());
+    Arc::new(Schema::new(f))
+});
+
+/// Schema of `features` files.
+pub static FEATURES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = vec![
+        Field::new(field::EVENT_ID, DataType::Utf8, false),
+        Field::new(field::TS, ts_type(), false),
+        Field::new(field::VERSION, DataType::Utf8, true),
+        Field::new(field::FEATURES, map_type(), true),
+    ];
+    f.extend(provenance());
+    Arc::new(Schema::new(f))
+});
+
+/// Schema of `outcomes` files.
+pub static OUTCOMES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut f = vec![
+        Field::new(field::EVENT_ID, DataType::Utf8, false),
+        Field::new(field::TS, ts_type(), false),
+        Field::new(field::LABEL, DataType::Utf8, true),
+    ];
+    f.extend(provenance());
+    Arc::new(Schema::new(f))
+});
+
+/// The file schema of an event kind's table.
+pub fn schema_of(kind: EventKind) -> SchemaRef {
+    match kind {
+        EventKind::Prediction => PREDICTIONS_SCHEMA.clone(),
+        EventKind::Feature => FEATURES_SCHEMA.clone(),
+        EventKind::Outcome => OUTCOMES_SCHEMA.clone(),
+    }
+}
+
+/// UTC date (`yyyy-mm-dd`) of an epoch-ms time: the `date` partition.
+pub fn date_of(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "invalid".into())
+}
+
+/// Relative path of one archive file.
+pub fn file(
+    kind: EventKind,
+    model: &str,
+    date: &str,
+    topic: &str,
+    partition: i32,
+    first: i64,
+) -> String {
+    format!(
+        "{}/model={model}/date={date}/{topic}-{partition}-{first:020}.parquet",
+        table_of(kind)
+    )
+}
+
+/// What the archive keeps of a payload beyond the decoded columns.
+#[derive(Deserialize)]
+struct Extra<'a> {
+    #[serde(borrow, default)]
+    features: Option<BTreeMap<Cow<'a, str>, serde_json::Value>>,
+    #[serde(default)]
+    prediction: Option<serde_json::Value>,
+}
+
+/// A JSON value as the archive stores it (see the module docs).
+fn stored(v: &serde_json::Value) -> Option<Cow<'_, str>> {
+    match v {
+        serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+        serde_json::Value::Null => None,
+        other => Some(Cow::Owned(other.to_string())),
+    }
+}
+
+/// Column builders of one file.
+struct Rows {
+    kind: EventKind,
+    event_id: StringBuilder,
+    ts: TimestampMillisecondBuilder,
+    version: StringBuilder,
+    variant: StringBuilder,
+    unit_id: StringBuilder,
+    features: MapBuilder<StringBuilder, StringBuilder>,
+    prediction: StringBuilder,
+    latency: Float64Builder,
+    label: StringBuilder,
+    topic: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+}
+
+impl Rows {
+    fn new(kind: EventKind) -> Self {
+        Self {
+            kind,
+            event_id: StringBuilder::new(),
+            ts: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            version: StringBuilder::new(),
+            variant: StringBuilder::new(),
+            unit_id: StringBuilder::new(),
+            features: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
+            prediction: StringBuilder::new(),
+            latency: Float64Builder::new(),
+            label: StringBuilder::new(),
+            topic: StringBuilder::new(),
+            partition: Int32Builder::new(),
+            offset: Int64Builder::new(),
+        }
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        let mut cols: Vec<ArrayRef> =
+            vec![Arc::new(self.event_id.finish()), Arc::new(self.ts.finish())];
+        match self.kind {
+            EventKind::Prediction => {
+                cols.push(Arc::new(self.version.finish()));
+                cols.push(Arc::new(self.variant.finish()));
+                cols.push(Arc::new(self.unit_id.finish()));
+                cols.push(Arc::new(self.features.finish()));
+                cols.push(Arc::new(self.prediction.finish()));
+                cols.push(Arc::new(self.latency.finish()));
+            }
+            EventKind::Feature => {
+                cols.push(Arc::new(self.version.finish()));
+                cols.push(Arc::new(self.features.finish()));
+            }
+            EventKind::Outcome => cols.push(Arc::new(self.label.finish())),
+        }
+        cols.push(Arc::new(self.topic.finish()));
+        cols.push(Arc::new(self.partition.finish()));
+        cols.push(Arc::new(self.offset.finish()));
+        Ok(RecordBatch::try_new(schema_of(self.kind), cols)?)
+    }
+}
+
+/// Key of one archive file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct FileKey {
+    table: &'static str,
+    model: String,
+    date: String,
+    topic: String,
+    partition: i32,
+}
+
+/// Where an archived record came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Provenance<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Events buffered until the next checkpoint.
+#[derive(Default)]
+pub(crate) struct Archive {
+    files: BTreeMap<FileKey, Rows>,
+    /// First offset consumed from each (topic, partition) since the last
+    /// write: the name of its files.
+    first: HashMap<String, HashMap<i32, i64>>,
+    len: usize,
+}
+
+impl Archive {
+    /// Notes that `offset` of a partition was consumed (before deciding
+    /// anything about the record): the first one names the interval's files.
+    pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self.first.get_mut(topic) {
+            Some(p) => {
+                p.entry(partition).or_insert(offset);
+            }
+            None => {
+                self.first
+                    .insert(topic.to_string(), HashMap::from([(partition, offset)]));
+            }
+        }
+    }
+
+    /// Rows buffered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Buffers the rows of `decoded` (one model, one kind) that `keep`
+    /// accepts; `record(seq)` gives a row's payload and provenance.
+    pub fn add<'a>(
+        &mut self,
+        kind: EventKind,
+        catalog: &ModelCatalog,
+        decoded: &Decoded,
+        keep: impl Fn(usize) -> bool,
+        record: impl Fn(usize) -> (&'a [u8], Provenance<'a>),
+    ) {
+        let b = &decoded.batch;
+        let model = catalog.models[decoded.model].name.as_str();
+        let strings = |name: &str| b.column_by_name(name).map(|c| c.as_string::<i32>());
+        let (Some(event_id), Some(ts)) = (
+            strings(field::EVENT_ID),
+            b.column_by_name(field::TS)
+                .map(|c| c.as_primitive::<TimestampMillisecondType>()),
+        ) else {
+            return;
+        };
+        let (version, variant, unit_id, label) = (
+            strings(field::VERSION),
+            strings(field::VARIANT),
+            strings(field::UNIT_ID),
+            strings(field::LABEL),
+        );
+        let latency: Option<&Float64Array> = b
+            .column_by_name(field::LATENCY_MS)
+            .and_then(|c| c.as_primitive_opt::<Float64Type>());
+        fn opt(c: Option<&StringArray>, row: usize) -> Option<&str> {
+            c.filter(|c| !c.is_null(row)).map(|c| c.value(row))
+        }
+        for (row, seq) in decoded.seq.iter().enumerate() {
+            let pos = *seq as usize;
+            if !keep(pos) {
+                continue;
+            }
+            let (payload, from) = record(pos);
+            let t = ts.value(row);
+            let key = FileKey {
+                table: table_of(kind),
+                model: model.to_string(),
+                date: date_of(t),
+                topic: from.topic.to_string(),
+                partition: from.partition,
+            };
+            let rows = self.files.entry(key).or_insert_with(|| Rows::new(kind));
+            rows.event_id.append_value(event_id.value(row));
+            rows.ts.append_value(t);
+            rows.topic.append_value(from.topic);
+            rows.partition.append_value(from.partition);
+            rows.offset.append_value(from.offset);
+            self.len += 1;
+            if kind == EventKind::Outcome {
+                rows.label.append_option(opt(label, row));
+                continue;
+            }
+            rows.version.append_option(opt(version, row));
+            let extra: Option<Extra<'_>> = serde_json::from_slice(payload).ok();
+            match extra.as_ref().and_then(|e| e.features.as_ref()) {
+                Some(map) => {
+                    for (k, v) in map {
+                        rows.features.keys().append_value(k);
+                        rows.features.values().append_option(stored(v));
+                    }
+                    // Infallible: keys and values were appended in pairs.
+                    let _ = rows.features.append(true);
+                }
+                None => {
+                    let _ = rows.features.append(false);
+                }
+            }
+            if kind == EventKind::Prediction {
+                rows.variant.append_option(opt(variant, row));
+                rows.unit_id.append_option(opt(unit_id, row));
+                rows.latency
+                    .append_option(latency.filter(|c| !c.is_null(row)).map(|c| c.value(row)));
+                rows.prediction.append_option(
+                    extra
+                        .as_ref()
+                        .and_then(|e| e.prediction.as_ref())
+                        .and_then(stored),
+                );
+            }
+        }
+    }
+
+    /// Writes and empties the buffer.
+    pub async fn write(&mut self, storage: &Storage) -> Result<()> {
+        let files = std::mem::take(&mut self.files);
+        for (key, rows) in files {
+            let kind = rows.kind;
+            let first = self
+                .first
+                .get(&key.topic)
+                .and_then(|p| p.get(&key.partition))
+                .copied()
+                .unwrap_or_default();
+            let path = file(
+                kind,
+                &key.model,
+                &key.date,
+                &key.topic,
+                key.partition,
+                first,
+            );
+            storage.write_parquet(&path, &[rows.finish()?]).await?;
+        }
+        self.first.clear();
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// Rebuilds the event payloads of archive rows (a batch in the table's
+/// file schema, extra columns ignored; `model_of(row)` names the row's
+/// model, which the path holds), for the decoder.
+pub fn payloads<'m>(
+    kind: EventKind,
+    batch: &RecordBatch,
+    model_of: impl Fn(usize) -> &'m str,
+) -> Result<Vec<String>> {
+    use std::fmt::Write;
+    let strings = |name: &str| batch.column_by_name(name).map(|c| c.as_string::<i32>());
+    let missing = |name: &str| {
+        crate::error::Error::Config(format!(
+            "archive rows of `{}` lack the column `{name}`",
+            table_of(kind)
+        ))
+    };
+    let event_id = strings(field::EVENT_ID).ok_or_else(|| missing(field::EVENT_ID))?;
+    let ts = batch
+        .column_by_name(field::TS)
+        .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
+        .ok_or_else(|| missing(field::TS))?;
+    let (version, variant, unit_id, prediction, label) = (
+        strings(field::VERSION),
+        strings(field::VARIANT),
+        strings(field::UNIT_ID),
+        strings(field::PREDICTION),
+        strings(field::LABEL),
+    );
+    let latency = batch
+        .column_by_name(field::LATENCY_MS)
+        .and_then(|c| c.as_primitive_opt::<Float64Type>());
+    let features: Option<&MapArray> = batch
+        .column_by_name(field::FEATURES)
+        .and_then(|c| c.as_map_opt());
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut p = String::with_capacity(256);
+        let _ = write!(
+            p,
+            "{{\"event_id\":{},\"ts\":{},\"model\":{}",
+            quoted(event_id.value(row)),
+            ts.value(row),
+            quoted(model_of(row))
+        );
+        let mut text = |name: &str, c: Option<&StringArray>| {
+            if let Some(c) = c.filter(|c| !c.is_null(row)) {
+                let _ = write!(p, ",\"{name}\":{}", quoted(c.value(row)));
+            }
+        };
+        text(field::VERSION, version);
+        text(field::VARIANT, variant);
+        text(field::UNIT_ID, unit_id);
+        text(field::LABEL, label);
+        if let Some(l) = latency.filter(|c| !c.is_null(row)) {
+            let v = l.value(row);
+            if v.is_finite() {
+                let _ = write!(p, ",\"{}\":{}", field::LATENCY_MS, v);
+            }
+        }
+        if let Some(f) = features.filter(|c| !c.is_null(row)) {
+            let entries = f.value(row);
+            let keys = entries.column(0).as_string::<i32>();
+            let values = entries.column(1).as_string::<i32>();
+            p.push_str(",\"features\":{");
+            for i in 0..keys.len() {
+                if i > 0 {
+                    p.push(',');
+                }
+                let v = (!values.is_null(i)).then(|| values.value(i));
+                let _ = write!(p, "{}:{}", quoted(keys.value(i)), value_json(v, &quoted));
+            }
+            p.push('}');
+        }
+        if let Some(c) = prediction {
+            let v = (!c.is_null(row)).then(|| c.value(row));
+            let _ = write!(p, ",\"prediction\":{}", value_json(v, &quoted));
+        }
+        p.push('}');
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// A stored value as JSON: a JSON number as itself, NULL as `null`,
+/// anything else as a string.
+fn value_json(v: Option<&str>, quoted: &dyn Fn(&str) -> String) -> String {
+    match v {
+        None => "null".into(),
+        Some(t) if is_json_number(t) => t.to_string(),
+        Some(t) => quoted(t),
+    }
+}
+
+/// Whether `t` is a JSON number (`-0.5`, `1e3`; not `05`, `NaN`, ` 1`).
+fn is_json_number(t: &str) -> bool {
+    let b = t.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - s
+    };
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(c) if c.is_ascii_digit() => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::event::decode;
+
+    fn catalog(features: &str) -> ModelCatalog {
+        let cfg = Config::from_toml_str(&format!(
+            "[models.m]\nreference = \"r.csv\"\n[models.m.features]\n{features}"
+        ))
+        .unwrap();
+        ModelCatalog::from_config(&cfg)
+    }
+
+    /// Undeclared features are archived, and come back when declared later
+    /// with the values the original events carried.
+    #[tokio::test]
+    async fn archived_events_come_back_with_features_declared_later() -> Result<()> {
+        let events: Vec<&[u8]> = vec![
+            br#"{"event_id":"a","ts":"2026-01-01T00:00:00Z","model":"m","version":"1","variant":"ctl","unit_id":"u1","features":{"x":1.5,"new":"north","num":"2.5","obj":{"k":[1,2]},"nul":null},"prediction":0.25,"latency_ms":12.125}"#,
+            br#"{"event_id":"b\"q","ts":1767225600001,"model":"m","version":"2","features":{"x":-0.5,"new":"05","num":1e3},"prediction":1}"#,
+            br#"{"event_id":"c","ts":1767225600002,"model":"m","version":"2","prediction":0.5}"#,
+        ];
+        let before = catalog("x = \"numeric\"");
+        let out = decode(&before, EventKind::Prediction, &events);
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+        let mut archive = Archive::default();
+        archive.consumed("t", 0, 7);
+        for d in &out.decoded {
+            archive.add(
+                EventKind::Prediction,
+                &before,
+                d,
+                |_| true,
+                |pos| {
+                    (
+                        events[pos],
+                        Provenance {
+                            topic: "t",
+                            partition: 0,
+                            offset: 7 + pos as i64,
+                        },
+                    )
+                },
+            );
+        }
+        assert_eq!(archive.len(), 3);
+        let storage = Storage::open("memory:///", &Default::default())?;
+        archive.write(&storage).await?;
+        let path = file(EventKind::Prediction, "m", "2026-01-01", "t", 0, 7);
+        let bytes = storage.get_opt(&path).await?.expect("archive file");
+        let batch = &crate::storage::decode_parquet(bytes)?[0];
+        assert_eq!(batch.schema(), PREDICTIONS_SCHEMA.clone());
+        let features = batch.column(5).as_map();
+        let first = features.value(0);
+        let keys: Vec<&str> = first
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(keys, ["new", "nul", "num", "obj", "x"]);
+        let values = first.column(1).as_string::<i32>();
+        assert_eq!(values.value(0), "north");
+        assert!(values.is_null(1));
+        assert_eq!(values.value(3), r#"{"k":[1,2]}"#);
+        assert!(features.is_null(2));
+
+        // Declared now: the decoder reads the rebuilt events as the originals.
+        let after = catalog(
+            "x = \"numeric\"\nnew = \"categorical\"\nnum = \"numeric\"\nobj = \"categorical\"",
+        );
+        let rebuilt = payloads(EventKind::Prediction, batch, |_| "m")?;
+        let rebuilt: Vec<&[u8]> = rebuilt.iter().map(|p| p.as_bytes()).collect();
+        let again = decode(&after, EventKind::Prediction, &rebuilt);
+        let direct = decode(&after, EventKind::Prediction, &events);
+        assert!(again.rejected.is_empty(), "{:?}", again.rejected);
+        // (The object makes the original decode bisect into batches.)
+        let all = |d: &crate::event::DecodeOutput| {
+            let b: Vec<RecordBatch> = d.decoded.iter().map(|d| d.batch.clone()).collect();
+            datafusion::arrow::compute::concat_batches(&b[0].schema(), &b)
+        };
+        assert_eq!(all(&again)?, all(&direct)?);
+        Ok(())
+    }
+
+    #[test]
+    fn json_numbers() {
+        for t in ["0", "-0.5", "12", "1e3", "1.5E-7", "-0"] {
+            assert!(is_json_number(t), "{t}");
+        }
+        for t in [
+            "", "-", "05", "1.", ".5", "1e", "NaN", " 1", "0x1", "true", "1,5",
+        ] {
+            assert!(!is_json_number(t), "{t}");
+        }
+    }
+}

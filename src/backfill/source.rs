@@ -1,0 +1,420 @@
+//! Bounded sources: the records a backfill reads, as event payloads with
+//! where they came from, in the order the step takes them.
+//!
+//! * **The archive** (`predictions/`, `features/`, `outcomes/` under a
+//!   folder or bucket prefix, Hive-partitioned by model and date; mlwatch's
+//!   own or exported in its layout): one DataFusion query per table, date
+//!   partitions pruned, rows filtered to the range and sorted by event time
+//!   (DataFusion's sort, which spills to disk past its memory limit), the
+//!   three merged by event time. Sorted input never makes an event late, so
+//!   the windows get exactly the events the stream archived.
+//! * **JSON lines** (a file or glob, local or S3): one event per line, the
+//!   kind told by its fields (`label`: outcome; `prediction`: prediction;
+//!   else features), files in path order and lines in file order, as a
+//!   topic replays: events behind the watermark are late, as in the stream.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMillisecondType};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
+use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+use serde::Deserialize;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::range::Covered;
+use crate::archive::{self, col as acol};
+use crate::error::{Error, Result};
+use crate::event::{EventKind, field};
+use crate::storage::Storage;
+
+/// Memory DataFusion may use to sort a table's rows before it spills.
+const SORT_MEMORY: usize = 256 << 20;
+
+/// One record read.
+pub(crate) struct Record {
+    /// Its kind.
+    pub kind: EventKind,
+    /// The event, as the stream would have received it.
+    pub payload: String,
+    /// Topic or input it came from (its dead letter's `topic`).
+    pub topic: Arc<str>,
+    /// Partition within it.
+    pub partition: i32,
+    /// Offset or line within the partition.
+    pub offset: i64,
+}
+
+/// What to read.
+pub(crate) struct Selection {
+    /// The windows covered.
+    pub covered: Covered,
+    /// Models to read (all when empty).
+    pub models: Vec<String>,
+    /// Only this version's predictions and feature events.
+    pub version: Option<String>,
+}
+
+/// A bounded source of records.
+pub(crate) enum Source {
+    Archive(Box<ArchiveSource>),
+    JsonLines(Box<JsonLines>),
+}
+
+impl Source {
+    /// Opens `input` (the archive under `storage` when `None`).
+    pub async fn open(
+        input: Option<&str>,
+        storage: &Storage,
+        options: &std::collections::BTreeMap<String, String>,
+        selection: &Selection,
+    ) -> Result<Self> {
+        let Some(input) = input else {
+            return Ok(Self::Archive(Box::new(
+                ArchiveSource::open(storage, selection).await?,
+            )));
+        };
+        let (base, pattern) = split_glob(input);
+        let lower = input.to_ascii_lowercase();
+        let json = [".jsonl", ".json", ".ndjson"]
+            .iter()
+            .any(|e| lower.ends_with(e));
+        if json {
+            let store = Storage::open_existing(base, options)?;
+            return Ok(Self::JsonLines(Box::new(
+                JsonLines::open(store, input, pattern).await?,
+            )));
+        }
+        if input.contains(['*', '?', '[']) || lower.ends_with(".parquet") {
+            return Err(Error::Config(format!(
+                "--input `{input}`: Parquet input is read as an archive folder \
+                 (predictions/, features/, outcomes/ partitioned by model=/date=); \
+                 give the folder, or JSON lines files (.jsonl, .json, .ndjson)"
+            )));
+        }
+        let store = Storage::open_existing(input, options)?;
+        Ok(Self::Archive(Box::new(
+            ArchiveSource::open(&store, selection).await?,
+        )))
+    }
+
+    /// Records to read in all, when known up front.
+    pub fn total(&self) -> Option<u64> {
+        match self {
+            Self::Archive(a) => Some(a.total),
+            Self::JsonLines(_) => None,
+        }
+    }
+
+    /// The next records, up to `max` (none at the end).
+    pub async fn next(&mut self, max: usize) -> Result<Vec<Record>> {
+        match self {
+            Self::Archive(a) => a.next(max).await,
+            Self::JsonLines(j) => j.next(max).await,
+        }
+    }
+}
+
+/// `input` split into the folder before its first glob character and the
+/// pattern after it (`""` without one).
+fn split_glob(input: &str) -> (&str, &str) {
+    match input.find(['*', '?', '[']) {
+        Some(i) => match input[..i].rfind('/') {
+            Some(slash) => (&input[..=slash], &input[slash + 1..]),
+            None => (".", input),
+        },
+        None => match input.rfind('/') {
+            Some(slash) => (&input[..=slash], &input[slash + 1..]),
+            None => (".", input),
+        },
+    }
+}
+
+/// One table's sorted rows, a batch at a time.
+struct Cursor {
+    kind: EventKind,
+    stream: SendableRecordBatchStream,
+    rows: std::vec::IntoIter<(i64, Record)>,
+    head: Option<(i64, Record)>,
+    done: bool,
+}
+
+impl Cursor {
+    /// Makes `head` the next row, fetching batches as needed.
+    async fn fill(&mut self) -> Result<()> {
+        while self.head.is_none() {
+            if let Some(r) = self.rows.next() {
+                self.head = Some(r);
+                return Ok(());
+            }
+            if self.done {
+                return Ok(());
+            }
+            match self.stream.next().await {
+                Some(b) => self.rows = records(self.kind, &b?)?.into_iter(),
+                None => self.done = true,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The archive's three tables, merged by event time.
+pub(crate) struct ArchiveSource {
+    cursors: Vec<Cursor>,
+    total: u64,
+}
+
+impl ArchiveSource {
+    async fn open(storage: &Storage, s: &Selection) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(SORT_MEMORY, 1.0)
+            .build_arc()?;
+        let cfg = SessionConfig::new().with_target_partitions(2);
+        let ctx = SessionContext::new_with_config_rt(cfg, runtime);
+        let ts = |ms: i64| {
+            lit(ScalarValue::TimestampMillisecond(
+                Some(ms),
+                Some("UTC".into()),
+            ))
+        };
+        let mut cursors = Vec::new();
+        let mut total = 0;
+        for kind in [
+            EventKind::Prediction,
+            EventKind::Feature,
+            EventKind::Outcome,
+        ] {
+            let table = archive::table_of(kind);
+            storage.register_listing(
+                &ctx,
+                table,
+                table,
+                archive::schema_of(kind),
+                &[("model", DataType::Utf8), ("date", DataType::Utf8)],
+                None,
+            )?;
+            let until = match kind {
+                EventKind::Outcome => s.covered.labels_to,
+                _ => s.covered.to,
+            };
+            let dates = s.covered.dates(until);
+            let mut filter: Expr = col("date")
+                .gt_eq(lit(dates[0].clone()))
+                .and(col("date").lt_eq(lit(dates[dates.len() - 1].clone())))
+                .and(col(field::TS).gt_eq(ts(s.covered.from)))
+                .and(col(field::TS).lt(ts(until)));
+            if !s.models.is_empty() {
+                filter = filter.and(
+                    col("model").in_list(s.models.iter().map(|m| lit(m.clone())).collect(), false),
+                );
+            }
+            if let (Some(v), false) = (&s.version, kind == EventKind::Outcome) {
+                filter = filter.and(col(field::VERSION).eq(lit(v.clone())));
+            }
+            let df = ctx.table(table).await?.filter(filter)?;
+            total += df.clone().count().await? as u64;
+            let sorted = df.sort(vec![
+                col(field::TS).sort(true, false),
+                col(acol::TOPIC).sort(true, false),
+                col(acol::PARTITION).sort(true, false),
+                col(acol::OFFSET).sort(true, false),
+            ])?;
+            cursors.push(Cursor {
+                kind,
+                stream: sorted.execute_stream().await?,
+                rows: Vec::new().into_iter(),
+                head: None,
+                done: false,
+            });
+        }
+        Ok(Self { cursors, total })
+    }
+
+    async fn next(&mut self, max: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::with_capacity(max);
+        for c in &mut self.cursors {
+            c.fill().await?;
+        }
+        while out.len() < max {
+            // The earliest head; ties go to predictions, then features.
+            let Some(i) = (0..self.cursors.len())
+                .filter(|&i| self.cursors[i].head.is_some())
+                .min_by_key(|&i| self.cursors[i].head.as_ref().map(|h| h.0))
+            else {
+                break;
+            };
+            let c = &mut self.cursors[i];
+            if let Some((_, r)) = c.head.take() {
+                out.push(r);
+            }
+            c.fill().await?;
+        }
+        Ok(out)
+    }
+}
+
+/// The records of one archive batch (with `model` from its partition).
+fn records(kind: EventKind, b: &RecordBatch) -> Result<Vec<(i64, Record)>> {
+    let missing = |name: &str| {
+        Error::Config(format!(
+            "archive table `{}` has no column `{name}`",
+            archive::table_of(kind)
+        ))
+    };
+    let model = datafusion::arrow::compute::cast(
+        b.column_by_name("model").ok_or_else(|| missing("model"))?,
+        &DataType::Utf8,
+    )?;
+    let model = model.as_string::<i32>();
+    let payloads = archive::payloads(kind, b, |row| model.value(row))?;
+    let ts = b
+        .column_by_name(field::TS)
+        .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
+        .ok_or_else(|| missing(field::TS))?;
+    let topic = b
+        .column_by_name(acol::TOPIC)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| missing(acol::TOPIC))?;
+    let partition = b
+        .column_by_name(acol::PARTITION)
+        .and_then(|c| c.as_primitive_opt::<Int32Type>())
+        .ok_or_else(|| missing(acol::PARTITION))?;
+    let offset = b
+        .column_by_name(acol::OFFSET)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| missing(acol::OFFSET))?;
+    let mut last_topic: Option<Arc<str>> = None;
+    let mut out = Vec::with_capacity(b.num_rows());
+    for (row, payload) in payloads.into_iter().enumerate() {
+        let t = topic.value(row);
+        let name = match &last_topic {
+            Some(n) if &**n == t => n.clone(),
+            _ => {
+                let n: Arc<str> = Arc::from(format!("backfill.{t}"));
+                last_topic = Some(n.clone());
+                n
+            }
+        };
+        out.push((
+            ts.value(row),
+            Record {
+                kind,
+                payload,
+                topic: name,
+                partition: partition.value(row),
+                offset: offset.value(row),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// What a line's fields say about its kind.
+#[derive(Deserialize)]
+struct KindOf {
+    #[serde(default)]
+    prediction: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    label: Option<serde::de::IgnoredAny>,
+}
+
+/// JSON-lines files, one after the other.
+pub(crate) struct JsonLines {
+    storage: Storage,
+    files: std::collections::VecDeque<String>,
+    current: Option<OpenFile>,
+}
+
+struct OpenFile {
+    bytes: bytes::Bytes,
+    pos: usize,
+    line: i64,
+    partition: i32,
+}
+
+impl JsonLines {
+    async fn open(storage: Storage, input: &str, pattern: &str) -> Result<Self> {
+        let glob = glob::Pattern::new(pattern)
+            .map_err(|e| Error::Config(format!("--input `{input}`: bad glob pattern: {e}")))?;
+        let mut files: Vec<String> = storage
+            .list("")
+            .await?
+            .into_iter()
+            .map(|l| l.rel)
+            .filter(|r| glob.matches(r))
+            .collect();
+        if files.is_empty() {
+            return Err(Error::Config(format!("--input `{input}`: no file matches")));
+        }
+        files.sort();
+        Ok(Self {
+            storage,
+            files: files.into(),
+            current: None,
+        })
+    }
+
+    async fn next(&mut self, max: usize) -> Result<Vec<Record>> {
+        let topic: Arc<str> = Arc::from("backfill");
+        let mut out = Vec::with_capacity(max);
+        while out.len() < max {
+            let Some(f) = &mut self.current else {
+                let Some(rel) = self.files.pop_front() else {
+                    break;
+                };
+                let bytes = self.storage.get(&rel).await?;
+                self.current = Some(OpenFile {
+                    bytes,
+                    pos: 0,
+                    line: 0,
+                    partition: (xxh3_64(rel.as_bytes()) & 0x7fff_ffff) as i32,
+                });
+                continue;
+            };
+            if f.pos >= f.bytes.len() {
+                self.current = None;
+                continue;
+            }
+            let rest = &f.bytes[f.pos..];
+            let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+            let line = rest[..end].trim_ascii();
+            f.pos += end + 1;
+            f.line += 1;
+            if line.is_empty() {
+                continue;
+            }
+            let kind = match serde_json::from_slice::<KindOf>(line) {
+                Ok(k) if k.label.is_some() => EventKind::Outcome,
+                Ok(k) if k.prediction.is_none() => EventKind::Feature,
+                // Predictions, and lines that are not JSON objects (the
+                // decoder dead-letters them with its reason).
+                _ => EventKind::Prediction,
+            };
+            out.push(Record {
+                kind,
+                payload: String::from_utf8_lossy(line).into_owned(),
+                topic: topic.clone(),
+                partition: f.partition,
+                offset: f.line,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_split_at_their_folder() {
+        assert_eq!(split_glob("s3://b/x/*.jsonl"), ("s3://b/x/", "*.jsonl"));
+        assert_eq!(split_glob("/d/2026-*/e.jsonl"), ("/d/", "2026-*/e.jsonl"));
+        assert_eq!(split_glob("/d/e.jsonl"), ("/d/", "e.jsonl"));
+        assert_eq!(split_glob("e.jsonl"), (".", "e.jsonl"));
+    }
+}
