@@ -10,9 +10,17 @@
 //! | `features` | `features/model=<m>/date=<yyyy-mm-dd>/<topic>-<partition>-<first_offset>.parquet` |
 //! | `outcomes` | `outcomes/model=<m>/date=<yyyy-mm-dd>/<topic>-<partition>-<first_offset>.parquet` |
 //!
-//! **What is archived**: the events the windows took, in consumption order;
-//! records refused (bad JSON, wrong types, late, ...) are in `dead_letters`
-//! instead. So a backfill over the archive sees exactly what the stream saw.
+//! **What is archived**: every event that decodes, in consumption order;
+//! records the decoder refuses (bad JSON, wrong types, unknown models) are
+//! in `dead_letters` instead. Events the windows then refused as late (or
+//! labels that came after their window's performance was final) are
+//! archived too, and are also dead letters: whether an event is late
+//! depends on how the partitions interleaved, which a replay after a crash
+//! does not repeat, while what decodes depends only on the record. So the
+//! archive of a crashed and restarted run is that of an uninterrupted one,
+//! and a backfill (which reads in event-time order, where nothing is late)
+//! counts late events in their windows: it reproduces the stream's rows
+//! where the stream had no late events, and completes them where it had.
 //!
 //! **Features are a map** (`map<utf8, utf8>`), not a struct per model: the
 //! archive keeps every feature an event carries, declared or not, so a
@@ -293,14 +301,13 @@ impl Archive {
         self.len
     }
 
-    /// Buffers the rows of `decoded` (one model, one kind) that `keep`
-    /// accepts; `record(seq)` gives a row's payload and provenance.
+    /// Buffers the rows of `decoded` (one model, one kind); `record(seq)`
+    /// gives a row's payload and provenance.
     pub fn add<'a>(
         &mut self,
         kind: EventKind,
         catalog: &ModelCatalog,
         decoded: &Decoded,
-        keep: impl Fn(usize) -> bool,
         record: impl Fn(usize) -> (&'a [u8], Provenance<'a>),
     ) {
         let b = &decoded.batch;
@@ -326,11 +333,7 @@ impl Archive {
             c.filter(|c| !c.is_null(row)).map(|c| c.value(row))
         }
         for (row, seq) in decoded.seq.iter().enumerate() {
-            let pos = *seq as usize;
-            if !keep(pos) {
-                continue;
-            }
-            let (payload, from) = record(pos);
+            let (payload, from) = record(*seq as usize);
             let t = ts.value(row);
             let key = FileKey {
                 table: table_of(kind),
@@ -566,22 +569,16 @@ mod tests {
         let mut archive = Archive::default();
         archive.consumed("t", 0, 7);
         for d in &out.decoded {
-            archive.add(
-                EventKind::Prediction,
-                &before,
-                d,
-                |_| true,
-                |pos| {
-                    (
-                        events[pos],
-                        Provenance {
-                            topic: "t",
-                            partition: 0,
-                            offset: 7 + pos as i64,
-                        },
-                    )
-                },
-            );
+            archive.add(EventKind::Prediction, &before, d, |pos| {
+                (
+                    events[pos],
+                    Provenance {
+                        topic: "t",
+                        partition: 0,
+                        offset: 7 + pos as i64,
+                    },
+                )
+            });
         }
         assert_eq!(archive.len(), 3);
         let storage = Storage::open("memory:///", &Default::default())?;

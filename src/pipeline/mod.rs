@@ -306,25 +306,18 @@ impl Pipeline {
         };
         let refused = self.step.apply(&input, &mut self.counters);
         if let Some(archive) = &mut self.archive {
-            let refused: std::collections::HashSet<usize> = refused.iter().map(|r| r.pos).collect();
             for (kind, d) in &input.batches {
-                archive.add(
-                    *kind,
-                    &self.catalog,
-                    d,
-                    |pos| !refused.contains(&pos),
-                    |pos| {
-                        let m = fresh[pos];
-                        (
-                            m.payload().unwrap_or(b""),
-                            Provenance {
-                                topic: m.topic(),
-                                partition: m.partition(),
-                                offset: m.offset(),
-                            },
-                        )
-                    },
-                );
+                archive.add(*kind, &self.catalog, d, |pos| {
+                    let m = fresh[pos];
+                    (
+                        m.payload().unwrap_or(b""),
+                        Provenance {
+                            topic: m.topic(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                        },
+                    )
+                });
             }
         }
         drop(input);

@@ -172,6 +172,15 @@ pub(crate) async fn query_csv(
     sql: &str,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let storage = Storage::open(&data.display().to_string(), &Default::default())?;
+    query_csv_on(&storage, sql).await
+}
+
+/// [`query_csv`] on any storage.
+pub(crate) async fn query_csv_on(
+    storage: &Storage,
+    sql: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let storage = storage.clone();
     let ctx = query::new_context(Default::default());
     query::register_tables(&ctx, &storage)?;
     let batches = ctx.sql(sql).await?.collect().await?;
@@ -530,8 +539,39 @@ async fn sigkill_and_compare(max_pending: Option<usize>) -> TestResult {
         "8 windows x 2 versions x the prediction's bins:\n{whole}"
     );
     assert_eq!(killed, whole);
+    // The archive: every event once, as an uninterrupted run wrote it.
+    let killed = query_csv(&killed_data, ALL_PREDICTIONS).await?;
+    let whole = query_csv(&whole_data, ALL_PREDICTIONS).await?;
+    assert_eq!(whole.lines().count(), 1 + 8_000, "every prediction once");
+    assert_eq!(killed, whole);
+    let killed = query_csv(&killed_data, ALL_OUTCOMES).await?;
+    let whole = query_csv(&whole_data, ALL_OUTCOMES).await?;
+    assert!(whole.lines().count() > 6_000, "{}", whole.lines().count());
+    let only = |a: &str, b: &str| -> Vec<String> {
+        let b: std::collections::HashSet<&str> = b.lines().collect();
+        a.lines()
+            .filter(|l| !b.contains(l))
+            .take(5)
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        killed,
+        whole,
+        "only killed: {:?}\nonly whole: {:?}",
+        only(&killed, &whole),
+        only(&whole, &killed)
+    );
     Ok(())
 }
+
+/// The archived predictions, by where they came from (the map as text).
+pub(crate) const ALL_PREDICTIONS: &str = "SELECT model, date, event_id, ts, version, variant, unit_id, \
+    array_to_string(map_keys(features), '|') AS keys, array_to_string(map_values(features), '|') AS vals, \
+    prediction, latency_ms, topic, partition, \"offset\" FROM predictions ORDER BY topic, partition, \"offset\"";
+/// The archived outcomes, by where they came from.
+pub(crate) const ALL_OUTCOMES: &str =
+    "SELECT * FROM outcomes ORDER BY topic, partition, \"offset\"";
 
 /// Runs the pipeline with its storage root on an S3-compatible server.
 /// `.ci/run` starts moto's server and sets `MLWATCH_TEST_S3_URL` (a bucket it
@@ -570,7 +610,8 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
                     (SELECT count(*) FROM performance) AS p, \
                     (SELECT count(*) FROM concept_drift) >= 0 AS c, \
                     (SELECT count(*) FROM ab_decisions) AS x, \
-                    (SELECT count(*) FROM prediction_distribution) AS h",
+                    (SELECT count(*) FROM prediction_distribution) AS h, \
+                    (SELECT count(*) FROM predictions) AS e",
         )
         .await?
         .collect()
@@ -582,9 +623,22 @@ async fn pipeline_writes_and_queries_results_on_s3() -> TestResult {
     // concept_drift readable; a decision per window for each of the two
     // experiments; 20 bins of the prediction per window and version.
     assert!(
-        text.contains("| 48 | 6 | 6 | 48 | 4 | 96 | true | 6 | 120 |"),
+        text.contains("| 48 | 6 | 6 | 48 | 4 | 96 | true | 6 | 120 | 3000 |"),
         "every table on S3:\n{text}"
     );
+    // A backfill from the archive on S3 writes the same rows again.
+    let before = query_csv_on(&storage, ALL_DRIFT).await?;
+    let config = test_config(&brokers, Path::new("/unused"), &s.reference, "s3")?;
+    let mut config = config;
+    config.storage.url = prefix.clone();
+    let args = mlwatch::backfill::BackfillArgs {
+        from: "2026-01-01".into(),
+        to: "2026-01-02".into(),
+        ..Default::default()
+    };
+    let b = mlwatch::backfill::run(&config, &args, mlwatch::backfill::Progress::Quiet).await?;
+    assert_eq!((b.events, b.windows), (3_000, 3), "{b:?}");
+    assert_eq!(query_csv_on(&storage, ALL_DRIFT).await?, before);
     // The dashboard reads the same tables from S3.
     let report = mlwatch::dashboard::Dashboard::new(storage.clone())
         .report(&Default::default())
