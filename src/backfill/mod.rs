@@ -205,14 +205,33 @@ pub async fn run(
         input: args.input.clone().unwrap_or_else(|| "archive".into()),
         ..Default::default()
     };
-    let bar = ProgressShow::new(progress, source.total());
+    let total = match progress {
+        Progress::Auto if std::io::stderr().is_terminal() => source.total().await?,
+        _ => None,
+    };
+    let bar = ProgressShow::new(progress, total);
+    // Reading (scan, sort, rebuilding payloads) runs on a task of its own,
+    // a chunk ahead of decoding and windowing.
+    let (chunks, mut next_chunk) = tokio::sync::mpsc::channel::<Result<Vec<source::Record>>>(2);
+    let reader = tokio::spawn(async move {
+        loop {
+            let r = source.next(CHUNK).await;
+            let done = matches!(&r, Ok(v) if v.is_empty()) || r.is_err();
+            if chunks.send(r).await.is_err() || done {
+                return;
+            }
+        }
+    });
     let selected: Vec<bool> = catalog
         .models
         .iter()
         .map(|m| summary.models.contains(&m.name))
         .collect();
     loop {
-        let records = source.next(CHUNK).await?;
+        let records = match next_chunk.recv().await {
+            Some(r) => r?,
+            None => Vec::new(),
+        };
         if records.is_empty() {
             break;
         }
@@ -271,6 +290,7 @@ pub async fn run(
         }
         bar.update(summary.records, started);
     }
+    let _ = reader.await;
     let closed = step.take_all();
     count_letters(&mut step, &mut summary);
     for w in closed {

@@ -101,11 +101,18 @@ impl Source {
         )))
     }
 
-    /// Records to read in all, when known up front.
-    pub fn total(&self) -> Option<u64> {
+    /// Records to read in all, when a count can tell (the archive's, by an
+    /// extra pass over its event times).
+    pub async fn total(&mut self) -> Result<Option<u64>> {
         match self {
-            Self::Archive(a) => Some(a.total),
-            Self::JsonLines(_) => None,
+            Self::Archive(a) => {
+                let mut n = 0;
+                for df in &a.counts {
+                    n += df.clone().count().await? as u64;
+                }
+                Ok(Some(n))
+            }
+            Self::JsonLines(_) => Ok(None),
         }
     }
 
@@ -165,7 +172,8 @@ impl Cursor {
 /// The archive's three tables, merged by event time.
 pub(crate) struct ArchiveSource {
     cursors: Vec<Cursor>,
-    total: u64,
+    /// The filtered tables, for [`Source::total`].
+    counts: Vec<datafusion::dataframe::DataFrame>,
 }
 
 impl ArchiveSource {
@@ -182,7 +190,7 @@ impl ArchiveSource {
             ))
         };
         let mut cursors = Vec::new();
-        let mut total = 0;
+        let mut counts = Vec::new();
         for kind in [
             EventKind::Prediction,
             EventKind::Feature,
@@ -216,7 +224,7 @@ impl ArchiveSource {
                 filter = filter.and(col(field::VERSION).eq(lit(v.clone())));
             }
             let df = ctx.table(table).await?.filter(filter)?;
-            total += df.clone().count().await? as u64;
+            counts.push(df.clone());
             let sorted = df.sort(vec![
                 col(field::TS).sort(true, false),
                 col(acol::TOPIC).sort(true, false),
@@ -231,7 +239,7 @@ impl ArchiveSource {
                 done: false,
             });
         }
-        Ok(Self { cursors, total })
+        Ok(Self { cursors, counts })
     }
 
     async fn next(&mut self, max: usize) -> Result<Vec<Record>> {

@@ -23,7 +23,9 @@
 //! 1. the writer is flushed: every closed window is durable, and the
 //!    evaluators and sinks hand over their state as of that point;
 //! 2. buffered dead letters are written, one file per partition named by
-//!    the first offset they cover;
+//!    the first offset they cover, and archived events (`archive.enabled`),
+//!    one file per table, model, date and partition named by the first
+//!    offset the interval read from it;
 //! 3. what tracking events logged since the last checkpoint is written
 //!    (files named by offsets, see [`crate::tracking::stream`]);
 //! 4. the checkpoint (next offset per partition, watermarks, open-window
@@ -33,8 +35,9 @@
 //!
 //! On start the checkpoint is restored and records below its offsets are
 //! skipped. Everything after it is replayed; windows that close again are
-//! recomputed from the same state and overwrite their files, and dead-letter
-//! and tracking files of the replayed interval are overwritten by name.
+//! recomputed from the same state and overwrite their files, and dead-letter,
+//! archive and tracking files of the replayed interval are overwritten by
+//! name.
 //! Hence a killed and restarted run writes the same results as an
 //! uninterrupted one.
 

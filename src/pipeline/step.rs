@@ -1,7 +1,7 @@
 //! The source-agnostic step: decoded batches with their provenance in,
 //! window state updated, closed windows out.
 //!
-//! A source (the Kafka consumer today, files for backfills later) decodes
+//! A source (the Kafka consumer, or a backfill's files) decodes
 //! its records into [`Input`]: Arrow batches per (event kind, model) and,
 //! for every record position, where it came from ([`Origin`]). [`Step::apply`]
 //! applies the valid rows in record order, so lateness depends only on the
