@@ -68,11 +68,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = data.canonicalize()?;
     let storage = Storage::open(&data.display().to_string(), &Default::default())?;
     let reference = data.join("reference").join("credit_risk.parquet");
-    let config = mlwatch::Config::from_toml_str(&demo::demo_config_toml(
-        "127.0.0.1:1",
-        &data,
-        &reference,
-    ))?;
+    let config =
+        mlwatch::Config::from_toml_str(&demo::demo_config_toml("127.0.0.1:1", &data, &reference))?;
     let args = BackfillArgs {
         from: "2026-01-01".into(),
         to: "2026-01-02".into(),

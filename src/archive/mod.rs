@@ -37,13 +37,16 @@
 //!
 //! **Files**: rows are buffered until the pipeline's next checkpoint (or
 //! until `archive.max_buffered` rows force one) and written as one file per
-//! table, model, date and source partition, named after the first offset
-//! the checkpoint interval consumed from that partition. A replay after a
-//! crash starts at the same offset, so it overwrites the file instead of
-//! adding a second copy.
+//! table, model, date and source partition, named after the lowest offset
+//! among its rows. A replay after a crash starts at the checkpoint's
+//! offsets and archives the same records (what decodes depends only on the
+//! record), so each (table, model, date, partition) gets a file named after
+//! the same first record, which overwrites the crashed run's; its later
+//! records land in files named after later offsets, and a backfill reads a
+//! record that two files hold once.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use chrono::DateTime;
@@ -207,6 +210,8 @@ struct Rows {
     topic: StringBuilder,
     partition: Int32Builder,
     offset: Int64Builder,
+    /// The lowest offset of the rows: the file's name.
+    first: i64,
 }
 
 impl Rows {
@@ -225,6 +230,7 @@ impl Rows {
             topic: StringBuilder::new(),
             partition: Int32Builder::new(),
             offset: Int64Builder::new(),
+            first: i64::MAX,
         }
     }
 
@@ -275,27 +281,10 @@ pub(crate) struct Provenance<'a> {
 #[derive(Default)]
 pub(crate) struct Archive {
     files: BTreeMap<FileKey, Rows>,
-    /// First offset consumed from each (topic, partition) since the last
-    /// write: the name of its files.
-    first: HashMap<String, HashMap<i32, i64>>,
     len: usize,
 }
 
 impl Archive {
-    /// Notes that `offset` of a partition was consumed (before deciding
-    /// anything about the record): the first one names the interval's files.
-    pub fn consumed(&mut self, topic: &str, partition: i32, offset: i64) {
-        match self.first.get_mut(topic) {
-            Some(p) => {
-                p.entry(partition).or_insert(offset);
-            }
-            None => {
-                self.first
-                    .insert(topic.to_string(), HashMap::from([(partition, offset)]));
-            }
-        }
-    }
-
     /// Rows buffered.
     pub fn len(&self) -> usize {
         self.len
@@ -348,6 +337,7 @@ impl Archive {
             rows.topic.append_value(from.topic);
             rows.partition.append_value(from.partition);
             rows.offset.append_value(from.offset);
+            rows.first = rows.first.min(from.offset);
             self.len += 1;
             if kind == EventKind::Outcome {
                 rows.label.append_option(opt(label, row));
@@ -388,12 +378,7 @@ impl Archive {
         let files = std::mem::take(&mut self.files);
         for (key, rows) in files {
             let kind = rows.kind;
-            let first = self
-                .first
-                .get(&key.topic)
-                .and_then(|p| p.get(&key.partition))
-                .copied()
-                .unwrap_or_default();
+            let first = rows.first;
             let path = file(
                 kind,
                 &key.model,
@@ -404,7 +389,6 @@ impl Archive {
             );
             storage.write_parquet(&path, &[rows.finish()?]).await?;
         }
-        self.first.clear();
         self.len = 0;
         Ok(())
     }
@@ -567,7 +551,6 @@ mod tests {
         let out = decode(&before, EventKind::Prediction, &events);
         assert!(out.rejected.is_empty(), "{:?}", out.rejected);
         let mut archive = Archive::default();
-        archive.consumed("t", 0, 7);
         for d in &out.decoded {
             archive.add(EventKind::Prediction, &before, d, |pos| {
                 (

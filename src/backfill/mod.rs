@@ -36,7 +36,7 @@ pub mod range;
 pub mod schedule;
 mod source;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,6 +122,9 @@ pub struct BackfillSummary {
     pub dead_letters: BTreeMap<String, u64>,
     /// Records the step refused, by reason (counted only).
     pub refused: BTreeMap<String, u64>,
+    /// `--to` was later than what the stream (`kafka.group_id`) has closed
+    /// and archived: the backfill ended here instead.
+    pub clamped_to: Option<String>,
     /// Wall time.
     pub seconds: f64,
     /// Records read per second.
@@ -162,13 +165,33 @@ pub async fn run(
         .map(|m| m.label_horizon.as_millis() as i64)
         .max()
         .map_or(0, |h| h + config.window.allowed_lateness.as_millis() as i64);
+    let storage = Storage::open(&config.storage.url, &config.storage.options)?;
+    let mut to = parse_time(&args.to, args.now_ms)?;
+    // Not past what the stream has made durable: windows it has not closed
+    // (and, for labels, not past their wait) may still get archived events.
+    let mut clamped = None;
+    if let Some(c) =
+        crate::pipeline::checkpoint::Checkpoint::load(&storage, &config.kafka.group_id).await?
+    {
+        // Closed windows' events, and final windows' labels, were archived
+        // by that checkpoint.
+        let durable = c
+            .labels
+            .first_pending()
+            .map_or(c.windows.closed_through, |p| {
+                p.min(c.windows.closed_through)
+            });
+        if args.input.is_none() && to > durable {
+            to = durable;
+            clamped = Some(iso(durable));
+        }
+    }
     let covered = Covered::new(
         parse_time(&args.from, args.now_ms)?,
-        parse_time(&args.to, args.now_ms)?,
+        to,
         window_ms,
         label_wait,
     )?;
-    let storage = Storage::open(&config.storage.url, &config.storage.options)?;
     let selection = Selection {
         covered,
         models: models.clone(),
@@ -203,8 +226,13 @@ pub async fn run(
         models,
         version: args.version.clone(),
         input: args.input.clone().unwrap_or_else(|| "archive".into()),
+        clamped_to: clamped,
         ..Default::default()
     };
+    if let Some(t) = &summary.clamped_to {
+        tracing::warn!(to = %t, group = %config.kafka.group_id,
+            "the backfill ends where the stream's checkpoint has closed windows (and their labels' wait)");
+    }
     let total = match progress {
         Progress::Auto if std::io::stderr().is_terminal() => source.total().await?,
         _ => None,
@@ -222,6 +250,8 @@ pub async fn run(
             }
         }
     });
+    // (model, window start) of the events read: only their files are replaced.
+    let mut seen: BTreeSet<(usize, i64)> = BTreeSet::new();
     let selected: Vec<bool> = catalog
         .models
         .iter()
@@ -237,9 +267,11 @@ pub async fn run(
         }
         let base = summary.records as i64;
         summary.records += records.len() as u64;
-        let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_bytes()).collect();
+        let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
         let kinds: Vec<Option<EventKind>> = records.iter().map(|r| Some(r.kind)).collect();
-        let decoded = decode_records(&catalog, &payloads, &kinds);
+        // CPU work: the runtime's other tasks (the reader, the writer, a
+        // stream beside a schedule) go on on the other worker.
+        let decoded = tokio::task::block_in_place(|| decode_records(&catalog, &payloads, &kinds));
         for (pos, reason, error) in decoded.rejected {
             let r = &records[pos];
             *summary
@@ -258,6 +290,9 @@ pub async fn run(
         let mut batches = Vec::with_capacity(decoded.batches.len());
         for (kind, d) in decoded.batches {
             if let Some(d) = within(kind, d, &selection, &selected, &mut summary.outside)? {
+                if kind != EventKind::Outcome {
+                    note_windows(&d, window_ms, &mut seen);
+                }
                 batches.push((kind, d));
             }
         }
@@ -273,10 +308,15 @@ pub async fn run(
             type_errors: decoded
                 .type_errors
                 .into_iter()
-                .filter(|(_, te)| covered.holds(te.ts - te.ts.rem_euclid(window_ms)))
+                .filter(|(_, te)| {
+                    covered.holds(te.ts - te.ts.rem_euclid(window_ms))
+                        && selected.get(te.model).copied().unwrap_or(false)
+                        && args.version.as_ref().is_none_or(|v| *v == te.version)
+                })
                 .collect(),
         };
-        for r in step.apply(&input, &mut counters) {
+        let refused = tokio::task::block_in_place(|| step.apply(&input, &mut counters));
+        for r in refused {
             *summary
                 .refused
                 .entry(r.reason.as_str().to_string())
@@ -288,9 +328,29 @@ pub async fn run(
         for w in closed {
             writer.submit(w).await?;
         }
+        if dead.len() >= config.checkpoint.max_dead_letters {
+            dead.write(&storage).await?;
+        }
         bar.update(summary.records, started);
     }
-    let _ = reader.await;
+    reader.await.map_err(|e| Error::Task {
+        task: "backfill reader",
+        reason: e.to_string(),
+    })?;
+    if seen.is_empty() {
+        return Err(Error::Config(format!(
+            "nothing to backfill: {} has no events of {} in {} to {}{}",
+            summary.input,
+            summary.models.join(", "),
+            summary.from,
+            summary.to,
+            if args.input.is_none() && !config.archive.enabled {
+                " (archive.enabled is off: `mlwatch run` archives events only with it on)"
+            } else {
+                ""
+            }
+        )));
+    }
     let closed = step.take_all();
     count_letters(&mut step, &mut summary);
     for w in closed {
@@ -308,7 +368,16 @@ pub async fn run(
         .collect();
     let written = files.written();
     summary.files_written = written.len() as u64;
-    summary.files_removed = remove_stale(&storage, &files, &written, &summary, covered).await?;
+    let names: Vec<String> = catalog.models.iter().map(|m| m.name.clone()).collect();
+    summary.files_removed = remove_stale(
+        &storage,
+        &files,
+        &written,
+        args.version.is_none(),
+        &names,
+        &seen,
+    )
+    .await?;
     summary.events = counters.events;
     summary.outcomes = counters.outcomes;
     summary.labels_joined = counters.labels_joined;
@@ -316,6 +385,23 @@ pub async fn run(
     summary.records_per_second = summary.records as f64 / summary.seconds.max(1e-9);
     bar.finish(&summary);
     Ok(summary)
+}
+
+/// Notes the (model, window) of every event of `d`.
+fn note_windows(d: &crate::event::Decoded, window_ms: i64, seen: &mut BTreeSet<(usize, i64)>) {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::TimestampMillisecondType;
+    let Some(ts) = d.batch.column_by_name(field::TS) else {
+        return;
+    };
+    let mut last = None;
+    for t in ts.as_primitive::<TimestampMillisecondType>().values() {
+        let start = t - t.rem_euclid(window_ms);
+        if last != Some(start) {
+            seen.insert((d.model, start));
+            last = Some(start);
+        }
+    }
 }
 
 /// Counts the labels that waited in vain (their prediction was outside
@@ -417,26 +503,32 @@ fn window_of(rel: &str) -> Option<i64> {
     rest.split('-').next()?.parse().ok()
 }
 
-/// Removes the files of covered windows that the backfill did not write.
+/// Removes the files of the windows the backfill read events for that it
+/// did not write again (`seen`: model index in `names` and window start).
+/// Windows it read nothing for are left as they are: an archive that starts
+/// later than the range, or a model without traffic, removes nothing.
 async fn remove_stale(
     storage: &Storage,
     files: &ResultFiles,
-    written: &std::collections::BTreeSet<String>,
-    summary: &BackfillSummary,
-    covered: Covered,
+    written: &BTreeSet<String>,
+    with_ab: bool,
+    names: &[String],
+    seen: &BTreeSet<(usize, i64)>,
 ) -> Result<u64> {
+    let dirs: BTreeSet<(usize, String)> = seen
+        .iter()
+        .map(|(m, start)| (*m, crate::archive::date_of(*start)))
+        .collect();
     let mut removed = 0;
-    for table in result_tables(summary.version.is_none()) {
-        for model in &summary.models {
-            for date in covered.dates(covered.to) {
-                let dir = format!("{table}/model={model}/date={date}/");
-                for l in storage.list(&dir).await? {
-                    let stale = window_of(&l.rel).is_some_and(|s| covered.holds(s))
-                        && !written.contains(&l.rel);
-                    if stale {
-                        files.remove(&l.rel).await?;
-                        removed += 1;
-                    }
+    for table in result_tables(with_ab) {
+        for (m, date) in &dirs {
+            let dir = format!("{table}/model={}/date={date}/", names[*m]);
+            for l in storage.list(&dir).await? {
+                let stale = window_of(&l.rel).is_some_and(|s| seen.contains(&(*m, s)))
+                    && !written.contains(&l.rel);
+                if stale {
+                    files.remove(&l.rel).await?;
+                    removed += 1;
                 }
             }
         }

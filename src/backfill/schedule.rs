@@ -125,34 +125,43 @@ pub async fn run_due(config: &Config, schedule: &ScheduleConfig) -> Result<Pass>
     };
     let mut interrupted = None;
     if let Some((at, attempt)) = state.running.take() {
-        let job = Job {
-            schedule: name.clone(),
-            scheduled_ms: at,
-            attempt,
-            started_ms: at,
-            finished_ms: None,
-            outcome: Outcome::Interrupted,
-            error: Some("the process running it stopped before it ended".into()),
-            summary: None,
-        };
-        // Keep the start the running row recorded.
-        let started = started_of(&storage, &job).await?.unwrap_or(at);
-        let job = Job {
-            started_ms: started,
-            ..job
-        };
-        job.save(&storage).await?;
-        tracing::warn!(schedule = %name, scheduled = at, attempt, "marked an interrupted run");
-        save(&storage, name, &state).await?;
-        interrupted = Some((at, attempt));
-        pass.jobs.push(job);
+        let recorded = recorded(&storage, name, at, attempt).await?;
+        if recorded
+            .as_ref()
+            .is_some_and(|(_, o)| o != Outcome::Running.as_str())
+        {
+            // It ended, but its process died before the state said so.
+            state.done = Some(state.done.map_or(at, |d| d.max(at)));
+        } else {
+            let job = Job {
+                schedule: name.clone(),
+                scheduled_ms: at,
+                attempt,
+                started_ms: at,
+                finished_ms: None,
+                outcome: Outcome::Interrupted,
+                error: Some("the process running it stopped before it ended".into()),
+                summary: None,
+            };
+            // Keep the start the running row recorded.
+            let job = Job {
+                started_ms: recorded.map_or(at, |(s, _)| s),
+                ..job
+            };
+            job.save(&storage).await?;
+            tracing::warn!(schedule = %name, scheduled = at, attempt, "marked an interrupted run");
+            interrupted = Some((at, attempt));
+            pass.jobs.push(job);
+        }
     }
-    let Some(due) = latest(&cron, now) else {
+    // The state is saved once: without a run, or with the next one (so an
+    // interrupted attempt's number is never reused).
+    let due =
+        latest(&cron, now).filter(|due| *due >= state.since && state.done.is_none_or(|d| *due > d));
+    let Some(due) = due else {
+        save(&storage, name, &state).await?;
         return Ok(pass);
     };
-    if due < state.since || state.done.is_some_and(|d| due <= d) {
-        return Ok(pass);
-    }
     let attempt = match interrupted {
         Some((at, a)) if at == due => a + 1,
         _ => 1,
@@ -201,19 +210,40 @@ pub async fn run_due(config: &Config, schedule: &ScheduleConfig) -> Result<Pass>
     Ok(pass)
 }
 
-/// The `started` a job's row recorded, if it has one.
-async fn started_of(storage: &Storage, job: &Job) -> Result<Option<i64>> {
+/// The `started` and `outcome` an attempt's `jobs` row recorded, if it
+/// has one.
+async fn recorded(
+    storage: &Storage,
+    schedule: &str,
+    at: i64,
+    attempt: i32,
+) -> Result<Option<(i64, String)>> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::TimestampMillisecondType;
-    let Some(bytes) = storage.get_opt(&job.path()).await? else {
+    let probe = Job {
+        schedule: schedule.into(),
+        scheduled_ms: at,
+        attempt,
+        started_ms: at,
+        finished_ms: None,
+        outcome: Outcome::Running,
+        error: None,
+        summary: None,
+    };
+    let Some(bytes) = storage.get_opt(&probe.path()).await? else {
         return Ok(None);
     };
     let batches = crate::storage::decode_parquet(bytes)?;
-    Ok(batches.first().and_then(|b| {
-        b.column_by_name("started")
-            .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
-            .filter(|c| !c.is_empty())
-            .map(|c| c.value(0))
+    Ok(batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
+        let started = b
+            .column_by_name("started")?
+            .as_primitive_opt::<TimestampMillisecondType>()?
+            .value(0);
+        let outcome = b
+            .column_by_name("outcome")?
+            .as_string_opt::<i32>()?
+            .value(0);
+        Some((started, outcome.to_string()))
     }))
 }
 
@@ -227,8 +257,21 @@ pub async fn run_all(config: Config, mut stop: watch::Receiver<bool>) -> Result<
         tasks.spawn(async move {
             let cron = parse_cron(&s.cron)?;
             loop {
-                if let Err(e) = run_due(&config, &s).await {
-                    tracing::error!(schedule = %s.name, error = %e, "schedule pass failed");
+                // A stop drops a run under way: its state stays `running`,
+                // and the next start marks it interrupted and runs it again.
+                let ran = tokio::select! {
+                    r = run_due(&config, &s) => match r {
+                        Ok(pass) => pass.jobs.iter().any(|j| j.outcome != Outcome::Interrupted),
+                        Err(e) => {
+                            tracing::error!(schedule = %s.name, error = %e, "schedule pass failed");
+                            false
+                        }
+                    },
+                    _ = stop.changed() => return Ok::<(), Error>(()),
+                };
+                // A time that passed during a long run is due now.
+                if ran {
+                    continue;
                 }
                 let wait = next(&cron, now_ms())
                     .map(|t| (t - now_ms()).max(0) as u64 + 5)
@@ -247,11 +290,13 @@ pub async fn run_all(config: Config, mut stop: watch::Receiver<bool>) -> Result<
         let _ = stop.changed().await;
         return Ok(());
     }
+    // One schedule failing (or panicking) does not stop the others.
     while let Some(r) = tasks.join_next().await {
-        r.map_err(|e| Error::Task {
-            task: "schedule",
-            reason: e.to_string(),
-        })??;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "a schedule stopped"),
+            Err(e) => tracing::error!(error = %e, "a schedule's task failed"),
+        }
     }
     Ok(())
 }

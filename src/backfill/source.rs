@@ -39,7 +39,7 @@ pub(crate) struct Record {
     /// Its kind.
     pub kind: EventKind,
     /// The event, as the stream would have received it.
-    pub payload: String,
+    pub payload: Vec<u8>,
     /// Topic or input it came from (its dead letter's `topic`).
     pub topic: Arc<str>,
     /// Partition within it.
@@ -82,8 +82,9 @@ impl Source {
         let json = [".jsonl", ".json", ".ndjson"]
             .iter()
             .any(|e| lower.ends_with(e));
+        let named = |e: Error| Error::Config(format!("--input `{input}`: {e}"));
         if json {
-            let store = Storage::open_existing(base, options)?;
+            let store = Storage::open_existing(base, options).map_err(named)?;
             return Ok(Self::JsonLines(Box::new(
                 JsonLines::open(store, input, pattern).await?,
             )));
@@ -95,7 +96,7 @@ impl Source {
                  give the folder, or JSON lines files (.jsonl, .json, .ndjson)"
             )));
         }
-        let store = Storage::open_existing(input, options)?;
+        let store = Storage::open_existing(input, options).map_err(named)?;
         Ok(Self::Archive(Box::new(
             ArchiveSource::open(&store, selection).await?,
         )))
@@ -146,6 +147,8 @@ struct Cursor {
     stream: SendableRecordBatchStream,
     rows: std::vec::IntoIter<(i64, Record)>,
     head: Option<(i64, Record)>,
+    /// Where the last record taken came from.
+    last: Option<(Arc<str>, i32, i64)>,
     done: bool,
 }
 
@@ -209,10 +212,13 @@ impl ArchiveSource {
                 EventKind::Outcome => s.covered.labels_to,
                 _ => s.covered.to,
             };
-            let dates = s.covered.dates(until);
+            let (first, last) = (
+                crate::archive::date_of(s.covered.from),
+                crate::archive::date_of(until - 1),
+            );
             let mut filter: Expr = col("date")
-                .gt_eq(lit(dates[0].clone()))
-                .and(col("date").lt_eq(lit(dates[dates.len() - 1].clone())))
+                .gt_eq(lit(first))
+                .and(col("date").lt_eq(lit(last)))
                 .and(col(field::TS).gt_eq(ts(s.covered.from)))
                 .and(col(field::TS).lt(ts(until)));
             if !s.models.is_empty() {
@@ -236,6 +242,7 @@ impl ArchiveSource {
                 stream: sorted.execute_stream().await?,
                 rows: Vec::new().into_iter(),
                 head: None,
+                last: None,
                 done: false,
             });
         }
@@ -257,7 +264,15 @@ impl ArchiveSource {
             };
             let c = &mut self.cursors[i];
             if let Some((_, r)) = c.head.take() {
-                out.push(r);
+                // The same record twice (files of two runs that overlap) is
+                // read once: copies sort next to each other.
+                let again = c.last.as_ref().is_some_and(|(t, p, o)| {
+                    **t == *r.topic && *p == r.partition && *o == r.offset
+                });
+                if !again {
+                    c.last = Some((r.topic.clone(), r.partition, r.offset));
+                    out.push(r);
+                }
             }
             c.fill().await?;
         }
@@ -311,7 +326,7 @@ fn records(kind: EventKind, b: &RecordBatch) -> Result<Vec<(i64, Record)>> {
             ts.value(row),
             Record {
                 kind,
-                payload,
+                payload: payload.into_bytes(),
                 topic: name,
                 partition: partition.value(row),
                 offset: offset.value(row),
@@ -348,12 +363,23 @@ impl JsonLines {
     async fn open(storage: Storage, input: &str, pattern: &str) -> Result<Self> {
         let glob = glob::Pattern::new(pattern)
             .map_err(|e| Error::Config(format!("--input `{input}`: bad glob pattern: {e}")))?;
+        // `*` stays within a folder, as in a shell.
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..Default::default()
+        };
+        // List only below the pattern's literal folders.
+        let fixed = pattern
+            .find(['*', '?', '['])
+            .and_then(|i| pattern[..i].rfind('/'))
+            .map_or("", |slash| &pattern[..slash]);
         let mut files: Vec<String> = storage
-            .list("")
-            .await?
+            .list(fixed)
+            .await
+            .map_err(|e| Error::Config(format!("--input `{input}`: {e}")))?
             .into_iter()
             .map(|l| l.rel)
-            .filter(|r| glob.matches(r))
+            .filter(|r| glob.matches_with(r, options))
             .collect();
         if files.is_empty() {
             return Err(Error::Config(format!("--input `{input}`: no file matches")));
@@ -404,7 +430,7 @@ impl JsonLines {
             };
             out.push(Record {
                 kind,
-                payload: String::from_utf8_lossy(line).into_owned(),
+                payload: line.to_vec(),
                 topic: topic.clone(),
                 partition: f.partition,
                 offset: f.line,

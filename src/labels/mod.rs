@@ -349,6 +349,16 @@ type GroupSnapshot = (
     Vec<(i64, String, Value, Option<Value>)>,
 );
 
+impl LabelsSnapshot {
+    /// Start of the earliest performance window still waiting for labels.
+    pub fn first_pending(&self) -> Option<i64> {
+        self.models
+            .values()
+            .flat_map(|m| m.windows.iter().map(|w| w.0))
+            .min()
+    }
+}
+
 /// One model's join state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModelSnapshot {

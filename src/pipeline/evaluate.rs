@@ -132,9 +132,15 @@ impl ResultFiles {
     pub async fn write(&self, path: &str, batch: RecordBatch) -> Result<()> {
         let batch = match &self.only_version {
             Some(v) if batch.schema().column_with_name(col::VERSION).is_some() => {
-                let mut parts = self.other_versions(path, v).await?;
+                let schema = batch.schema();
+                let mut parts = Vec::new();
+                // Kept rows in this schema, by column name (a file of an
+                // older release may lack a later column, or order them
+                // otherwise).
+                for old in self.other_versions(path, v).await? {
+                    parts.push(conform(&old, &schema)?);
+                }
                 parts.push(batch);
-                let schema = parts[parts.len() - 1].schema();
                 datafusion::arrow::compute::concat_batches(&schema, &parts)?
             }
             _ => batch,
@@ -178,6 +184,25 @@ impl ResultFiles {
         let batches = crate::storage::decode_parquet(bytes)?;
         Ok(without_version(batches, version)?.unwrap_or_default())
     }
+}
+
+/// `batch` with `schema`'s columns, matched by name: cast to their type,
+/// NULL where `batch` lacks one.
+fn conform(
+    batch: &RecordBatch,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::new_null_array;
+    use datafusion::arrow::compute::cast;
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => cast(c, f.data_type()),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// `batches` without the rows of `version`; `None` when they have no

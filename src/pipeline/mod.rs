@@ -41,7 +41,7 @@
 //! Hence a killed and restarted run writes the same results as an
 //! uninterrupted one.
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub(crate) mod dead_letters;
 pub(crate) mod evaluate;
 mod kafka;
@@ -260,11 +260,7 @@ impl Pipeline {
         let mut tracking_events = Vec::new();
         for m in fresh.iter() {
             let kind = self.positions.kind_of(m.topic());
-            if kind.is_some() {
-                if let Some(a) = &mut self.archive {
-                    a.consumed(m.topic(), m.partition(), m.offset());
-                }
-            } else if m.topic() == self.config.kafka.tracking_topic {
+            if kind.is_none() && m.topic() == self.config.kafka.tracking_topic {
                 tracking_events.push(*m);
             }
             kinds.push(kind);

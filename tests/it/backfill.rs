@@ -89,6 +89,8 @@ async fn a_backfill_over_the_archive_reproduces_the_stream() -> TestResult {
     let one = backfill::run(&config, &v2, Progress::Quiet).await?;
     assert!(one.events > 5_000 && one.events < 15_000, "{one:?}");
     assert!(!one.rows.contains_key("ab_results"), "{one:?}");
+    assert!(one.files_written >= 30, "{one:?}");
+    assert_eq!(one.rows.get("drift_results"), Some(&(8 * 10)), "{one:?}");
     assert_same(&streamed, &results(&data).await?, "version 2 backfill");
 
     // Part of the range: only its windows are rewritten, and those that
@@ -110,6 +112,42 @@ async fn a_backfill_over_the_archive_reproduces_the_stream() -> TestResult {
     ] {
         assert_eq!(streamed[sql], after[sql], "partial backfill: {sql}");
     }
+    // Tables with state across windows restart it at 00:03; outside the two
+    // windows nothing changed.
+    let outside = |csv: &str| -> Vec<String> {
+        csv.lines()
+            .filter(|l| !l.contains("2026-01-01T00:03:00") && !l.contains("2026-01-01T00:04:00"))
+            .map(String::from)
+            .collect()
+    };
+    for sql in [ALL_ALERTS, ALL_AB, ALL_DECISIONS] {
+        assert_eq!(
+            outside(&streamed[sql]),
+            outside(&after[sql]),
+            "partial backfill: {sql}"
+        );
+    }
+
+    // No events in the range: an error, and nothing is removed.
+    let empty = BackfillArgs {
+        from: "2025-06-01".into(),
+        to: "2025-06-02".into(),
+        ..Default::default()
+    };
+    let e = backfill::run(&config, &empty, Progress::Quiet)
+        .await
+        .expect_err("nothing to backfill")
+        .to_string();
+    assert!(e.contains("nothing to backfill"), "{e}");
+    let off = Config::from_toml_str(
+        &demo_toml(&data).replace("[archive]\nenabled = true", "[archive]\nenabled = false"),
+    )?;
+    let e = backfill::run(&off, &empty, Progress::Quiet)
+        .await
+        .expect_err("archive off")
+        .to_string();
+    assert!(e.contains("archive.enabled"), "{e}");
+    assert_eq!(results(&data).await?, after);
     Ok(())
 }
 
@@ -253,6 +291,9 @@ async fn a_schedule_killed_mid_run_runs_the_missed_backfill_once() -> TestResult
     child.0.wait()?;
     let running = query_csv(&data, "SELECT outcome FROM jobs").await?;
     assert_eq!(running, "outcome\nrunning\n", "killed before it ended");
+    // Several scheduled times pass while it is down: one run makes up for
+    // them all.
+    std::thread::sleep(Duration::from_millis(2_500));
 
     let out = run_mlwatch([
         "schedule",

@@ -666,9 +666,13 @@ async fn run_serves_metrics_and_the_lag_falls_to_zero_when_drained() -> TestResu
     let (_cluster, brokers) = cluster(4)?;
     produce(&brokers, &events(4_000, 2))?;
     let cfg_path = s.root.join("metrics.toml");
+    // With a schedule, which `mlwatch run` runs beside the stream.
     std::fs::write(
         &cfg_path,
-        demo::demo_config_toml(&brokers, &s.root.join("metrics"), &s.reference),
+        format!(
+            "{}\n[[schedules]]\nname = \"every-second\"\ncron = \"* * * * * *\"\nfrom = \"2026-01-01\"\nto = \"2026-01-02\"\n",
+            demo::demo_config_toml(&brokers, &s.root.join("metrics"), &s.reference)
+        ),
     )?;
     let mut child = run_command(&cfg_path, "metrics")
         .args(["--until-idle", "120s", "--metrics-listen", "127.0.0.1:0"])
@@ -726,7 +730,20 @@ async fn run_serves_metrics_and_the_lag_falls_to_zero_when_drained() -> TestResu
     }
     let health = reqwest::get(format!("{base}/health")).await?;
     let status = health.status().as_u16();
+    let mut jobs = String::new();
+    for _ in 0..240 {
+        jobs = query_csv(
+            &s.root.join("metrics"),
+            "SELECT schedule, outcome FROM jobs WHERE outcome = 'succeeded' LIMIT 1",
+        )
+        .await?;
+        if jobs.lines().count() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     drop(child);
+    assert_eq!(jobs, "schedule,outcome\nevery-second,succeeded\n");
     assert!(
         drained,
         "4,000 events and the lag of the 4 partitions at 0:\n{last}"
