@@ -186,12 +186,15 @@ pub async fn run(
             clamped = Some(iso(durable));
         }
     }
-    let covered = Covered::new(
-        parse_time(&args.from, args.now_ms)?,
-        to,
-        window_ms,
-        label_wait,
-    )?;
+    let from = parse_time(&args.from, args.now_ms)?;
+    if let Some(t) = clamped.as_ref().filter(|_| to <= from) {
+        return Err(Error::Config(format!(
+            "nothing to backfill yet: the stream (kafka.group_id `{}`) has closed and archived \
+             windows (with their labels) only up to {t}",
+            config.kafka.group_id
+        )));
+    }
+    let covered = Covered::new(from, to, window_ms, label_wait)?;
     let selection = Selection {
         covered,
         models: models.clone(),

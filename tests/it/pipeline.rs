@@ -732,18 +732,28 @@ async fn run_serves_metrics_and_the_lag_falls_to_zero_when_drained() -> TestResu
     let status = health.status().as_u16();
     let mut jobs = String::new();
     for _ in 0..240 {
+        // (A read can race the rewrite of a job's row: a listing's size
+        // then belongs to the file replaced; read again.)
         jobs = query_csv(
             &s.root.join("metrics"),
-            "SELECT schedule, outcome FROM jobs WHERE outcome = 'succeeded' LIMIT 1",
+            "SELECT schedule, outcome, error FROM jobs WHERE outcome <> 'running' LIMIT 1",
         )
-        .await?;
+        .await
+        .unwrap_or_else(|e| e.to_string());
         if jobs.lines().count() > 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     drop(child);
-    assert_eq!(jobs, "schedule,outcome\nevery-second,succeeded\n");
+    // Its windows are open and their labels never come (and at first the
+    // archive is empty), so the backfill has nothing the stream has made
+    // durable yet: a failed job that says so.
+    assert!(
+        jobs.starts_with("schedule,outcome,error\nevery-second,failed,")
+            && jobs.contains("nothing to backfill"),
+        "{jobs}"
+    );
     assert!(
         drained,
         "4,000 events and the lag of the 4 partitions at 0:\n{last}"
