@@ -14,7 +14,8 @@
 //!   joined, and every evaluator and sink run, replacing the streamed rows.
 //!
 //! Rates are archived records (predictions + outcomes) per second; medians
-//! are printed with their ratio. Nothing is asserted.
+//! are printed with their ratio. Only that the backfill reads (nearly) the
+//! rows the scan reads is checked.
 
 use std::time::Instant;
 
@@ -86,7 +87,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let s = backfill::run(&config, &args, Progress::Quiet).await?;
         let secs = t.elapsed().as_secs_f64();
         records = s.records;
-        assert_eq!(s.records, rows, "the backfill reads what the scan reads");
+        // The scan reads every archived row; the backfill leaves out the
+        // labels past the last window's wait (late beyond the horizon).
+        assert!(
+            s.records <= rows && s.records * 100 >= rows * 99,
+            "the backfill reads {} of the {rows} rows",
+            s.records
+        );
         fills.push(s.records as f64 / secs);
         eprintln!(
             "scan {:.0} rows/s, backfill {:.0} records/s ({} windows, {} rows written)",

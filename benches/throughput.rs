@@ -35,6 +35,9 @@
 //! gets enough partitions to stay under the broker's retention (512 for
 //! 5M events).
 //!
+//! **Archive**: the full path archives every event (as the demo's config
+//! does); `MLWATCH_BENCH_ARCHIVE=0` runs it without the archive.
+//!
 //! Diagnostics (environment variables):
 //! * `MLWATCH_LOG=mlwatch=info` logs each window's evaluation time;
 //!   `mlwatch::pipeline=debug` the open windows at each checkpoint, its
@@ -472,6 +475,9 @@ fn main() {
                 }
                 config.kafka.group_id = format!("full-{n}-{rep}");
                 config.checkpoint.interval = Duration::from_secs(5);
+                // The demo's config archives the events; `MLWATCH_BENCH_ARCHIVE=0`
+                // measures without the archive.
+                config.archive.enabled = std::env::var("MLWATCH_BENCH_ARCHIVE").as_deref() != Ok("0");
                 if let Ok(v) = std::env::var("MLWATCH_BENCH_MAX_AHEAD") {
                     config.window.max_ahead =
                         Some(humantime::parse_duration(&v).expect("duration"));

@@ -64,6 +64,8 @@ pub struct Covered {
     /// Labels are read until here: the last window's end plus the longest
     /// label horizon and the allowed lateness.
     pub labels_to: i64,
+    /// The window size.
+    pub window_ms: i64,
 }
 
 impl Covered {
@@ -93,6 +95,7 @@ impl Covered {
             from,
             to,
             labels_to: to.saturating_add(label_wait_ms),
+            window_ms,
         })
     }
 

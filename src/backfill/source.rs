@@ -3,10 +3,11 @@
 //!
 //! * **The archive** (`predictions/`, `features/`, `outcomes/` under a
 //!   folder or bucket prefix, Hive-partitioned by model and date; mlwatch's
-//!   own or exported in its layout): one DataFusion query per table, date
-//!   partitions pruned, rows filtered to the range and sorted by event time
-//!   (DataFusion's sort, which spills to disk past its memory limit), the
-//!   three merged by event time. Sorted input never makes an event late, so
+//!   own or exported in its layout): ten minutes of event time (whole
+//!   windows) at a time, one DataFusion query per table with the `date`
+//!   partitions pruned and the rows sorted by event time, the three merged
+//!   by event time; slices follow each other in time, so the order holds
+//!   across them and the sort holds one slice. Sorted input never makes an event late, so
 //!   the windows get exactly the events the stream archived.
 //! * **JSON lines** (a file or glob, local or S3): one event per line, the
 //!   kind told by its fields (`label`: outcome; `prediction`: prediction;
@@ -32,7 +33,7 @@ use crate::event::{EventKind, field};
 use crate::storage::Storage;
 
 /// Memory DataFusion may use to sort a table's rows before it spills.
-const SORT_MEMORY: usize = 256 << 20;
+const SORT_MEMORY: usize = 512 << 20;
 
 /// One record read.
 pub(crate) struct Record {
@@ -108,7 +109,7 @@ impl Source {
         match self {
             Self::Archive(a) => {
                 let mut n = 0;
-                for df in &a.counts {
+                for (_, _, df) in &a.tables {
                     n += df.clone().count().await? as u64;
                 }
                 Ok(Some(n))
@@ -174,9 +175,35 @@ impl Cursor {
 
 /// The archive's three tables, merged by event time.
 pub(crate) struct ArchiveSource {
+    /// The current slice's cursors.
     cursors: Vec<Cursor>,
-    /// The filtered tables, for [`Source::total`].
-    counts: Vec<datafusion::dataframe::DataFrame>,
+    /// Each table, filtered to the selection, with the end of its range.
+    tables: Vec<(EventKind, i64, datafusion::dataframe::DataFrame)>,
+    /// The event-time slice the cursors read.
+    slice: (i64, i64),
+    /// End of the last slice.
+    end: i64,
+    /// Length of a slice (whole windows).
+    slice_ms: i64,
+}
+
+/// Event time read and sorted at a time (rounded to whole windows, at least
+/// one): the sort's memory holds a slice, not the range.
+const SLICE_MS: i64 = 10 * 60_000;
+
+/// Rows of `[from, until)` in event time, with the `date` partitions pruned.
+fn time_filter(from: i64, until: i64) -> Expr {
+    let ts = |ms: i64| {
+        lit(ScalarValue::TimestampMillisecond(
+            Some(ms),
+            Some("UTC".into()),
+        ))
+    };
+    col("date")
+        .gt_eq(lit(crate::archive::date_of(from)))
+        .and(col("date").lt_eq(lit(crate::archive::date_of(until - 1))))
+        .and(col(field::TS).gt_eq(ts(from)))
+        .and(col(field::TS).lt(ts(until)))
 }
 
 impl ArchiveSource {
@@ -184,16 +211,10 @@ impl ArchiveSource {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(SORT_MEMORY, 1.0)
             .build_arc()?;
-        let cfg = SessionConfig::new().with_target_partitions(2);
+        // One partition: one sorter per table, not one per core.
+        let cfg = SessionConfig::new().with_target_partitions(1);
         let ctx = SessionContext::new_with_config_rt(cfg, runtime);
-        let ts = |ms: i64| {
-            lit(ScalarValue::TimestampMillisecond(
-                Some(ms),
-                Some("UTC".into()),
-            ))
-        };
-        let mut cursors = Vec::new();
-        let mut counts = Vec::new();
+        let mut tables = Vec::new();
         for kind in [
             EventKind::Prediction,
             EventKind::Feature,
@@ -212,15 +233,7 @@ impl ArchiveSource {
                 EventKind::Outcome => s.covered.labels_to,
                 _ => s.covered.to,
             };
-            let (first, last) = (
-                crate::archive::date_of(s.covered.from),
-                crate::archive::date_of(until - 1),
-            );
-            let mut filter: Expr = col("date")
-                .gt_eq(lit(first))
-                .and(col("date").lt_eq(lit(last)))
-                .and(col(field::TS).gt_eq(ts(s.covered.from)))
-                .and(col(field::TS).lt(ts(until)));
+            let mut filter = time_filter(s.covered.from, until);
             if !s.models.is_empty() {
                 filter = filter.and(
                     col("model").in_list(s.models.iter().map(|m| lit(m.clone())).collect(), false),
@@ -229,16 +242,45 @@ impl ArchiveSource {
             if let (Some(v), false) = (&s.version, kind == EventKind::Outcome) {
                 filter = filter.and(col(field::VERSION).eq(lit(v.clone())));
             }
-            let df = ctx.table(table).await?.filter(filter)?;
-            counts.push(df.clone());
-            let sorted = df.sort(vec![
-                col(field::TS).sort(true, false),
-                col(acol::TOPIC).sort(true, false),
-                col(acol::PARTITION).sort(true, false),
-                col(acol::OFFSET).sort(true, false),
-            ])?;
-            cursors.push(Cursor {
-                kind,
+            tables.push((kind, until, ctx.table(table).await?.filter(filter)?));
+        }
+        let mut source = Self {
+            cursors: Vec::new(),
+            tables,
+            slice: (s.covered.from, s.covered.from),
+            end: s.covered.labels_to.max(s.covered.to),
+            slice_ms: SLICE_MS.div_euclid(s.covered.window_ms).max(1) * s.covered.window_ms,
+        };
+        source.next_slice().await?;
+        Ok(source)
+    }
+
+    /// Opens the sorted cursors of the next slice of event time; false at
+    /// the end.
+    async fn next_slice(&mut self) -> Result<bool> {
+        let from = self.slice.1;
+        if from >= self.end {
+            self.cursors.clear();
+            return Ok(false);
+        }
+        let to = from.saturating_add(self.slice_ms).min(self.end);
+        self.slice = (from, to);
+        self.cursors.clear();
+        for (kind, until, df) in &self.tables {
+            if from >= *until {
+                continue;
+            }
+            let sorted = df
+                .clone()
+                .filter(time_filter(from, to.min(*until)))?
+                .sort(vec![
+                    col(field::TS).sort(true, false),
+                    col(acol::TOPIC).sort(true, false),
+                    col(acol::PARTITION).sort(true, false),
+                    col(acol::OFFSET).sort(true, false),
+                ])?;
+            self.cursors.push(Cursor {
+                kind: *kind,
                 stream: sorted.execute_stream().await?,
                 rows: Vec::new().into_iter(),
                 head: None,
@@ -246,7 +288,7 @@ impl ArchiveSource {
                 done: false,
             });
         }
-        Ok(Self { cursors, counts })
+        Ok(true)
     }
 
     async fn next(&mut self, max: usize) -> Result<Vec<Record>> {
@@ -260,7 +302,15 @@ impl ArchiveSource {
                 .filter(|&i| self.cursors[i].head.is_some())
                 .min_by_key(|&i| self.cursors[i].head.as_ref().map(|h| h.0))
             else {
-                break;
+                // This slice is read: on to the next one (slices follow in
+                // event time, so the order holds across them).
+                if !self.next_slice().await? {
+                    break;
+                }
+                for c in &mut self.cursors {
+                    c.fill().await?;
+                }
+                continue;
             };
             let c = &mut self.cursors[i];
             if let Some((_, r)) = c.head.take() {
