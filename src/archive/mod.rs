@@ -373,24 +373,44 @@ impl Archive {
         }
     }
 
-    /// Writes and empties the buffer.
+    /// Writes and empties the buffer: files are encoded on blocking
+    /// threads and put a few at a time (a checkpoint of a topic with many
+    /// partitions writes many small files).
     pub async fn write(&mut self, storage: &Storage) -> Result<()> {
+        use futures::StreamExt;
         let files = std::mem::take(&mut self.files);
+        self.len = 0;
+        let mut writes = Vec::with_capacity(files.len());
         for (key, rows) in files {
-            let kind = rows.kind;
-            let first = rows.first;
             let path = file(
-                kind,
+                rows.kind,
                 &key.model,
                 &key.date,
                 &key.topic,
                 key.partition,
-                first,
+                rows.first,
             );
-            storage.write_parquet(&path, &[rows.finish()?]).await?;
+            writes.push((path, rows.finish()?));
         }
-        self.len = 0;
-        Ok(())
+        let results: Vec<Result<()>> =
+            futures::stream::iter(writes.into_iter().map(|(path, batch)| {
+                let storage = storage.clone();
+                async move {
+                    let bytes = tokio::task::spawn_blocking(move || {
+                        crate::storage::encode_parquet(batch.schema(), &[batch])
+                    })
+                    .await
+                    .map_err(|e| crate::error::Error::Task {
+                        task: "archive encoder",
+                        reason: e.to_string(),
+                    })??;
+                    storage.put(&path, bytes).await
+                }
+            }))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 }
 
