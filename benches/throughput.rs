@@ -478,6 +478,9 @@ fn main() {
                 // The demo's config archives the events; `MLWATCH_BENCH_ARCHIVE=0`
                 // measures without the archive.
                 config.archive.enabled = std::env::var("MLWATCH_BENCH_ARCHIVE").as_deref() != Ok("0");
+                if let Ok(v) = std::env::var("MLWATCH_BENCH_ARCHIVE_BUFFER") {
+                    config.archive.max_buffered = v.parse().expect("rows");
+                }
                 if let Ok(v) = std::env::var("MLWATCH_BENCH_MAX_AHEAD") {
                     config.window.max_ahead =
                         Some(humantime::parse_duration(&v).expect("duration"));

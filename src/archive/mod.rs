@@ -46,7 +46,7 @@
 //! record that two files hold once.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 
 use chrono::DateTime;
@@ -259,15 +259,13 @@ impl Rows {
     }
 }
 
-/// Key of one archive file.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct FileKey {
-    table: &'static str,
-    model: String,
-    date: String,
-    topic: String,
-    partition: i32,
-}
+/// Key of one archive file within its topic: (partition, model index,
+/// UTC day number of the event time). Plain values, so finding a row's file
+/// allocates nothing.
+type FileKey = (i32, usize, i64);
+
+/// Milliseconds in a day.
+const DAY_MS: i64 = 86_400_000;
 
 /// Where an archived record came from.
 #[derive(Debug, Clone, Copy)]
@@ -280,7 +278,8 @@ pub(crate) struct Provenance<'a> {
 /// Events buffered until the next checkpoint.
 #[derive(Default)]
 pub(crate) struct Archive {
-    files: BTreeMap<FileKey, Rows>,
+    /// By topic, then [`FileKey`]; each file's rows with its model's name.
+    files: HashMap<String, HashMap<FileKey, (String, Rows)>>,
     len: usize,
 }
 
@@ -324,14 +323,14 @@ impl Archive {
         for (row, seq) in decoded.seq.iter().enumerate() {
             let (payload, from) = record(*seq as usize);
             let t = ts.value(row);
-            let key = FileKey {
-                table: table_of(kind),
-                model: model.to_string(),
-                date: date_of(t),
-                topic: from.topic.to_string(),
-                partition: from.partition,
+            let key = (from.partition, decoded.model, t.div_euclid(DAY_MS));
+            let by_topic = match self.files.get_mut(from.topic) {
+                Some(m) => m,
+                None => self.files.entry(from.topic.to_string()).or_default(),
             };
-            let rows = self.files.entry(key).or_insert_with(|| Rows::new(kind));
+            let (_, rows) = by_topic
+                .entry(key)
+                .or_insert_with(|| (model.to_string(), Rows::new(kind)));
             rows.event_id.append_value(event_id.value(row));
             rows.ts.append_value(t);
             rows.topic.append_value(from.topic);
@@ -380,17 +379,13 @@ impl Archive {
         use futures::StreamExt;
         let files = std::mem::take(&mut self.files);
         self.len = 0;
-        let mut writes = Vec::with_capacity(files.len());
-        for (key, rows) in files {
-            let path = file(
-                rows.kind,
-                &key.model,
-                &key.date,
-                &key.topic,
-                key.partition,
-                rows.first,
-            );
-            writes.push((path, rows.finish()?));
+        let mut writes = Vec::new();
+        for (topic, by_key) in files {
+            for ((partition, _, day), (model, rows)) in by_key {
+                let date = date_of(day * DAY_MS);
+                let path = file(rows.kind, &model, &date, &topic, partition, rows.first);
+                writes.push((path, rows.finish()?));
+            }
         }
         let results: Vec<Result<()>> =
             futures::stream::iter(writes.into_iter().map(|(path, batch)| {
