@@ -63,6 +63,8 @@ use crate::error::Result;
 use crate::event::{Decoded, EventKind, ModelCatalog, field};
 use crate::storage::Storage;
 
+pub(crate) mod columnar;
+
 /// Archived prediction events.
 pub const PREDICTIONS: &str = "predictions";
 /// Archived feature events.
@@ -504,7 +506,7 @@ fn value_json(v: Option<&str>, quoted: &dyn Fn(&str) -> String) -> String {
 }
 
 /// Whether `t` is a JSON number (`-0.5`, `1e3`; not `05`, `NaN`, ` 1`).
-fn is_json_number(t: &str) -> bool {
+pub(crate) fn is_json_number(t: &str) -> bool {
     let b = t.as_bytes();
     let mut i = usize::from(b.first() == Some(&b'-'));
     let digits = |i: &mut usize| {

@@ -1,8 +1,10 @@
 //! Backfills: history re-run through the stream's own parts.
 //!
 //! A backfill reads a bounded [`source`] (the archive by default, or JSON
-//! lines), decodes it with the stream's decoder
-//! ([`crate::pipeline::step::decode_records`]), applies it with the
+//! lines), decodes it ([`decode`]: archive rows straight from their
+//! columns, which give what the stream's decoder gives; JSON and the rows
+//! the columns cannot vouch for by that decoder,
+//! [`crate::pipeline::step::decode_records`]), applies it with the
 //! stream's [`Step`] (windows, label join) and hands closed windows to the
 //! stream's evaluators and sinks ([`crate::pipeline::evaluators`],
 //! [`WindowWriter`]): the same code, fed from files instead of Kafka.
@@ -31,6 +33,7 @@
 //! Alerts are written to the `alerts` table, not sent (no Kafka topic, no
 //! webhook): they describe the past.
 
+mod decode;
 pub mod jobs;
 pub mod range;
 pub mod schedule;
@@ -49,7 +52,7 @@ use crate::event::{EventKind, ModelCatalog, field};
 use crate::pipeline::Counters;
 use crate::pipeline::dead_letters::DeadLetters;
 use crate::pipeline::evaluate::{ParquetSink, Parts, ResultFiles, Sink, WindowWriter};
-use crate::pipeline::step::{Input, Origin, Step, decode_records};
+use crate::pipeline::step::{Input, Origin, Step};
 use crate::storage::Storage;
 use crate::storage::tables;
 use range::{Covered, iso, parse_time};
@@ -261,7 +264,7 @@ pub async fn run(
         .map(|m| summary.models.contains(&m.name))
         .collect();
     loop {
-        let records = match next_chunk.recv().await {
+        let mut records = match next_chunk.recv().await {
             Some(r) => r?,
             None => Vec::new(),
         };
@@ -270,25 +273,20 @@ pub async fn run(
         }
         let base = summary.records as i64;
         summary.records += records.len() as u64;
-        let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload.as_slice()).collect();
-        let kinds: Vec<Option<EventKind>> = records.iter().map(|r| Some(r.kind)).collect();
         // CPU work: the runtime's other tasks (the reader, the writer, a
         // stream beside a schedule) go on on the other worker.
-        let decoded = tokio::task::block_in_place(|| decode_records(&catalog, &payloads, &kinds));
+        let decoded = tokio::task::block_in_place(|| decode::decode_chunk(&catalog, &mut records))?;
         for (pos, reason, error) in decoded.rejected {
             let r = &records[pos];
+            let payload = match &r.body {
+                source::Body::Json(p) => p.as_slice(),
+                source::Body::Archived(_) => &[],
+            };
             *summary
                 .dead_letters
                 .entry(reason.as_str().to_string())
                 .or_default() += 1;
-            dead.push(
-                &r.topic,
-                r.partition,
-                r.offset,
-                payloads[pos],
-                reason,
-                error,
-            );
+            dead.push(&r.topic, r.partition, r.offset, payload, reason, error);
         }
         let mut batches = Vec::with_capacity(decoded.batches.len());
         for (kind, d) in decoded.batches {

@@ -39,14 +39,34 @@ const SORT_MEMORY: usize = 512 << 20;
 pub(crate) struct Record {
     /// Its kind.
     pub kind: EventKind,
-    /// The event, as the stream would have received it.
-    pub payload: Vec<u8>,
+    /// The event.
+    pub body: Body,
     /// Topic or input it came from (its dead letter's `topic`).
     pub topic: Arc<str>,
     /// Partition within it.
     pub partition: i32,
     /// Offset or line within the partition.
     pub offset: i64,
+}
+
+/// A record's event.
+pub(crate) enum Body {
+    /// As the stream would have received it.
+    Json(Vec<u8>),
+    /// A row of an archive batch (read from its columns; see
+    /// [`crate::archive::columnar`]).
+    Archived(ArchivedRow),
+}
+
+/// A row of an archive batch.
+pub(crate) struct ArchivedRow {
+    /// The batch (the table's file schema and the `model` partition).
+    pub batch: Arc<RecordBatch>,
+    /// Which batch of the source it is (batches of a chunk are told apart
+    /// by it).
+    pub serial: u64,
+    /// The row.
+    pub row: u32,
 }
 
 /// What to read.
@@ -145,6 +165,8 @@ fn split_glob(input: &str) -> (&str, &str) {
 /// One table's sorted rows, a batch at a time.
 struct Cursor {
     kind: EventKind,
+    /// Serial of the next batch read (shared by the slice's cursors).
+    serials: Arc<std::sync::atomic::AtomicU64>,
     stream: SendableRecordBatchStream,
     rows: std::vec::IntoIter<(i64, Record)>,
     head: Option<(i64, Record)>,
@@ -165,7 +187,12 @@ impl Cursor {
                 return Ok(());
             }
             match self.stream.next().await {
-                Some(b) => self.rows = records(self.kind, &b?)?.into_iter(),
+                Some(b) => {
+                    let serial = self
+                        .serials
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.rows = records(self.kind, Arc::new(b?), serial)?.into_iter();
+                }
                 None => self.done = true,
             }
         }
@@ -185,6 +212,8 @@ pub(crate) struct ArchiveSource {
     end: i64,
     /// Length of a slice (whole windows).
     slice_ms: i64,
+    /// Serials of the batches read.
+    serials: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Event time read and sorted at a time (rounded to whole windows, at least
@@ -250,6 +279,7 @@ impl ArchiveSource {
             slice: (s.covered.from, s.covered.from),
             end: s.covered.labels_to.max(s.covered.to),
             slice_ms: SLICE_MS.div_euclid(s.covered.window_ms).max(1) * s.covered.window_ms,
+            serials: Arc::default(),
         };
         source.next_slice().await?;
         Ok(source)
@@ -281,6 +311,7 @@ impl ArchiveSource {
                 ])?;
             self.cursors.push(Cursor {
                 kind: *kind,
+                serials: self.serials.clone(),
                 stream: sorted.execute_stream().await?,
                 rows: Vec::new().into_iter(),
                 head: None,
@@ -331,19 +362,14 @@ impl ArchiveSource {
 }
 
 /// The records of one archive batch (with `model` from its partition).
-fn records(kind: EventKind, b: &RecordBatch) -> Result<Vec<(i64, Record)>> {
+fn records(kind: EventKind, b: Arc<RecordBatch>, serial: u64) -> Result<Vec<(i64, Record)>> {
     let missing = |name: &str| {
         Error::Config(format!(
             "archive table `{}` has no column `{name}`",
             archive::table_of(kind)
         ))
     };
-    let model = datafusion::arrow::compute::cast(
-        b.column_by_name("model").ok_or_else(|| missing("model"))?,
-        &DataType::Utf8,
-    )?;
-    let model = model.as_string::<i32>();
-    let payloads = archive::payloads(kind, b, |row| model.value(row))?;
+    b.column_by_name("model").ok_or_else(|| missing("model"))?;
     let ts = b
         .column_by_name(field::TS)
         .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
@@ -362,7 +388,7 @@ fn records(kind: EventKind, b: &RecordBatch) -> Result<Vec<(i64, Record)>> {
         .ok_or_else(|| missing(acol::OFFSET))?;
     let mut last_topic: Option<Arc<str>> = None;
     let mut out = Vec::with_capacity(b.num_rows());
-    for (row, payload) in payloads.into_iter().enumerate() {
+    for row in 0..b.num_rows() {
         let t = topic.value(row);
         let name = match &last_topic {
             Some(n) if &**n == t => n.clone(),
@@ -376,7 +402,11 @@ fn records(kind: EventKind, b: &RecordBatch) -> Result<Vec<(i64, Record)>> {
             ts.value(row),
             Record {
                 kind,
-                payload: payload.into_bytes(),
+                body: Body::Archived(ArchivedRow {
+                    batch: b.clone(),
+                    serial,
+                    row: row as u32,
+                }),
                 topic: name,
                 partition: partition.value(row),
                 offset: offset.value(row),
@@ -480,7 +510,7 @@ impl JsonLines {
             };
             out.push(Record {
                 kind,
-                payload: line.to_vec(),
+                body: Body::Json(line.to_vec()),
                 topic: topic.clone(),
                 partition: f.partition,
                 offset: f.line,
