@@ -46,7 +46,7 @@
 //! record that two files hold once.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use chrono::DateTime;
@@ -183,17 +183,121 @@ pub fn file(
 #[derive(Deserialize)]
 struct Extra<'a> {
     #[serde(borrow, default)]
-    features: Option<BTreeMap<Cow<'a, str>, serde_json::Value>>,
-    #[serde(default)]
-    prediction: Option<serde_json::Value>,
+    features: Option<Entries<'a>>,
+    #[serde(borrow, default)]
+    prediction: Option<Stored<'a>>,
 }
 
-/// A JSON value as the archive stores it (see the module docs).
-fn stored(v: &serde_json::Value) -> Option<Cow<'_, str>> {
-    match v {
-        serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
-        serde_json::Value::Null => None,
-        other => Some(Cow::Owned(other.to_string())),
+/// The `features` object as stored: entries sorted by key, the last of a
+/// key given twice kept (as a map would).
+struct Entries<'a>(Vec<(Cow<'a, str>, Option<Cow<'a, str>>)>);
+
+/// A JSON value as the archive stores it (see the module docs): a string
+/// as its text, `null` as NULL (`None`), anything else as its JSON text,
+/// read without building a `serde_json::Value` (but for objects and
+/// arrays), the text being the one `Value::to_string` gives.
+struct Stored<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Stored<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Stored<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: Error>(
+                self,
+                v: &'de str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(Stored(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Stored(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_unit<E: Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(Stored(None))
+            }
+            fn visit_none<E: Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(Stored(None))
+            }
+            fn visit_bool<E: Error>(self, v: bool) -> std::result::Result<Self::Value, E> {
+                Ok(Stored(Some(Cow::Borrowed(if v {
+                    "true"
+                } else {
+                    "false"
+                }))))
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                Ok(Stored(Some(Cow::Owned(
+                    serde_json::Number::from(v).to_string(),
+                ))))
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+                Ok(Stored(Some(Cow::Owned(
+                    serde_json::Number::from(v).to_string(),
+                ))))
+            }
+            fn visit_f64<E: Error>(self, v: f64) -> std::result::Result<Self::Value, E> {
+                let n = serde_json::Number::from_f64(v)
+                    .ok_or_else(|| E::custom("a number JSON cannot hold"))?;
+                Ok(Stored(Some(Cow::Owned(n.to_string()))))
+            }
+            fn visit_map<M: MapAccess<'de>>(
+                self,
+                m: M,
+            ) -> std::result::Result<Self::Value, M::Error> {
+                let v = serde_json::Value::deserialize(MapAccessDeserializer::new(m))?;
+                Ok(Stored(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_seq<S: SeqAccess<'de>>(
+                self,
+                s: S,
+            ) -> std::result::Result<Self::Value, S::Error> {
+                let v = serde_json::Value::deserialize(SeqAccessDeserializer::new(s))?;
+                Ok(Stored(Some(Cow::Owned(v.to_string()))))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{MapAccess, Visitor};
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Entries<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of feature name to value")
+            }
+            fn visit_map<M: MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> std::result::Result<Self::Value, M::Error> {
+                let mut entries: Vec<(Cow<'a, str>, Option<Cow<'a, str>>)> = Vec::new();
+                // (A key read as `Stored` borrows when it has no escapes.)
+                while let Some(k) = m.next_key::<Stored<'a>>()? {
+                    let v: Stored<'a> = m.next_value()?;
+                    entries.push((k.0.unwrap_or_default(), v.0));
+                }
+                // Sorted by key; of a key given twice, the last (stable sort,
+                // then keep the last of each run).
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut out: Vec<(Cow<'a, str>, Option<Cow<'a, str>>)> =
+                    Vec::with_capacity(entries.len());
+                for e in entries {
+                    match out.last_mut() {
+                        Some(last) if last.0 == e.0 => *last = e,
+                        _ => out.push(e),
+                    }
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
     }
 }
 
@@ -348,9 +452,9 @@ impl Archive {
             let extra: Option<Extra<'_>> = serde_json::from_slice(payload).ok();
             match extra.as_ref().and_then(|e| e.features.as_ref()) {
                 Some(map) => {
-                    for (k, v) in map {
+                    for (k, v) in &map.0 {
                         rows.features.keys().append_value(k);
-                        rows.features.values().append_option(stored(v));
+                        rows.features.values().append_option(v.as_deref());
                     }
                     // Infallible: keys and values were appended in pairs.
                     let _ = rows.features.append(true);
@@ -368,7 +472,7 @@ impl Archive {
                     extra
                         .as_ref()
                         .and_then(|e| e.prediction.as_ref())
-                        .and_then(stored),
+                        .and_then(|p| p.0.as_deref()),
                 );
             }
         }
@@ -618,6 +722,50 @@ mod tests {
         };
         assert_eq!(all(&again)?, all(&direct)?);
         Ok(())
+    }
+
+    /// The archive stores what `serde_json::Value` makes of each value
+    /// (sorted keys, the last of a key given twice, `to_string` of
+    /// non-strings), without building one per value.
+    #[test]
+    fn stored_values_are_those_of_json_values() {
+        let payloads = [
+            r#"{"features":{"b":1.50,"a":"x\"y","c":null,"d":true,"e":-7,"f":18446744073709551615,"g":1e3,"h":{"k":[1,{"z":2.0}]},"i":[],"a":"last","j":-0.0,"k\u00e9":1.5e-7,"l":123456789012345678901234567890},"prediction":0.1}"#,
+            r#"{"features":{},"prediction":"yes"}"#,
+            r#"{"prediction":null}"#,
+            r#"{"features":null,"prediction":[1,2]}"#,
+            r#"{"features":{"x":false},"prediction":{"p":1}}"#,
+        ];
+        #[derive(Deserialize)]
+        struct Reference {
+            features: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+            prediction: Option<serde_json::Value>,
+        }
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        };
+        for p in payloads {
+            let want: Reference = serde_json::from_str(p).unwrap();
+            let got: Extra<'_> = serde_json::from_str(p).unwrap();
+            let want_features = want.features.map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), text(v)))
+                    .collect::<Vec<_>>()
+            });
+            let got_features = got.features.map(|e| {
+                e.0.iter()
+                    .map(|(k, v)| (k.to_string(), v.as_ref().map(|v| v.to_string())))
+                    .collect::<Vec<_>>()
+            });
+            assert_eq!(got_features, want_features, "{p}");
+            assert_eq!(
+                got.prediction.and_then(|s| s.0.map(|v| v.to_string())),
+                want.prediction.as_ref().and_then(text),
+                "{p}"
+            );
+        }
     }
 
     #[test]

@@ -52,7 +52,7 @@ use crate::event::{EventKind, ModelCatalog, field};
 use crate::pipeline::Counters;
 use crate::pipeline::dead_letters::DeadLetters;
 use crate::pipeline::evaluate::{ParquetSink, Parts, ResultFiles, Sink, WindowWriter};
-use crate::pipeline::step::{Input, Origin, Step};
+use crate::pipeline::step::{DecodedRecords, Input, Origin, Step};
 use crate::storage::Storage;
 use crate::storage::tables;
 use range::{Covered, iso, parse_time};
@@ -244,13 +244,21 @@ pub async fn run(
         _ => None,
     };
     let bar = ProgressShow::new(progress, total);
-    // Reading (scan, sort, rebuilding payloads) runs on a task of its own,
-    // a chunk ahead of decoding and windowing.
-    let (chunks, mut next_chunk) = tokio::sync::mpsc::channel::<Result<Vec<source::Record>>>(2);
+    // Reading (scan, sort) and decoding run on a task of their own, a
+    // chunk ahead of windowing (the step is the one part that cannot be
+    // split).
+    type Chunk = (Vec<source::Record>, DecodedRecords);
+    let (chunks, mut next_chunk) = tokio::sync::mpsc::channel::<Result<Chunk>>(2);
+    let decoder = catalog.clone();
     let reader = tokio::spawn(async move {
         loop {
-            let r = source.next(CHUNK).await;
-            let done = matches!(&r, Ok(v) if v.is_empty()) || r.is_err();
+            let r = source.next(CHUNK).await.and_then(|mut records| {
+                // CPU work: the runtime's other tasks go on on the other worker.
+                let decoded =
+                    tokio::task::block_in_place(|| decode::decode_chunk(&decoder, &mut records))?;
+                Ok((records, decoded))
+            });
+            let done = matches!(&r, Ok((v, _)) if v.is_empty()) || r.is_err();
             if chunks.send(r).await.is_err() || done {
                 return;
             }
@@ -264,18 +272,15 @@ pub async fn run(
         .map(|m| summary.models.contains(&m.name))
         .collect();
     loop {
-        let mut records = match next_chunk.recv().await {
+        let (records, decoded) = match next_chunk.recv().await {
             Some(r) => r?,
-            None => Vec::new(),
+            None => break,
         };
         if records.is_empty() {
             break;
         }
         let base = summary.records as i64;
         summary.records += records.len() as u64;
-        // CPU work: the runtime's other tasks (the reader, the writer, a
-        // stream beside a schedule) go on on the other worker.
-        let decoded = tokio::task::block_in_place(|| decode::decode_chunk(&catalog, &mut records))?;
         for (pos, reason, error) in decoded.rejected {
             let r = &records[pos];
             let payload = match &r.body {
@@ -316,6 +321,8 @@ pub async fn run(
                 })
                 .collect(),
         };
+        // CPU work: the runtime's other tasks (the reader, the writer, a
+        // stream beside a schedule) go on on the other worker.
         let refused = tokio::task::block_in_place(|| step.apply(&input, &mut counters));
         for r in refused {
             *summary
