@@ -70,7 +70,7 @@ pub(crate) fn decode_chunk(
         .iter()
         .map(|r| match &r.body {
             Body::Json(p) => p.as_slice(),
-            Body::Archived(_) => &[],
+            Body::Archived(_) | Body::Decoded => &[],
         })
         .collect();
     let kinds: Vec<Option<EventKind>> = records
@@ -80,5 +80,11 @@ pub(crate) fn decode_chunk(
     let mut out = decode_records(catalog, &payloads, &kinds);
     out.batches.extend(columnar_out);
     out.unknown_features += unknown;
+    // The rows are in the decoded batches now: the archive's batches go.
+    for r in records.iter_mut() {
+        if matches!(r.body, Body::Archived(_)) {
+            r.body = Body::Decoded;
+        }
+    }
     Ok(out)
 }

@@ -1,5 +1,5 @@
-//! Bounded sources: the records a backfill reads, as event payloads with
-//! where they came from, in the order the step takes them.
+//! Bounded sources: the records a backfill reads (archive rows, or event
+//! payloads) with where they came from, in the order the step takes them.
 //!
 //! * **The archive** (`predictions/`, `features/`, `outcomes/` under a
 //!   folder or bucket prefix, Hive-partitioned by model and date; mlwatch's
@@ -56,6 +56,8 @@ pub(crate) enum Body {
     /// A row of an archive batch (read from its columns; see
     /// [`crate::archive::columnar`]).
     Archived(ArchivedRow),
+    /// Decoded from its columns, its batch let go.
+    Decoded,
 }
 
 /// A row of an archive batch.
