@@ -6,9 +6,10 @@
 //! without the JSON round trip. The decoder stays the definition: a row is
 //! taken here only when the rules below give what the decoder makes of its
 //! rebuilt payload, and every other row (a value of the wrong type, a
-//! missing required field, a model not declared, a key twice, a non-finite
-//! number) is handed back for the payload path, which dead-letters it with
-//! the decoder's reason. The test below holds the two paths equal.
+//! required field that is NULL, a model not declared, a declared feature
+//! given twice, a non-finite number) is handed back for the payload path,
+//! which decodes it or dead-letters it with the decoder's reason. The test
+//! below holds the two paths equal.
 //!
 //! The rules, per archived value `t` (the map convention of the archive):
 //! * a numeric column takes `t` when it is a JSON number that parses to a
@@ -37,7 +38,8 @@ use crate::event::{Decoded, EventKind, ModelCatalog, ModelSchema, field};
 
 /// One batch of an archive table, with each row's model.
 pub(crate) struct ArchivedBatch {
-    /// The rows, in the table's file schema plus the `model` partition.
+    /// The rows, in the table's file schema plus the `model` (and `date`)
+    /// partitions.
     pub batch: Arc<RecordBatch>,
     /// The `model` partition as text, per row.
     names: StringArray,
@@ -117,7 +119,7 @@ pub(crate) fn decode(
         unknown_features: 0,
         fallback: Vec::new(),
     };
-    let mut slots = Vec::new();
+    let (mut slots, mut seen) = (Vec::new(), Vec::new());
     for (seq, &(b, row)) in rows.iter().enumerate() {
         let (b, row) = (b as usize, row as usize);
         let Some(m) = batches[b].models[row] else {
@@ -125,7 +127,7 @@ pub(crate) fn decode(
             continue;
         };
         let schema = &catalog.models[m];
-        let Some(unknown) = views[b].read(kind, schema, row, &mut slots) else {
+        let Some(unknown) = views[b].read(kind, schema, row, &mut slots, &mut seen) else {
             out.fallback.push(seq as u32);
             continue;
         };
@@ -211,15 +213,17 @@ impl<'a> View<'a> {
     }
 
     /// Checks row `row` and fills `slots` with its declared features, then
-    /// its prediction; the count of undeclared features, or `None` for a
-    /// row the payload path must decode.
+    /// its prediction (`seen`: scratch); the count of undeclared features,
+    /// or `None` for a row the payload path must decode.
     fn read(
         &self,
         kind: EventKind,
         schema: &ModelSchema,
         row: usize,
         slots: &mut Vec<Slot<'a>>,
+        seen: &mut Vec<bool>,
     ) -> Option<u64> {
+        slots.clear();
         text(self.event_id, row)?;
         self.ts.filter(|c| !c.is_null(row))?;
         match kind {
@@ -238,9 +242,9 @@ impl<'a> View<'a> {
         {
             return None;
         }
-        slots.clear();
         slots.resize(schema.features.len(), Slot::Null);
-        let mut seen = vec![false; schema.features.len()];
+        seen.clear();
+        seen.resize(schema.features.len(), false);
         let mut unknown = 0;
         if let Some(f) = self.features.filter(|f| !f.is_null(row)) {
             let keys = f.keys().as_string_opt::<i32>()?;
@@ -569,8 +573,37 @@ mod tests {
                 ..row(vec![("region", Some("é\n"))], "0.5")
             },
         ];
-        let b = batch(&rows);
-        for cat in [
+        let predictions = batch(&rows);
+        // The same rows as feature events and as labels (`prediction`'s text
+        // as the label), in those tables' layouts.
+        let of_kind = |kind: EventKind| -> RecordBatch {
+            let table = super::super::schema_of(kind);
+            let mut fields = Vec::new();
+            let mut columns = Vec::new();
+            for f in table
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .chain(["model"])
+            {
+                let from = if f == field::LABEL {
+                    field::PREDICTION
+                } else {
+                    f
+                };
+                let i = predictions.schema().index_of(from).unwrap();
+                fields.push(predictions.schema().field(i).clone().with_name(f));
+                columns.push(predictions.column(i).clone());
+            }
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+            RecordBatch::try_new(schema, columns).unwrap()
+        };
+        let kinds = [
+            EventKind::Prediction,
+            EventKind::Feature,
+            EventKind::Outcome,
+        ];
+        for (cat, kind) in [
             catalog("x = \"numeric\"\nregion = \"categorical\"", "numeric"),
             catalog(
                 "x = \"categorical\"\nregion = \"categorical\"",
@@ -578,8 +611,12 @@ mod tests {
             ),
             catalog("region = \"numeric\"", "numeric"),
             catalog("absent = \"numeric\"", "categorical"),
-        ] {
-            let kind = EventKind::Prediction;
+        ]
+        .iter()
+        .flat_map(|c| kinds.map(|k| (c, k)))
+        {
+            let b = of_kind(kind);
+            let cat = cat.clone();
             let model = b
                 .column_by_name("model")
                 .unwrap()
@@ -589,12 +626,31 @@ mod tests {
             let payloads: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
             let json: DecodeOutput = crate::event::decode(&cat, kind, &payloads);
 
-            let archived = [ArchivedBatch::new(kind, Arc::new(b.clone()), &cat).unwrap()];
-            let all: Vec<(u32, u32)> = (0..b.num_rows() as u32).map(|r| (0, r)).collect();
+            // The `model` partition as DataFusion gives it (a dictionary) in
+            // the second batch; rows of both.
+            let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+            let mut columns = b.columns().to_vec();
+            let last = columns.len() - 1;
+            columns[last] = datafusion::arrow::compute::cast(&columns[last], &dict).unwrap();
+            let mut fields: Vec<_> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields[last] = fields[last].clone().with_data_type(dict);
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+            let b2 = RecordBatch::try_new(schema, columns).unwrap();
+            let archived = [
+                ArchivedBatch::new(kind, Arc::new(b.clone()), &cat).unwrap(),
+                ArchivedBatch::new(kind, Arc::new(b2), &cat).unwrap(),
+            ];
+            let n = b.num_rows() as u32;
+            let all: Vec<(u32, u32)> = (0..n).map(|r| (r % 2, r)).collect();
             let col = decode(&cat, kind, &archived, &all);
             let back: Vec<&[u8]> = col.fallback.iter().map(|s| payloads[*s as usize]).collect();
             let rest = crate::event::decode(&cat, kind, &back);
-            assert!(col.fallback.len() >= 4, "{:?}", col.fallback);
+            assert!(!col.fallback.is_empty(), "{kind:?}");
             assert!(!col.decoded.is_empty());
 
             let mut decoded = by_seq(&col.decoded, |s| s);

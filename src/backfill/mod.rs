@@ -282,6 +282,8 @@ pub async fn run(
             let r = &records[pos];
             let payload = match &r.body {
                 source::Body::Json(p) => p.as_slice(),
+                // (Never: the decoder sees JSON bodies only, and archive rows
+                // it is to decode were rebuilt into them.)
                 source::Body::Archived(_) | source::Body::Decoded => &[],
             };
             *summary
