@@ -13,9 +13,10 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mlwatch::stats::chi_square::{Divergence, chi2_contingency};
 use mlwatch::stats::detectors::Adwin;
+use mlwatch::stats::distinct::Kmv;
 use mlwatch::stats::ks::{KsMethod, ks_2samp};
 use mlwatch::stats::mann_whitney::{MwuMethod, mannwhitneyu};
-use mlwatch::stats::sample::BottomK;
+use mlwatch::stats::sample::{BottomK, ValueSample};
 use mlwatch::stats::sketch::{QuantileSketch, ks_sketch, psi_sketch};
 use mlwatch::stats::summary::{Histogram, Moments};
 use mlwatch::stats::{Alternative, distance, t_test};
@@ -205,6 +206,80 @@ fn summaries(c: &mut Criterion) {
     g.finish();
 }
 
+/// A window's per-event updates: `ValueSample::offer` (buffer, cut by
+/// selection) and `Kmv::insert` (buffer, sort and dedup), each beside the
+/// structure it replaced (a binary heap of the `k` smallest; a B-tree set of
+/// the `k` smallest distinct), fed the same keys in the same run.
+fn sample_offers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sample_offers");
+    g.measurement_time(Duration::from_secs(3));
+    for n in [10_000usize, 100_000] {
+        g.throughput(Throughput::Elements(n as u64));
+        let items: Vec<(u64, f64)> = (0..n)
+            .map(|i| (xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()), i as f64))
+            .collect();
+        g.bench_with_input(
+            BenchmarkId::new("value_sample_5000", n),
+            &items,
+            |bch, it| {
+                bch.iter(|| {
+                    let mut s = ValueSample::new(5000);
+                    it.iter().for_each(|(p, x)| s.offer(*p, *x));
+                    black_box(s.len())
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("binary_heap_5000", n),
+            &items,
+            |bch, it| {
+                bch.iter(|| {
+                    let mut h = std::collections::BinaryHeap::new();
+                    for (p, x) in it {
+                        let item = (*p, x.to_bits());
+                        if h.len() < 5000 {
+                            h.push(item);
+                        } else if let Some(mut top) = h.peek_mut()
+                            && item < *top
+                        {
+                            *top = item;
+                        }
+                    }
+                    black_box(h.len())
+                })
+            },
+        );
+        // Units: each seen about 4 times.
+        let units: Vec<u64> = (0..n)
+            .map(|i| xxhash_rust::xxh3::xxh3_64(&(i / 4).to_le_bytes()))
+            .collect();
+        g.bench_with_input(BenchmarkId::new("kmv_10000", n), &units, |bch, u| {
+            bch.iter(|| {
+                let mut s = Kmv::new(10_000);
+                u.iter().for_each(|h| s.insert(*h));
+                black_box(s.estimate())
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("btreeset_10000", n), &units, |bch, u| {
+            bch.iter(|| {
+                let mut s = std::collections::BTreeSet::new();
+                for h in u {
+                    if s.len() >= 10_000 {
+                        let max = s.last().copied().unwrap_or(u64::MAX);
+                        if *h < max && s.insert(*h) {
+                            s.pop_last();
+                        }
+                    } else {
+                        s.insert(*h);
+                    }
+                }
+                black_box(s.len())
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bottom_k(values: &[f64], offset: usize) -> BottomK {
     let mut s = BottomK::new(5000, 1);
     for (i, x) in values.iter().enumerate() {
@@ -224,5 +299,11 @@ fn sketch(values: &[f64]) -> QuantileSketch {
     s
 }
 
-criterion_group!(benches, two_sample_tests, categorical, summaries);
+criterion_group!(
+    benches,
+    two_sample_tests,
+    categorical,
+    summaries,
+    sample_offers
+);
 criterion_main!(benches);

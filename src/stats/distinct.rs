@@ -15,71 +15,150 @@
 //! their union fall in each group, an exact multinomial sample of the
 //! groups' distinct keys.
 
-use std::collections::BTreeSet;
-
 /// The `capacity` smallest distinct hashes seen.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+///
+/// Hashes are appended to a buffer that is sorted, deduplicated and cut to
+/// `capacity` when it reaches `capacity` and a half (amortized, cheaper
+/// than a tree insert per hash); once the sketch is full, a hash above the
+/// largest kept one is refused by one comparison. Readers see only the
+/// sketch, whatever the buffer holds.
+#[derive(Debug, Clone)]
 pub struct Kmv {
     capacity: usize,
-    kept: BTreeSet<u64>,
+    /// Ascending and distinct up to `sorted`, then the hashes offered since
+    /// the last cut.
+    kept: Vec<u64>,
+    /// Length of the sorted, distinct prefix of `kept`.
+    sorted: usize,
+    /// Once `capacity` distinct hashes are kept: the largest.
+    bound: Option<u64>,
     /// Whether more distinct hashes than `capacity` were offered (the count
     /// is an estimate). Set by any hash beyond the kept ones, so it does not
     /// depend on the order they came in.
     saturated: bool,
 }
 
+/// The stored form of [`Kmv`] (the kept hashes ascending).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KmvRepr {
+    capacity: usize,
+    kept: Vec<u64>,
+    saturated: bool,
+}
+
+impl serde::Serialize for Kmv {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (kept, saturated) = self.sketch();
+        KmvRepr {
+            capacity: self.capacity,
+            kept,
+            saturated,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Kmv {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = KmvRepr::deserialize(d)?;
+        let mut k = Kmv::new(r.capacity);
+        k.kept = r.kept;
+        k.saturated = r.saturated;
+        k.cut();
+        Ok(k)
+    }
+}
+
+impl PartialEq for Kmv {
+    /// Same capacity and sketch (whatever the buffer holds).
+    fn eq(&self, o: &Self) -> bool {
+        self.capacity == o.capacity && self.sketch() == o.sketch()
+    }
+}
+
+impl Eq for Kmv {}
+
 impl Kmv {
     /// An empty sketch keeping at most `capacity` hashes (at least 2).
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(2),
-            kept: BTreeSet::new(),
+            kept: Vec::new(),
+            sorted: 0,
+            bound: None,
             saturated: false,
         }
     }
 
-    /// Offers one key's hash.
+    /// Offers a key's hash.
     #[inline]
     pub fn insert(&mut self, hash: u64) {
-        if self.kept.len() >= self.capacity {
-            let max = self.kept.last().copied().unwrap_or(u64::MAX);
-            if hash > max {
-                // A key beyond the kept ones: there are more than capacity.
-                self.saturated = true;
-            } else if hash < max && self.kept.insert(hash) {
-                self.kept.pop_last();
-                self.saturated = true;
+        match self.bound {
+            // A key beyond the kept ones: there are more than capacity.
+            Some(b) if hash > b => self.saturated = true,
+            // The largest kept one again.
+            Some(b) if hash == b => {}
+            _ => {
+                self.kept.push(hash);
+                if self.kept.len() >= self.capacity + self.capacity / 2 {
+                    self.cut();
+                }
             }
-        } else {
-            self.kept.insert(hash);
         }
+    }
+
+    /// Sorts, deduplicates and cuts the buffer to `capacity`.
+    fn cut(&mut self) {
+        self.kept.sort_unstable();
+        self.kept.dedup();
+        if self.kept.len() > self.capacity {
+            self.kept.truncate(self.capacity);
+            self.saturated = true;
+        }
+        self.sorted = self.kept.len();
+        if self.kept.len() == self.capacity {
+            self.bound = self.kept.last().copied();
+        }
+    }
+
+    /// The kept hashes (ascending) and whether the sketch is saturated.
+    fn sketch(&self) -> (Vec<u64>, bool) {
+        if self.sorted == self.kept.len() {
+            return (self.kept.clone(), self.saturated);
+        }
+        let mut c = self.clone();
+        c.cut();
+        (c.kept, c.saturated)
     }
 
     /// Adds another sketch (of any capacity) into this one.
     pub fn merge(&mut self, o: &Kmv) {
-        self.saturated |= o.saturated;
-        for h in &o.kept {
-            self.insert(*h);
+        let (kept, saturated) = o.sketch();
+        self.saturated |= saturated;
+        for h in kept {
+            self.insert(h);
         }
+        self.cut();
     }
 
     /// Whether the count is exact.
     pub fn is_exact(&self) -> bool {
-        !self.saturated
+        !self.sketch().1
     }
 
     /// The kept hashes, ascending.
     pub fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.kept.iter().copied()
+        self.sketch().0.into_iter()
     }
 
     /// Distinct keys seen: exact below capacity, else the KMV estimate.
     pub fn estimate(&self) -> f64 {
-        if !self.saturated {
-            return self.kept.len() as f64;
+        let (kept, saturated) = self.sketch();
+        if !saturated {
+            return kept.len() as f64;
         }
-        let k = self.kept.len() as f64;
-        let max = self.kept.last().copied().unwrap_or(u64::MAX) as f64;
+        let k = kept.len() as f64;
+        let max = kept.last().copied().unwrap_or(u64::MAX) as f64;
         (k - 1.0) / (max / 2f64.powi(64))
     }
 }
@@ -94,7 +173,7 @@ pub fn split_counts(groups: &[&Kmv]) -> Vec<u64> {
     let mut all: Vec<u64> = groups.iter().flat_map(|g| g.hashes()).collect();
     all.sort_unstable();
     all.dedup();
-    let saturated = groups.iter().any(|g| g.saturated) || all.len() > k;
+    let saturated = groups.iter().any(|g| !g.is_exact()) || all.len() > k;
     let threshold = if saturated && all.len() >= k && k > 0 {
         all[k - 1]
     } else {
@@ -116,6 +195,54 @@ mod tests {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    proptest::proptest! {
+        /// The buffered sketch keeps the `k` smallest distinct hashes of
+        /// any sequence with repeats, is saturated exactly when more than
+        /// `k` were distinct, and its stored form reads back the same.
+        #[test]
+        fn keeps_the_k_smallest_distinct(hashes in proptest::collection::vec(0u64..200, 0..600),
+                                         k in 2usize..40) {
+            let mut s = Kmv::new(k);
+            for h in &hashes { s.insert(*h); }
+            let mut all = hashes.clone();
+            all.sort_unstable();
+            all.dedup();
+            let distinct = all.len();
+            all.truncate(k);
+            proptest::prop_assert_eq!(s.hashes().collect::<Vec<_>>(), all);
+            proptest::prop_assert_eq!(s.is_exact(), distinct <= k);
+            let back: Kmv = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+            proptest::prop_assert_eq!(back, s);
+        }
+    }
+
+    proptest::proptest! {
+        /// Few distinct keys, offered many times: the sketch often holds
+        /// exactly `k` of them and sees its largest again (not a new key).
+        #[test]
+        fn repeats_of_the_largest_kept_do_not_saturate(hashes in proptest::collection::vec(0u64..8, 0..200),
+                                                       k in 2usize..10) {
+            let mut s = Kmv::new(k);
+            for h in &hashes { s.insert(*h); }
+            let mut all = hashes.clone();
+            all.sort_unstable();
+            all.dedup();
+            proptest::prop_assert_eq!(s.is_exact(), all.len() <= k);
+            all.truncate(k);
+            proptest::prop_assert_eq!(s.hashes().collect::<Vec<_>>(), all);
+        }
+    }
+
+    #[test]
+    fn a_full_sketch_seeing_its_largest_again_stays_exact() {
+        let mut s = Kmv::new(2);
+        for h in [2, 1, 1, 2, 2, 1] {
+            s.insert(h);
+        }
+        assert!(s.is_exact());
+        assert_eq!(s.estimate(), 2.0);
     }
 
     #[test]
