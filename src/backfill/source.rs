@@ -7,8 +7,11 @@
 //!   windows) at a time, one DataFusion query per table with the `date`
 //!   partitions pruned and the rows sorted by event time, the three merged
 //!   by event time; slices follow each other in time, so the order holds
-//!   across them and the sort holds one slice. Sorted input never makes an event late, so
-//!   the windows get exactly the events the stream archived.
+//!   across them and the sorts hold two slices. Each slice's queries run on
+//!   tasks of their own, started when the slice before begins to be taken:
+//!   the next slice is sorted while this one is taken (a sort gives nothing
+//!   before it has read all its input). Sorted input never makes an event
+//!   late, so the windows get exactly the events the stream archived.
 //! * **JSON lines** (a file or glob, local or S3): one event per line, the
 //!   kind told by its fields (`label`: outcome; `prediction`: prediction;
 //!   else features), files in path order and lines in file order, as a
@@ -18,7 +21,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMillisecondType};
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
@@ -169,7 +171,7 @@ struct Cursor {
     kind: EventKind,
     /// Serial of the next batch read (shared by the slice's cursors).
     serials: Arc<std::sync::atomic::AtomicU64>,
-    stream: SendableRecordBatchStream,
+    stream: Ahead,
     rows: std::vec::IntoIter<(i64, Record)>,
     head: Option<(i64, Record)>,
     /// Where the last record taken came from.
@@ -188,7 +190,7 @@ impl Cursor {
             if self.done {
                 return Ok(());
             }
-            match self.stream.next().await {
+            match self.stream.batches.recv().await {
                 Some(b) => {
                     let serial = self
                         .serials
@@ -202,14 +204,53 @@ impl Cursor {
     }
 }
 
+/// One table's sorted rows of a slice, read by a task of its own (which
+/// stops when this is dropped).
+struct Ahead {
+    batches: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Sorted batches a slice's task holds ready for its cursor.
+const BATCHES_AHEAD: usize = 2;
+
+impl Ahead {
+    /// Starts running `query`.
+    fn spawn(query: datafusion::dataframe::DataFrame) -> Self {
+        let (tx, batches) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+        let task = tokio::spawn(async move {
+            let mut stream = match query.execute_stream().await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            while let Some(b) = stream.next().await {
+                let failed = b.is_err();
+                if tx.send(b.map_err(Error::from)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Self { batches, task }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The archive's three tables, merged by event time.
 pub(crate) struct ArchiveSource {
     /// The current slice's cursors.
     cursors: Vec<Cursor>,
+    /// The next slice's end and its cursors, already reading.
+    ahead: Option<(i64, Vec<Cursor>)>,
     /// Each table, filtered to the selection, with the end of its range.
     tables: Vec<(EventKind, i64, datafusion::dataframe::DataFrame)>,
-    /// The event-time slice the cursors read.
-    slice: (i64, i64),
     /// End of the last slice.
     end: i64,
     /// Length of a slice (whole windows).
@@ -219,8 +260,9 @@ pub(crate) struct ArchiveSource {
 }
 
 /// Event time read and sorted at a time (rounded to whole windows, at least
-/// one): the sort's memory holds a slice, not the range.
-const SLICE_MS: i64 = 10 * 60_000;
+/// one): the sorts' memory holds two slices (the one taken and the next),
+/// not the range; nothing is taken before the first slice is sorted.
+const SLICE_MS: i64 = 2 * 60_000;
 
 /// Rows of `[from, until)` in event time, with the `date` partitions pruned.
 fn time_filter(from: i64, until: i64) -> Expr {
@@ -277,27 +319,37 @@ impl ArchiveSource {
         }
         let mut source = Self {
             cursors: Vec::new(),
+            ahead: None,
             tables,
-            slice: (s.covered.from, s.covered.from),
             end: s.covered.labels_to.max(s.covered.to),
             slice_ms: SLICE_MS.div_euclid(s.covered.window_ms).max(1) * s.covered.window_ms,
             serials: Arc::default(),
         };
-        source.next_slice().await?;
+        source.ahead = source.open_slice(s.covered.from)?;
+        source.next_slice()?;
         Ok(source)
     }
 
-    /// Opens the sorted cursors of the next slice of event time; false at
-    /// the end.
-    async fn next_slice(&mut self) -> Result<bool> {
-        let from = self.slice.1;
-        if from >= self.end {
-            self.cursors.clear();
+    /// Moves on to the slice read ahead, and starts reading the one after
+    /// it; false at the end.
+    fn next_slice(&mut self) -> Result<bool> {
+        self.cursors.clear();
+        let Some((to, cursors)) = self.ahead.take() else {
             return Ok(false);
+        };
+        self.cursors = cursors;
+        self.ahead = self.open_slice(to)?;
+        Ok(true)
+    }
+
+    /// Starts reading the sorted rows of the slice of event time from
+    /// `from` (`None` past the end).
+    fn open_slice(&self, from: i64) -> Result<Option<(i64, Vec<Cursor>)>> {
+        if from >= self.end {
+            return Ok(None);
         }
         let to = from.saturating_add(self.slice_ms).min(self.end);
-        self.slice = (from, to);
-        self.cursors.clear();
+        let mut cursors = Vec::new();
         for (kind, until, df) in &self.tables {
             if from >= *until {
                 continue;
@@ -311,17 +363,17 @@ impl ArchiveSource {
                     col(acol::PARTITION).sort(true, false),
                     col(acol::OFFSET).sort(true, false),
                 ])?;
-            self.cursors.push(Cursor {
+            cursors.push(Cursor {
                 kind: *kind,
                 serials: self.serials.clone(),
-                stream: sorted.execute_stream().await?,
+                stream: Ahead::spawn(sorted),
                 rows: Vec::new().into_iter(),
                 head: None,
                 last: None,
                 done: false,
             });
         }
-        Ok(true)
+        Ok(Some((to, cursors)))
     }
 
     async fn next(&mut self, max: usize) -> Result<Vec<Record>> {
@@ -337,7 +389,7 @@ impl ArchiveSource {
             else {
                 // This slice is read: on to the next one (slices follow in
                 // event time, so the order holds across them).
-                if !self.next_slice().await? {
+                if !self.next_slice()? {
                     break;
                 }
                 for c in &mut self.cursors {
