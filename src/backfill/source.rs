@@ -3,7 +3,7 @@
 //!
 //! * **The archive** (`predictions/`, `features/`, `outcomes/` under a
 //!   folder or bucket prefix, Hive-partitioned by model and date; mlwatch's
-//!   own or exported in its layout): ten minutes of event time (whole
+//!   own or exported in its layout): two minutes of event time (whole
 //!   windows) at a time, one DataFusion query per table with the `date`
 //!   partitions pruned and the rows sorted by event time, the three merged
 //!   by event time; slices follow each other in time, so the order holds
@@ -197,7 +197,16 @@ impl Cursor {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.rows = records(self.kind, Arc::new(b?), serial)?.into_iter();
                 }
-                None => self.done = true,
+                None => {
+                    // The task ended: it sent every batch, or it failed
+                    // (an error sent) or panicked (said here, not taken
+                    // for the end of the table).
+                    self.done = true;
+                    (&mut self.stream.task).await.map_err(|e| Error::Task {
+                        task: "backfill slice reader",
+                        reason: e.to_string(),
+                    })?;
+                }
             }
         }
         Ok(())
