@@ -39,6 +39,8 @@
 //! sample of its units, [`crate::stats::distinct::split_counts`]); flagged
 //! below p = 0.001 as GrowthBook and Eppo do.
 
+use std::cell::OnceCell;
+
 use serde::Serialize;
 
 use super::Experiment;
@@ -231,8 +233,26 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// An arm's samples sorted once per evaluation, and its Mann-Whitney
+/// p-values against the control: the quantile metrics of one sample
+/// (`latency_p50/p95/p99`) share them instead of sorting and testing it
+/// again for each.
+#[derive(Default)]
+struct Sorted {
+    latency: OnceCell<Vec<f64>>,
+    scores: OnceCell<Vec<f64>>,
+    pos_scores: OnceCell<Vec<f64>>,
+    neg_scores: OnceCell<Vec<f64>>,
+    latency_mwu: OnceCell<Option<f64>>,
+    scores_mwu: OnceCell<Option<f64>>,
+}
+
+fn sorted<'c>(cell: &'c OnceCell<Vec<f64>>, s: &ValueSample) -> &'c [f64] {
+    cell.get_or_init(|| s.sorted_values())
+}
+
 /// The value of `metric` for an arm.
-fn estimate(metric: &str, a: &ArmData<'_>, task: Option<Task>) -> Option<Est> {
+fn estimate(metric: &str, a: &ArmData<'_>, s: &Sorted, task: Option<Task>) -> Option<Est> {
     let o = a.outcomes;
     match metric {
         "events" => Some(Est {
@@ -247,16 +267,18 @@ fn estimate(metric: &str, a: &ArmData<'_>, task: Option<Task>) -> Option<Est> {
         }),
         "latency_mean" => mean_of(&a.latency.moments()),
         "latency_p50" | "latency_p95" | "latency_p99" | "score" => {
-            let (s, q) = match metric {
-                "latency_p50" => (a.latency_sample?, 0.5),
-                "latency_p95" => (a.latency_sample?, 0.95),
-                "latency_p99" => (a.latency_sample?, 0.99),
-                _ => (a.scores?, 0.5),
+            let v = match metric {
+                "score" => sorted(&s.scores, a.scores?),
+                _ => sorted(&s.latency, a.latency_sample?),
             };
-            let v = s.sorted_values();
+            let q = match metric {
+                "latency_p95" => 0.95,
+                "latency_p99" => 0.99,
+                _ => 0.5,
+            };
             (!v.is_empty()).then(|| Est {
                 n: v.len() as u64,
-                value: quantile(&v, q),
+                value: quantile(v, q),
                 var: f64::NAN,
             })
         }
@@ -271,8 +293,10 @@ fn estimate(metric: &str, a: &ArmData<'_>, task: Option<Task>) -> Option<Est> {
             })
         }),
         "roc_auc" => o.and_then(|o| {
-            let (auc, var) =
-                auc_delong(&o.pos_scores.sorted_values(), &o.neg_scores.sorted_values());
+            let (auc, var) = auc_delong(
+                sorted(&s.pos_scores, &o.pos_scores),
+                sorted(&s.neg_scores, &o.neg_scores),
+            );
             auc.is_finite().then_some(Est {
                 n: (o.pos_scores.len() + o.neg_scores.len()) as u64,
                 value: auc,
@@ -307,12 +331,13 @@ pub fn results(
     metrics: &[&str],
 ) -> Vec<MetricRow> {
     let c = &arms[control];
+    let cache: Vec<Sorted> = arms.iter().map(|_| Sorted::default()).collect();
     let z = norm_ppf(1.0 - e.alpha / 2.0);
     let mut rows = Vec::new();
     for metric in metrics {
-        let ce = estimate(metric, c, task);
+        let ce = estimate(metric, c, &cache[control], task);
         for (i, a) in arms.iter().enumerate() {
-            let Some(ae) = estimate(metric, a, task) else {
+            let Some(ae) = estimate(metric, a, &cache[i], task) else {
                 continue;
             };
             let mut row = MetricRow {
@@ -340,7 +365,8 @@ pub fn results(
             if i != control
                 && let Some(ce) = ce
             {
-                compare(&mut row, metric, a, c, ae, ce, z, e.alpha);
+                let arms = (a, c, &cache[i], &cache[control]);
+                compare(&mut row, metric, arms, ae, ce, z, e.alpha);
             }
             // Undefined numbers are absent (NULL), never NaN.
             for v in [
@@ -417,8 +443,7 @@ pub fn add_sequential(rows: &mut [MetricRow], alpha: f64, t_star: f64) {
 fn compare(
     row: &mut MetricRow,
     metric: &str,
-    a: &ArmData<'_>,
-    c: &ArmData<'_>,
+    (a, c, sa_cache, sc_cache): (&ArmData<'_>, &ArmData<'_>, &Sorted, &Sorted),
     ae: Est,
     ce: Est,
     z: f64,
@@ -433,23 +458,33 @@ fn compare(
     let (p, test) = match metric {
         "events" | "units" => return,
         "latency_p50" | "latency_p95" | "latency_p99" | "score" => {
-            let (sa, sc) = if metric == "score" {
-                (a.scores, c.scores)
+            let (sa, sc, ca, cc, p) = if metric == "score" {
+                let (ca, cc) = (&sa_cache.scores, &sc_cache.scores);
+                (a.scores, c.scores, ca, cc, &sa_cache.scores_mwu)
             } else {
-                (a.latency_sample, c.latency_sample)
+                let (ca, cc) = (&sa_cache.latency, &sc_cache.latency);
+                (
+                    a.latency_sample,
+                    c.latency_sample,
+                    ca,
+                    cc,
+                    &sa_cache.latency_mwu,
+                )
             };
             let (Some(sa), Some(sc)) = (sa, sc) else {
                 return;
             };
-            let p = mannwhitneyu(
-                &sa.sorted_values(),
-                &sc.sorted_values(),
-                Alternative::TwoSided,
-                MwuMethod::Asymptotic,
-                true,
-            )
-            .map(|r| r.p_value)
-            .ok();
+            let p = *p.get_or_init(|| {
+                mannwhitneyu(
+                    sorted(ca, sa),
+                    sorted(cc, sc),
+                    Alternative::TwoSided,
+                    MwuMethod::Asymptotic,
+                    true,
+                )
+                .map(|r| r.p_value)
+                .ok()
+            });
             row.p_value = p;
             row.test = Some("mann_whitney".into());
             return;
@@ -529,7 +564,7 @@ fn compare(
 /// control's current value and spread; NaN until they are known.
 pub fn required_per_variant(e: &Experiment, task: Option<Task>, control: &ArmData<'_>) -> f64 {
     let metric = e.primary_metric.as_str();
-    let Some(c) = estimate(metric, control, task) else {
+    let Some(c) = estimate(metric, control, &Sorted::default(), task) else {
         return f64::NAN;
     };
     let alt = Alternative::TwoSided;

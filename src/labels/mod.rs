@@ -44,7 +44,8 @@
 //! finality are decided at the same record on a replay; the checkpoint holds
 //! the whole state.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -144,6 +145,7 @@ pub struct JoinStats {
     pub sampled_out: u64,
 }
 
+/// An early label in the checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Early {
     ts: i64,
@@ -154,6 +156,70 @@ struct Early {
     source: String,
     partition: i32,
     offset: i64,
+}
+
+/// An early label as held: most labels of a sampled window wait as these
+/// until they expire, so one allocation holds the event id and the label's
+/// text (the label is parsed again on a join), and the source (topic or
+/// file) is shared between consecutive labels.
+#[derive(Debug, Clone)]
+struct Held {
+    ts: i64,
+    /// The event id, then the label as given.
+    text: Box<str>,
+    id_len: usize,
+    source: Arc<str>,
+    partition: i32,
+    offset: i64,
+}
+
+impl Held {
+    fn event_id(&self) -> &str {
+        &self.text[..self.id_len]
+    }
+
+    fn raw(&self) -> &str {
+        &self.text[self.id_len..]
+    }
+
+    fn to_early(&self, model: &str, task: Task) -> Early {
+        Early {
+            ts: self.ts,
+            event_id: self.event_id().to_string(),
+            model: model.to_string(),
+            raw: self.raw().to_string(),
+            label: label_value(task, self.raw())
+                .unwrap_or_else(|_| Value::Class(self.raw().into())),
+            source: self.source.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+
+    fn from_early(e: &Early) -> Self {
+        Held {
+            ts: e.ts,
+            text: format!("{}{}", e.event_id, e.raw).into_boxed_str(),
+            id_len: e.event_id.len(),
+            source: Arc::from(e.source.as_str()),
+            partition: e.partition,
+            offset: e.offset,
+        }
+    }
+}
+
+/// A label's value for a model's task: a finite number for regression, a
+/// class otherwise; `Err` with the message when it is not.
+fn label_value(task: Task, raw: &str) -> Result<Value, String> {
+    match task {
+        Task::Regression => match raw.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Value::Number(v)),
+            _ => Err(format!(
+                "label `{raw}` is not a number (the model's task is regression)"
+            )),
+        },
+        _ => Ok(Value::Class(raw.to_string())),
+    }
 }
 
 /// Hashes a key that already is a hash (`xxh3_64` of the event id) by
@@ -213,9 +279,14 @@ struct ModelJoin {
     windows: BTreeMap<i64, OpenWindow>,
     /// Key → (window start, group, index) of a waiting prediction.
     index: KeyMap<(i64, u32, u32)>,
-    early: KeyMap<Early>,
-    /// (expiry, key) of each early label.
-    early_queue: BTreeSet<(i64, u64)>,
+    early: KeyMap<Held>,
+    /// Keys of the early labels by expiry (may hold keys of labels that
+    /// left since, checked at expiry; rebuilt when mostly those).
+    early_queue: BTreeMap<i64, Vec<u64>>,
+    /// Keys in `early_queue`.
+    queued: usize,
+    /// The source of the last early label (shared by the next ones).
+    last_source: Option<Arc<str>>,
     /// Keys of the early labels, largest first (may hold keys of labels
     /// that left since; rebuilt when mostly those).
     early_keys: BinaryHeap<u64>,
@@ -236,6 +307,12 @@ fn early_expiry(ts: i64, size: i64) -> i64 {
     window_start(ts, size).saturating_add(2 * size)
 }
 
+/// The first window a prediction labelled at `ts` can be in (its ceiling
+/// spans from there to the window after the label's).
+fn ceiling_lo(ts: i64, size: i64, horizon_ms: i64) -> i64 {
+    window_start(ts.saturating_sub(horizon_ms.saturating_add(size)), size)
+}
+
 /// Final ids remembered per model, as a multiple of `outcomes.max_pending`.
 const EXPIRED_FACTOR: usize = 4;
 
@@ -246,10 +323,7 @@ impl ModelJoin {
     /// (`at_expiry`), over the windows that exist (`None`: none does). A
     /// label above it belongs to a prediction the sample leaves out.
     fn ceiling_for(&self, ts: i64, size: i64, k: usize, at_expiry: bool) -> Option<u64> {
-        let lo = window_start(
-            ts.saturating_sub(self.horizon_ms.saturating_add(size)),
-            size,
-        );
+        let lo = ceiling_lo(ts, size, self.horizon_ms);
         let hi = window_start(ts, size).saturating_add(size);
         let mut ceiling: Option<u64> = None;
         let mut start = lo;
@@ -268,8 +342,12 @@ impl ModelJoin {
 
     /// Holds an early label, keeping the `max` with the smallest keys (the
     /// ones the windows' samples keep); returns how many were let go.
-    fn hold_early(&mut self, hash: u64, e: Early, size: i64, max: usize) -> u64 {
-        self.early_queue.insert((early_expiry(e.ts, size), hash));
+    fn hold_early(&mut self, hash: u64, e: Held, size: i64, max: usize) -> u64 {
+        self.early_queue
+            .entry(early_expiry(e.ts, size))
+            .or_default()
+            .push(hash);
+        self.queued += 1;
         self.early.insert(hash, e);
         self.early_keys.push(hash);
         let mut dropped = 0;
@@ -277,21 +355,47 @@ impl ModelJoin {
             let Some(h) = self.early_keys.pop() else {
                 break;
             };
-            if self.remove_early(h, size).is_some() {
+            if self.remove_early(h).is_some() {
                 dropped += 1;
             }
         }
         if self.early_keys.len() > 2 * self.early.len() + 64 {
             self.early_keys = self.early.keys().copied().collect();
         }
+        if self.queued > 2 * self.early.len() + 64 {
+            self.requeue_early(size);
+        }
         dropped
     }
 
-    /// Removes the early label of `hash`.
-    fn remove_early(&mut self, hash: u64, size: i64) -> Option<Early> {
-        let e = self.early.remove(&hash)?;
-        self.early_queue.remove(&(early_expiry(e.ts, size), hash));
-        Some(e)
+    /// Rebuilds the expiry queue from the early labels held.
+    fn requeue_early(&mut self, size: i64) {
+        self.early_queue.clear();
+        for (hash, e) in &self.early {
+            self.early_queue
+                .entry(early_expiry(e.ts, size))
+                .or_default()
+                .push(*hash);
+        }
+        self.queued = self.early.len();
+    }
+
+    /// Removes the early label of `hash` (its key stays queued until its
+    /// expiry finds it gone).
+    fn remove_early(&mut self, hash: u64) -> Option<Held> {
+        self.early.remove(&hash)
+    }
+
+    /// The shared source `name`.
+    fn source(&mut self, name: &str) -> Arc<str> {
+        match &self.last_source {
+            Some(s) if &**s == name => s.clone(),
+            _ => {
+                let s: Arc<str> = Arc::from(name);
+                self.last_source = Some(s.clone());
+                s
+            }
+        }
     }
 
     /// Removes the pair with the largest key of the window at `start` (the
@@ -387,7 +491,9 @@ impl LabelJoin {
                     windows: BTreeMap::new(),
                     index: KeyMap::default(),
                     early: KeyMap::default(),
-                    early_queue: BTreeSet::new(),
+                    early_queue: BTreeMap::new(),
+                    queued: 0,
+                    last_source: None,
                     early_keys: BinaryHeap::new(),
                     expired: KeyMap::default(),
                     expired_queue: VecDeque::new(),
@@ -470,13 +576,13 @@ impl LabelJoin {
             }
         };
         w.groups[gi].predictions += 1;
-        let early = m.early.get(&hash).is_some_and(|e| e.event_id == event_id);
+        let early = m.early.get(&hash).is_some_and(|e| e.event_id() == event_id);
         if hash > w.bound(k) {
             // Left out by the sample, and its early label with it.
             w.sampled = true;
             self.stats.sampled_out += 1;
             if early {
-                m.remove_early(hash, size);
+                m.remove_early(hash);
                 self.stats.sampled_out += 1;
             }
             return;
@@ -486,12 +592,13 @@ impl LabelJoin {
             self.stats.sampled_out += 1 + u64::from(labelled);
         }
         let deadline = start.saturating_add(size).saturating_add(m.horizon_ms);
-        let label = match early.then(|| m.remove_early(hash, size)).flatten() {
+        let label = match early.then(|| m.remove_early(hash)).flatten() {
             Some(e) if e.ts >= deadline => {
-                self.letters.push(late(e, deadline));
+                self.letters.push(late(&e, &m.name, deadline));
                 None
             }
-            e => e.map(|e| e.label),
+            // Checked when it was held.
+            e => e.and_then(|e| label_value(m.task, e.raw()).ok()),
         };
         if label.is_some() {
             self.stats.joined += 1;
@@ -525,17 +632,14 @@ impl LabelJoin {
         let Some(Some(m)) = self.models.get_mut(model) else {
             return Ok(());
         };
-        let label = match m.task {
-            Task::Regression => match raw.trim().parse::<f64>() {
-                Ok(v) if v.is_finite() => Value::Number(v),
-                _ => {
-                    return Err((
-                        Reason::WrongType,
-                        format!("label `{raw}` is not a number (the model's task is regression)"),
-                    ));
-                }
+        // A wrong label is refused now, whatever would become of it.
+        let number = match m.task {
+            Task::Regression => match label_value(m.task, raw) {
+                Ok(Value::Number(v)) => Some(v),
+                Ok(Value::Class(_)) => None,
+                Err(e) => return Err((Reason::WrongType, e)),
             },
-            _ => Value::Class(raw.to_string()),
+            _ => None,
         };
         let hash = xxh3_64(event_id.as_bytes());
         if let Some(&(start, gi, pi)) = m.index.get(&hash) {
@@ -553,13 +657,16 @@ impl LabelJoin {
                         ),
                     ));
                 } else {
-                    p.label = Some(label);
+                    p.label = Some(match number {
+                        Some(v) => Value::Number(v),
+                        None => Value::Class(raw.to_string()),
+                    });
                     self.stats.joined += 1;
                 }
                 return Ok(());
             }
         }
-        if m.early.get(&hash).is_some_and(|e| e.event_id == event_id) {
+        if m.early.get(&hash).is_some_and(|e| e.event_id() == event_id) {
             self.stats.duplicates += 1;
             return Ok(());
         }
@@ -594,13 +701,14 @@ impl LabelJoin {
                 ),
             ));
         }
-        let early = Early {
+        let mut text = String::with_capacity(event_id.len() + raw.len());
+        text.push_str(event_id);
+        text.push_str(raw);
+        let early = Held {
             ts,
-            event_id: event_id.to_string(),
-            model: m.name.clone(),
-            raw: raw.to_string(),
-            label,
-            source: origin.source.to_string(),
+            text: text.into_boxed_str(),
+            id_len: event_id.len(),
+            source: m.source(origin.source),
             partition: origin.partition,
             offset: origin.offset,
         };
@@ -634,16 +742,44 @@ impl LabelJoin {
         let (size, max, k) = (self.size_ms, self.max_pending, self.per_window);
         for (mi, slot) in self.models.iter_mut().enumerate() {
             let Some(m) = slot else { continue };
-            while let Some(&(expiry, hash)) = m.early_queue.first() {
+            while let Some(entry) = m.early_queue.first_entry() {
+                let expiry = *entry.key();
                 if expiry > watermark {
                     break;
                 }
-                m.early_queue.pop_first();
-                if let Some(e) = m.early.remove(&hash) {
-                    if m.ceiling_for(e.ts, size, k, true).is_some_and(|c| hash > c) {
+                let mut keys = entry.remove();
+                m.queued -= keys.len();
+                // In key order; a key queued twice (held, gone, held again
+                // with the same expiry) counts once.
+                keys.sort_unstable();
+                keys.dedup();
+                // The labels of one expiry share their window, so mostly
+                // their ceiling too (windows do not change in this loop).
+                let mut ceiling: Option<(i64, Option<u64>)> = None;
+                for hash in keys {
+                    let due = m
+                        .early
+                        .get(&hash)
+                        .is_some_and(|e| early_expiry(e.ts, size) == expiry);
+                    if !due {
+                        continue;
+                    }
+                    let Some(e) = m.early.remove(&hash) else {
+                        continue;
+                    };
+                    let lo = ceiling_lo(e.ts, size, m.horizon_ms);
+                    let c = match ceiling {
+                        Some((l, c)) if l == lo => c,
+                        _ => {
+                            let c = m.ceiling_for(e.ts, size, k, true);
+                            ceiling = Some((lo, c));
+                            c
+                        }
+                    };
+                    if c.is_some_and(|c| hash > c) {
                         self.stats.sampled_out += 1;
                     } else {
-                        self.letters.push(unmatched(e));
+                        self.letters.push(unmatched(&e, &m.name));
                     }
                 }
             }
@@ -673,8 +809,9 @@ impl LabelJoin {
                 w.groups
                     .sort_by(|a, b| (&a.version, &a.variant).cmp(&(&b.version, &b.variant)));
                 for g in &mut w.groups {
+                    // Event ids are unique in a window: no equal keys.
                     g.pairs
-                        .sort_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
+                        .sort_unstable_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
                 }
                 self.finals.push(PerformanceWindow {
                     model: mi,
@@ -740,7 +877,11 @@ impl LabelJoin {
                     (*s, w.sampled, groups)
                 })
                 .collect();
-            let mut early: Vec<Early> = m.early.values().cloned().collect();
+            let mut early: Vec<Early> = m
+                .early
+                .values()
+                .map(|e| e.to_early(&m.name, m.task))
+                .collect();
             early.sort_by(|a, b| (a.ts, &a.event_id).cmp(&(b.ts, &b.event_id)));
             let expired = m
                 .expired_queue
@@ -804,12 +945,11 @@ impl LabelJoin {
                 m.windows.insert(*start, w);
             }
             m.early.clear();
-            m.early_queue.clear();
             for e in &s.early {
                 let hash = xxh3_64(e.event_id.as_bytes());
-                m.early_queue.insert((early_expiry(e.ts, size), hash));
-                m.early.insert(hash, e.clone());
+                m.early.insert(hash, Held::from_early(e));
             }
+            m.requeue_early(size);
             m.early_keys = m.early.keys().copied().collect();
             m.expired.clear();
             m.expired_queue.clear();
@@ -835,7 +975,7 @@ pub(crate) fn test_pair(i: usize, score: f64, label: &str) -> Pair {
     }
 }
 
-fn late(e: Early, deadline: i64) -> LabelLetter {
+fn late(e: &Held, model: &str, deadline: i64) -> LabelLetter {
     let error = format!(
         "label time {} is at or past its prediction's window end plus the label horizon ({deadline})",
         e.ts
@@ -843,27 +983,27 @@ fn late(e: Early, deadline: i64) -> LabelLetter {
     LabelLetter {
         reason: Reason::LateLabel,
         error,
-        ..unmatched(e)
+        ..unmatched(e, model)
     }
 }
 
-fn unmatched(e: Early) -> LabelLetter {
+fn unmatched(e: &Held, model: &str) -> LabelLetter {
     let payload = serde_json::json!({
-        "event_id": e.event_id,
+        "event_id": e.event_id(),
         "ts": e.ts,
-        "model": e.model,
-        "label": e.raw,
+        "model": model,
+        "label": e.raw(),
     })
     .to_string();
     LabelLetter {
-        source: e.source,
+        source: e.source.to_string(),
         partition: e.partition,
         offset: e.offset,
         payload,
         reason: Reason::UnmatchedLabel,
         error: format!(
             "no prediction with event_id `{}` is waiting for a label, and one older than the label would be late",
-            e.event_id
+            e.event_id()
         ),
     }
 }
@@ -887,6 +1027,61 @@ mod tests {
         partition: 0,
         offset: 7,
     };
+
+    #[test]
+    fn early_labels_that_leave_stay_out_of_expiry_and_the_queue_stays_bounded() {
+        let mut j = join(1_000_000);
+        // Labels that find their predictions later leave the queue's map
+        // but not its buckets; the queue is rebuilt before it holds more
+        // than twice the labels waiting.
+        for i in 0..5_000 {
+            let id = format!("e{i}");
+            j.outcome(0, &id, 10_000, "1", O, i64::MIN).unwrap();
+            let m = j.models[0].as_ref().unwrap();
+            assert!(m.queued <= 2 * m.early.len() + 64, "{} queued", m.queued);
+            j.prediction(0, 0, ("1", ""), &id, 5_000, Value::Number(0.5));
+        }
+        // Two that wait in vain: each one letter at its expiry, in key
+        // order, also the one held again after it left.
+        j.outcome(0, "x", 10_000, "1", O, i64::MIN).unwrap();
+        j.outcome(0, "y", 10_000, "0", O, i64::MIN).unwrap();
+        let m = j.models[0].as_mut().unwrap();
+        let hx = xxh3_64(b"x");
+        let held = m.remove_early(hx).unwrap();
+        m.hold_early(hx, held, 60_000, usize::MAX);
+        j.advance(119_999, i64::MIN);
+        assert!(j.take_letters().is_empty(), "not yet expired");
+        j.advance(120_000, i64::MIN);
+        let letters = j.take_letters();
+        let mut ids: Vec<_> = letters
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(&l.payload).unwrap()["event_id"].clone()
+            })
+            .collect();
+        assert_eq!(ids.len(), 2, "{letters:?}");
+        let mut by_key = vec![(xxh3_64(b"x"), "x"), (xxh3_64(b"y"), "y")];
+        by_key.sort();
+        assert_eq!(
+            ids.drain(..)
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect::<Vec<_>>(),
+            by_key
+                .iter()
+                .map(|(_, id)| id.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(letters[0].reason, Reason::UnmatchedLabel);
+        assert_eq!(letters[0].source, "outcomes");
+        assert!(
+            letters
+                .iter()
+                .any(|l| l.payload.contains("\"model\":\"m\"")),
+            "{letters:?}"
+        );
+        // The 5,000 predictions wait for their window; no label does.
+        assert_eq!(j.held(), 5_000);
+    }
 
     #[test]
     fn labels_join_either_way_and_windows_wait_for_the_horizon() {

@@ -345,7 +345,14 @@ impl ValueSample {
 
     /// The kept values, ascending.
     pub fn sorted_values(&self) -> Vec<f64> {
-        let mut keys: Vec<u64> = self.kept().into_iter().map(|(_, k)| k).collect();
+        // The kept items chosen by selection; only their values sorted.
+        let mut keys: Vec<u64> = if self.items.len() > self.capacity {
+            let mut items = self.items.clone();
+            items.select_nth_unstable(self.capacity - 1);
+            items[..self.capacity].iter().map(|(_, k)| *k).collect()
+        } else {
+            self.items.iter().map(|(_, k)| *k).collect()
+        };
         keys.sort_unstable();
         keys.into_iter().map(from_order_key).collect()
     }
