@@ -171,6 +171,10 @@ struct Held {
     source: Arc<str>,
     partition: i32,
     offset: i64,
+    /// The label as a checkpoint holds it (parsed under the task of its
+    /// time, which a restart's config may have changed); `None`: parsed
+    /// from the text under the model's task.
+    restored: Option<Box<Value>>,
 }
 
 impl Held {
@@ -188,8 +192,7 @@ impl Held {
             event_id: self.event_id().to_string(),
             model: model.to_string(),
             raw: self.raw().to_string(),
-            label: label_value(task, self.raw())
-                .unwrap_or_else(|_| Value::Class(self.raw().into())),
+            label: self.label(task),
             source: self.source.to_string(),
             partition: self.partition,
             offset: self.offset,
@@ -204,6 +207,17 @@ impl Held {
             source: Arc::from(e.source.as_str()),
             partition: e.partition,
             offset: e.offset,
+            restored: Some(Box::new(e.label.clone())),
+        }
+    }
+
+    /// The label's value (its text was checked under `task` when held).
+    fn label(&self, task: Task) -> Value {
+        match &self.restored {
+            Some(v) => (**v).clone(),
+            None => {
+                label_value(task, self.raw()).unwrap_or_else(|_| Value::Class(self.raw().into()))
+            }
         }
     }
 }
@@ -597,8 +611,7 @@ impl LabelJoin {
                 self.letters.push(late(&e, &m.name, deadline));
                 None
             }
-            // Checked when it was held.
-            e => e.and_then(|e| label_value(m.task, e.raw()).ok()),
+            e => e.map(|e| e.label(m.task)),
         };
         if label.is_some() {
             self.stats.joined += 1;
@@ -711,6 +724,7 @@ impl LabelJoin {
             source: m.source(origin.source),
             partition: origin.partition,
             offset: origin.offset,
+            restored: None,
         };
         self.stats.sampled_out += m.hold_early(hash, early, size, max);
         Ok(())
@@ -1013,9 +1027,13 @@ mod tests {
     use super::*;
 
     fn join(max_pending: usize) -> LabelJoin {
+        join_for("binary", max_pending)
+    }
+
+    fn join_for(task: &str, max_pending: usize) -> LabelJoin {
         let cfg = Config::from_toml_str(&format!(
             "[outcomes]\nmax_pending = {max_pending}\n[window]\nsize = \"1m\"\n\
-             [models.m]\nreference = \"r.csv\"\ntask = \"binary\"\nlabel_horizon = \"2m\"\n\
+             [models.m]\nreference = \"r.csv\"\ntask = \"{task}\"\nlabel_horizon = \"2m\"\n\
              [models.m.features]\nx = \"numeric\""
         ))
         .unwrap();
@@ -1060,7 +1078,7 @@ mod tests {
             })
             .collect();
         assert_eq!(ids.len(), 2, "{letters:?}");
-        let mut by_key = vec![(xxh3_64(b"x"), "x"), (xxh3_64(b"y"), "y")];
+        let mut by_key = [(xxh3_64(b"x"), "x"), (xxh3_64(b"y"), "y")];
         by_key.sort();
         assert_eq!(
             ids.drain(..)
@@ -1216,6 +1234,29 @@ mod tests {
             "kept predictions keep their labels"
         );
         assert_eq!(run(true).1, w, "the order of arrival does not matter");
+    }
+
+    #[test]
+    fn a_restored_early_label_keeps_the_value_it_was_held_with() {
+        // Held under a binary task, restored under regression: the label
+        // joins as the class it was, as the checkpoint holds it.
+        let mut j = join(100);
+        j.outcome(0, "b", 2_000, "yes", O, i64::MIN).unwrap();
+        let snap = j.snapshot();
+        let mut r = join_for("regression", 100);
+        r.restore(snap.clone());
+        assert_eq!(
+            serde_json::to_value(r.snapshot()).unwrap(),
+            serde_json::to_value(&snap).unwrap()
+        );
+        r.prediction(0, 0, ("1", "A"), "b", 1_500, Value::Number(0.1));
+        assert_eq!(r.take_stats().joined, 1);
+        r.finish();
+        let w = r.take_finals();
+        assert_eq!(
+            w[0].groups[0].pairs[0].label,
+            Some(Value::Class("yes".into()))
+        );
     }
 
     #[test]
