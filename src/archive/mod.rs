@@ -38,7 +38,10 @@
 //! **Files**: rows are buffered until the pipeline's next checkpoint (or
 //! until `archive.max_buffered` rows force one) and written as one file per
 //! table, model, date and source partition, named after the lowest offset
-//! among its rows. A replay after a crash starts at the checkpoint's
+//! among its rows. Each file's rows are sorted by event time, then offset
+//! ([`SORTED_BY`]), and its metadata says so (Parquet `sorting_columns`):
+//! a backfill merges such files in event-time order instead of sorting
+//! them. A replay after a crash starts at the checkpoint's
 //! offsets and archives the same records (what decodes depends only on the
 //! record), so each (table, model, date, partition) gets a file named after
 //! the same first record, which overwrites the crashed run's; its later
@@ -365,6 +368,56 @@ impl Rows {
     }
 }
 
+/// What the rows of every archive file are sorted by (its topic and
+/// partition are one per file): event time, then offset. A backfill merges
+/// files so written instead of sorting them.
+pub(crate) const SORTED_BY: [&str; 2] = [field::TS, col::OFFSET];
+
+/// The event times `[min, max]` of an archive file whose metadata says each
+/// of its row groups is sorted by [`SORTED_BY`]; `None` for any other file
+/// (archives written before files were sorted, exported files), which a
+/// backfill sorts. A file without rows spans nothing (`min > max`).
+pub(crate) fn sorted_span(
+    meta: &datafusion::parquet::file::metadata::ParquetMetaData,
+) -> Option<(i64, i64)> {
+    use datafusion::parquet::file::metadata::SortingColumn;
+    use datafusion::parquet::file::statistics::Statistics;
+    let leaves = meta.file_metadata().schema_descr().columns();
+    let leaf = |name: &str| {
+        leaves
+            .iter()
+            .position(|c| c.path().parts() == [name.to_string()])
+    };
+    let expected: Vec<SortingColumn> = SORTED_BY
+        .iter()
+        .map(|name| {
+            leaf(name).map(|i| SortingColumn {
+                column_idx: i as i32,
+                descending: false,
+                nulls_first: false,
+            })
+        })
+        .collect::<Option<_>>()?;
+    let ts = leaf(field::TS)?;
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    for rg in meta.row_groups() {
+        if rg.sorting_columns() != Some(&expected) {
+            return None;
+        }
+        if rg.num_rows() == 0 {
+            continue;
+        }
+        match rg.column(ts).statistics() {
+            Some(Statistics::Int64(s)) => {
+                min = min.min(*s.min_opt()?);
+                max = max.max(*s.max_opt()?);
+            }
+            _ => return None,
+        }
+    }
+    Some((min, max))
+}
+
 /// Key of one archive file within its topic: (partition, model index,
 /// UTC day number of the event time). Plain values, so finding a row's file
 /// allocates nothing.
@@ -498,7 +551,7 @@ impl Archive {
                 let storage = storage.clone();
                 async move {
                     let bytes = tokio::task::spawn_blocking(move || {
-                        crate::storage::encode_parquet(batch.schema(), &[batch])
+                        crate::storage::encode_parquet_sorted(batch.schema(), &batch, &SORTED_BY)
                     })
                     .await
                     .map_err(|e| crate::error::Error::Task {
@@ -721,6 +774,59 @@ mod tests {
             datafusion::arrow::compute::concat_batches(&b[0].schema(), &b)
         };
         assert_eq!(all(&again)?, all(&direct)?);
+        Ok(())
+    }
+
+    /// A file's rows are sorted by event time, then offset, whatever order
+    /// they were consumed in, and its metadata says so; a file that does
+    /// not say so is not taken for sorted.
+    #[tokio::test]
+    async fn archive_files_are_sorted_by_event_time_and_say_so() -> Result<()> {
+        // Consumed out of event-time order; two share an event time.
+        let events: Vec<&[u8]> = vec![
+            br#"{"event_id":"a","ts":1767225600005,"model":"m","version":"1","prediction":0.1}"#,
+            br#"{"event_id":"b","ts":1767225600001,"model":"m","version":"1","prediction":0.2}"#,
+            br#"{"event_id":"c","ts":1767225600009,"model":"m","version":"1","prediction":0.3}"#,
+            br#"{"event_id":"d","ts":1767225600001,"model":"m","version":"1","prediction":0.4}"#,
+        ];
+        let catalog = catalog("x = \"numeric\"");
+        let out = decode(&catalog, EventKind::Prediction, &events);
+        let mut archive = Archive::default();
+        for d in &out.decoded {
+            archive.add(EventKind::Prediction, &catalog, d, |pos| {
+                let offset = [40, 12, 30, 20][pos];
+                (
+                    events[pos],
+                    Provenance {
+                        topic: "t",
+                        partition: 0,
+                        offset,
+                    },
+                )
+            });
+        }
+        let storage = Storage::open("memory:///", &Default::default())?;
+        archive.write(&storage).await?;
+        let path = file(EventKind::Prediction, "m", "2026-01-01", "t", 0, 12);
+        let bytes = storage.get_opt(&path).await?.expect("archive file");
+        let size = bytes.len() as u64;
+        let batch = &crate::storage::decode_parquet(bytes)?[0];
+        let ids: Vec<&str> = batch
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        assert_eq!(ids, ["b", "d", "a", "c"]);
+        let meta = storage.parquet_metadata(&path, size).await?;
+        assert_eq!(sorted_span(&meta), Some((1767225600001, 1767225600009)));
+
+        // The same rows written without `sorting_columns`.
+        let plain = crate::storage::encode_parquet(batch.schema(), std::slice::from_ref(batch))?;
+        let size = plain.len() as u64;
+        storage.put("plain.parquet", plain).await?;
+        let meta = storage.parquet_metadata("plain.parquet", size).await?;
+        assert_eq!(sorted_span(&meta), None);
         Ok(())
     }
 

@@ -17,11 +17,14 @@
 //!   else features), files in path order and lines in file order, as a
 //!   topic replays: events behind the watermark are late, as in the stream.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMillisecondType};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
@@ -33,6 +36,7 @@ use crate::archive::{self, col as acol};
 use crate::error::{Error, Result};
 use crate::event::{EventKind, field};
 use crate::storage::Storage;
+use crate::storage::objects::{ListFilter, Listed};
 
 /// Memory DataFusion may use to sort a table's rows before it spills.
 const SORT_MEMORY: usize = 512 << 20;
@@ -74,6 +78,7 @@ pub(crate) struct ArchivedRow {
 }
 
 /// What to read.
+#[derive(Clone)]
 pub(crate) struct Selection {
     /// The windows covered.
     pub covered: Covered,
@@ -131,13 +136,7 @@ impl Source {
     /// extra pass over its event times).
     pub async fn total(&mut self) -> Result<Option<u64>> {
         match self {
-            Self::Archive(a) => {
-                let mut n = 0;
-                for (_, _, df) in &a.tables {
-                    n += df.clone().count().await? as u64;
-                }
-                Ok(Some(n))
-            }
+            Self::Archive(a) => Ok(Some(a.total().await?)),
             Self::JsonLines(_) => Ok(None),
         }
     }
@@ -166,20 +165,33 @@ fn split_glob(input: &str) -> (&str, &str) {
     }
 }
 
-/// One table's sorted rows, a batch at a time.
+/// One table's rows in event-time order, a batch at a time: a slice of
+/// the files DataFusion sorts, or one file written sorted.
 struct Cursor {
     kind: EventKind,
-    /// Serial of the next batch read (shared by the slice's cursors).
+    /// Whether it reads a sorted file (else a slice of the sorted query).
+    file: bool,
+    /// Serial of the next batch read (shared by the source's cursors).
     serials: Arc<std::sync::atomic::AtomicU64>,
     stream: Ahead,
     rows: std::vec::IntoIter<(i64, Record)>,
     head: Option<(i64, Record)>,
-    /// Where the last record taken came from.
-    last: Option<(Arc<str>, i32, i64)>,
     done: bool,
 }
 
 impl Cursor {
+    fn new(kind: EventKind, file: bool, serials: &Arc<AtomicU64>, stream: Ahead) -> Self {
+        Self {
+            kind,
+            file,
+            serials: serials.clone(),
+            stream,
+            rows: Vec::new().into_iter(),
+            head: None,
+            done: false,
+        }
+    }
+
     /// Makes `head` the next row, fetching batches as needed.
     async fn fill(&mut self) -> Result<()> {
         while self.head.is_none() {
@@ -192,9 +204,7 @@ impl Cursor {
             }
             match self.stream.batches.recv().await {
                 Some(b) => {
-                    let serial = self
-                        .serials
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let serial = self.serials.fetch_add(1, Ordering::Relaxed);
                     self.rows = records(self.kind, Arc::new(b?), serial)?.into_iter();
                 }
                 None => {
@@ -203,7 +213,7 @@ impl Cursor {
                     // for the end of the table).
                     self.done = true;
                     (&mut self.stream.task).await.map_err(|e| Error::Task {
-                        task: "backfill slice reader",
+                        task: "backfill reader",
                         reason: e.to_string(),
                     })?;
                 }
@@ -213,19 +223,37 @@ impl Cursor {
     }
 }
 
-/// One table's sorted rows of a slice, read by a task of its own (which
-/// stops when this is dropped).
+/// Where a row goes in the merge: event time, then kind (predictions,
+/// features, outcomes), topic, partition, offset. Two copies of a record
+/// (files of runs that overlap) have equal keys, so they come one after
+/// the other.
+fn key(h: &(i64, Record)) -> (i64, u8, &str, i32, i64) {
+    (h.0, rank(h.1.kind), &h.1.topic, h.1.partition, h.1.offset)
+}
+
+fn rank(kind: EventKind) -> u8 {
+    match kind {
+        EventKind::Prediction => 0,
+        EventKind::Feature => 1,
+        EventKind::Outcome => 2,
+    }
+}
+
+/// Batches read by a task of its own (which stops when this is dropped).
 struct Ahead {
     batches: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Sorted batches a slice's task holds ready for its cursor.
+/// Batches a reading task holds ready for its cursor.
 const BATCHES_AHEAD: usize = 2;
+
+/// Rows per batch read from a sorted file.
+const FILE_BATCH_ROWS: usize = 8192;
 
 impl Ahead {
     /// Starts running `query`.
-    fn spawn(query: datafusion::dataframe::DataFrame) -> Self {
+    fn query(query: datafusion::dataframe::DataFrame) -> Self {
         let (tx, batches) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
         let task = tokio::spawn(async move {
             let mut stream = match query.execute_stream().await {
@@ -244,6 +272,45 @@ impl Ahead {
         });
         Self { batches, task }
     }
+
+    /// Starts reading the sorted file `f`: its rows of `[from, until)` (of
+    /// `version`, when given), with its `model` partition as a column.
+    fn file(
+        storage: Storage,
+        f: &SortedFile,
+        (from, until): (i64, i64),
+        version: Option<String>,
+    ) -> Self {
+        let (tx, batches) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+        let (rel, model) = (f.rel.clone(), f.model.clone());
+        let task = tokio::spawn(async move {
+            let read = async {
+                let bytes = storage.get(&rel).await?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+                    .with_batch_size(FILE_BATCH_ROWS)
+                    .build()?;
+                let mut last = (i64::MIN, i64::MIN);
+                for b in reader {
+                    let b = file_rows(
+                        &rel,
+                        b?,
+                        &model,
+                        (from, until),
+                        version.as_deref(),
+                        &mut last,
+                    )?;
+                    if b.num_rows() > 0 && tx.send(Ok(b)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok::<_, Error>(())
+            };
+            if let Err(e) = read.await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Self { batches, task }
+    }
 }
 
 impl Drop for Ahead {
@@ -252,26 +319,164 @@ impl Drop for Ahead {
     }
 }
 
-/// The archive's three tables, merged by event time.
+/// The rows of a batch of the sorted file `rel` in `[from, until)` (and of
+/// `version`), with a `model` column; checks that the file holds the order
+/// it declares (`last`: the (event time, offset) of the row before).
+fn file_rows(
+    rel: &str,
+    b: RecordBatch,
+    model: &str,
+    (from, until): (i64, i64),
+    version: Option<&str>,
+    last: &mut (i64, i64),
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Scalar, StringArray};
+    use datafusion::arrow::compute::filter_record_batch;
+    use datafusion::arrow::compute::kernels::cmp::eq;
+    let column = |name: &str| {
+        b.column_by_name(name)
+            .ok_or_else(|| Error::Config(format!("archive file `{rel}` has no column `{name}`")))
+    };
+    let ts = column(field::TS)?
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| Error::Config(format!("archive file `{rel}`: `ts` is not a timestamp")))?
+        .values()
+        .clone();
+    let offsets = column(acol::OFFSET)?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| Error::Config(format!("archive file `{rel}`: `offset` is not Int64")))?
+        .values()
+        .clone();
+    for (t, o) in ts.iter().zip(offsets.iter()) {
+        let next = (*t, *o);
+        if next < *last {
+            return Err(Error::Config(format!(
+                "archive file `{rel}` says its rows are sorted by event time and offset, \
+                 but ({}, {}) follows ({}, {}); rewrite it without `sorting_columns`, \
+                 or remove it",
+                next.0, next.1, last.0, last.1
+            )));
+        }
+        *last = next;
+    }
+    let lo = ts.partition_point(|t| *t < from);
+    let hi = ts.partition_point(|t| *t < until);
+    let mut b = b.slice(lo, hi - lo);
+    if let Some(v) = version {
+        b = match b.column_by_name(field::VERSION) {
+            Some(c) => filter_record_batch(&b, &eq(c, &Scalar::new(StringArray::from(vec![v])))?)?,
+            None => b.slice(0, 0),
+        };
+    }
+    let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+        "model",
+        DataType::Utf8,
+        false,
+    )));
+    let mut columns = b.columns().to_vec();
+    columns.push(Arc::new(StringArray::from_iter_values(
+        std::iter::repeat_n(model, b.num_rows()),
+    )));
+    Ok(RecordBatch::try_new(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// An archive file written sorted by event time (see
+/// [`archive::sorted_span`]), waiting for the merge to reach it.
+struct SortedFile {
+    kind: EventKind,
+    rel: String,
+    model: Arc<str>,
+    /// Its earliest event time in the range.
+    min_ts: i64,
+    /// Its reader, when started ahead of the merge.
+    ahead: Option<Ahead>,
+}
+
+/// Sorted files are read ahead of the merge from this much event time
+/// before their first row.
+const FILE_LOOKAHEAD_MS: i64 = 60_000;
+
+/// Footers read at a time when a backfill opens the archive.
+const FOOTERS_AT_ONCE: usize = 16;
+
+/// Hides the sorted files from the listing DataFusion sorts.
+#[derive(Debug)]
+struct HideSorted(HashSet<String>);
+
+impl ListFilter for HideSorted {
+    fn hidden<'a>(
+        &'a self,
+        listed: &'a [Listed],
+    ) -> futures::future::BoxFuture<'a, Result<HashSet<String>>> {
+        Box::pin(async move {
+            Ok(listed
+                .iter()
+                .filter(|l| self.0.contains(&l.rel))
+                .map(|l| l.rel.clone())
+                .collect())
+        })
+    }
+}
+
+/// The `model` and `date` partition values of an archive file under
+/// `table` (`None` for any other layout, or values DataFusion would
+/// percent-decode: DataFusion reads those).
+fn partitions<'a>(rel: &'a str, table: &str) -> Option<(&'a str, &'a str)> {
+    let rest = rel.strip_prefix(table)?.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let model = parts.next()?.strip_prefix("model=")?;
+    let date = parts.next()?.strip_prefix("date=")?;
+    let name = parts.next()?;
+    let plain = parts.next().is_none()
+        && name.ends_with(".parquet")
+        && !model.contains('%')
+        && !date.contains('%');
+    plain.then_some((model, date))
+}
+
+/// The archive's three tables, merged by event time: files written sorted
+/// are merged as they are; any others (older archives, exported files) are
+/// sorted by DataFusion a slice of event time at a time, in the same merge.
 pub(crate) struct ArchiveSource {
-    /// The current slice's cursors.
+    /// The cursors in the merge: sorted files', and the current slice's.
     cursors: Vec<Cursor>,
+    /// Sorted files not yet in the merge, by first event time.
+    files: VecDeque<SortedFile>,
+    /// How many of the first `files` are read ahead.
+    started: usize,
     /// The next slice's end and its cursors, already reading.
     ahead: Option<(i64, Vec<Cursor>)>,
-    /// Each table, filtered to the selection, with the end of its range.
+    /// End of the current slice.
+    slice_end: i64,
+    /// Each table that has unsorted files, filtered to the selection, with
+    /// the end of its range.
     tables: Vec<(EventKind, i64, datafusion::dataframe::DataFrame)>,
     /// End of the last slice.
     end: i64,
     /// Length of a slice (whole windows).
     slice_ms: i64,
     /// Serials of the batches read.
-    serials: Arc<std::sync::atomic::AtomicU64>,
+    serials: Arc<AtomicU64>,
+    /// Where the last record of each kind taken came from.
+    last: [Option<(Arc<str>, i32, i64)>; 3],
+    storage: Storage,
+    selection: Selection,
 }
 
 /// Event time read and sorted at a time (rounded to whole windows, at least
 /// one): the sorts' memory holds two slices (the one taken and the next),
 /// not the range; nothing is taken before the first slice is sorted.
 const SLICE_MS: i64 = 2 * 60_000;
+
+const KINDS: [EventKind; 3] = [
+    EventKind::Prediction,
+    EventKind::Feature,
+    EventKind::Outcome,
+];
 
 /// Rows of `[from, until)` in event time, with the `date` partitions pruned.
 fn time_filter(from: i64, until: i64) -> Expr {
@@ -288,73 +493,163 @@ fn time_filter(from: i64, until: i64) -> Expr {
         .and(col(field::TS).lt(ts(until)))
 }
 
+impl Selection {
+    /// Where the rows of `kind` end: labels are read a wait past the windows.
+    fn until(&self, kind: EventKind) -> i64 {
+        match kind {
+            EventKind::Outcome => self.covered.labels_to,
+            _ => self.covered.to,
+        }
+    }
+}
+
+/// The tables of `kinds` as DataFusion reads them from `storage` (through
+/// `hide` when given), filtered to the selection, with their ends.
+async fn tables(
+    storage: &Storage,
+    s: &Selection,
+    kinds: &[EventKind],
+    hide: Option<Arc<dyn ListFilter>>,
+) -> Result<Vec<(EventKind, i64, datafusion::dataframe::DataFrame)>> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(SORT_MEMORY, 1.0)
+        .build_arc()?;
+    // One partition: one sorter per table, not one per core.
+    let cfg = SessionConfig::new().with_target_partitions(1);
+    let ctx = SessionContext::new_with_config_rt(cfg, runtime);
+    let mut out = Vec::new();
+    for kind in kinds {
+        let table = archive::table_of(*kind);
+        storage.register_listing(
+            &ctx,
+            table,
+            table,
+            archive::schema_of(*kind),
+            &[("model", DataType::Utf8), ("date", DataType::Utf8)],
+            hide.clone(),
+        )?;
+        let until = s.until(*kind);
+        let mut filter = time_filter(s.covered.from, until);
+        if !s.models.is_empty() {
+            filter = filter.and(
+                col("model").in_list(s.models.iter().map(|m| lit(m.clone())).collect(), false),
+            );
+        }
+        if let (Some(v), false) = (&s.version, *kind == EventKind::Outcome) {
+            filter = filter.and(col(field::VERSION).eq(lit(v.clone())));
+        }
+        out.push((*kind, until, ctx.table(table).await?.filter(filter)?));
+    }
+    Ok(out)
+}
+
 impl ArchiveSource {
     async fn open(storage: &Storage, s: &Selection) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(SORT_MEMORY, 1.0)
-            .build_arc()?;
-        // One partition: one sorter per table, not one per core.
-        let cfg = SessionConfig::new().with_target_partitions(1);
-        let ctx = SessionContext::new_with_config_rt(cfg, runtime);
-        let mut tables = Vec::new();
-        for kind in [
-            EventKind::Prediction,
-            EventKind::Feature,
-            EventKind::Outcome,
-        ] {
+        let from = s.covered.from;
+        let mut files = Vec::new();
+        let mut sorted = HashSet::new();
+        let mut unsorted_kinds = Vec::new();
+        for kind in KINDS {
             let table = archive::table_of(kind);
-            storage.register_listing(
-                &ctx,
-                table,
-                table,
-                archive::schema_of(kind),
-                &[("model", DataType::Utf8), ("date", DataType::Utf8)],
-                None,
-            )?;
-            let until = match kind {
-                EventKind::Outcome => s.covered.labels_to,
-                _ => s.covered.to,
-            };
-            let mut filter = time_filter(s.covered.from, until);
-            if !s.models.is_empty() {
-                filter = filter.and(
-                    col("model").in_list(s.models.iter().map(|m| lit(m.clone())).collect(), false),
-                );
+            let until = s.until(kind);
+            let (first, last) = (archive::date_of(from), archive::date_of(until - 1));
+            let mut unsorted = false;
+            let mut candidates = Vec::new();
+            for l in storage.list(table).await? {
+                if !l.rel.ends_with(".parquet") {
+                    continue;
+                }
+                let Some((model, date)) = partitions(&l.rel, table) else {
+                    unsorted = true;
+                    continue;
+                };
+                let wanted = s.models.is_empty() || s.models.iter().any(|m| m == model);
+                if wanted && *date >= *first.as_str() && *date <= *last.as_str() {
+                    candidates.push((model.to_string(), l));
+                }
             }
-            if let (Some(v), false) = (&s.version, kind == EventKind::Outcome) {
-                filter = filter.and(col(field::VERSION).eq(lit(v.clone())));
+            let footers: Vec<_> = candidates
+                .into_iter()
+                .map(|(model, l)| async move {
+                    let meta = storage.parquet_metadata(&l.rel, l.size).await;
+                    (model, l.rel, meta)
+                })
+                .collect();
+            let mut footers = futures::stream::iter(footers).buffer_unordered(FOOTERS_AT_ONCE);
+            while let Some((model, rel, meta)) = footers.next().await {
+                let Some((min, max)) = archive::sorted_span(&meta?) else {
+                    unsorted = true;
+                    continue;
+                };
+                sorted.insert(rel.clone());
+                if max >= from && min < until {
+                    files.push(SortedFile {
+                        kind,
+                        rel,
+                        model: Arc::from(model),
+                        min_ts: min.max(from),
+                        ahead: None,
+                    });
+                }
             }
-            tables.push((kind, until, ctx.table(table).await?.filter(filter)?));
+            if unsorted {
+                unsorted_kinds.push(kind);
+            }
         }
+        files.sort_by(|a, b| {
+            (a.min_ts, rank(a.kind), &a.rel).cmp(&(b.min_ts, rank(b.kind), &b.rel))
+        });
+        let hide: Arc<dyn ListFilter> = Arc::new(HideSorted(sorted));
+        let tables = if unsorted_kinds.is_empty() {
+            Vec::new()
+        } else {
+            tables(storage, s, &unsorted_kinds, Some(hide)).await?
+        };
         let mut source = Self {
             cursors: Vec::new(),
+            files: files.into(),
+            started: 0,
             ahead: None,
+            slice_end: i64::MIN,
             tables,
             end: s.covered.labels_to.max(s.covered.to),
             slice_ms: SLICE_MS.div_euclid(s.covered.window_ms).max(1) * s.covered.window_ms,
             serials: Arc::default(),
+            last: [None, None, None],
+            storage: storage.clone(),
+            selection: s.clone(),
         };
-        source.ahead = source.open_slice(s.covered.from)?;
+        source.ahead = source.open_slice(from)?;
         source.next_slice()?;
         Ok(source)
+    }
+
+    /// Rows to read in all (an extra pass over every file's event times).
+    async fn total(&self) -> Result<u64> {
+        let mut n = 0;
+        for (_, _, df) in tables(&self.storage, &self.selection, &KINDS, None).await? {
+            n += df.count().await? as u64;
+        }
+        Ok(n)
     }
 
     /// Moves on to the slice read ahead, and starts reading the one after
     /// it; false at the end.
     fn next_slice(&mut self) -> Result<bool> {
-        self.cursors.clear();
+        self.cursors.retain(|c| c.file);
         let Some((to, cursors)) = self.ahead.take() else {
             return Ok(false);
         };
-        self.cursors = cursors;
+        self.cursors.extend(cursors);
+        self.slice_end = to;
         self.ahead = self.open_slice(to)?;
         Ok(true)
     }
 
-    /// Starts reading the sorted rows of the slice of event time from
-    /// `from` (`None` past the end).
+    /// Starts reading the sorted rows of the unsorted files in the slice of
+    /// event time from `from` (`None` past the end, or without such files).
     fn open_slice(&self, from: i64) -> Result<Option<(i64, Vec<Cursor>)>> {
-        if from >= self.end {
+        if from >= self.end || self.tables.is_empty() {
             return Ok(None);
         }
         let to = from.saturating_add(self.slice_ms).min(self.end);
@@ -372,17 +667,48 @@ impl ArchiveSource {
                     col(acol::PARTITION).sort(true, false),
                     col(acol::OFFSET).sort(true, false),
                 ])?;
-            cursors.push(Cursor {
-                kind: *kind,
-                serials: self.serials.clone(),
-                stream: Ahead::spawn(sorted),
-                rows: Vec::new().into_iter(),
-                head: None,
-                last: None,
-                done: false,
-            });
+            cursors.push(Cursor::new(
+                *kind,
+                false,
+                &self.serials,
+                Ahead::query(sorted),
+            ));
         }
         Ok(Some((to, cursors)))
+    }
+
+    /// Starts reading the sorted files that begin within the lookahead of
+    /// event time `at`.
+    fn read_ahead(&mut self, at: i64) {
+        while let Some(f) = self.files.get(self.started) {
+            if f.min_ts > at.saturating_add(FILE_LOOKAHEAD_MS) {
+                break;
+            }
+            let range = (self.selection.covered.from, self.selection.until(f.kind));
+            let ahead = Ahead::file(self.storage.clone(), f, range, self.version(f.kind));
+            self.files[self.started].ahead = Some(ahead);
+            self.started += 1;
+        }
+    }
+
+    /// The version to keep of a kind's rows (outcomes have none).
+    fn version(&self, kind: EventKind) -> Option<String> {
+        self.selection
+            .version
+            .clone()
+            .filter(|_| kind != EventKind::Outcome)
+    }
+
+    /// The cursor with the first row in the merge.
+    fn first(&self) -> Option<(usize, i64)> {
+        let mut best: Option<(usize, &(i64, Record))> = None;
+        for (i, c) in self.cursors.iter().enumerate() {
+            let Some(h) = &c.head else { continue };
+            if best.is_none_or(|(_, b)| h.0 < b.0 || (h.0 == b.0 && key(h) < key(b))) {
+                best = Some((i, h));
+            }
+        }
+        best.map(|(i, h)| (i, h.0))
     }
 
     async fn next(&mut self, max: usize) -> Result<Vec<Record>> {
@@ -390,35 +716,63 @@ impl ArchiveSource {
         for c in &mut self.cursors {
             c.fill().await?;
         }
+        self.cursors.retain(|c| !c.file || c.head.is_some());
         while out.len() < max {
-            // The earliest head; ties go to predictions, then features.
-            let Some(i) = (0..self.cursors.len())
-                .filter(|&i| self.cursors[i].head.is_some())
-                .min_by_key(|&i| self.cursors[i].head.as_ref().map(|h| h.0))
-            else {
-                // This slice is read: on to the next one (slices follow in
-                // event time, so the order holds across them).
-                if !self.next_slice()? {
-                    break;
+            let first = self.first();
+            let at = first.map(|(_, ts)| ts);
+            // A sorted file whose rows may come first joins the merge.
+            if self
+                .files
+                .front()
+                .is_some_and(|f| at.is_none_or(|t| f.min_ts <= t))
+            {
+                let mut f = self.files.pop_front().expect("checked");
+                self.started = self.started.saturating_sub(1);
+                let range = (self.selection.covered.from, self.selection.until(f.kind));
+                let stream = match f.ahead.take() {
+                    Some(a) => a,
+                    None => Ahead::file(self.storage.clone(), &f, range, self.version(f.kind)),
+                };
+                let mut c = Cursor::new(f.kind, true, &self.serials, stream);
+                c.fill().await?;
+                if c.head.is_some() {
+                    self.cursors.push(c);
                 }
-                for c in &mut self.cursors {
+                continue;
+            }
+            // The slice of the unsorted files is read and the merge has
+            // reached its end: on to the next slice (slices follow in event
+            // time, so the order holds across them).
+            let slice_read = self.cursors.iter().all(|c| c.file || c.head.is_none());
+            if slice_read && self.ahead.is_some() && at.is_none_or(|t| t >= self.slice_end) {
+                self.next_slice()?;
+                for c in self.cursors.iter_mut().filter(|c| !c.file) {
                     c.fill().await?;
                 }
                 continue;
+            }
+            let Some((i, ts)) = first else {
+                break;
             };
+            self.read_ahead(ts);
             let c = &mut self.cursors[i];
-            if let Some((_, r)) = c.head.take() {
-                // The same record twice (files of two runs that overlap) is
-                // read once: copies sort next to each other.
-                let again = c.last.as_ref().is_some_and(|(t, p, o)| {
-                    **t == *r.topic && *p == r.partition && *o == r.offset
-                });
-                if !again {
-                    c.last = Some((r.topic.clone(), r.partition, r.offset));
-                    out.push(r);
-                }
+            let Some((_, r)) = c.head.take() else {
+                unreachable!("the first cursor has a head")
+            };
+            // The same record twice (files of two runs that overlap) is
+            // read once: copies have the same place in the merge.
+            let last = &mut self.last[rank(r.kind) as usize];
+            let again = last
+                .as_ref()
+                .is_some_and(|(t, p, o)| **t == *r.topic && *p == r.partition && *o == r.offset);
+            if !again {
+                *last = Some((r.topic.clone(), r.partition, r.offset));
+                out.push(r);
             }
             c.fill().await?;
+            if c.file && c.head.is_none() {
+                self.cursors.swap_remove(i);
+            }
         }
         Ok(out)
     }

@@ -205,6 +205,48 @@ impl Storage {
         }
     }
 
+    /// The Parquet metadata (footer) of `rel`, of `size` bytes, read
+    /// without the rest of the file: the file's last 64 KiB, and the rest of
+    /// the footer when it is longer.
+    pub(crate) async fn parquet_metadata(
+        &self,
+        rel: &str,
+        size: u64,
+    ) -> Result<datafusion::parquet::file::metadata::ParquetMetaData> {
+        use datafusion::parquet::errors::ParquetError;
+        use datafusion::parquet::file::FOOTER_SIZE;
+        use datafusion::parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+        let path = self.path(rel);
+        let get = |range: std::ops::Range<u64>| {
+            let path = &path;
+            self.retry.run(StorageOp::Get, path, move || {
+                self.store.get_range(path, range.clone())
+            })
+        };
+        let footer = FOOTER_SIZE as u64;
+        if size < footer {
+            return Err(ParquetError::General(format!("{rel}: {size} bytes, not Parquet")).into());
+        }
+        let tail = get(size.saturating_sub(64 << 10)..size).await?;
+        let end: [u8; FOOTER_SIZE] = tail[tail.len() - FOOTER_SIZE..]
+            .try_into()
+            .expect("the tail ends with the footer");
+        let len = FooterTail::try_new(&end)?.metadata_length() as u64;
+        if len + footer > size {
+            return Err(ParquetError::General(format!(
+                "{rel}: a footer of {len} bytes in a file of {size}"
+            ))
+            .into());
+        }
+        let held = tail.len() as u64 - footer;
+        let meta = if len <= held {
+            tail.slice((held - len) as usize..held as usize)
+        } else {
+            get(size - footer - len..size - footer).await?
+        };
+        Ok(ParquetMetaDataReader::decode_metadata(&meta)?)
+    }
+
     /// Reads `rel`; the whole read (request and body) is one attempt.
     async fn get_bytes(&self, rel: &str) -> std::result::Result<Bytes, StorageError> {
         let path = self.path(rel);
@@ -261,6 +303,66 @@ pub fn encode_parquet_grouped(
     }
     w.close()?;
     Ok(Bytes::from(buf))
+}
+
+/// As [`encode_parquet`], the rows sorted by the columns `sorted_by`
+/// (ascending, no nulls) and the file saying so (each row group's
+/// `sorting_columns`), for readers that merge files instead of sorting them.
+pub(crate) fn encode_parquet_sorted(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batch: &RecordBatch,
+    sorted_by: &[&str],
+) -> Result<Bytes> {
+    use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+    let keys = sorted_by
+        .iter()
+        .map(|name| {
+            let values = batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::Config(format!("no column `{name}` to sort by")))?
+                .clone();
+            Ok(SortColumn {
+                values,
+                options: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let order = lexsort_to_indices(&keys, None)?;
+    let sorted = take_record_batch(batch, &order)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_sorting_columns(Some(sorting_columns(&schema, sorted_by)?))
+        .build();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
+    w.write(&sorted)?;
+    w.close()?;
+    Ok(Bytes::from(buf))
+}
+
+/// The Parquet `sorting_columns` of a file of `schema` sorted by the
+/// top-level columns `sorted_by` (ascending, no nulls): their leaf
+/// positions in the Parquet schema.
+pub(crate) fn sorting_columns(
+    schema: &datafusion::arrow::datatypes::Schema,
+    sorted_by: &[&str],
+) -> Result<Vec<datafusion::parquet::file::metadata::SortingColumn>> {
+    let descr = datafusion::parquet::arrow::ArrowSchemaConverter::new().convert(schema)?;
+    sorted_by
+        .iter()
+        .map(|name| {
+            let idx = descr
+                .columns()
+                .iter()
+                .position(|c| c.path().parts() == [name.to_string()])
+                .ok_or_else(|| Error::Config(format!("no leaf column `{name}` to sort by")))?;
+            Ok(datafusion::parquet::file::metadata::SortingColumn {
+                column_idx: idx as i32,
+                descending: false,
+                nulls_first: false,
+            })
+        })
+        .collect()
 }
 
 /// Checks that `path` is a folder, without creating anything: a missing

@@ -151,6 +151,70 @@ async fn a_backfill_over_the_archive_reproduces_the_stream() -> TestResult {
     Ok(())
 }
 
+/// The Parquet files under `dir`, recursively, in path order.
+fn parquet_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `path`'s rows written again in reverse order, without saying they are
+/// sorted (as archives written before files were sorted, or exports), to
+/// `to`.
+fn write_unsorted(path: &Path, to: &Path) -> TestResult {
+    use datafusion::arrow::array::UInt32Array;
+    use datafusion::arrow::compute::{concat_batches, take_record_batch};
+    let batches = mlwatch::storage::decode_parquet(std::fs::read(path)?.into())?;
+    let batch = concat_batches(&batches[0].schema(), &batches)?;
+    let reversed = UInt32Array::from_iter_values((0..batch.num_rows() as u32).rev());
+    let batch = take_record_batch(&batch, &reversed)?;
+    std::fs::write(
+        to,
+        mlwatch::storage::encode_parquet(batch.schema(), &[batch])?,
+    )?;
+    Ok(())
+}
+
+/// Archive files that do not say they are sorted are sorted by DataFusion,
+/// in the same merge as the files that do; a record two files hold (a
+/// crashed run's and its replay's) is read once, whichever kinds of file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsorted_and_overlapping_archive_files_backfill_the_same_rows() -> TestResult {
+    let (_tmp, data) = demo_output().await?;
+    let data = PathBuf::from(data);
+    let streamed = results(&data).await?;
+    let config = Config::from_toml_str(&demo_toml(&data))?;
+    for table in ["predictions", "outcomes"] {
+        let files = parquet_files(&data.join(table))?;
+        assert!(files.len() >= 2, "{table}: {files:?}");
+        for (i, f) in files.iter().enumerate() {
+            if i % 2 == 0 {
+                write_unsorted(f, f)?;
+            }
+        }
+        // Copies beside them: one left sorted, one not.
+        std::fs::copy(&files[1], files[1].with_file_name("copy-sorted.parquet"))?;
+        let last = &files[files.len() - 1];
+        write_unsorted(last, &last.with_file_name("copy-unsorted.parquet"))?;
+    }
+    let s = backfill::run(&config, &whole_run(), Progress::Quiet).await?;
+    assert!(s.dead_letters.is_empty(), "{s:?}");
+    assert_eq!(s.events, 20_000, "{s:?}");
+    assert_same(&streamed, &results(&data).await?, "mixed archive");
+    Ok(())
+}
+
 /// A feature declared after the stream ran: the archive kept its values, so
 /// a backfill adds its rows and leaves the other columns' rows as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
