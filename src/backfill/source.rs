@@ -3,15 +3,20 @@
 //!
 //! * **The archive** (`predictions/`, `features/`, `outcomes/` under a
 //!   folder or bucket prefix, Hive-partitioned by model and date; mlwatch's
-//!   own or exported in its layout): two minutes of event time (whole
-//!   windows) at a time, one DataFusion query per table with the `date`
-//!   partitions pruned and the rows sorted by event time, the three merged
-//!   by event time; slices follow each other in time, so the order holds
-//!   across them and the sorts hold two slices. Each slice's queries run on
-//!   tasks of their own, started when the slice before begins to be taken:
-//!   the next slice is sorted while this one is taken (a sort gives nothing
-//!   before it has read all its input). Sorted input never makes an event
-//!   late, so the windows get exactly the events the stream archived.
+//!   own or exported in its layout), merged in event-time order (then kind,
+//!   topic, partition, offset). The files whose footers say they are sorted
+//!   (what `mlwatch run` writes: see [`crate::archive::SORTED_BY`]) are
+//!   merged as they are: each is read whole by a task of its own, started
+//!   when the merge comes within a minute of event time of its first row,
+//!   and checked to hold the order it declares. Any other files (archives
+//!   written before files were sorted, exports) are sorted by DataFusion,
+//!   two minutes of event time (whole windows) at a time, one query per
+//!   table with the `date` partitions pruned, in the same merge; slices
+//!   follow each other in time, so the order holds across them and the
+//!   sorts hold two slices (the next is sorted, on tasks of its own, while
+//!   this one is taken). Sorted input never makes an event late, so the
+//!   windows get exactly the events the stream archived. A record two
+//!   files hold (a crashed run's and its replay's) is read once.
 //! * **JSON lines** (a file or glob, local or S3): one event per line, the
 //!   kind told by its fields (`label`: outcome; `prediction`: prediction;
 //!   else features), files in path order and lines in file order, as a

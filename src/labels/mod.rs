@@ -339,6 +339,11 @@ impl ModelJoin {
     fn ceiling_for(&self, ts: i64, size: i64, k: usize, at_expiry: bool) -> Option<u64> {
         let lo = ceiling_lo(ts, size, self.horizon_ms);
         let hi = window_start(ts, size).saturating_add(size);
+        // In event-time order the window after the label's own is mostly
+        // still to come, which bounds nothing: no need to look further.
+        if !at_expiry && !self.windows.contains_key(&hi) && !self.history.contains_key(&hi) {
+            return Some(u64::MAX);
+        }
         let mut ceiling: Option<u64> = None;
         let mut start = lo;
         while start <= hi {
