@@ -9,12 +9,14 @@
 //! * **scan**: every row and column of the archive's `predictions` and
 //!   `outcomes` read by DataFusion (`SELECT *`, streamed and counted): the
 //!   files' raw read rate, which a backfill cannot beat;
-//! * **sorted scan**: the same rows read in the order a backfill replays
-//!   them (`ORDER BY ts, topic, partition, offset`, each table whole): the
-//!   floor of any replay in event-time order, before a record is decoded;
+//! * **sorted scan**: the same rows sorted by DataFusion into the order a
+//!   backfill replays them (`ORDER BY ts, topic, partition, offset`, each
+//!   table whole): what replaying archive files not written sorted costs
+//!   before a record is decoded (the archive's own files are written sorted
+//!   and merged instead);
 //! * **backfill**: `mlwatch backfill` over the whole range: the same files
-//!   read, sorted by event time, rebuilt into events, decoded, windowed,
-//!   joined, and every evaluator and sink run, replacing the streamed rows.
+//!   read and merged by event time, decoded, windowed, joined, and every
+//!   evaluator and sink run, replacing the streamed rows.
 //!
 //! Rates are archived records (predictions + outcomes) per second; medians
 //! are printed with their ratio. Only that the backfill reads (nearly) the
