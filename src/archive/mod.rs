@@ -820,6 +820,15 @@ mod tests {
         assert_eq!(ids, ["b", "d", "a", "c"]);
         let meta = storage.parquet_metadata(&path, size).await?;
         assert_eq!(sorted_span(&meta), Some((1767225600001, 1767225600009)));
+        // A footer longer than the first read is read in a second one.
+        for tail in [8, 64, 200] {
+            let again = storage
+                .parquet_metadata_from_tail(&path, size, tail)
+                .await?;
+            assert_eq!(again, meta, "tail {tail}");
+        }
+        let short = storage.parquet_metadata(&path, 4).await;
+        assert!(short.is_err_and(|e| e.to_string().contains("not Parquet")));
 
         // The same rows written without `sorting_columns`.
         let plain = crate::storage::encode_parquet(batch.schema(), std::slice::from_ref(batch))?;

@@ -953,4 +953,85 @@ mod tests {
         assert_eq!(split_glob("/d/e.jsonl"), ("/d/", "e.jsonl"));
         assert_eq!(split_glob("e.jsonl"), (".", "e.jsonl"));
     }
+
+    #[test]
+    fn archive_paths_give_their_partitions() {
+        let p = "predictions/model=m-1/date=2026-01-01/t-0-00000000000000000007.parquet";
+        assert_eq!(partitions(p, "predictions"), Some(("m-1", "2026-01-01")));
+        for other in [
+            "outcomes/model=m/date=2026-01-01/a.parquet",
+            "predictions/model=m/a.parquet",
+            "predictions/date=2026-01-01/model=m/a.parquet",
+            "predictions/model=m/date=2026-01-01/x/a.parquet",
+            "predictions/model=m%2F/date=2026-01-01/a.parquet",
+            "predictions/model=m/date=2026-01-01/a.json",
+        ] {
+            assert_eq!(partitions(other, "predictions"), None, "{other}");
+        }
+    }
+
+    /// A batch of a sorted file: (ts, offset, version) rows.
+    fn batch(rows: &[(i64, i64, Option<&str>)]) -> RecordBatch {
+        use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+        use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+        let schema = Schema::new(vec![
+            Field::new(
+                field::TS,
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new(acol::OFFSET, DataType::Int64, false),
+            Field::new(field::VERSION, DataType::Utf8, true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.0))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sorted_file_rows_are_cut_to_the_range_and_version_and_checked() -> Result<()> {
+        let rows = [
+            (5, 1, Some("1")),
+            (10, 2, Some("2")),
+            (10, 3, None),
+            (19, 4, Some("2")),
+            (20, 5, Some("2")),
+        ];
+        let mut last = (i64::MIN, i64::MIN);
+        let b = file_rows("f", batch(&rows), "m", (10, 20), None, &mut last)?;
+        let offsets = |b: &RecordBatch| -> Vec<i64> {
+            b.column_by_name(acol::OFFSET)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(offsets(&b), [2, 3, 4]);
+        let model = b.column_by_name("model").unwrap().as_string::<i32>();
+        assert_eq!(model.iter().flatten().collect::<Vec<_>>(), ["m"; 3]);
+        assert_eq!(last, (20, 5), "the order is checked over every row read");
+
+        let mut last = (i64::MIN, i64::MIN);
+        let b = file_rows("f", batch(&rows), "m", (0, 100), Some("2"), &mut last)?;
+        assert_eq!(offsets(&b), [2, 4, 5]);
+
+        // The next batch must go on from where the last one ended.
+        let e = file_rows("f", batch(&[(20, 4, None)]), "m", (0, 100), None, &mut last)
+            .err()
+            .expect("out of order");
+        assert!(e.to_string().contains("archive file `f`"), "{e}");
+        let mut last = (i64::MIN, i64::MIN);
+        let unsorted = batch(&[(7, 1, None), (6, 2, None)]);
+        assert!(file_rows("f", unsorted, "m", (0, 100), None, &mut last).is_err());
+        Ok(())
+    }
 }

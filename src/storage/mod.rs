@@ -213,6 +213,16 @@ impl Storage {
         rel: &str,
         size: u64,
     ) -> Result<datafusion::parquet::file::metadata::ParquetMetaData> {
+        self.parquet_metadata_from_tail(rel, size, 64 << 10).await
+    }
+
+    /// As [`Storage::parquet_metadata`], reading the last `tail` bytes first.
+    pub(crate) async fn parquet_metadata_from_tail(
+        &self,
+        rel: &str,
+        size: u64,
+        tail: u64,
+    ) -> Result<datafusion::parquet::file::metadata::ParquetMetaData> {
         use datafusion::parquet::errors::ParquetError;
         use datafusion::parquet::file::FOOTER_SIZE;
         use datafusion::parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
@@ -227,7 +237,7 @@ impl Storage {
         if size < footer {
             return Err(ParquetError::General(format!("{rel}: {size} bytes, not Parquet")).into());
         }
-        let tail = get(size.saturating_sub(64 << 10)..size).await?;
+        let tail = get(size.saturating_sub(tail.max(footer))..size).await?;
         let end: [u8; FOOTER_SIZE] = tail[tail.len() - FOOTER_SIZE..]
             .try_into()
             .expect("the tail ends with the footer");
