@@ -10,7 +10,8 @@
 //! | `features` | `features/model=<m>/date=<yyyy-mm-dd>/<topic>-<partition>-<first_offset>.parquet` |
 //! | `outcomes` | `outcomes/model=<m>/date=<yyyy-mm-dd>/<topic>-<partition>-<first_offset>.parquet` |
 //!
-//! **What is archived**: every event that decodes, in consumption order;
+//! **What is archived**: every event that decodes (each file's rows in
+//! event-time order, see **Files**);
 //! records the decoder refuses (bad JSON, wrong types, unknown models) are
 //! in `dead_letters` instead. Events the windows then refused as late (or
 //! labels that came after their window's performance was final) are
@@ -373,16 +374,36 @@ impl Rows {
 /// files so written instead of sorting them.
 pub(crate) const SORTED_BY: [&str; 2] = [field::TS, col::OFFSET];
 
-/// The event times `[min, max]` of an archive file whose metadata says each
-/// of its row groups is sorted by [`SORTED_BY`]; `None` for any other file
-/// (archives written before files were sorted, exported files), which a
-/// backfill sorts. A file without rows spans nothing (`min > max`).
+/// The event times `[min, max]` of an archive file of `kind` as
+/// `mlwatch run` writes them: the table's schema, one topic and partition,
+/// each row group sorted by [`SORTED_BY`] and saying so (Parquet
+/// `sorting_columns`), the row groups in that order too (by their
+/// statistics). `None` for any other file (archives written before files
+/// were sorted, exports, other writers' files), which a backfill sorts. A
+/// file without rows spans nothing (`min > max`).
 pub(crate) fn sorted_span(
+    kind: EventKind,
     meta: &datafusion::parquet::file::metadata::ParquetMetaData,
 ) -> Option<(i64, i64)> {
     use datafusion::parquet::file::metadata::SortingColumn;
     use datafusion::parquet::file::statistics::Statistics;
-    let leaves = meta.file_metadata().schema_descr().columns();
+    let file = meta.file_metadata();
+    let schema = datafusion::parquet::arrow::parquet_to_arrow_schema(
+        file.schema_descr(),
+        file.key_value_metadata(),
+    )
+    .ok()?;
+    let want = schema_of(kind);
+    let same = schema.fields().len() == want.fields().len()
+        && schema
+            .fields()
+            .iter()
+            .zip(want.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    if !same {
+        return None;
+    }
+    let leaves = file.schema_descr().columns();
     let leaf = |name: &str| {
         leaves
             .iter()
@@ -398,8 +419,11 @@ pub(crate) fn sorted_span(
             })
         })
         .collect::<Option<_>>()?;
-    let ts = leaf(field::TS)?;
-    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    let (ts, offset) = (leaf(field::TS)?, leaf(col::OFFSET)?);
+    let (topic, partition) = (leaf(col::TOPIC)?, leaf(col::PARTITION)?);
+    // Per row group: (min ts, max ts, min offset, max offset).
+    let mut spans: Vec<(i64, i64, i64, i64)> = Vec::new();
+    let mut source = None;
     for rg in meta.row_groups() {
         if rg.sorting_columns() != Some(&expected) {
             return None;
@@ -407,14 +431,37 @@ pub(crate) fn sorted_span(
         if rg.num_rows() == 0 {
             continue;
         }
-        match rg.column(ts).statistics() {
-            Some(Statistics::Int64(s)) => {
-                min = min.min(*s.min_opt()?);
-                max = max.max(*s.max_opt()?);
-            }
-            _ => return None,
+        let (Some(Statistics::Int64(t)), Some(Statistics::Int64(o))) =
+            (rg.column(ts).statistics(), rg.column(offset).statistics())
+        else {
+            return None;
+        };
+        spans.push((*t.min_opt()?, *t.max_opt()?, *o.min_opt()?, *o.max_opt()?));
+        // One topic and partition, so (ts, offset) orders the rows as
+        // (ts, topic, partition, offset) does.
+        let (Some(Statistics::ByteArray(n)), Some(Statistics::Int32(p))) = (
+            rg.column(topic).statistics(),
+            rg.column(partition).statistics(),
+        ) else {
+            return None;
+        };
+        let here = (n.min_opt()?.clone(), *p.min_opt()?);
+        if Some(n.max_opt()?) != Some(&here.0) || p.max_opt()? != &here.1 {
+            return None;
+        }
+        if source.get_or_insert_with(|| here.clone()) != &here {
+            return None;
         }
     }
+    // Each row group's rows after the one before's.
+    let ordered = spans
+        .windows(2)
+        .all(|w| w[0].1 < w[1].0 || (w[0].1 == w[1].0 && w[0].3 <= w[1].2));
+    if !ordered {
+        return None;
+    }
+    let min = spans.iter().map(|s| s.0).min().unwrap_or(i64::MAX);
+    let max = spans.iter().map(|s| s.1).max().unwrap_or(i64::MIN);
     Some((min, max))
 }
 
@@ -819,7 +866,15 @@ mod tests {
             .collect();
         assert_eq!(ids, ["b", "d", "a", "c"]);
         let meta = storage.parquet_metadata(&path, size).await?;
-        assert_eq!(sorted_span(&meta), Some((1767225600001, 1767225600009)));
+        assert_eq!(
+            sorted_span(EventKind::Prediction, &meta),
+            Some((1767225600001, 1767225600009))
+        );
+        assert_eq!(
+            sorted_span(EventKind::Outcome, &meta),
+            None,
+            "another table's schema"
+        );
         // A footer longer than the first read is read in a second one.
         for tail in [8, 64, 200] {
             let again = storage
@@ -830,12 +885,46 @@ mod tests {
         let short = storage.parquet_metadata(&path, 4).await;
         assert!(short.is_err_and(|e| e.to_string().contains("not Parquet")));
 
+        // Declared sorted, but not as `mlwatch run` writes: row groups that
+        // overlap, or two partitions in one file.
+        let declared = |b: &RecordBatch, group: usize| -> Result<Option<(i64, i64)>> {
+            use datafusion::parquet::arrow::ArrowWriter;
+            use datafusion::parquet::file::metadata::ParquetMetaDataReader;
+            use datafusion::parquet::file::properties::WriterProperties;
+            let props = WriterProperties::builder()
+                .set_max_row_group_row_count(Some(group))
+                .set_sorting_columns(Some(crate::storage::sorting_columns(
+                    &b.schema(),
+                    &SORTED_BY,
+                )?))
+                .build();
+            let mut buf = Vec::new();
+            let mut w = ArrowWriter::try_new(&mut buf, b.schema(), Some(props))?;
+            w.write(b)?;
+            w.close()?;
+            let meta = ParquetMetaDataReader::new().parse_and_finish(&bytes::Bytes::from(buf))?;
+            Ok(sorted_span(EventKind::Prediction, &meta))
+        };
+        assert_eq!(declared(batch, 2)?, Some((1767225600001, 1767225600009)));
+        let take = |idx: Vec<u32>| {
+            datafusion::arrow::compute::take_record_batch(
+                batch,
+                &datafusion::arrow::array::UInt32Array::from(idx),
+            )
+        };
+        assert_eq!(declared(&take(vec![0, 2, 1, 3])?, 2)?, None);
+        let mut columns = batch.columns().to_vec();
+        columns[batch.schema().index_of(col::PARTITION)?] =
+            Arc::new(datafusion::arrow::array::Int32Array::from(vec![0, 0, 1, 1]));
+        let two = RecordBatch::try_new(batch.schema(), columns)?;
+        assert_eq!(declared(&two, 4)?, None);
+
         // The same rows written without `sorting_columns`.
         let plain = crate::storage::encode_parquet(batch.schema(), std::slice::from_ref(batch))?;
         let size = plain.len() as u64;
         storage.put("plain.parquet", plain).await?;
         let meta = storage.parquet_metadata("plain.parquet", size).await?;
-        assert_eq!(sorted_span(&meta), None);
+        assert_eq!(sorted_span(EventKind::Prediction, &meta), None);
         Ok(())
     }
 

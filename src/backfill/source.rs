@@ -4,12 +4,15 @@
 //! * **The archive** (`predictions/`, `features/`, `outcomes/` under a
 //!   folder or bucket prefix, Hive-partitioned by model and date; mlwatch's
 //!   own or exported in its layout), merged in event-time order (then kind,
-//!   topic, partition, offset). The files whose footers say they are sorted
-//!   (what `mlwatch run` writes: see [`crate::archive::SORTED_BY`]) are
-//!   merged as they are: each is read whole by a task of its own, started
-//!   when the merge comes within a minute of event time of its first row,
-//!   and checked to hold the order it declares. Any other files (archives
-//!   written before files were sorted, exports) are sorted by DataFusion,
+//!   topic, partition, offset). Only the selected models' folders of the
+//!   dates in range are listed. The files whose footers say they are sorted
+//!   as `mlwatch run` writes them ([`crate::archive::sorted_span`]) and that
+//!   span at most 30 minutes of event time are merged as they are: each is
+//!   read whole by a task of its own, started when the merge comes within a
+//!   minute of event time of its first row (or when it needs the file), and
+//!   checked to hold the order it declares. Any other files (archives
+//!   written before files were sorted, exports, files a few very late
+//!   events stretch, paths DataFusion would percent-decode) are sorted by DataFusion,
 //!   two minutes of event time (whole windows) at a time, one query per
 //!   table with the `date` partitions pruned, in the same merge; slices
 //!   follow each other in time, so the order holds across them and the
@@ -32,7 +35,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -287,14 +290,16 @@ impl Ahead {
         version: Option<String>,
     ) -> Self {
         let (tx, batches) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
-        let (rel, model) = (f.rel.clone(), f.model.clone());
+        let (rel, model, first) = (f.rel.clone(), f.model.clone(), f.first_ts);
         let task = tokio::spawn(async move {
             let read = async {
                 let bytes = storage.get(&rel).await?;
                 let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
                     .with_batch_size(FILE_BATCH_ROWS)
                     .build()?;
-                let mut last = (i64::MIN, i64::MIN);
+                // Not before the first event time its footer gave (the
+                // file rewritten since, by a replay, would break the merge).
+                let mut last = (first, i64::MIN);
                 for b in reader {
                     let b = file_rows(
                         &rel,
@@ -356,9 +361,10 @@ fn file_rows(
         let next = (*t, *o);
         if next < *last {
             return Err(Error::Config(format!(
-                "archive file `{rel}` says its rows are sorted by event time and offset, \
-                 but ({}, {}) follows ({}, {}); rewrite it without `sorting_columns`, \
-                 or remove it",
+                "archive file `{rel}` does not hold the order its footer gave when the \
+                 backfill opened it (sorted by event time and offset, from its first event \
+                 time): ({}, {}) comes after ({}, {}); run the backfill again (a replay may \
+                 have rewritten it), or rewrite the file without `sorting_columns`",
                 next.0, next.1, last.0, last.1
             )));
         }
@@ -395,6 +401,8 @@ struct SortedFile {
     kind: EventKind,
     rel: String,
     model: Arc<str>,
+    /// Its earliest event time, as its footer said.
+    first_ts: i64,
     /// Its earliest event time in the range.
     min_ts: i64,
     /// Its reader, when started ahead of the merge.
@@ -404,6 +412,13 @@ struct SortedFile {
 /// Sorted files are read ahead of the merge from this much event time
 /// before their first row.
 const FILE_LOOKAHEAD_MS: i64 = 60_000;
+
+/// A sorted file is in the merge, whole, from its first event time to its
+/// last: one spanning more (a few very late events) is sorted by
+/// DataFusion instead, so that the files held at once are those of about
+/// this much event time, not those of every file a late event reaches back
+/// past.
+const MAX_MERGED_SPAN_MS: i64 = 30 * 60_000;
 
 /// Footers read at a time when a backfill opens the archive.
 const FOOTERS_AT_ONCE: usize = 16;
@@ -466,11 +481,15 @@ pub(crate) struct ArchiveSource {
     slice_ms: i64,
     /// Serials of the batches read.
     serials: Arc<AtomicU64>,
-    /// Where the last record of each kind taken came from.
-    last: [Option<(Arc<str>, i32, i64)>; 3],
+    /// The event time of the last record of each kind taken, and where it
+    /// came from.
+    last: [Option<Taken>; 3],
     storage: Storage,
     selection: Selection,
 }
+
+/// A record taken: its event time, topic, partition and offset.
+type Taken = (i64, Arc<str>, i32, i64);
 
 /// Event time read and sorted at a time (rounded to whole windows, at least
 /// one): the sorts' memory holds two slices (the one taken and the next),
@@ -506,6 +525,37 @@ impl Selection {
             _ => self.covered.to,
         }
     }
+}
+
+/// The files of the archive table `table` that `s` may read: those under
+/// each selected model's folders of the dates `[from, until)` spans (the
+/// whole table when no model is named).
+async fn listed(
+    storage: &Storage,
+    table: &str,
+    s: &Selection,
+    from: i64,
+    until: i64,
+) -> Result<Vec<Listed>> {
+    const DAY_MS: i64 = 86_400_000;
+    if s.models.is_empty() {
+        return storage.list(table).await;
+    }
+    let days = from.div_euclid(DAY_MS)..=(until - 1).div_euclid(DAY_MS);
+    let folders: Vec<String> = s
+        .models
+        .iter()
+        .flat_map(|m| {
+            days.clone()
+                .map(move |d| format!("{table}/model={m}/date={}", archive::date_of(d * DAY_MS)))
+        })
+        .collect();
+    let lists: Vec<_> = folders.iter().map(|f| storage.list(f)).collect();
+    let lists: Vec<Vec<Listed>> = futures::stream::iter(lists)
+        .buffered(FOOTERS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(lists.into_iter().flatten().collect())
 }
 
 /// The tables of `kinds` as DataFusion reads them from `storage` (through
@@ -560,7 +610,7 @@ impl ArchiveSource {
             let (first, last) = (archive::date_of(from), archive::date_of(until - 1));
             let mut unsorted = false;
             let mut candidates = Vec::new();
-            for l in storage.list(table).await? {
+            for l in listed(storage, table, s, from, until).await? {
                 if !l.rel.ends_with(".parquet") {
                     continue;
                 }
@@ -582,7 +632,9 @@ impl ArchiveSource {
                 .collect();
             let mut footers = futures::stream::iter(footers).buffer_unordered(FOOTERS_AT_ONCE);
             while let Some((model, rel, meta)) = footers.next().await {
-                let Some((min, max)) = archive::sorted_span(&meta?) else {
+                let span = archive::sorted_span(kind, &meta?)
+                    .filter(|(min, max)| max.saturating_sub(*min) <= MAX_MERGED_SPAN_MS);
+                let Some((min, max)) = span else {
                     unsorted = true;
                     continue;
                 };
@@ -592,6 +644,7 @@ impl ArchiveSource {
                         kind,
                         rel,
                         model: Arc::from(model),
+                        first_ts: min,
                         min_ts: min.max(from),
                         ahead: None,
                     });
@@ -761,17 +814,17 @@ impl ArchiveSource {
             };
             self.read_ahead(ts);
             let c = &mut self.cursors[i];
-            let Some((_, r)) = c.head.take() else {
+            let Some((ts, r)) = c.head.take() else {
                 unreachable!("the first cursor has a head")
             };
             // The same record twice (files of two runs that overlap) is
             // read once: copies have the same place in the merge.
             let last = &mut self.last[rank(r.kind) as usize];
-            let again = last
-                .as_ref()
-                .is_some_and(|(t, p, o)| **t == *r.topic && *p == r.partition && *o == r.offset);
+            let again = last.as_ref().is_some_and(|(s, t, p, o)| {
+                *s == ts && **t == *r.topic && *p == r.partition && *o == r.offset
+            });
             if !again {
-                *last = Some((r.topic.clone(), r.partition, r.offset));
+                *last = Some((ts, r.topic.clone(), r.partition, r.offset));
                 out.push(r);
             }
             c.fill().await?;
@@ -1026,12 +1079,16 @@ mod tests {
 
         // The next batch must go on from where the last one ended.
         let e = file_rows("f", batch(&[(20, 4, None)]), "m", (0, 100), None, &mut last)
-            .err()
-            .expect("out of order");
+            .expect_err("out of order");
         assert!(e.to_string().contains("archive file `f`"), "{e}");
         let mut last = (i64::MIN, i64::MIN);
         let unsorted = batch(&[(7, 1, None), (6, 2, None)]);
         assert!(file_rows("f", unsorted, "m", (0, 100), None, &mut last).is_err());
+        // A row before the first event time the footer gave (the file was
+        // rewritten after the backfill read its footer).
+        let mut last = (7, i64::MIN);
+        let earlier = batch(&[(6, 1, None), (8, 2, None)]);
+        assert!(file_rows("f", earlier, "m", (0, 100), None, &mut last).is_err());
         Ok(())
     }
 }
