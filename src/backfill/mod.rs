@@ -103,6 +103,11 @@ pub struct BackfillSummary {
     pub input: String,
     /// Records read.
     pub records: u64,
+    /// Archive files in range merged as written (sorted by event time).
+    pub files_merged: u64,
+    /// Archive files DataFusion sorted (not written sorted, or stretched by
+    /// very late events; a path it would percent-decode counts too).
+    pub files_sorted: u64,
     /// Prediction and feature events applied to windows.
     pub events: u64,
     /// Outcome events.
@@ -210,6 +215,7 @@ pub async fn run(
         &selection,
     )
     .await?;
+    let (files_merged, files_sorted) = source.files();
 
     // The stream's evaluators and sinks; alerts go to their table only.
     let mut quiet = config.clone();
@@ -233,6 +239,8 @@ pub async fn run(
         version: args.version.clone(),
         input: args.input.clone().unwrap_or_else(|| "archive".into()),
         clamped_to: clamped,
+        files_merged,
+        files_sorted,
         ..Default::default()
     };
     if let Some(t) = &summary.clamped_to {

@@ -149,6 +149,14 @@ impl Source {
         }
     }
 
+    /// Archive files in range (merged as written, sorted by DataFusion).
+    pub fn files(&self) -> (u64, u64) {
+        match self {
+            Self::Archive(a) => a.counts,
+            Self::JsonLines(_) => (0, 0),
+        }
+    }
+
     /// The next records, up to `max` (none at the end).
     pub async fn next(&mut self, max: usize) -> Result<Vec<Record>> {
         match self {
@@ -486,6 +494,8 @@ pub(crate) struct ArchiveSource {
     last: [Option<Taken>; 3],
     storage: Storage,
     selection: Selection,
+    /// Files in range: merged as written, and sorted by DataFusion.
+    counts: (u64, u64),
 }
 
 /// A record taken: its event time, topic, partition and offset.
@@ -604,6 +614,7 @@ impl ArchiveSource {
         let mut files = Vec::new();
         let mut sorted = HashSet::new();
         let mut unsorted_kinds = Vec::new();
+        let mut counts = (0, 0);
         for kind in KINDS {
             let table = archive::table_of(kind);
             let until = s.until(kind);
@@ -616,6 +627,7 @@ impl ArchiveSource {
                 }
                 let Some((model, date)) = partitions(&l.rel, table) else {
                     unsorted = true;
+                    counts.1 += 1;
                     continue;
                 };
                 let wanted = s.models.is_empty() || s.models.iter().any(|m| m == model);
@@ -636,10 +648,12 @@ impl ArchiveSource {
                     .filter(|(min, max)| max.saturating_sub(*min) <= MAX_MERGED_SPAN_MS);
                 let Some((min, max)) = span else {
                     unsorted = true;
+                    counts.1 += 1;
                     continue;
                 };
                 sorted.insert(rel.clone());
                 if max >= from && min < until {
+                    counts.0 += 1;
                     files.push(SortedFile {
                         kind,
                         rel,
@@ -676,6 +690,7 @@ impl ArchiveSource {
             last: [None, None, None],
             storage: storage.clone(),
             selection: s.clone(),
+            counts,
         };
         source.ahead = source.open_slice(from)?;
         source.next_slice()?;

@@ -70,6 +70,9 @@ async fn a_backfill_over_the_archive_reproduces_the_stream() -> TestResult {
 
     let first = backfill::run(&config, &whole_run(), Progress::Quiet).await?;
     assert_eq!(first.events, 20_000, "{first:?}");
+    // The stream wrote every archive file sorted: none is sorted again.
+    assert!(first.files_merged >= 4, "{first:?}");
+    assert_eq!(first.files_sorted, 0, "{first:?}");
     assert_eq!(first.windows, 10, "{first:?}");
     assert!(first.labels_joined > 15_000, "{first:?}");
     assert!(first.dead_letters.is_empty(), "{first:?}");
@@ -195,9 +198,16 @@ async fn unsorted_and_overlapping_archive_files_backfill_the_same_rows() -> Test
     let data = PathBuf::from(data);
     let streamed = results(&data).await?;
     let config = Config::from_toml_str(&demo_toml(&data))?;
+    let (mut merged, mut sorted) = (0, 0);
+    if data.join("features").exists() {
+        merged += parquet_files(&data.join("features"))?.len() as u64;
+    }
     for table in ["predictions", "outcomes"] {
         let files = parquet_files(&data.join(table))?;
         assert!(files.len() >= 2, "{table}: {files:?}");
+        let n = files.len() as u64;
+        // Every other file rewritten, and one copy of each kind beside them.
+        (merged, sorted) = (merged + n / 2 + 1, sorted + n.div_ceil(2) + 1);
         for (i, f) in files.iter().enumerate() {
             if i % 2 == 0 {
                 write_unsorted(f, f)?;
@@ -211,6 +221,7 @@ async fn unsorted_and_overlapping_archive_files_backfill_the_same_rows() -> Test
     let s = backfill::run(&config, &whole_run(), Progress::Quiet).await?;
     assert!(s.dead_letters.is_empty(), "{s:?}");
     assert_eq!(s.events, 20_000, "{s:?}");
+    assert_eq!((s.files_merged, s.files_sorted), (merged, sorted), "{s:?}");
     assert_same(&streamed, &results(&data).await?, "mixed archive");
     Ok(())
 }
