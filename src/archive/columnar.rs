@@ -225,7 +225,8 @@ impl<'a> View<'a> {
     ) -> Option<u64> {
         slots.clear();
         text(self.event_id, row)?;
-        self.ts.filter(|c| !c.is_null(row))?;
+        self.ts
+            .filter(|c| !c.is_null(row) && crate::event::ts_in_range(c.value(row)))?;
         match kind {
             EventKind::Prediction => {
                 text(self.version, row)?;
@@ -431,6 +432,8 @@ mod tests {
 
     /// A prediction row of an archive file (or an export in its layout).
     struct Row {
+        /// `None`: a time of its own, a millisecond after the row before.
+        ts: Option<i64>,
         model: &'static str,
         event_id: Option<&'static str>,
         version: Option<&'static str>,
@@ -441,6 +444,7 @@ mod tests {
 
     fn row(features: Vec<(&'static str, Option<&'static str>)>, prediction: &'static str) -> Row {
         Row {
+            ts: None,
             model: "m",
             event_id: Some("e"),
             version: Some("1"),
@@ -472,7 +476,9 @@ mod tests {
             strings(&|r| r.event_id),
             Arc::new(
                 PrimitiveArray::<TimestampMillisecondType>::from_iter_values(
-                    (0..n as i64).map(|i| 1_767_225_600_000 + i),
+                    rows.iter()
+                        .enumerate()
+                        .map(|(i, r)| r.ts.unwrap_or(1_767_225_600_000 + i as i64)),
                 )
                 .with_timezone("UTC"),
             ),
@@ -572,6 +578,24 @@ mod tests {
                 event_id: Some("q\"uote\\d"),
                 ..row(vec![("region", Some("é\n"))], "0.5")
             },
+            // Times at the edges of years 0 to 9999 are taken; past them,
+            // handed back and refused.
+            Row {
+                ts: Some(crate::event::TS_MIN),
+                ..row(vec![("x", Some("1"))], "0.5")
+            },
+            Row {
+                ts: Some(crate::event::TS_MAX),
+                ..row(vec![("x", Some("1"))], "0.5")
+            },
+            Row {
+                ts: Some(i64::MIN),
+                ..row(vec![("x", Some("1"))], "0.5")
+            },
+            Row {
+                ts: Some(crate::event::TS_MAX + 1),
+                ..row(vec![("x", Some("1"))], "0.5")
+            },
         ];
         let predictions = batch(&rows);
         // The same rows as feature events and as labels (`prediction`'s text
@@ -625,6 +649,14 @@ mod tests {
             let payloads = super::super::payloads(kind, &b, |r| model.value(r)).unwrap();
             let payloads: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
             let json: DecodeOutput = crate::event::decode(&cat, kind, &payloads);
+            let out_of_range: Vec<u32> = json
+                .rejected
+                .iter()
+                .filter(|r| r.reason == crate::event::Reason::InvalidValue)
+                .map(|r| r.seq)
+                .collect();
+            let n = payloads.len() as u32;
+            assert_eq!(out_of_range, [n - 2, n - 1], "{kind:?}");
 
             // The `model` partition as DataFusion gives it (a dictionary) in
             // the second batch; rows of both.

@@ -80,10 +80,8 @@ impl Covered {
         }
         // Event times are epoch ms of years 0 to 9999 (what RFC 3339 and
         // the date partitions can name).
-        const MIN: i64 = -62_167_219_200_000;
-        const MAX: i64 = 253_402_300_799_999;
         for (name, t) in [("start", from), ("end", to)] {
-            if !(MIN..=MAX).contains(&t) {
+            if !crate::event::ts_in_range(t) {
                 return Err(Error::Config(format!(
                     "the backfill's {name} ({t} ms) is outside the years 0 to 9999"
                 )));

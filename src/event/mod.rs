@@ -17,8 +17,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_json::ReaderBuilder;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Fields, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
 
 use crate::config::{Config, FeatureType};
 
@@ -57,7 +60,8 @@ pub enum Reason {
     DuplicateRun,
     /// A tracking param logged again with another value.
     ParamChanged,
-    /// A name, key or status that is not acceptable.
+    /// A name, key or status that is not acceptable; an event time outside
+    /// the years 0 to 9999.
     InvalidValue,
     /// A tracking `start` while `tracking.max_open_runs` runs are open.
     TooManyRuns,
@@ -332,6 +336,10 @@ fn diagnose(model: &ModelSchema, index: usize, payload: &[u8]) -> Option<TypeErr
             .timestamp_millis(),
         _ => return None,
     };
+    // A time outside the windows' range is not counted against a window.
+    if !ts_in_range(ts) {
+        return None;
+    }
     let text = |name: &str| match v.get(name) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => String::new(),
@@ -410,6 +418,18 @@ pub fn decode_parallel(
         d
     }));
     out
+}
+
+/// The earliest event time an event may have: 0000-01-01T00:00:00Z, epoch
+/// ms (RFC 3339 and the archive's date partitions name years 0 to 9999;
+/// window arithmetic on times far outside would overflow).
+pub(crate) const TS_MIN: i64 = -62_167_219_200_000;
+/// The latest event time an event may have: 9999-12-31T23:59:59.999Z.
+pub(crate) const TS_MAX: i64 = 253_402_300_799_999;
+
+/// Whether `ts` (epoch ms) is an event time mlwatch accepts.
+pub(crate) fn ts_in_range(ts: i64) -> bool {
+    (TS_MIN..=TS_MAX).contains(&ts)
 }
 
 /// Decodes payloads of one event kind into Arrow batches per model.
@@ -491,22 +511,14 @@ struct Group<'a> {
 /// Decodes `seqs` as one batch; on failure bisects to isolate bad records.
 fn decode_group(g: &Group<'_>, payloads: &[&[u8]], seqs: &[u32], out: &mut DecodeOutput) {
     match arrow_decode(g.schema, payloads, seqs) {
-        Ok(Some(batch)) => out.decoded.push(Decoded {
-            model: g.index,
-            batch,
-            seq: seqs.to_vec(),
-        }),
+        Ok(Some(batch)) => push_decoded(g.index, batch, seqs, out),
         Ok(None) => {}
         Err(error) if seqs.len() == 1 => {
             // A category may be any JSON value: an object or array where a
             // category is expected is counted as its JSON text.
             let fixed = categories_as_text(g.model, payloads[seqs[0] as usize]);
             match fixed.map(|p| arrow_decode(g.schema, &[p.as_slice()], &[0])) {
-                Some(Ok(Some(batch))) => out.decoded.push(Decoded {
-                    model: g.index,
-                    batch,
-                    seq: seqs.to_vec(),
-                }),
+                Some(Ok(Some(batch))) => push_decoded(g.index, batch, seqs, out),
                 _ => out.rejected.push(Rejected {
                     seq: seqs[0],
                     reason: Reason::WrongType,
@@ -520,6 +532,49 @@ fn decode_group(g: &Group<'_>, payloads: &[&[u8]], seqs: &[u32], out: &mut Decod
             decode_group(g, payloads, &seqs[..mid], out);
             decode_group(g, payloads, &seqs[mid..], out);
         }
+    }
+}
+
+/// Adds a decoded batch of `seqs` to `out`, less its rows whose event
+/// time is outside the years 0 to 9999 (refused as `invalid_value`: the
+/// decoder takes a huge number for a time, saturated).
+fn push_decoded(model: usize, batch: RecordBatch, seqs: &[u32], out: &mut DecodeOutput) {
+    let ts = batch
+        .column_by_name(field::TS)
+        .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+    let keep: Vec<bool> = match ts {
+        Some(ts) => (0..batch.num_rows())
+            .map(|i| ts.is_null(i) || ts_in_range(ts.value(i)))
+            .collect(),
+        None => vec![true; batch.num_rows()],
+    };
+    if keep.iter().all(|k| *k) {
+        out.decoded.push(Decoded {
+            model,
+            batch,
+            seq: seqs.to_vec(),
+        });
+        return;
+    }
+    for (i, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
+        let t = ts.map_or(0, |c| c.value(i));
+        out.rejected.push(Rejected {
+            seq: seqs[i],
+            reason: Reason::InvalidValue,
+            error: format!("event time {t} ms is outside the years 0 to 9999"),
+            type_error: None,
+        });
+    }
+    let mask = BooleanArray::from(keep.clone());
+    let batch = filter_record_batch(&batch, &mask).expect("a mask of the batch's length");
+    let seq: Vec<u32> = seqs
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(s, _)| *s)
+        .collect();
+    if !seq.is_empty() {
+        out.decoded.push(Decoded { model, batch, seq });
     }
 }
 

@@ -170,9 +170,9 @@ impl Evaluator for DistributionEvaluator {
     }
 
     async fn evaluate(&mut self, window: &ClosedWindow) -> Result<Vec<Output>> {
-        let groups = super::by_version(window);
+        let groups = window.by_version();
         let mut by_model: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
-        for g in &groups {
+        for g in groups {
             by_model
                 .entry(g.key.model)
                 .or_default()

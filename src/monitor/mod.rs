@@ -164,7 +164,7 @@ impl Evaluator for DriftEvaluator {
                     "a baseline of the checkpoint is not readable; testing against the config's reference");
             }
         }
-        let groups = by_version(window);
+        let groups = window.by_version();
         // The registry is looked at every `baseline.refresh` of event time,
         // so a replay looks at the same windows as the original run.
         if window.start >= self.next_refresh {
@@ -175,7 +175,7 @@ impl Evaluator for DriftEvaluator {
             self.profiles.refresh(&seen).await;
             self.next_refresh = window.start.saturating_add(self.refresh_ms);
         }
-        let (numeric, categorical) = self.window_tables(&groups)?;
+        let (numeric, categorical) = self.window_tables(groups)?;
         if numeric.num_rows() == 0 && categorical.num_rows() == 0 {
             return Ok(Vec::new());
         }
@@ -194,25 +194,6 @@ impl Evaluator for DriftEvaluator {
         )?);
         Ok(out)
     }
-}
-
-/// The groups of `window` with the variants of each (model, version) merged.
-pub(crate) fn by_version(window: &ClosedWindow) -> Vec<GroupState> {
-    let mut out: Vec<GroupState> = Vec::new();
-    for g in &window.groups {
-        match out
-            .last_mut()
-            .filter(|o| o.key.model == g.key.model && o.key.version == g.key.version)
-        {
-            Some(o) => o.merge(g),
-            None => {
-                let mut g = g.clone();
-                g.key.variant.clear();
-                out.push(g);
-            }
-        }
-    }
-    out
 }
 
 fn utf8(name: &str) -> Field {

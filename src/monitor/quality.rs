@@ -179,7 +179,7 @@ impl Evaluator for QualityEvaluator {
 
     async fn evaluate(&mut self, window: &ClosedWindow) -> Result<Vec<Output>> {
         let mut outputs = Vec::new();
-        let groups = super::by_version(window);
+        let groups = window.by_version();
         let mut start = 0;
         while start < groups.len() {
             let model = groups[start].key.model;

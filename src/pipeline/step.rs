@@ -416,12 +416,11 @@ fn with_performance(
             .find(|w| w.start == f.start && w.is_performance())
         {
             Some(w) => w.performance.push(f),
-            None => closed.push(ClosedWindow {
-                start: f.start,
-                end: f.end,
-                groups: Vec::new(),
-                performance: vec![f],
-            }),
+            None => {
+                let mut w = ClosedWindow::new(f.start, f.end, Vec::new());
+                w.performance.push(f);
+                closed.push(w);
+            }
         }
     }
     closed

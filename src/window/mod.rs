@@ -37,12 +37,49 @@ pub struct ClosedWindow {
     /// after the window closed, past the label horizon, and are handed over
     /// on a window of their own with no `groups`).
     pub performance: Vec<crate::labels::PerformanceWindow>,
+    /// `groups` with the variants of each (model, version) merged, made
+    /// once for the evaluators that read versions (drift, quality,
+    /// distribution).
+    by_version: std::sync::OnceLock<Vec<GroupState>>,
 }
 
 impl ClosedWindow {
+    /// A closed window of `groups` (in key order) with no final labels.
+    pub(crate) fn new(start: i64, end: i64, groups: Vec<GroupState>) -> Self {
+        Self {
+            start,
+            end,
+            groups,
+            performance: Vec::new(),
+            by_version: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Whether this hands over final labels rather than a closed window.
     pub fn is_performance(&self) -> bool {
         self.groups.is_empty() && !self.performance.is_empty()
+    }
+
+    /// The groups with the variants of each (model, version) merged, in
+    /// (model, version) order.
+    pub(crate) fn by_version(&self) -> &[GroupState] {
+        self.by_version.get_or_init(|| {
+            let mut out: Vec<GroupState> = Vec::new();
+            for g in &self.groups {
+                match out
+                    .last_mut()
+                    .filter(|o| o.key.model == g.key.model && o.key.version == g.key.version)
+                {
+                    Some(o) => o.merge(g),
+                    None => {
+                        let mut g = g.clone();
+                        g.key.variant.clear();
+                        out.push(g);
+                    }
+                }
+            }
+            out
+        })
     }
 }
 
@@ -397,12 +434,7 @@ impl Windows {
         let mut groups = self.open.remove(&start).unwrap_or_default();
         groups.sort_by(|a, b| a.key.cmp(&b.key));
         self.closed_through = self.closed_through.max(start + self.size_ms);
-        ClosedWindow {
-            start,
-            end: start + self.size_ms,
-            groups,
-            performance: Vec::new(),
-        }
+        ClosedWindow::new(start, start + self.size_ms, groups)
     }
 
     /// Number of open windows.

@@ -271,10 +271,21 @@ async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> 
             ),
         ),
     ];
+    // Event times no window can hold (the decoder saturates a huge number
+    // to the extremes of i64): refused, never counted against a window.
+    let out_of_range = [
+        r#"{"event_id":"t1","ts":-9223372036854775808,"model":"credit_risk","version":"1","features":{"age":30},"prediction":1}"#,
+        r#"{"event_id":"t2","ts":1e300,"model":"credit_risk","version":"1","features":{"age":30},"prediction":1}"#,
+        r#"{"event_id":"t3","ts":-1e300,"model":"credit_risk","version":"1","features":{"age":"old"},"prediction":1}"#,
+    ];
     let mut mixed = Vec::new();
     let mut n_bad = 0;
     for (i, e) in clean.iter().enumerate() {
         mixed.push(e.clone());
+        if i % 2_000 == 1_010 {
+            mixed.push(out_of_range[i / 2_000].to_string());
+            n_bad += 1;
+        }
         // The late ones only after the first window has closed.
         if i % 100 == 50 {
             let (_, bad) = &bad_kinds[(i / 100) % bad_kinds.len()];
@@ -325,6 +336,12 @@ async fn malformed_records_become_dead_letters_and_leave_results_unchanged() -> 
             "no dead letter with reason {kind}: {reasons}"
         );
     }
+    let times = query_csv(
+        &mixed_data,
+        "SELECT reason, count(*) AS n FROM dead_letters WHERE error LIKE '%outside the years 0 to 9999%' GROUP BY reason",
+    )
+    .await?;
+    assert_eq!(times.trim(), "reason,n\ninvalid_value,2", "{reasons}");
     let total = query_csv(
         &mixed_data,
         "SELECT count(*) AS n, count(DISTINCT \"offset\") AS d FROM dead_letters",
