@@ -275,7 +275,8 @@ pub struct DriftConfig {
     pub correction: Correction,
     /// Share of drifted columns at which the dataset drifted.
     pub dataset_share: f64,
-    /// KS p-value method.
+    /// KS p-value method of the `ks_2samp` SQL function (the windows'
+    /// drift tests use `auto`, scipy's default, as Evidently does).
     pub ks_method: KsMethod,
     /// Fewest current values for a feature to be tested.
     pub min_current: usize,

@@ -339,4 +339,56 @@ mod tests {
         );
         Ok(())
     }
+
+    /// Data a numeric test is undefined on gives an untestable row, not a
+    /// failed query (a window's query failing would stop the stream on
+    /// every replay); ±inf is dropped before a test, as Evidently does.
+    #[tokio::test]
+    async fn degenerate_numeric_samples_are_untestable_and_infinities_dropped()
+    -> datafusion::error::Result<()> {
+        let ctx = crate::query::new_context(KsMethod::Auto);
+        async fn two_sample(
+            ctx: &SessionContext,
+            method: &str,
+            rows: &[String],
+        ) -> datafusion::error::Result<String> {
+            let b = ctx
+                .sql(&format!(
+                    "SELECT d['statistic'] AS s, d['testable'] AS t FROM (SELECT drift_2samp(v, c, '{method}', NULL) AS d FROM (VALUES {}) AS t(v, c))",
+                    rows.join(", ")
+                ))
+                .await?
+                .collect()
+                .await?;
+            Ok(pretty_format_batches(&b)?.to_string())
+        }
+        let constant: Vec<String> = (0..40).map(|i| format!("(1.0, {})", i % 2 == 0)).collect();
+        let shown = two_sample(&ctx, "anderson", &constant).await?;
+        assert_eq!(
+            shown.lines().nth(3),
+            Some("|   | false |"),
+            "a constant column under `anderson`: no statistic, not testable\n{shown}"
+        );
+        // 30 distinct reference values (Sturges bins over both samples),
+        // with and without infinities on either side.
+        let finite: Vec<String> = (0..60)
+            .map(|i| format!("({}.5, {})", i % 30 + (i / 30) * 3, i >= 30))
+            .collect();
+        let with_inf: Vec<String> = finite
+            .iter()
+            .cloned()
+            .chain(
+                ["('inf', true)", "('-inf', false)", "('-inf', true)"]
+                    .iter()
+                    .map(|s| s.replace('(', "(CAST(").replacen(", ", " AS DOUBLE), ", 1)),
+            )
+            .collect();
+        for method in ["psi", "js", "hellinger", "ks", "wasserstein"] {
+            let a = two_sample(&ctx, method, &finite).await?;
+            let b = two_sample(&ctx, method, &with_inf).await?;
+            assert!(a.contains("| true |"), "{method}: {a}");
+            assert_eq!(a, b, "{method}");
+        }
+        Ok(())
+    }
 }
