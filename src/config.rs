@@ -572,6 +572,45 @@ impl Config {
         if self.window.size.as_millis() == 0 {
             return bad("window.size", "must be positive");
         }
+        // Window arithmetic is in i64 epoch ms over event times of years 0
+        // to 9999: durations far beyond any window must not overflow it.
+        const LONGEST: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+        let mut durations = vec![
+            ("window.size".to_string(), self.window.size),
+            (
+                "window.allowed_lateness".to_string(),
+                self.window.allowed_lateness,
+            ),
+            ("baseline.refresh".to_string(), self.baseline.refresh),
+        ];
+        durations.extend(
+            self.window
+                .max_ahead
+                .map(|d| ("window.max_ahead".to_string(), d)),
+        );
+        durations.extend(
+            self.models
+                .iter()
+                .map(|(m, c)| (format!("models.{m}.label_horizon"), c.label_horizon)),
+        );
+        if let Some((key, _)) = durations.iter().find(|(_, d)| *d > LONGEST) {
+            return bad(key, "must be at most 100 years");
+        }
+        for (key, topic) in [
+            ("kafka.predictions_topic", &self.kafka.predictions_topic),
+            ("kafka.features_topic", &self.kafka.features_topic),
+            ("kafka.outcomes_topic", &self.kafka.outcomes_topic),
+            ("kafka.tracking_topic", &self.kafka.tracking_topic),
+            ("kafka.alerts_topic", &self.kafka.alerts_topic),
+        ] {
+            // librdkafka takes a name starting with `^` for a pattern; a
+            // record's kind is found by its topic's exact name. (An empty
+            // alerts topic turns producing alerts off.)
+            let off = key == "kafka.alerts_topic" && topic.is_empty();
+            if (topic.is_empty() && !off) || topic.starts_with('^') {
+                return bad(key, "must be a topic name (not empty, not a `^` pattern)");
+            }
+        }
         if self.window.unit_sample < 2 {
             return bad("window.unit_sample", "must be at least 2");
         }
@@ -606,6 +645,25 @@ impl Config {
                 if let Err(e) = crate::backfill::range::parse_time(v, 0) {
                     return bad(&key(k), &e.to_string());
                 }
+            }
+            // The range each run would cover, where it does not depend on
+            // the run's time (both relative, or both absolute).
+            let at = |now: i64| -> Result<(i64, i64)> {
+                Ok((
+                    crate::backfill::range::parse_time(&s.from, now)?,
+                    crate::backfill::range::parse_time(&s.to, now)?,
+                ))
+            };
+            let (a, b) = (at(1_767_225_600_000)?, at(1_798_761_600_000)?);
+            if a.1 - a.0 == b.1 - b.0
+                && let Err(Error::Config(why)) = crate::backfill::range::Covered::new(
+                    a.0,
+                    a.1,
+                    self.window.size.as_millis().max(1) as i64,
+                    0,
+                )
+            {
+                return bad(&format!("{} / {}", key("from"), key("to")), &why);
             }
             if let Some(m) = s.models.iter().find(|m| !self.models.contains_key(*m)) {
                 return bad(&key("models"), &format!("model `{m}` is not declared"));
@@ -862,6 +920,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("drift.p_value_threshold"), "{err}");
+    }
+
+    /// Durations window arithmetic would overflow on, topic patterns the
+    /// consumer would read but not route, and schedules whose range is
+    /// empty on every run are refused with their key.
+    #[test]
+    fn out_of_range_durations_topics_and_schedule_ranges_are_named() {
+        let err = |toml: &str| Config::from_toml_str(toml).unwrap_err().to_string();
+        let e = err("[window]\nsize = \"300000000y\"");
+        assert!(
+            e.contains("`window.size`: must be at most 100 years"),
+            "{e}"
+        );
+        let e = err("[window]\nallowed_lateness = \"200y\"");
+        assert!(e.contains("`window.allowed_lateness`"), "{e}");
+        let e = err(
+            "[models.m]\nreference = \"r.csv\"\ntask = \"binary\"\nlabel_horizon = \"1000y\"\n[models.m.features]\nx = \"numeric\"",
+        );
+        assert!(e.contains("`models.m.label_horizon`"), "{e}");
+        assert!(Config::from_toml_str("[window]\nsize = \"99y\"").is_ok());
+        let e = err("[kafka]\npredictions_topic = \"^predictions\\\\..*\"");
+        assert!(e.contains("`kafka.predictions_topic`"), "{e}");
+        assert!(Config::from_toml_str("[kafka]\nalerts_topic = \"\"").is_ok());
+        let schedule = |from: &str, to: &str| {
+            format!(
+                "[[schedules]]\nname = \"s\"\ncron = \"0 * * * *\"\nfrom = \"{from}\"\nto = \"{to}\""
+            )
+        };
+        let e = err(&schedule("-1h", "-2h"));
+        assert!(
+            e.contains("`schedules[0].from / schedules[0].to`") && e.contains("not after"),
+            "{e}"
+        );
+        let e = err(&schedule("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z"));
+        assert!(e.contains("schedules[0].from"), "{e}");
+        assert!(Config::from_toml_str(&schedule("-2h", "-1h")).is_ok());
+        // Mixed: the range depends on the run's time, checked per run.
+        assert!(Config::from_toml_str(&schedule("2026-01-01T00:00:00Z", "-1h")).is_ok());
     }
 
     fn model_error(extra: &str) -> String {

@@ -58,7 +58,13 @@ pub(super) async fn run(a: BackfillCliArgs) -> anyhow::Result<()> {
         backfill::range::parse_time(&args.to, now).map_err(|e| anyhow::anyhow!("--to: {e}"))?,
         window_ms,
         0,
-    )?;
+    )
+    .map_err(|e| match e {
+        crate::Error::Config(why) => {
+            anyhow::anyhow!("--from {} --to {}: {why}", args.from, args.to)
+        }
+        e => e.into(),
+    })?;
     let storage = crate::storage::Storage::open(&config.storage.url, &config.storage.options)?;
     let mut job = Job {
         schedule: MANUAL.into(),

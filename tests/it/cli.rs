@@ -62,6 +62,21 @@ fn bad_cli_argument_is_named() -> TestResult {
         .output()?;
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr)?.contains("--format"));
+    // A backfill range that is empty or out of range names both ends.
+    for (from, to, why) in [
+        ("2026-01-02", "2026-01-01", "is not after its start"),
+        ("2026-01-01", "+100000y", "outside the years 0 to 9999"),
+    ] {
+        let out = mlwatch()
+            .args(["backfill", "--from", from, "--to", to])
+            .output()?;
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr)?;
+        assert!(
+            err.contains(&format!("--from {from} --to {to}")) && err.contains(why),
+            "{err}"
+        );
+    }
     Ok(())
 }
 
