@@ -128,7 +128,9 @@ pub struct BackfillSummary {
     pub outside: u64,
     /// Records the decoder refused, by reason (written as dead letters).
     pub dead_letters: BTreeMap<String, u64>,
-    /// Records the step refused, by reason (counted only).
+    /// Records the step refused, by reason (counted only: the stream
+    /// dead-lettered them; from JSON-lines files, which the stream never
+    /// read, only late events are, the others are dead letters).
     pub refused: BTreeMap<String, u64>,
     /// `--to` was later than what the stream (`kafka.group_id`) has closed
     /// and archived: the backfill ended here instead.
@@ -216,6 +218,9 @@ pub async fn run(
     )
     .await?;
     let (files_merged, files_sorted) = source.files();
+    // The stream never read JSON-lines files: what the step refuses in them
+    // (other than late events) is dead-lettered here.
+    let json_lines = matches!(source, Source::JsonLines(_));
 
     // The stream's evaluators and sinks; alerts go to their table only.
     let mut quiet = config.clone();
@@ -330,6 +335,25 @@ pub async fn run(
         };
         let refused = tokio::task::block_in_place(|| step.apply(&input, &mut counters));
         for r in refused {
+            let rec = &records[r.pos];
+            if json_lines
+                && r.reason != crate::event::Reason::Late
+                && let source::Body::Json(payload) = &rec.body
+            {
+                *summary
+                    .dead_letters
+                    .entry(r.reason.as_str().to_string())
+                    .or_default() += 1;
+                dead.push(
+                    &rec.topic,
+                    rec.partition,
+                    rec.offset,
+                    payload,
+                    r.reason,
+                    r.error,
+                );
+                continue;
+            }
             *summary
                 .refused
                 .entry(r.reason.as_str().to_string())

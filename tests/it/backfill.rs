@@ -269,9 +269,11 @@ const UNADJUSTED: &str = "SELECT window_start, version, kind, feature, method, s
 async fn json_lines_are_backfilled_with_dead_letters() -> TestResult {
     let (_tmp, data) = demo_output().await?;
     let data = PathBuf::from(data);
-    let config = Config::from_toml_str(&demo_toml(&data))?;
+    let mut config = Config::from_toml_str(&demo_toml(&data))?;
     // Export the first two windows' predictions as JSON lines, with a bad
-    // line and an event of another day.
+    // line, an event of another day, and an event of a (version, variant)
+    // the first window has no room for (the stream never read these files:
+    // what the step refuses in them is a dead letter too).
     let export = data.join("export");
     std::fs::create_dir_all(&export)?;
     let mut generator = mlwatch::demo::Generator::new(7);
@@ -283,9 +285,22 @@ async fn json_lines_are_backfilled_with_dead_letters() -> TestResult {
         if i == 10 {
             lines.push_str("{not json\n");
         }
+        if i == 500 {
+            let (extra, _) = generator.event_as(8_888_888, ts, Default::default(), "x", "99");
+            lines.push_str(&extra);
+            lines.push('\n');
+        }
     }
     lines.push_str(&generator.event_json(9_999_999, 1_767_312_000_000, Default::default()));
     lines.push('\n');
+    let groups: std::collections::BTreeSet<(String, String)> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["ts"].as_i64().is_some_and(|t| t < 1_767_225_660_000))
+        .filter(|v| v["version"] != "99")
+        .map(|v| (v["version"].to_string(), v["variant"].to_string()))
+        .collect();
+    config.window.max_groups = groups.len();
     std::fs::write(export.join("part-0.jsonl"), lines)?;
     let args = BackfillArgs {
         from: "2026-01-01T00:00:00Z".into(),
@@ -294,10 +309,12 @@ async fn json_lines_are_backfilled_with_dead_letters() -> TestResult {
         ..Default::default()
     };
     let s = backfill::run(&config, &args, Progress::Quiet).await?;
-    assert_eq!(s.records, 2_002, "{s:?}");
+    assert_eq!(s.records, 2_003, "{s:?}");
     assert_eq!(s.events, 2_000, "{s:?}");
     assert_eq!(s.outside, 1, "{s:?}");
     assert_eq!(s.dead_letters.get("bad_json"), Some(&1), "{s:?}");
+    assert_eq!(s.dead_letters.get("too_many_groups"), Some(&1), "{s:?}");
+    assert!(s.refused.is_empty(), "{s:?}");
     assert_eq!(s.windows, 2, "{s:?}");
     let dead = query_csv(
         &data,
@@ -305,6 +322,11 @@ async fn json_lines_are_backfilled_with_dead_letters() -> TestResult {
     )
     .await?;
     assert_eq!(dead.lines().nth(1), Some("backfill,12,bad_json"), "{dead}");
+    assert_eq!(
+        dead.lines().nth(2),
+        Some("backfill,503,too_many_groups"),
+        "{dead}"
+    );
     let n = query_csv(
         &data,
         "SELECT sum(n_current) AS n FROM drift_results WHERE feature = 'age' AND window_start < '2026-01-01T00:02:00Z'",
