@@ -193,6 +193,12 @@ pub struct MetricRow {
     pub var: Option<f64>,
     /// The control's observations (not a column).
     pub n_control: u64,
+    /// Rank-tested metrics: the Mann-Whitney U of the variant over
+    /// `n · n_control`, less 1/2 (the chance a variant's value exceeds
+    /// the control's, ties halved, centred): which way the rank test leans
+    /// (not a column).
+    #[serde(default)]
+    pub rank_lean: Option<f64>,
 }
 
 /// An arm's value of a metric with the variance of that value.
@@ -243,8 +249,9 @@ struct Sorted {
     scores: OnceCell<Vec<f64>>,
     pos_scores: OnceCell<Vec<f64>>,
     neg_scores: OnceCell<Vec<f64>>,
-    latency_mwu: OnceCell<Option<f64>>,
-    scores_mwu: OnceCell<Option<f64>>,
+    /// (p-value, lean) of the rank test against the control.
+    latency_mwu: OnceCell<Option<(f64, f64)>>,
+    scores_mwu: OnceCell<Option<(f64, f64)>>,
 }
 
 fn sorted<'c>(cell: &'c OnceCell<Vec<f64>>, s: &ValueSample) -> &'c [f64] {
@@ -361,6 +368,7 @@ pub fn results(
                 significant: None,
                 var: None,
                 n_control: ce.map_or(0, |c| c.n),
+                rank_lean: None,
             };
             if i != control
                 && let Some(ce) = ce
@@ -474,18 +482,15 @@ fn compare(
             let (Some(sa), Some(sc)) = (sa, sc) else {
                 return;
             };
-            let p = *p.get_or_init(|| {
-                mannwhitneyu(
-                    sorted(ca, sa),
-                    sorted(cc, sc),
-                    Alternative::TwoSided,
-                    MwuMethod::Asymptotic,
-                    true,
-                )
-                .map(|r| r.p_value)
-                .ok()
+            let tested = *p.get_or_init(|| {
+                let (x, y) = (sorted(ca, sa), sorted(cc, sc));
+                let pairs = x.len() as f64 * y.len() as f64;
+                mannwhitneyu(x, y, Alternative::TwoSided, MwuMethod::Asymptotic, true)
+                    .map(|r| (r.p_value, r.statistic / pairs - 0.5))
+                    .ok()
             });
-            row.p_value = p;
+            row.p_value = tested.map(|t| t.0);
+            row.rank_lean = tested.map(|t| t.1);
             row.test = Some("mann_whitney".into());
             return;
         }
@@ -596,19 +601,39 @@ pub fn required_per_variant(e: &Experiment, task: Option<Task>, control: &ArmDat
     n.map(f64::ceil).unwrap_or(f64::NAN)
 }
 
+/// The sample-ratio check of an evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Srm {
+    /// Units (or predictions, `by_predictions`) per arm.
+    pub counts: Vec<u64>,
+    /// Chi-square p-value of the counts against the weights.
+    pub p_value: Option<f64>,
+    /// No event carried a `unit_id`: each prediction counts as a unit.
+    /// (Defaults to false: a checkpoint written before it held the
+    /// counts and the p-value as a pair, which still reads.)
+    #[serde(default)]
+    pub by_predictions: bool,
+}
+
 /// The sample-ratio check: unit counts (of the smallest `unit_k` unit
 /// hashes of the experiment) per arm and the chi-square p-value against
-/// the weights. An arm without traffic counts zero units.
-pub fn srm(e: &Experiment, arms: &[ArmData<'_>], unit_k: usize) -> (Vec<u64>, Option<f64>) {
+/// the weights; an arm without traffic counts zero units. When no event
+/// carried a `unit_id`, the predictions per arm are the units (the check
+/// is not skipped: a broken router shows in them too).
+pub fn srm(e: &Experiment, arms: &[ArmData<'_>], unit_k: usize) -> Srm {
     let sketches: Vec<Kmv> = arms
         .iter()
         .map(|a| a.units.cloned().unwrap_or_else(|| Kmv::new(unit_k)))
         .collect();
     let refs: Vec<&Kmv> = sketches.iter().collect();
-    let counts = split_counts(&refs);
+    let mut counts = split_counts(&refs);
+    let by_predictions = counts.iter().all(|c| *c == 0);
+    if by_predictions {
+        counts = arms.iter().map(|a| a.predictions).collect();
+    }
     let weights: Vec<f64> = e.arms.iter().map(|a| a.weight).collect();
     let total: u64 = counts.iter().sum();
-    let p = if total == 0 {
+    let p_value = if total == 0 {
         None
     } else {
         let obs: Vec<f64> = counts.iter().map(|c| *c as f64).collect();
@@ -616,7 +641,11 @@ pub fn srm(e: &Experiment, arms: &[ArmData<'_>], unit_k: usize) -> (Vec<u64>, Op
             .ok()
             .map(|r| r.p_value)
     };
-    (counts, p)
+    Srm {
+        counts,
+        p_value,
+        by_predictions: by_predictions && total > 0,
+    }
 }
 
 /// What to do with an experiment.
@@ -679,7 +708,7 @@ impl Decision {
 pub fn decide(
     e: &Experiment,
     rows: &[MetricRow],
-    srm: (Vec<u64>, Option<f64>),
+    srm: &Srm,
     required: f64,
     looks: u64,
 ) -> Decision {
@@ -688,12 +717,27 @@ pub fn decide(
         .iter()
         .filter(|r| r.metric == primary && !r.is_control)
         .collect();
-    let smallest_n = rows
+    // An arm with no estimate of the primary metric yet (no labels joined,
+    // no traffic) has no observations: the experiment waits for it.
+    let unmeasured: Vec<&str> = e
+        .arms
         .iter()
-        .filter(|r| r.metric == primary)
-        .map(|r| r.n)
-        .min()
-        .unwrap_or(0);
+        .filter(|a| {
+            !rows
+                .iter()
+                .any(|r| r.metric == primary && r.variant == a.name)
+        })
+        .map(|a| a.name.as_str())
+        .collect();
+    let smallest_n = if unmeasured.is_empty() {
+        rows.iter()
+            .filter(|r| r.metric == primary)
+            .map(|r| r.n)
+            .min()
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let progress = if required > 0.0 {
         smallest_n as f64 / required
     } else {
@@ -704,20 +748,25 @@ pub fn decide(
         variant: None,
         metric: Some(primary.to_string()),
         reason: String::new(),
-        srm_p_value: srm.1,
-        unit_counts: srm.0.clone(),
+        srm_p_value: srm.p_value,
+        unit_counts: srm.counts.clone(),
         required_per_variant: required,
         smallest_n,
         progress,
         primary_metric: primary.to_string(),
     };
-    if let Some(p) = srm.1
+    if let Some(p) = srm.p_value
         && p < SRM_ALPHA
     {
         d.decision = "invalid".into();
         d.reason = format!(
-            "units per variant {:?} against weights {:?}: chi-square p = {p:.3e} < {SRM_ALPHA}",
-            srm.0,
+            "{} per variant {:?} against weights {:?}: chi-square p = {p:.3e} < {SRM_ALPHA}",
+            if srm.by_predictions {
+                "predictions (no unit_id)"
+            } else {
+                "units"
+            },
+            srm.counts,
             e.arms.iter().map(|a| a.weight).collect::<Vec<_>>()
         );
         return d;
@@ -741,10 +790,18 @@ pub fn decide(
                     _ => lo > 0.0,
                 },
                 // Quantiles: the Holm-adjusted rank test, Bonferroni over
-                // the looks so far (it is re-checked every window).
-                _ => r
-                    .p_value_adjusted
-                    .is_some_and(|p| p < e.alpha / looks.max(1) as f64),
+                // the looks so far (it is re-checked every window), leaning
+                // the worse way (a faster variant with a heavier tail is
+                // not confirmed worse by its being faster).
+                _ => {
+                    let leans_worse = r.rank_lean.is_some_and(|l| match dir {
+                        Better::Higher => l < 0.0,
+                        _ => l > 0.0,
+                    });
+                    leans_worse
+                        && r.p_value_adjusted
+                            .is_some_and(|p| p < e.alpha / looks.max(1) as f64)
+                }
             };
             if worse_by > *allowed && confirmed {
                 d.decision = "stop".into();
@@ -796,6 +853,7 @@ pub fn decide(
         return d;
     }
     let all_worse = !prim.is_empty()
+        && unmeasured.is_empty()
         && prim.iter().all(|r| match (r.cs_low, r.cs_high) {
             (Some(lo), Some(hi)) => {
                 if sign > 0.0 {
@@ -810,6 +868,7 @@ pub fn decide(
     // fixed-horizon interval excludes it.
     let none_can_win = progress >= 1.0
         && !prim.is_empty()
+        && unmeasured.is_empty()
         && prim.iter().all(|r| match (r.ci_low, r.ci_high) {
             (Some(lo), Some(hi)) => {
                 if sign > 0.0 {
@@ -895,7 +954,7 @@ mod tests {
             add_sequential(&mut rows, sequential_alpha(e), t);
         }
         holm(&mut rows, e.alpha);
-        let d = decide(e, &rows, (vec![], None), required, looks);
+        let d = decide(e, &rows, &Srm::default(), required, looks);
         (rows, d)
     }
 
@@ -1043,11 +1102,12 @@ mod tests {
         let mut data = arms(&e, &cum);
         data[0].units = Some(&a);
         data[1].units = Some(&b);
-        let (counts, p) = srm(&e, &data, 10_000);
-        assert_eq!(counts.iter().sum::<u64>(), 10_000);
-        assert!(p.unwrap() < SRM_ALPHA);
+        let check = srm(&e, &data, 10_000);
+        assert_eq!(check.counts.iter().sum::<u64>(), 10_000);
+        assert!(check.p_value.unwrap() < SRM_ALPHA);
+        assert!(!check.by_predictions);
         let (rows, _) = evaluate(&e, &data, &mut None, 1);
-        let d = decide(&e, &rows, (counts, p), 5000.0, 1);
+        let d = decide(&e, &rows, &check, 5000.0, 1);
         assert_eq!(d.decision, "invalid");
         assert_eq!(d.label(), "invalid: sample ratio mismatch");
         // A fair split of the same size passes.
@@ -1063,12 +1123,104 @@ mod tests {
         }
         data[0].units = Some(&c);
         data[1].units = Some(&f);
-        assert!(srm(&e, &data, 10_000).1.unwrap() > SRM_ALPHA);
+        assert!(srm(&e, &data, 10_000).p_value.unwrap() > SRM_ALPHA);
         // An arm without any traffic is the worst mismatch of all.
         data[1].units = None;
-        let (counts, p) = srm(&e, &data, 10_000);
-        assert_eq!(counts, vec![10_000, 0]);
-        assert!(p.unwrap() < SRM_ALPHA);
+        let check = srm(&e, &data, 10_000);
+        assert_eq!(check.counts, vec![10_000, 0]);
+        assert!(check.p_value.unwrap() < SRM_ALPHA);
+        // Without unit ids the predictions are the units: a 45/55 router
+        // is still caught, and the reason says what was counted.
+        data[0].units = None;
+        (data[0].predictions, data[1].predictions) = (4_500, 5_500);
+        let check = srm(&e, &data, 10_000);
+        assert!(check.by_predictions);
+        assert_eq!(check.counts, vec![4_500, 5_500]);
+        assert!(check.p_value.unwrap() < SRM_ALPHA);
+        let d = decide(&e, &rows, &check, 5000.0, 1);
+        assert_eq!(d.decision, "invalid");
+        assert!(
+            d.reason
+                .starts_with("predictions (no unit_id) per variant [4500, 5500]"),
+            "{}",
+            d.reason
+        );
+        (data[0].predictions, data[1].predictions) = (5_010, 4_990);
+        assert!(srm(&e, &data, 10_000).p_value.unwrap() > SRM_ALPHA);
+        // A checkpoint written before `by_predictions` held a pair.
+        let old: Srm = serde_json::from_str("[[4895, 5105], 0.0357]").unwrap();
+        assert_eq!(old.counts, vec![4895, 5105]);
+        assert_eq!(old.p_value, Some(0.0357));
+        assert!(!old.by_predictions);
+    }
+
+    /// A quantile guardrail stops only when the rank test leans the worse
+    /// way: a challenger faster for most requests with a heavier tail has
+    /// a worse p95, and a rank test significant for its being faster.
+    #[test]
+    fn a_quantile_guardrail_needs_the_rank_test_to_lean_worse() {
+        let mut e = experiment(&[50.0, 50.0], 0.02);
+        e.guardrails.insert("latency_p95".into(), 0.10);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let cum = [outcomes(&mut rng, 3000, 0.8), outcomes(&mut rng, 3000, 0.8)];
+        let run = |challenger: &dyn Fn(f64, f64) -> f64, rng: &mut rand::rngs::StdRng| {
+            let (mut l0, mut l1) = (ValueSample::new(5_000), ValueSample::new(5_000));
+            for _ in 0..4_000 {
+                let (u, v): (f64, f64) = (rng.random(), rng.random());
+                l0.offer(rng.random(), 20.0 + 4.0 * u);
+                l1.offer(rng.random(), challenger(u, v));
+            }
+            let mut data = arms(&e, &cum);
+            data[0].latency_sample = Some(&l0);
+            data[1].latency_sample = Some(&l1);
+            let mut rows = results(&e, Some(Task::Binary), &data, 0, &["latency_p95"]);
+            holm(&mut rows, e.alpha);
+            let d = decide(&e, &rows, &Srm::default(), 10_000.0, 1);
+            (rows, d)
+        };
+        // 90% of requests at 10-14 ms, 10% at 40 ms: p95 +67%, mostly faster.
+        let faster = |u: f64, v: f64| if v < 0.9 { 10.0 + 4.0 * u } else { 40.0 };
+        let (rows, d) = run(&faster, &mut rng);
+        let p95 = rows
+            .iter()
+            .find(|r| r.metric == "latency_p95" && !r.is_control)
+            .unwrap();
+        assert!(p95.relative_lift.unwrap() > 0.5, "{p95:?}");
+        assert!(p95.p_value_adjusted.unwrap() < 1e-6, "{p95:?}");
+        assert!(p95.rank_lean.unwrap() < -0.3, "{p95:?}");
+        assert_ne!(d.decision, "stop", "{d:?}");
+        // Slower across the board: stopped.
+        let slower = |u: f64, _: f64| 25.0 + 4.0 * u;
+        let (_, d) = run(&slower, &mut rng);
+        assert_eq!(d.decision, "stop", "{d:?}");
+        assert_eq!(d.metric.as_deref(), Some("latency_p95"));
+    }
+
+    /// A/B/C where the third arm has no labels yet: the worse challenger
+    /// does not make it "keep control"; the experiment waits for the third.
+    #[test]
+    fn an_arm_without_estimates_keeps_the_experiment_running() {
+        let e = experiment(&[34.0, 33.0, 33.0], 0.02);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let cum = [
+            outcomes(&mut rng, 20_000, 0.9),
+            outcomes(&mut rng, 20_000, 0.8),
+            VariantOutcomes::new(16),
+        ];
+        let mut data = arms(&e, &cum);
+        // Two arms measured: control decisively better.
+        let (rows, d) = evaluate(&e, &data[..2], &mut Some(10_000.0), 1);
+        let two = Experiment {
+            arms: e.arms[..2].to_vec(),
+            ..e.clone()
+        };
+        let d2 = decide(&two, &rows, &Srm::default(), d.required_per_variant, 1);
+        assert_eq!(d2.decision, "keep_control", "{d2:?}");
+        // The same with the third arm unmeasured.
+        data[2].outcomes = None;
+        let (_, d) = evaluate(&e, &data, &mut Some(10_000.0), 1);
+        assert_eq!(d.decision, "keep_running", "{d:?}");
+        assert_eq!(d.smallest_n, 0);
     }
 
     /// Guardrails stop a variant that is worse beyond its allowance.

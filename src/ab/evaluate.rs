@@ -90,8 +90,8 @@ impl ArmEvents {
 struct Side {
     window: Vec<MetricRow>,
     cumulative: Vec<MetricRow>,
-    /// Unit counts and SRM p-value (events side).
-    srm: Option<(Vec<u64>, Option<f64>)>,
+    /// The sample-ratio check (events side).
+    srm: Option<analysis::Srm>,
     /// Planned observations per variant (the side of the primary metric).
     required: Option<f64>,
 }
@@ -551,7 +551,7 @@ impl AbEvaluator {
                 }
                 analysis::holm(&mut cum_rows, e.alpha);
                 let srm = st.last_events.srm.clone().unwrap_or_default();
-                let decision = analysis::decide(e, &cum_rows, srm, st.required, st.looks);
+                let decision = analysis::decide(e, &cum_rows, &srm, st.required, st.looks);
                 let key: DecisionKey = (
                     decision.decision.clone(),
                     decision.variant.clone(),
