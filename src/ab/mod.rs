@@ -202,6 +202,9 @@ pub fn validate(name: &str, e: &ExperimentConfig, config: &Config) -> Result<(),
             primary.join(", "),
             if task.is_none() {
                 "; label metrics need the model's `task`"
+            } else if e.primary_metric == "roc_auc" {
+                "; roc_auc is estimated on a sample of `window.sample_size` scores per class, \
+                 too few to reach a plan: use it as a guardrail"
             } else {
                 ""
             }
@@ -376,6 +379,19 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("two decimals")
+        );
+        let auc = config(ok, "").map(|_| ()).and_then(|_| {
+            Config::from_toml_str(
+                "[models.m]\nreference = \"r.csv\"\ntask = \"binary\"\n[models.m.features]\nx = \"numeric\"\n\
+                 [experiments.e]\nmodel = \"m\"\ncontrol = \"a\"\nstart = \"2026-01-01T00:00:00Z\"\n\
+                 primary_metric = \"roc_auc\"\nmde = 0.02\nvariants = [{ name = \"a\", version = \"1\", weight = 50 }, { name = \"b\", version = \"2\", weight = 50 }]",
+            )
+            .map(|_| ())
+        });
+        let err = auc.unwrap_err().to_string();
+        assert!(
+            err.contains("experiments.e.primary_metric") && err.contains("use it as a guardrail"),
+            "{err}"
         );
         let err = config(ok, "salt = \"s\"\nbogus = 1")
             .unwrap_err()
