@@ -670,9 +670,10 @@ pub struct Decision {
     pub srm_p_value: Option<f64>,
     /// Units per variant (the SRM counts).
     pub unit_counts: Vec<u64>,
-    /// Planned observations per variant.
+    /// Planned observations of the arm furthest from its plan (per
+    /// variant at an equal split; see `plan_shares`).
     pub required_per_variant: f64,
-    /// Observations of the primary metric in the smallest arm.
+    /// Observations of the primary metric in that arm.
     pub smallest_n: u64,
     /// `smallest_n / required_per_variant`.
     pub progress: f64,
@@ -711,6 +712,30 @@ impl Decision {
     }
 }
 
+/// Each arm's planned observations as a multiple of the plan per arm at an
+/// equal split: against a control of weight `c`, a variant of weight `w`
+/// needs `(1 + w / c) / 2` of it and the control `(1 + c / w) / 2`
+/// (statsmodels' `nobs1` with `ratio = c / w`; the control's largest over
+/// the variants). All 1 at an equal split.
+fn plan_shares(e: &Experiment) -> Vec<f64> {
+    let c = e.arms.iter().find(|a| a.control).map_or(1.0, |a| a.weight);
+    let variants = e.arms.iter().filter(|a| !a.control);
+    let control = variants
+        .clone()
+        .map(|a| (1.0 + c / a.weight) / 2.0)
+        .fold(1.0_f64, f64::max);
+    e.arms
+        .iter()
+        .map(|a| {
+            if a.control {
+                control
+            } else {
+                (1.0 + a.weight / c) / 2.0
+            }
+        })
+        .collect()
+}
+
 /// The decision from the cumulative results after `looks` evaluations.
 pub fn decide(
     e: &Experiment,
@@ -726,24 +751,31 @@ pub fn decide(
         .collect();
     // An arm with no estimate of the primary metric yet (no labels joined,
     // no traffic) has no observations: the experiment waits for it.
-    let unmeasured: Vec<&str> = e
+    // Each arm against its own plan (the weights' ratio); the arm furthest
+    // from it sets the progress. At an equal split every plan is `required`
+    // and that arm is the smallest.
+    let shares = plan_shares(e);
+    let arm_n: Vec<u64> = e
         .arms
         .iter()
-        .filter(|a| {
-            !rows
-                .iter()
-                .any(|r| r.metric == primary && r.variant == a.name)
+        .map(|a| {
+            rows.iter()
+                .find(|r| r.metric == primary && r.variant == a.name)
+                .map_or(0, |r| r.n)
         })
-        .map(|a| a.name.as_str())
         .collect();
-    let smallest_n = if unmeasured.is_empty() {
-        rows.iter()
-            .filter(|r| r.metric == primary)
-            .map(|r| r.n)
-            .min()
-            .unwrap_or(0)
-    } else {
-        0
+    let unmeasured = e.arms.iter().any(|a| {
+        !rows
+            .iter()
+            .any(|r| r.metric == primary && r.variant == a.name)
+    });
+    let limiting = (0..e.arms.len()).min_by(|&i, &j| {
+        let at = |k: usize| arm_n[k] as f64 / shares[k];
+        at(i).total_cmp(&at(j))
+    });
+    let (smallest_n, required) = match limiting {
+        Some(i) => (arm_n[i], required * shares[i]),
+        None => (0, required),
     };
     let progress = if required > 0.0 {
         smallest_n as f64 / required
@@ -860,7 +892,7 @@ pub fn decide(
         return d;
     }
     let all_worse = !prim.is_empty()
-        && unmeasured.is_empty()
+        && !unmeasured
         && prim.iter().all(|r| match (r.cs_low, r.cs_high) {
             (Some(lo), Some(hi)) => {
                 if sign > 0.0 {
@@ -875,7 +907,7 @@ pub fn decide(
     // fixed-horizon interval excludes it.
     let none_can_win = progress >= 1.0
         && !prim.is_empty()
-        && unmeasured.is_empty()
+        && !unmeasured
         && prim.iter().all(|r| match (r.ci_low, r.ci_high) {
             (Some(lo), Some(hi)) => {
                 if sign > 0.0 {
@@ -1201,6 +1233,35 @@ mod tests {
         let (_, d) = run(&slower, &mut rng);
         assert_eq!(d.decision, "stop", "{d:?}");
         assert_eq!(d.metric.as_deref(), Some("latency_p95"));
+    }
+
+    /// At 80/20 each arm is held to its own plan (statsmodels' `ratio`):
+    /// the 20% arm needs 0.625 of the equal-split plan, the control 2.5.
+    #[test]
+    fn unequal_splits_plan_each_arm_by_the_ratio() {
+        let e = experiment(&[80.0, 20.0], 0.02);
+        assert_eq!(plan_shares(&e), vec![2.5, 0.625]);
+        assert_eq!(
+            plan_shares(&experiment(&[50.0, 50.0], 0.02)),
+            vec![1.0, 1.0]
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let cum = [
+            outcomes(&mut rng, 20_000, 0.8),
+            outcomes(&mut rng, 5_000, 0.8),
+        ];
+        let data = arms(&e, &cum);
+        let mut rows = results(&e, Some(Task::Binary), &data, 0, &["accuracy"]);
+        holm(&mut rows, e.alpha);
+        let d = decide(&e, &rows, &Srm::default(), 10_000.0, 1);
+        assert!((d.progress - 0.8).abs() < 1e-12, "{d:?}");
+        assert_eq!(d.decision, "keep_running");
+        // The label counts what the arm furthest from its plan still needs.
+        assert!(
+            (d.required_per_variant - 25_000.0).abs() < 1e-9
+                || (d.required_per_variant - 6_250.0).abs() < 1e-9,
+            "{d:?}"
+        );
     }
 
     /// A/B/C where the third arm has no labels yet: the worse challenger
