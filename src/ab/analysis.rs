@@ -831,7 +831,10 @@ pub fn decide(
                 // Quantiles: the Holm-adjusted rank test, Bonferroni over
                 // the looks so far (it is re-checked every window), leaning
                 // the worse way (a faster variant with a heavier tail is
-                // not confirmed worse by its being faster).
+                // not confirmed worse by its being faster). Other metrics
+                // (no lean) wait for their interval (30 observations a
+                // side, a variance): a fixed-horizon p-value re-checked
+                // every window is no confirmation.
                 _ => {
                     let leans_worse = r.rank_lean.is_some_and(|l| match dir {
                         Better::Higher => l < 0.0,
