@@ -350,6 +350,11 @@ pub async fn read(
             Ok(c.as_primitive::<Float64Type>().clone())
         };
         let (min, max) = (float("min")?, float("max")?);
+        let int = |n: &str| -> Result<Int64Array> {
+            let c = b.column_by_name(n).ok_or_else(|| bad(n))?;
+            Ok(c.as_primitive::<Int64Type>().clone())
+        };
+        let (rows, missing) = (int("rows")?, int("missing")?);
         for i in 0..b.num_rows() {
             let Some(c) = columns.iter().position(|d| d.name == name.value(i)) else {
                 continue;
@@ -366,7 +371,10 @@ pub async fn read(
                     sorted.sort_unstable_by(f64::total_cmp);
                     let range =
                         (!min.is_null(i) && !max.is_null(i)).then(|| (min.value(i), max.value(i)));
-                    (Reference::Numeric { sorted }, range)
+                    // The finite training values the sample was drawn from.
+                    let count = (rows.value(i) - missing.value(i)).max(0) as u64;
+                    let count = Some(count.max(sorted.len() as u64));
+                    (Reference::Numeric { sorted, count }, range)
                 }
                 FeatureType::Categorical => {
                     if cats.is_null(i) || counts.is_null(i) {

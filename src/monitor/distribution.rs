@@ -92,7 +92,7 @@ impl DistributionEvaluator {
                 baseline: profile.baseline.clone(),
             };
             match (summary, reference) {
-                (ColumnSummary::Numeric(n), Reference::Numeric { sorted }) => {
+                (ColumnSummary::Numeric(n), Reference::Numeric { sorted, .. }) => {
                     let current = n.sample.sorted_values();
                     let (edges, r, c) = shared_bins(sorted, &current, BINS);
                     let (nr, nc) = (r.iter().sum::<u64>(), c.iter().sum::<u64>());

@@ -456,10 +456,13 @@ mod tests {
         let reference: Vec<f64> = (0..200).map(|i| (i as f64 * 0.37).sin()).collect();
         let mut sorted = reference.clone();
         sorted.sort_by(f64::total_cmp);
-        baselines
-            .write()
-            .expect("not poisoned")
-            .insert("m/x".into(), Arc::new(Reference::Numeric { sorted }));
+        baselines.write().expect("not poisoned").insert(
+            "m/x".into(),
+            Arc::new(Reference::Numeric {
+                sorted,
+                count: None,
+            }),
+        );
         for kind in DriftKind::ALL {
             ctx.register_udaf(AggregateUDF::from(DriftUdaf::new(kind, baselines.clone())));
         }

@@ -304,6 +304,7 @@ async fn load(
             (Some(sample), _) => (
                 Reference::Numeric {
                     sorted: sample.sorted_values(),
+                    count: Some(stats.moments.count),
                 },
                 stats.range,
             ),

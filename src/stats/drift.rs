@@ -92,6 +92,11 @@ pub enum Reference {
     Numeric {
         /// The values, sorted ascending.
         sorted: Vec<f64>,
+        /// The finite training values `sorted` was sampled from (`None`:
+        /// `sorted` is all of them). Evidently picks a column's default
+        /// method by this count, not by a sample's size.
+        #[serde(default)]
+        count: Option<u64>,
     },
     /// Capped counts of the training categories.
     Categorical(CategoryCounts),
@@ -103,7 +108,10 @@ impl Reference {
     pub fn numeric(mut values: Vec<f64>) -> Self {
         values.retain(|v| !v.is_nan());
         values.sort_unstable_by(f64::total_cmp);
-        Self::Numeric { sorted: values }
+        Self::Numeric {
+            sorted: values,
+            count: None,
+        }
     }
 }
 
@@ -427,6 +435,25 @@ pub fn numeric_drift(
     method: Option<DriftMethod>,
     threshold: Option<f64>,
 ) -> Result<ColumnDrift, StatsError> {
+    numeric_drift_sampled(
+        reference_sorted,
+        reference_sorted.len() as u64,
+        current,
+        method,
+        threshold,
+    )
+}
+
+/// [`numeric_drift`] against a sample of `reference_count` training values:
+/// the default method is chosen by that count (as Evidently chooses by the
+/// training rows), the test runs on the sample.
+pub fn numeric_drift_sampled(
+    reference_sorted: &[f64],
+    reference_count: u64,
+    current: &[f64],
+    method: Option<DriftMethod>,
+    threshold: Option<f64>,
+) -> Result<ColumnDrift, StatsError> {
     check_sorted(reference_sorted, "reference")?;
     check_sample(current, "current")?;
     let mut cur = current.to_vec();
@@ -435,7 +462,7 @@ pub fn numeric_drift(
     let counts = || value_counts(rs, &cur);
     let method = match method {
         Some(m) => m,
-        None => default_numeric_method(rs.len() as u64, counts().0.len()),
+        None => default_numeric_method(reference_count.max(rs.len() as u64), counts().0.len()),
     };
     if !method.fits_numeric() {
         return Err(not_fitting(method, "numeric"));
@@ -1004,13 +1031,35 @@ mod tests {
         assert_eq!(at(DriftMethod::Hellinger), Verdict::Drift);
     }
 
+    /// The default method follows the training values a profile was
+    /// sampled from, as Evidently's follows the training rows.
+    #[test]
+    fn a_sampled_profile_picks_the_method_of_its_training_rows() {
+        let sorted: Vec<f64> = (0..800).map(|i| f64::from(i) / 8.0).collect();
+        let current: Vec<f64> = (0..400).map(|i| f64::from(i) / 4.0 + 0.3).collect();
+        let m = |count: u64| {
+            numeric_drift_sampled(&sorted, count, &current, None, None)
+                .unwrap()
+                .method
+        };
+        assert_eq!(m(800), DriftMethod::Ks);
+        assert_eq!(m(1_000), DriftMethod::Ks);
+        assert_eq!(m(1_001), DriftMethod::Wasserstein);
+        assert_eq!(m(1_000_000), DriftMethod::Wasserstein);
+        assert_eq!(
+            numeric_drift(&sorted, &current, None, None).unwrap().method,
+            DriftMethod::Ks
+        );
+    }
+
     #[test]
     fn reference_profiles() {
         let r = Reference::numeric(vec![3.0, f64::NAN, 1.0, 2.0]);
         assert_eq!(
             r,
             Reference::Numeric {
-                sorted: vec![1.0, 2.0, 3.0]
+                sorted: vec![1.0, 2.0, 3.0],
+                count: None,
             }
         );
         let c = Reference::Categorical(counts_of(&["x", "y", "x"], 5));

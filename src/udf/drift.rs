@@ -443,8 +443,8 @@ impl Accumulator for DriftAccumulator {
             (r, n_ref, n_cur, capped)
         } else {
             s.current.sort_unstable_by(f64::total_cmp);
-            let sorted_ref: &[f64] = match reference.as_deref() {
-                Some(Reference::Numeric { sorted }) => sorted,
+            let (sorted_ref, count): (&[f64], Option<u64>) = match reference.as_deref() {
+                Some(Reference::Numeric { sorted, count }) => (sorted, *count),
                 Some(Reference::Categorical(_)) => {
                     return exec_err!(
                         "{name}: the reference profile is categorical; use drift_reference_counts"
@@ -452,7 +452,7 @@ impl Accumulator for DriftAccumulator {
                 }
                 None => {
                     s.reference.sort_unstable_by(f64::total_cmp);
-                    &s.reference
+                    (&s.reference, None)
                 }
             };
             let (n_ref, n_cur) = (sorted_ref.len() as u64, s.current.len() as u64);
@@ -461,7 +461,13 @@ impl Accumulator for DriftAccumulator {
             } else {
                 untestable_on_error(
                     name,
-                    drift::numeric_drift(sorted_ref, &s.current, method, s.threshold),
+                    drift::numeric_drift_sampled(
+                        sorted_ref,
+                        count.unwrap_or(n_ref),
+                        &s.current,
+                        method,
+                        s.threshold,
+                    ),
                 )?
             };
             (r, n_ref, n_cur, false)

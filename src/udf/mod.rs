@@ -104,6 +104,7 @@ mod tests {
                 "m/x".into(),
                 Arc::new(Reference::Numeric {
                     sorted: reference.clone(),
+                    count: None,
                 }),
             );
             b.insert(
