@@ -294,9 +294,12 @@ pub(super) async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             };
             for m in &metrics {
                 let (k, v) = split_pair("--metric", m, '=')?;
-                let v = v
+                let v: f64 = v
                     .parse()
                     .with_context(|| format!("--metric `{m}`: the value is not a number"))?;
+                if !v.is_finite() {
+                    anyhow::bail!("--metric `{m}`: the value must be a finite number");
+                }
                 md.metrics.insert(k.to_string(), v);
             }
             for p in &params {

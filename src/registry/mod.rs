@@ -499,6 +499,16 @@ impl ModelRegistry {
         for k in metadata.tags.keys() {
             validate_name("tag key", k)?;
         }
+        // JSON has no NaN nor infinity: such a metric would be written as
+        // null, and the version could not be read back.
+        if let Some((k, v)) = metadata.metrics.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(RegistryError::Invalid {
+                what: "metric",
+                value: k.clone(),
+                reason: format!("{v} is not a finite number"),
+            }
+            .into());
+        }
         let art = artifact::upload(&self.storage, artifact).await?;
         let events = self
             .commit_events(|st| state::register(st, name, &metadata, &art))

@@ -902,9 +902,11 @@ impl Run {
     /// [`Run::log_params`] stamped `at` (µs since the epoch).
     pub fn log_params_at(&mut self, params: &[(String, String)], at: i64) -> Result<()> {
         self.live()?;
-        for (k, v) in params {
+        for (i, (k, v)) in params.iter().enumerate() {
             check_key("param key", k)?;
-            if let Some(old) = self.params.get(k)
+            // Logged before, or earlier in this call: params never change.
+            let earlier = params[..i].iter().find(|(e, _)| e == k).map(|(_, v)| v);
+            if let Some(old) = self.params.get(k).or(earlier)
                 && old != v
             {
                 return Err(TrackingError::ParamChanged {
@@ -963,10 +965,17 @@ impl Run {
         self.live()?;
         let before = self.pending_metrics.len();
         self.pending_metrics.extend(points);
-        if let Some(err) = self.pending_metrics[before..]
-            .iter()
-            .find_map(|p| check_key("metric key", &p.key).err())
-        {
+        if let Some(err) = self.pending_metrics[before..].iter().find_map(|p| {
+            check_key("metric key", &p.key).err().or_else(|| {
+                // (Parquet would hold it, but a NaN would sort first and
+                // compare false: refused, as the CLI and Kafka refuse it.)
+                (!p.value.is_finite()).then(|| TrackingError::Invalid {
+                    what: "metric value",
+                    value: format!("{}={}", p.key, p.value),
+                    reason: "must be a finite number".into(),
+                })
+            })
+        }) {
             self.pending_metrics.truncate(before);
             return Err(err.into());
         }

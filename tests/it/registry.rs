@@ -309,6 +309,40 @@ fn folder_artifacts_round_trip_and_bad_paths_are_refused() -> TestResult {
     assert!(err.contains("`../evil`"), "{err}");
     let err = cli_err(data, &["register", "nlp", "--artifact", "/no/such/file"])?;
     assert!(err.contains("/no/such/file"), "{err}");
+    // A metric JSON cannot hold (it would be written as null and the
+    // version never read back) is refused before anything is written.
+    for bad in ["auc=nan", "auc=inf", "auc=-inf"] {
+        let err = cli_err(
+            data,
+            &[
+                "register",
+                "nlp",
+                "--artifact",
+                model.to_str().unwrap(),
+                "--metric",
+                bad,
+            ],
+        )?;
+        assert!(
+            err.contains(&format!("--metric `{bad}`")) && err.contains("finite"),
+            "{err}"
+        );
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    let err = rt
+        .block_on(async {
+            let reg = mlwatch::registry::ModelRegistry::new(mlwatch::storage::Storage::open(
+                data,
+                &Default::default(),
+            )?);
+            let mut md = mlwatch::registry::ModelMetadata::default();
+            md.metrics.insert("rmse".into(), f64::NAN);
+            reg.register_model("nlp", &model.join("weights.bin"), md)
+                .await
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("metric `rmse`"), "{err}");
     assert_eq!(cli(data, &["history", "nlp"])?.as_array().unwrap().len(), 1);
     for bad in ["../x", "/etc/passwd", "a/../../b"] {
         assert!(

@@ -57,6 +57,17 @@ async fn runs_log_search_and_refuse_bad_requests() -> TestResult {
             .log_params(&kv(&[("lr", "9"), ("new", "1")]))
             .unwrap_err();
         assert!(e.to_string().contains("param `lr` is already"), "{e}");
+        // So is one key with two values in one call (nothing of it kept).
+        let e = run
+            .log_params(&kv(&[("seed", "1"), ("seed", "2")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("param `seed` is already `1`"), "{e}");
+        run.log_params(&kv(&[("seed", "2"), ("seed", "2")]))?;
+        // Metric values must be finite, as the CLI requires.
+        for bad in [f64::NAN, f64::INFINITY] {
+            let e = run.log_metrics(&[("loss", bad, 0)]).await.unwrap_err();
+            assert!(e.to_string().contains("metric value `loss="), "{e}");
+        }
         let points: Vec<(&str, f64, i64)> = (0..50_000)
             .map(|s| ("loss", 1.0 / (s as f64 + 1.0), s))
             .chain((0..50_000).map(|s| ("accuracy", acc * (s as f64 + 1.0) / 50_000.0, s)))
