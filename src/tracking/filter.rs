@@ -434,10 +434,11 @@ pub fn translate(filter: &str, experiment: Option<&str>) -> Result<Translated, T
     let mut joins = String::new();
     for ((kind, key), alias) in &p.joins {
         // Filter on the key first, then reduce: for metrics the value at the
-        // largest step (as `latest_metrics`), computed over one key's points only.
+        // largest step (as `latest_metrics`: then the latest timestamp, then
+        // the largest value, as MLflow breaks ties), over one key's points only.
         let source = match kind.as_str() {
             "metrics" => format!(
-                "SELECT run_id, last_value(value ORDER BY step, timestamp) AS value \
+                "SELECT run_id, last_value(value ORDER BY step, timestamp, value) AS value \
                  FROM metrics WHERE key = {} GROUP BY run_id",
                 quote(key)
             ),

@@ -241,7 +241,7 @@ pub const VIEWS: &[(&str, &str)] = &[
     (
         "latest_metrics",
         "SELECT run_id, key, value, step, timestamp FROM (SELECT *, row_number() OVER \
-         (PARTITION BY run_id, key ORDER BY step DESC, timestamp DESC) AS rn FROM metrics) \
+         (PARTITION BY run_id, key ORDER BY step DESC, timestamp DESC, value DESC) AS rn FROM metrics) \
          WHERE rn = 1",
     ),
     (

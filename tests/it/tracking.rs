@@ -488,3 +488,31 @@ async fn a_param_claimed_elsewhere_is_refused_without_a_row() -> TestResult {
     assert!(rows.contains("| 1 |"), "{rows}");
     Ok(())
 }
+
+/// Points at the same step and time: the latest value is the largest, in
+/// `latest_metrics` and in a search alike (MLflow's tie-break), whatever
+/// order they were logged in.
+#[tokio::test]
+async fn tied_metric_points_resolve_to_the_largest_value_everywhere() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let storage = Storage::open(dir.path().to_str().unwrap(), &Default::default())?;
+    let t = ExperimentTracker::new(storage.clone()).with_compaction(no_grace());
+    let mut run = t.start_run("ties", None, &kv(&[])).await?;
+    let point = |value: f64, step: i64| mlwatch::tracking::tables::MetricPoint {
+        key: "loss".into(),
+        value,
+        step,
+        timestamp: 1_767_225_600_000_000,
+    };
+    run.log_metric_points([point(0.9, 4), point(0.5, 7), point(0.4, 7), point(0.45, 7)])
+        .await?;
+    let id = run.id().to_string();
+    run.end(RunStatus::Finished).await?;
+    let latest = count(&t, "SELECT value FROM latest_metrics WHERE key = 'loss'").await?;
+    assert!(latest.contains("| 0.5   |"), "{latest}");
+    let hit = pretty_format_batches(&t.search("metrics.loss > 0.47", None).await?)?.to_string();
+    assert!(hit.contains(&id), "{hit}");
+    let miss = pretty_format_batches(&t.search("metrics.loss < 0.47", None).await?)?.to_string();
+    assert!(!miss.contains(&id), "{miss}");
+    Ok(())
+}
