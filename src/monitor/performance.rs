@@ -198,6 +198,11 @@ impl Scoring {
             (Task::Binary | Task::Multiclass, "accuracy") => Some(pairs.len() as u64),
             (Task::Binary, "precision") => Some(count(&|p, _| self.positive(p) == 1)),
             (Task::Binary, "recall") => Some(count(&|_, l| self.positive(l) == 1)),
+            // F1 = 2tp / (2tp + fp + fn) only counts pairs positive in the
+            // prediction or the label: tested as a proportion over those.
+            (Task::Binary, "f1") => Some(count(&|p, l| {
+                self.positive(p) == 1 || self.positive(l) == 1
+            })),
             _ => None,
         }
     }
@@ -488,11 +493,16 @@ impl PerformanceEvaluator {
                         .iter()
                         .find_map(|n| b.get(*n).copied())
                 });
+                let trials = scoring.trials(metric, &labelled);
                 let degraded = match (value, baseline, higher_is_better(metric)) {
+                    // Undefined in this window (no positive prediction for
+                    // precision, no positive label for recall, neither for
+                    // F1: scikit-learn's zero_division value): not judged.
+                    _ if trials == Some(0) => None,
                     (Some(v), Some(b), Some(higher)) => {
                         let tol = self.config.tolerance_of(metric) * b.abs();
                         let beyond = if higher { v < b - tol } else { v > b + tol };
-                        let significant = match scoring.trials(metric, &labelled) {
+                        let significant = match trials {
                             Some(n) => worse_proportion_p(v, b, n) < self.config.alpha,
                             None => true,
                         };
@@ -827,5 +837,41 @@ mod tests {
         assert_eq!(row("roc_auc").degraded, Some(false));
         assert_eq!(row("positive_rate").degraded, None);
         assert_eq!(row("log_loss").baseline, None);
+
+        // A window without positives, predicted or labelled: precision,
+        // recall and F1 are scikit-learn's zero_division 0, not judged; one
+        // missed positive is too little to call F1 degraded (at the default
+        // alpha).
+        e.config.alpha = 0.01;
+        e.state.baselines.insert(
+            "m/1".into(),
+            (
+                [
+                    ("f1".to_string(), 0.8),
+                    ("precision".to_string(), 0.8),
+                    ("recall".to_string(), 0.8),
+                ]
+                .into(),
+                0,
+            ),
+        );
+        let mut quiet = w.clone();
+        quiet.groups[0].pairs = (0..40).map(|i| pair(i, 0.1, "0")).collect();
+        let rows = e.rows_of(&quiet, &scoring);
+        let row = |m: &str| rows.iter().find(|r| r.metric == m).unwrap().clone();
+        assert_eq!(row("accuracy").value, Some(1.0));
+        for m in ["f1", "precision", "recall"] {
+            assert_eq!(row(m).value, Some(0.0), "{m}");
+            assert_eq!(row(m).degraded, None, "{m}");
+        }
+        quiet.groups[0].pairs[0] = pair(0, 0.1, "1");
+        let rows = e.rows_of(&quiet, &scoring);
+        let f1 = rows.iter().find(|r| r.metric == "f1").unwrap();
+        assert_eq!((f1.value, f1.degraded), (Some(0.0), Some(false)));
+        // Many missed positives are.
+        quiet.groups[0].pairs = (0..40).map(|i| pair(i, 0.1, "1")).collect();
+        let rows = e.rows_of(&quiet, &scoring);
+        let f1 = rows.iter().find(|r| r.metric == "f1").unwrap();
+        assert_eq!((f1.value, f1.degraded), (Some(0.0), Some(true)));
     }
 }
