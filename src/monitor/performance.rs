@@ -336,6 +336,14 @@ struct Detectors {
     n_seen: u64,
 }
 
+impl Detectors {
+    fn same_settings(&self, o: &Self) -> bool {
+        self.ddm.same_settings(&o.ddm)
+            && self.page_hinkley.same_settings(&o.page_hinkley)
+            && self.adwin.same_settings(&o.adwin)
+    }
+}
+
 /// The evaluator's state between windows (its checkpoint part).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct State {
@@ -637,6 +645,16 @@ impl Evaluator for PerformanceEvaluator {
             task: "performance",
             reason: format!("checkpoint part: {e}"),
         })?;
+        // Detectors made under other settings (the config changed across
+        // the restart) start over under the config's: a detector keeps its
+        // settings through its own resets, so they would never apply.
+        let fresh = self.new_detectors();
+        for (key, d) in self.state.detectors.iter_mut() {
+            if !d.same_settings(&fresh) {
+                tracing::info!(version = %key, "detector settings changed in the config: detectors start over");
+                *d = fresh.clone();
+            }
+        }
         Ok(())
     }
 }
@@ -780,6 +798,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Detector settings changed in the config apply after a restart: the
+    /// checkpoint's detectors made under the old ones start over; those
+    /// made under the same ones keep their state.
+    #[test]
+    fn restored_detectors_follow_the_config() {
+        let cfg = |ph: &str| {
+            Config::from_toml_str(&format!(
+                "[performance]\npage_hinkley_threshold = {ph}\n[models.m]\nreference = \"r.csv\"\n\
+                 task = \"binary\"\n[models.m.features]\nx = \"numeric\""
+            ))
+            .unwrap()
+        };
+        let make = |c: &Config| {
+            let catalog = Arc::new(ModelCatalog::from_config(c));
+            PerformanceEvaluator::new(c, catalog, None)
+        };
+        let mut old = make(&cfg("50.0"));
+        let mut d = old.new_detectors();
+        d.n_seen = 7;
+        old.state.detectors.insert("m/1".into(), d);
+        let part = old.snapshot().unwrap().unwrap();
+        let mut same = make(&cfg("50.0"));
+        same.restore(part.clone()).unwrap();
+        assert_eq!(same.state.detectors["m/1"].n_seen, 7);
+        let mut changed = make(&cfg("20.0"));
+        changed.restore(part).unwrap();
+        let d = &changed.state.detectors["m/1"];
+        assert_eq!(d.n_seen, 0);
+        assert!(d.same_settings(&changed.new_detectors()));
     }
 
     #[test]

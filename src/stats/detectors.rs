@@ -104,6 +104,12 @@ impl Default for Ddm {
 }
 
 impl Ddm {
+    /// Whether `other` was made with the same settings.
+    pub fn same_settings(&self, other: &Self) -> bool {
+        (self.min_instances, self.warning_level, self.drift_level)
+            == (other.min_instances, other.warning_level, other.drift_level)
+    }
+
     /// A DDM with the given minimum count and warning/drift levels.
     pub fn new(min_instances: u64, warning_level: f64, drift_level: f64) -> Self {
         Self {
@@ -187,6 +193,17 @@ impl Default for PageHinkley {
 }
 
 impl PageHinkley {
+    /// Whether `other` was made with the same settings.
+    pub fn same_settings(&self, other: &Self) -> bool {
+        (self.delta, self.threshold, self.alpha, self.min_instances)
+            == (
+                other.delta,
+                other.threshold,
+                other.alpha,
+                other.min_instances,
+            )
+    }
+
     /// A Page-Hinkley test with magnitude `delta`, `threshold`, forgetting
     /// factor `alpha` and a minimum count.
     pub fn new(delta: f64, threshold: f64, alpha: f64, min_instances: u64) -> Self {
@@ -269,6 +286,23 @@ impl Default for Adwin {
 }
 
 impl Adwin {
+    /// Whether `other` was made with the same settings.
+    pub fn same_settings(&self, other: &Self) -> bool {
+        (
+            self.delta,
+            self.clock,
+            self.max_buckets,
+            self.min_window,
+            self.grace_period,
+        ) == (
+            other.delta,
+            other.clock,
+            other.max_buckets,
+            other.min_window,
+            other.grace_period,
+        )
+    }
+
     /// An ADWIN with confidence `delta`, a check every `clock` values, at most
     /// `max_buckets` buckets per level, sub-windows of at least `min_window`
     /// values, and no check while the window holds `grace_period` values or fewer.
