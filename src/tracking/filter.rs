@@ -9,9 +9,12 @@
 //! Operands: `metrics.KEY` (the value at the run's largest step), `params.KEY`,
 //! `tags.KEY`, and run attributes (`run_id`, `run_name`, `experiment`,
 //! `status`, `start_time`, `end_time`, `user`, `git_commit`, `git_branch`,
-//! optionally written `attributes.NAME`). Keys with other characters go in
-//! backticks: ``metrics.`val loss` ``. Operators: `=`, `!=`, `<>`, `<`, `<=`,
-//! `>`, `>=`, `like`, `ilike`; `and`, `or`, `not` and parentheses. A param or
+//! optionally written `attributes.NAME`; MLflow's singular prefixes
+//! `metric.`, `param.`, `tag.`, `attr.` too). Keys with other characters go
+//! in backticks or double quotes: ``metrics.`val loss` ``,
+//! `metrics."val loss"`. Operators: `=`, `!=`, `<>`, `<`, `<=`, `>`, `>=`,
+//! `like`, `ilike`, `in (...)`, `not in (...)`; `and`, `or`, `not` and
+//! parentheses. A param or
 //! tag compared with a number is cast to a number (`try_cast`). Each
 //! metric/param/tag named becomes one left join, so the query stays a few
 //! hash joins however many runs there are.
@@ -123,11 +126,13 @@ fn lex(src: &str) -> Result<Vec<Tok>, TrackingError> {
                 let mut s = String::new();
                 while i < chars.len() {
                     let ch = chars[i];
-                    if ch == '`' {
+                    // A key in backticks, or in double quotes after its
+                    // prefix (`metrics."val loss"`), as MLflow takes it.
+                    if ch == '`' || (ch == '"' && s.ends_with('.')) {
                         let end = chars[i + 1..]
                             .iter()
-                            .position(|x| *x == '`')
-                            .ok_or_else(|| err(src, "unterminated backtick"))?;
+                            .position(|x| *x == ch)
+                            .ok_or_else(|| err(src, format!("unterminated {ch}")))?;
                         s.extend(&chars[i + 1..i + 1 + end]);
                         i += end + 2;
                     } else if ch.is_alphanumeric() || ch == '_' || ch == '.' {
@@ -250,10 +255,16 @@ impl Parser<'_> {
 
     /// The SQL expression of an operand, and whether it is numeric.
     fn operand(&mut self, name: &str) -> Result<(String, &'static str), TrackingError> {
+        // MLflow's prefixes, singular and plural.
+        let prefix = |p: &str| match p.to_ascii_lowercase().as_str() {
+            "metrics" | "metric" => Some("metrics"),
+            "params" | "param" | "parameters" | "parameter" => Some("params"),
+            "tags" | "tag" => Some("tags"),
+            "attributes" | "attribute" | "attr" | "run" => Some("attributes"),
+            _ => None,
+        };
         let (kind, key) = match name.split_once('.') {
-            Some((k, rest)) if ["metrics", "params", "tags", "attributes"].contains(&k) => {
-                (k, rest)
-            }
+            Some((k, rest)) if prefix(k).is_some() => (prefix(k).unwrap_or("attributes"), rest),
             _ => ("attributes", name),
         };
         if key.is_empty() {
@@ -298,6 +309,18 @@ impl Parser<'_> {
             return Err(err(self.src, "expected a metric, param, tag or attribute"));
         };
         let (lhs, kind) = self.operand(&name)?;
+        // `[not] in (v, ...)`.
+        let negated = self.keyword("not");
+        if negated {
+            self.pos += 1;
+        }
+        if self.keyword("in") {
+            self.pos += 1;
+            return self.list(&name, &lhs, kind, negated);
+        }
+        if negated {
+            return Err(err(self.src, format!("expected `in` after `{name} not`")));
+        }
         let op = match self.next() {
             Some(Tok::Op(o)) => o,
             Some(Tok::Ident(w))
@@ -354,6 +377,57 @@ impl Parser<'_> {
                 format!("expected a number or a quoted string after `{name} {op}`"),
             )),
         }
+    }
+
+    /// The rest of `name [not] in (v, ...)`: quoted strings for params,
+    /// tags and attributes, numbers for metrics.
+    fn list(
+        &mut self,
+        name: &str,
+        lhs: &str,
+        kind: &str,
+        negated: bool,
+    ) -> Result<String, TrackingError> {
+        if self.next() != Some(Tok::LParen) {
+            return Err(err(self.src, format!("expected `(` after `{name} in`")));
+        }
+        let mut items = Vec::new();
+        loop {
+            match (self.next(), kind) {
+                (Some(Tok::Num(n)), "metric") => items.push(n),
+                (Some(Tok::Str(s)), k) if k != "metric" => items.push(quote(&s)),
+                _ => {
+                    return Err(err(
+                        self.src,
+                        format!(
+                            "`{name} in (...)` takes {}",
+                            if kind == "metric" {
+                                "numbers"
+                            } else {
+                                "quoted strings"
+                            }
+                        ),
+                    ));
+                }
+            }
+            match self.next() {
+                Some(Tok::Comma) => continue,
+                Some(Tok::RParen) => break,
+                _ => {
+                    return Err(err(
+                        self.src,
+                        format!("expected `,` or `)` in `{name} in (...)`"),
+                    ));
+                }
+            }
+        }
+        let lhs = if lhs.ends_with("_time") {
+            format!("CAST({lhs} AS VARCHAR)")
+        } else {
+            lhs.to_string()
+        };
+        let not = if negated { "NOT " } else { "" };
+        Ok(format!("{lhs} {not}IN ({})", items.join(", ")))
     }
 
     fn order_by(&mut self) -> Result<Vec<String>, TrackingError> {
@@ -558,6 +632,35 @@ mod tests {
                 .sql
                 .contains("'val loss'")
         );
+        // MLflow's other spellings: double-quoted keys, singular prefixes,
+        // `in` and `not in`.
+        let t = translate(
+            "metric.\"val loss\" < 1 and param.\"model-type\" = 'x' and attr.run_id in ('a', 'b') \
+             and tags.team not in ('risk') and metrics.epochs in (1, 2.5)",
+            None,
+        )
+        .unwrap();
+        for part in [
+            "j0.value < 1",
+            "key = 'val loss'",
+            "j1.value = 'x'",
+            "key = 'model-type'",
+            "r.run_id IN ('a', 'b')",
+            "j2.value NOT IN ('risk')",
+            "j3.value IN (1, 2.5)",
+        ] {
+            assert!(t.sql.contains(part), "{part}: {}", t.sql);
+        }
+        for (bad, why) in [
+            ("metrics.a in ('x')", "takes numbers"),
+            ("params.a in (1)", "takes quoted strings"),
+            ("params.a in 'x'", "expected `(`"),
+            ("params.a in ('x' 'y')", "expected `,` or `)`"),
+            ("params.a not = 'x'", "expected `in`"),
+        ] {
+            let e = translate(bad, None).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
         for bad in [
             "metrics.accuracy >",
             "metrics.accuracy > 'high'",

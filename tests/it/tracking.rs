@@ -514,5 +514,9 @@ async fn tied_metric_points_resolve_to_the_largest_value_everywhere() -> TestRes
     assert!(hit.contains(&id), "{hit}");
     let miss = pretty_format_batches(&t.search("metrics.loss < 0.47", None).await?)?.to_string();
     assert!(!miss.contains(&id), "{miss}");
+    // MLflow's other spellings run too.
+    let both = format!("attr.run_id in ('{id}', 'other') and metric.\"loss\" not in (0.4, 0.45)");
+    let hit = pretty_format_batches(&t.search(&both, None).await?)?.to_string();
+    assert!(hit.contains(&id), "{hit}");
     Ok(())
 }
