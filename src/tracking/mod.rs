@@ -523,6 +523,22 @@ impl ExperimentTracker {
                 .end(status)
                 .await;
         }
+        // A run without a head (logged through Kafka, or before heads):
+        // its row says whether and how it ended.
+        let ctx = self.tables_context().await?;
+        let row = self.run_row(&ctx, run_id).await?;
+        if row.status != "RUNNING" {
+            return if row.status == status.as_str() {
+                Ok(())
+            } else {
+                Err(TrackingError::AlreadyEnded {
+                    run_id: run_id.to_string(),
+                    status: row.status,
+                    requested: status.as_str().into(),
+                }
+                .into())
+            };
+        }
         self.resume_from_tables(run_id).await?.end(status).await
     }
 

@@ -280,6 +280,21 @@ async fn tracking_events_from_kafka_become_searchable_runs() -> TestResult {
          WHERE m.key = 'accuracy' ORDER BY r.run_name",
     )?;
     assert_eq!(joined.trim(), "run_name,value\nlogreg-b,0.85\nxgb-a,0.95");
+
+    // A run ended through Kafka ends again with the same status as a no-op,
+    // and refuses another status naming the one it has.
+    let t = mlwatch::tracking::ExperimentTracker::new(mlwatch::storage::Storage::open(
+        data.to_str().unwrap(),
+        &Default::default(),
+    )?);
+    t.end_run(RUN_A, mlwatch::tracking::RunStatus::Finished)
+        .await?;
+    let e = t
+        .end_run(RUN_A, mlwatch::tracking::RunStatus::Failed)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already ended as FINISHED"), "{e}");
     Ok(())
 }
 
