@@ -111,27 +111,28 @@ impl DistributionEvaluator {
                     }
                 }
                 (ColumnSummary::Categorical(c), Reference::Categorical(reference)) => {
-                    let (cur, cur_other) = c.counts.counts();
-                    let (refc, ref_other) = reference.counts();
                     let (nc, nr) = (c.counts.total(), reference.total());
+                    // Both sides on the categories each counts exactly (a
+                    // capped side's `other` may hold a category the other
+                    // side names), as the drift tests compare them.
+                    let a = reference.aligned(&c.counts);
                     // Each category's combined share decides which are named.
-                    let mut weight: BTreeMap<&str, f64> = BTreeMap::new();
-                    for (k, v) in cur {
-                        *weight.entry(k).or_default() += share(*v, nc);
-                    }
-                    for (k, v) in refc {
-                        *weight.entry(k).or_default() += share(*v, nr);
-                    }
-                    let mut order: Vec<(&str, f64)> = weight.into_iter().collect();
-                    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+                    let mut order: Vec<(usize, f64)> = (0..a.categories.len())
+                        .map(|i| (i, share(a.reference[i], nr) + share(a.current[i], nc)))
+                        .collect();
+                    order.sort_by(|x, y| {
+                        y.1.total_cmp(&x.1)
+                            .then(a.categories[x.0].cmp(&a.categories[y.0]))
+                    });
                     let (named, rest) = order.split_at(order.len().min(CATEGORIES));
-                    let get = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
                     let mut rows: Vec<(String, u64, u64)> = named
                         .iter()
-                        .map(|(k, _)| (k.to_string(), get(refc, k), get(cur, k)))
+                        .map(|(i, _)| (a.categories[*i].clone(), a.reference[*i], a.current[*i]))
                         .collect();
-                    let other_r = ref_other + rest.iter().map(|(k, _)| get(refc, k)).sum::<u64>();
-                    let other_c = cur_other + rest.iter().map(|(k, _)| get(cur, k)).sum::<u64>();
+                    let (ref_other, cur_other) = a.other.unwrap_or((0, 0));
+                    let other_r =
+                        ref_other + rest.iter().map(|(i, _)| a.reference[*i]).sum::<u64>();
+                    let other_c = cur_other + rest.iter().map(|(i, _)| a.current[*i]).sum::<u64>();
                     if other_r + other_c > 0 {
                         rows.push((OTHER.to_string(), other_r, other_c));
                     }
@@ -230,4 +231,71 @@ fn batch(window: &ClosedWindow, rows: &[Row]) -> Result<RecordBatch> {
         PREDICTION_DISTRIBUTION_FILE_SCHEMA.clone(),
         cols,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, FeatureType};
+    use crate::window::GroupKey;
+
+    /// A categorical prediction whose training classes outnumber the
+    /// category cap: a class the window names but the reference counts in
+    /// its `other` bucket is not shown with a reference share of 0; both
+    /// sides are compared on the classes both count exactly.
+    #[tokio::test]
+    async fn capped_categories_are_compared_on_common_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let reference = dir.path().join("r.csv");
+        let mut csv = String::from("x,prediction\n");
+        for i in 0..3_000 {
+            csv.push_str(&format!("{},c{}\n", i % 7, i % 60));
+        }
+        std::fs::write(&reference, csv).unwrap();
+        let cfg = Config::from_toml_str(&format!(
+            "[window]\nmax_categories = 10\n[models.m]\nreference = \"{}\"\nprediction = \"categorical\"\n\
+             [models.m.features]\nx = \"numeric\"",
+            reference.display()
+        ))
+        .unwrap();
+        let catalog = Arc::new(ModelCatalog::from_config(&cfg));
+        let profiles = Arc::new(Profiles::load_config(&cfg, &catalog).await.unwrap());
+        let e = DistributionEvaluator::new(catalog.clone(), profiles);
+        let types: Vec<FeatureType> = catalog.models[0].columns.iter().map(|c| c.ty).collect();
+        let key = GroupKey {
+            model: 0,
+            version: "1".into(),
+            variant: String::new(),
+        };
+        let mut g = GroupState::new(key, &types, 100, 10);
+        // Five classes, each a sixtieth of the training data.
+        for i in 0..500 {
+            if let ColumnSummary::Categorical(c) = &mut g.columns[1] {
+                c.push(Some(&format!("c{}", i % 5)));
+            }
+        }
+        let rows = e.rows_of(&g);
+        let total = |f: fn(&Row) -> f64| rows.iter().map(f).sum::<f64>();
+        assert!(
+            (total(|r| r.reference_share) - 1.0).abs() < 1e-9,
+            "{rows:?}"
+        );
+        assert!((total(|r| r.current_share) - 1.0).abs() < 1e-9, "{rows:?}");
+        // Every named class is counted exactly on both sides: a sixtieth of
+        // training, and a fifth of the window or none of it. (A window class
+        // the reference holds in `other` was named with a training share
+        // of 0.)
+        let named: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.category.as_deref() != Some(OTHER))
+            .collect();
+        assert!(!named.is_empty());
+        for r in named {
+            assert!((r.reference_share - 1.0 / 60.0).abs() < 1e-9, "{r:?}");
+            assert!(
+                r.current_share == 0.0 || (r.current_share - 0.2).abs() < 1e-9,
+                "{r:?}"
+            );
+        }
+    }
 }

@@ -161,7 +161,8 @@ impl QualityEvaluator {
             {
                 r.breaches.push("type_errors");
             }
-            if r.missing == rows {
+            // (Every record refused for its type: present, not missing.)
+            if rows > 0 && r.missing == rows {
                 r.missing_everywhere = true;
                 r.breaches.push("missing_everywhere");
             }
@@ -265,4 +266,43 @@ fn batch(window: &ClosedWindow, rows: &[Row]) -> Result<RecordBatch> {
         DATA_QUALITY_FILE_SCHEMA.clone(),
         cols,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::GroupKey;
+
+    /// A column every record of which was refused for its type was present,
+    /// not missing: `type_errors` breaches, `missing_everywhere` does not.
+    #[tokio::test]
+    async fn a_column_of_type_errors_only_is_not_missing_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let reference = dir.path().join("r.csv");
+        let rows: String = (0..100).map(|i| format!("{i},{}\n", i % 2)).collect();
+        std::fs::write(&reference, format!("x,prediction\n{rows}")).unwrap();
+        let cfg = Config::from_toml_str(&format!(
+            "[models.m]\nreference = \"{}\"\n[models.m.features]\nx = \"numeric\"",
+            reference.display()
+        ))
+        .unwrap();
+        let catalog = Arc::new(ModelCatalog::from_config(&cfg));
+        let profiles = Arc::new(Profiles::load_config(&cfg, &catalog).await.unwrap());
+        let e = QualityEvaluator::new(&cfg, catalog.clone(), profiles);
+        let types: Vec<FeatureType> = catalog.models[0].columns.iter().map(|c| c.ty).collect();
+        let key = GroupKey {
+            model: 0,
+            version: "1".into(),
+            variant: String::new(),
+        };
+        let mut g = GroupState::new(key, &types, 100, 10);
+        for _ in 0..5 {
+            g.columns[0].count_type_error();
+        }
+        let rows = e.rows_of(&g);
+        let x = rows.iter().find(|r| r.feature == "x").unwrap();
+        assert_eq!((x.rows, x.type_errors), (0, 5));
+        assert!(!x.missing_everywhere, "{x:?}");
+        assert_eq!(x.breaches, vec!["type_errors"]);
+    }
 }
