@@ -279,6 +279,11 @@ impl Step {
                         max + 1
                     ),
                 });
+                // Its time still moves its partition on (a partition of
+                // refused events alone would hold every window open).
+                let origin = input.origins[pos];
+                self.windows.observe(origin.source, origin.partition, ts);
+                self.advance_labels();
                 continue;
             };
             counters.events += 1;
@@ -516,5 +521,72 @@ impl<'a> RowView<'a> {
             Some(v) if !v.is_null(row) => v.value(row),
             _ => "",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events refused for `window.max_groups` still move their partition's
+    /// watermark: a partition now carrying only such events does not hold
+    /// every window open.
+    #[test]
+    fn refused_groups_still_move_their_partition_on() {
+        let cfg = Config::from_toml_str(
+            "[window]\nsize = \"1m\"\nallowed_lateness = \"0s\"\nmax_groups = 1\n\
+             [models.m]\nreference = \"r.csv\"\n[models.m.features]\nx = \"numeric\"",
+        )
+        .unwrap();
+        let catalog = std::sync::Arc::new(ModelCatalog::from_config(&cfg));
+        let mut step = Step::new(&cfg, catalog.clone());
+        let event = |id: u32, ts: i64, version: &str| {
+            format!(
+                r#"{{"event_id":"e{id}","ts":{ts},"model":"m","version":"{version}","features":{{"x":1}},"prediction":0.5}}"#
+            )
+        };
+        // (partition, ts in s, version): A's v1 fills each window's one
+        // group first; B's v2 after its first event are all refused.
+        let records = [
+            (0, 0, "1"),
+            (1, 1, "1"),
+            (0, 65, "1"),
+            (1, 66, "2"),
+            (0, 130, "1"),
+            (1, 131, "2"),
+        ];
+        let payloads: Vec<String> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ts, v))| event(i as u32, ts * 1000, v))
+            .collect();
+        let bytes: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
+        let kinds = vec![Some(EventKind::Prediction); bytes.len()];
+        let decoded = decode_records(&catalog, &bytes, &kinds);
+        let input = Input {
+            batches: decoded.batches,
+            origins: records
+                .iter()
+                .enumerate()
+                .map(|(i, (p, _, _))| Origin {
+                    source: "t",
+                    partition: *p,
+                    offset: i as i64,
+                })
+                .collect(),
+            type_errors: decoded.type_errors,
+        };
+        let refused = step.apply(&input, &mut Counters::default());
+        let reasons: Vec<_> = refused.iter().map(|r| (r.pos, r.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                (3, crate::event::Reason::TooManyGroups),
+                (5, crate::event::Reason::TooManyGroups)
+            ]
+        );
+        assert_eq!(step.windows().watermark(), 130_000);
+        let closed: Vec<i64> = step.take_closable().iter().map(|w| w.start).collect();
+        assert_eq!(closed, [0, 60_000]);
     }
 }
