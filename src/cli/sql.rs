@@ -95,10 +95,41 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let batches = execute(&ctx, &sql, params.as_ref()).await?;
     match (&args.out, args.format) {
         (Some(path), Format::Parquet) => write_parquet(path, &batches),
-        (Some(path), f) => std::fs::write(path, render(&batches, f)?)
-            .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display())),
+        (Some(path), f) => {
+            let text = render(&batches, f)?;
+            write_atomic(path, |file| {
+                use std::io::Write;
+                file.write_all(text.as_bytes())?;
+                Ok(())
+            })
+        }
         (None, f) => super::print_out(&render(&batches, f)?),
     }
+}
+
+/// Writes `path` whole or not at all: into a file beside it, renamed over
+/// it once complete (a failed write leaves the previous file as it was).
+fn write_atomic(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let named = |e: &dyn std::fmt::Display| anyhow::anyhow!("--out {}: {e}", path.display());
+    let name = path
+        .file_name()
+        .ok_or_else(|| named(&"not a file name"))?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = std::fs::File::create(&tmp)
+        .map_err(|e| named(&e))
+        .and_then(|mut f| {
+            write(&mut f)?;
+            f.sync_all().map_err(|e| named(&e))
+        })
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| named(&e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Runs `sql` (with `params` bound, typed as the plan infers) and
@@ -125,20 +156,55 @@ pub(super) async fn execute(
     Ok(batches)
 }
 
-/// Writes `batches` to a local Parquet file.
+/// Writes `batches` to a local Parquet file (whole or not at all).
 pub(super) fn write_parquet(path: &std::path::Path, batches: &[RecordBatch]) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path)
-        .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?;
     let schema = batches
         .first()
         .map(|b| b.schema())
         .ok_or_else(|| anyhow::anyhow!("no result to write"))?;
-    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
-    for b in batches {
-        w.write(b)?;
+    write_atomic(path, |file| {
+        let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.close()?;
+        Ok(())
+    })
+}
+
+/// `b` with its nested columns (lists, structs, maps) as their text, for
+/// CSV, which has no nested values.
+fn flat_for_csv(b: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    if !b
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type().is_nested())
+    {
+        return Ok(b.clone());
     }
-    w.close()?;
-    Ok(())
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if f.data_type().is_nested() {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())?;
+            let text: StringArray = (0..c.len())
+                .map(|i| (!c.is_null(i)).then(|| fmt.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+            columns.push(std::sync::Arc::new(text));
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+        }
+    }
+    Ok(RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// The help text after the options: every table `mlwatch sql` registers,
@@ -165,7 +231,7 @@ pub fn render(batches: &[RecordBatch], format: Format) -> anyhow::Result<String>
                     .with_header(true)
                     .build(&mut buf);
                 for b in batches {
-                    w.write(b)?;
+                    w.write(&flat_for_csv(b)?)?;
                 }
             }
             String::from_utf8(buf)?
@@ -173,7 +239,10 @@ pub fn render(batches: &[RecordBatch], format: Format) -> anyhow::Result<String>
         Format::Json => {
             let mut buf = Vec::new();
             {
-                let mut w = arrow_json::LineDelimitedWriter::new(&mut buf);
+                // NULL as `null`: every row has every key.
+                let mut w = arrow_json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow_json::writer::LineDelimited>(&mut buf);
                 for b in batches {
                     w.write(b)?;
                 }

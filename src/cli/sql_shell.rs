@@ -65,7 +65,12 @@ impl Input {
 /// The statements of `text` if it ends with a `;` outside literals and
 /// comments; `None` while it is incomplete (an open string, no `;` yet).
 fn complete(text: &str) -> Option<Vec<String>> {
-    let tokens = Tokenizer::new(&GenericDialect {}, text).tokenize().ok()?;
+    // Tokens written back as typed: unescaping would turn `'it''s'` into
+    // an unterminated `'it's'`.
+    let tokens = Tokenizer::new(&GenericDialect {}, text)
+        .with_unescape(false)
+        .tokenize()
+        .ok()?;
     let significant = |t: &&Token| !matches!(t, Token::Whitespace(_));
     if tokens.iter().rev().find(significant) != Some(&Token::SemiColon) {
         return None;
@@ -245,5 +250,10 @@ mod tests {
         );
         assert_eq!(complete("SELECT 1; -- note\n").unwrap(), ["SELECT 1"]);
         assert_eq!(complete("SELECT 1 -- ;\n"), None, "a ; in a comment");
+        // Doubled quotes stay doubled.
+        assert_eq!(
+            complete("SELECT 'driver''s', \"a\"\"b\";").unwrap(),
+            ["SELECT 'driver''s', \"a\"\"b\""]
+        );
     }
 }

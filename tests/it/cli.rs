@@ -106,6 +106,60 @@ fn sql_on_empty_storage_sees_empty_tables_and_functions() -> TestResult {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8(out.stdout)?.trim(), r#"{"d":1.0}"#);
+
+    // NULLs are `null` in JSON; nested values are their text in CSV.
+    let q = "SELECT CAST(NULL AS DOUBLE) AS x, ks_2samp(v, g) AS ks FROM (VALUES (1.0, false), (2.0, false), (3.0, true)) AS t(v, g)";
+    let run = |format: &str| -> Result<String, Box<dyn std::error::Error>> {
+        let out = mlwatch()
+            .args(["sql", "--format", format, "--data"])
+            .arg(dir.path())
+            .arg(q)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let json = run("json")?;
+    assert!(json.starts_with(r#"{"x":null,"ks":{"#), "{json}");
+    let csv = run("csv")?;
+    assert!(csv.starts_with("x,ks\n,\"{statistic: "), "{csv}");
+
+    // --out replaces a file whole or leaves it as it was.
+    let out_file = dir.path().join("res.parquet");
+    std::fs::write(&out_file, b"previous")?;
+    let out = mlwatch()
+        .args(["sql", "--format", "parquet", "--data"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out_file)
+        .arg("SELECT INTERVAL '1 day' AS d")
+        .output()?;
+    // (The Parquet writer has no MonthDayNano intervals: the write fails.)
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(&out_file)?, b"previous");
+    let out = mlwatch()
+        .args(["sql", "--format", "csv", "--data"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out_file)
+        .arg("SELECT 1 AS one")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&out_file)?, "one\n1\n");
+    let leftovers = std::fs::read_dir(dir.path())?
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        })
+        .count();
+    assert_eq!(leftovers, 0);
     Ok(())
 }
 
