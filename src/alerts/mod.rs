@@ -203,6 +203,11 @@ impl AlertSink {
         self.webhook.as_ref().map(|w| w.failures())
     }
 
+    /// What a stopping process waits on for the queued webhook alerts.
+    pub(crate) fn webhook_drain(&self) -> Option<webhook::Drain> {
+        self.webhook.as_ref().map(|w| w.drain())
+    }
+
     /// Applies one observation; returns whether to alert. A verdict
     /// (`level` false) alerts when it differs from the last one announced;
     /// a breach (`level` true) alerts while it lasts. Either waits out the

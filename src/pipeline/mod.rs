@@ -79,6 +79,10 @@ use evaluate::{Evaluator, ParquetSink, Sink, WindowWriter};
 use kafka::KafkaPositions;
 use step::{Input, Origin, Step};
 
+/// Longest a stop waits for queued webhook alerts to be delivered (those
+/// left are counted in `webhook_failures` and logged).
+const WEBHOOK_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Counters of one run (also carried in the checkpoint).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counters {
@@ -179,6 +183,8 @@ struct Pipeline {
     tracking: TrackingSink,
     /// Webhook deliveries that failed, counted by the alert sink's task.
     webhook_failures: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The webhook task, waited on at a stop (its queue is delivered).
+    webhook_drain: Option<crate::alerts::webhook::Drain>,
 }
 
 impl Pipeline {
@@ -211,6 +217,7 @@ impl Pipeline {
         let files = evaluate::ResultFiles::new(storage.clone());
         let alerts = crate::alerts::AlertSink::new(&config, files.clone())?;
         let webhook_failures = alerts.webhook_failures();
+        let webhook_drain = alerts.webhook_drain();
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(ParquetSink::new(files)), Box::new(alerts)];
         let writer = WindowWriter::spawn(evaluators, sinks, &parts)?;
         let tracking = TrackingSink::new(
@@ -232,6 +239,7 @@ impl Pipeline {
             counters,
             tracking,
             webhook_failures,
+            webhook_drain,
         })
     }
 
@@ -612,12 +620,24 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
         pipeline.flush_all().await?;
     }
     pipeline.checkpoint(Some(&consumer)).await?;
-    let summary = RunSummary {
+    let mut summary = RunSummary {
         counters: pipeline.counters.clone(),
         seconds: started.elapsed().as_secs_f64(),
         process_seconds: process_time.as_secs_f64(),
     };
+    let (drain, failures) = (
+        pipeline.webhook_drain.take(),
+        pipeline.webhook_failures.clone(),
+    );
     pipeline.writer.close().await?;
+    // The alert sink is gone: the webhook task delivers what is queued
+    // (the checkpoint counts those alerts as announced) and ends.
+    if let Some(d) = drain {
+        d.wait(WEBHOOK_DRAIN).await;
+    }
+    if let Some(f) = failures {
+        summary.counters.webhook_failures += f.swap(0, std::sync::atomic::Ordering::Relaxed);
+    }
     tracing::info!(?mode, events = summary.counters.events, "stopped");
     Ok(summary)
 }
