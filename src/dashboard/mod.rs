@@ -131,8 +131,21 @@ impl Dashboard {
     /// The overview: models and experiments with their latest state, and
     /// the latest alerts.
     pub(crate) async fn overview(&self, links: Links) -> Result<Page, PageError> {
+        self.overview_of(links, None).await
+    }
+
+    /// The overview, limited to `scope` (models, experiments) when given: a
+    /// report of some models links only to the sections it has.
+    pub(crate) async fn overview_of(
+        &self,
+        links: Links,
+        scope: Option<(&[String], &[String])>,
+    ) -> Result<Page, PageError> {
         let ctx = self.context()?;
-        let models = self.models(&ctx).await?;
+        let mut models = self.models(&ctx).await?;
+        if let Some((m, _)) = scope {
+            models.retain(|x| m.contains(x));
+        }
         let mut body = String::from("<h1>mlwatch</h1><h2>Models</h2>");
         #[derive(Deserialize)]
         struct Latest {
@@ -183,12 +196,13 @@ impl Dashboard {
             window_end: String,
             share: Option<f64>,
         }
-        let shares: Vec<Share> = query(
+        let mut shares: Vec<Share> = query(
             &ctx,
             "SELECT model, version, CAST(window_end AS VARCHAR) AS window_end, share FROM drift_summary \
              ORDER BY model, version, window_end",
         )
         .await?;
+        shares.retain(|s| models.contains(&s.model));
         if !shares.is_empty() {
             let mut windows: Vec<&str> = shares.iter().map(|s| s.window_end.as_str()).collect();
             windows.sort_unstable();
@@ -235,13 +249,16 @@ impl Dashboard {
             decision: String,
             progress: Option<f64>,
         }
-        let decisions: Vec<Decision> = query(
+        let mut decisions: Vec<Decision> = query(
             &ctx,
             "SELECT experiment, model, verdict, decision, progress FROM ab_decisions d \
              WHERE window_start = (SELECT max(window_start) FROM ab_decisions e WHERE e.experiment = d.experiment) \
              ORDER BY experiment",
         )
         .await?;
+        if let Some((_, e)) = scope {
+            decisions.retain(|d| e.contains(&d.experiment));
+        }
         let rows: Vec<Vec<String>> = decisions
             .iter()
             .map(|d| {

@@ -61,7 +61,10 @@ impl Dashboard {
             (false, false) => (scope.models.clone(), scope.experiments.clone()),
         };
         let links = Links::Report;
-        let mut sections = vec![("overview".to_string(), self.overview(links).await?)];
+        let overview = self
+            .overview_of(links, Some((&models, &experiments)))
+            .await?;
+        let mut sections = vec![("overview".to_string(), overview)];
         for m in &models {
             sections.push((
                 format!("model-{}", super::html::enc(m)),

@@ -355,6 +355,24 @@ async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_request
     ])
     .unwrap_err();
     assert!(err.to_string().contains("model `nope` not found"), "{err}");
+    // A report of one experiment links only to sections it has.
+    let one = tmp.path().join("one.html");
+    run_mlwatch([
+        "report",
+        "--data",
+        &data_arg,
+        "--experiment",
+        "rollout",
+        "--out",
+        &one.display().to_string(),
+    ])?;
+    let html = std::fs::read_to_string(&one)?;
+    assert!(html.contains("href=\"#experiment-rollout\""), "overview links it");
+    assert!(html.contains("id=\"experiment-rollout\""));
+    assert!(
+        !html.contains("#experiment-challenger"),
+        "no link to a section the report lacks"
+    );
 
     // In a real browser: the same charts rendered, no console messages,
     // and a screenshot of each page kept as a test artifact.
