@@ -367,7 +367,10 @@ async fn every_page_and_the_report_show_their_charts_in_chromium_and_bad_request
         &one.display().to_string(),
     ])?;
     let html = std::fs::read_to_string(&one)?;
-    assert!(html.contains("href=\"#experiment-rollout\""), "overview links it");
+    assert!(
+        html.contains("href=\"#experiment-rollout\""),
+        "overview links it"
+    );
     assert!(html.contains("id=\"experiment-rollout\""));
     assert!(
         !html.contains("#experiment-challenger"),
