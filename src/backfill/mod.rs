@@ -130,7 +130,7 @@ pub struct BackfillSummary {
     pub dead_letters: BTreeMap<String, u64>,
     /// Records the step refused, by reason (counted only: the stream
     /// dead-lettered them; from JSON-lines files, which the stream never
-    /// read, only late events are, the others are dead letters).
+    /// read, they are dead letters instead).
     pub refused: BTreeMap<String, u64>,
     /// `--to` was later than what the stream (`kafka.group_id`) has closed
     /// and archived: the backfill ended here instead.
@@ -308,9 +308,6 @@ pub async fn run(
         let mut batches = Vec::with_capacity(decoded.batches.len());
         for (kind, d) in decoded.batches {
             if let Some(d) = within(kind, d, &selection, &selected, &mut summary.outside)? {
-                if kind != EventKind::Outcome {
-                    note_windows(&d, window_ms, &mut seen);
-                }
                 batches.push((kind, d));
             }
         }
@@ -334,12 +331,17 @@ pub async fn run(
                 .collect(),
         };
         let refused = tokio::task::block_in_place(|| step.apply(&input, &mut counters));
+        // Only the windows of events the step took are replaced: a window
+        // whose events were all refused (late) keeps its results.
+        let taken_out: BTreeSet<usize> = refused.iter().map(|r| r.pos).collect();
+        for (kind, d) in &input.batches {
+            if *kind != EventKind::Outcome {
+                note_windows(d, window_ms, &taken_out, &mut seen);
+            }
+        }
         for r in refused {
             let rec = &records[r.pos];
-            if json_lines
-                && r.reason != crate::event::Reason::Late
-                && let source::Body::Json(payload) = &rec.body
-            {
+            if json_lines && let source::Body::Json(payload) = &rec.body {
                 *summary
                     .dead_letters
                     .entry(r.reason.as_str().to_string())
@@ -376,9 +378,12 @@ pub async fn run(
     })?;
     if seen.is_empty() {
         return Err(Error::Config(format!(
-            "nothing to backfill: {} has no events of {} in {} to {}{}",
+            "nothing to backfill: {} has no events of {}{} in {} to {}{}",
             summary.input,
             summary.models.join(", "),
+            args.version
+                .as_ref()
+                .map_or(String::new(), |v| format!(" (--version `{v}`)")),
             summary.from,
             summary.to,
             if args.input.is_none() && !config.archive.enabled {
@@ -425,14 +430,23 @@ pub async fn run(
 }
 
 /// Notes the (model, window) of every event of `d`.
-fn note_windows(d: &crate::event::Decoded, window_ms: i64, seen: &mut BTreeSet<(usize, i64)>) {
+fn note_windows(
+    d: &crate::event::Decoded,
+    window_ms: i64,
+    refused: &BTreeSet<usize>,
+    seen: &mut BTreeSet<(usize, i64)>,
+) {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::TimestampMillisecondType;
     let Some(ts) = d.batch.column_by_name(field::TS) else {
         return;
     };
     let mut last = None;
-    for t in ts.as_primitive::<TimestampMillisecondType>().values() {
+    let times = ts.as_primitive::<TimestampMillisecondType>().values();
+    for (t, pos) in times.iter().zip(&d.seq) {
+        if refused.contains(&(*pos as usize)) {
+            continue;
+        }
         let start = t - t.rem_euclid(window_ms);
         if last != Some(start) {
             seen.insert((d.model, start));

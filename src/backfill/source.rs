@@ -985,7 +985,11 @@ impl JsonLines {
             }
             let rest = &f.bytes[f.pos..];
             let end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
-            let line = rest[..end].trim_ascii();
+            let mut line = rest[..end].trim_ascii();
+            if f.line == 0 {
+                // A byte-order mark (Windows exports) is not part of the JSON.
+                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            }
             f.pos += end + 1;
             f.line += 1;
             if line.is_empty() {

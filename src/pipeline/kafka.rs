@@ -32,8 +32,6 @@ pub(crate) struct KafkaPositions {
     reset: OffsetReset,
     /// Next offset per partition (what the checkpoint will store).
     offsets: BTreeMap<(String, i32), i64>,
-    /// Offsets restored from the checkpoint; records below are skipped.
-    restored: Vec<(String, i32, i64)>,
     /// Offsets last committed to Kafka.
     committed: HashMap<(String, i32), i64>,
     /// Event partitions paused for running ahead of the watermark.
@@ -57,7 +55,6 @@ impl KafkaPositions {
                 .iter()
                 .map(|(t, p, o)| ((t.clone(), *p), *o))
                 .collect(),
-            restored,
             committed: HashMap::new(),
             paused: BTreeSet::new(),
             assigned: BTreeSet::new(),
@@ -72,8 +69,10 @@ impl KafkaPositions {
             .map(|i| KINDS[i])
     }
 
-    /// Drops the records the checkpoint already covers and notes the next
-    /// offsets (per batch first, so no key is allocated per record).
+    /// Drops the records already applied (below the next offset: those the
+    /// checkpoint covers, and those a rebalance hands over again from the
+    /// last commit) and notes the next offsets (per batch first, so no key
+    /// is allocated per record).
     pub fn admit<'m>(
         &mut self,
         msgs: &'m [OwnedMessage],
@@ -81,13 +80,23 @@ impl KafkaPositions {
     ) -> Vec<&'m OwnedMessage> {
         let mut fresh = Vec::with_capacity(msgs.len());
         let mut next: Vec<(&str, i32, i64)> = Vec::new();
+        // The next offset of each partition as the batch began.
+        let mut floors: Vec<(&str, i32, i64)> = Vec::new();
         for m in msgs {
             let (topic, part) = (m.topic(), m.partition());
-            if self
-                .restored
-                .iter()
-                .any(|(t, p, o)| *p == part && t == topic && m.offset() < *o)
-            {
+            let floor = match floors.iter().find(|(t, p, _)| *p == part && *t == topic) {
+                Some(f) => f.2,
+                None => {
+                    let f = self
+                        .offsets
+                        .get(&(topic.to_string(), part))
+                        .copied()
+                        .unwrap_or(i64::MIN);
+                    floors.push((topic, part, f));
+                    f
+                }
+            };
+            if m.offset() < floor {
                 counters.skipped_replayed += 1;
                 continue;
             }
@@ -430,8 +439,12 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
     ("queued.min.messages", "2000"),
 ];
 
-/// Builds the Kafka consumer for `config` and subscribes to its topics.
-pub(crate) fn consumer(config: &Config) -> Result<StreamConsumer> {
+/// Builds the Kafka consumer for `config` and subscribes to its topics,
+/// first committing the checkpoint's next offsets (`resume`) for its group:
+/// the group then starts where the checkpoint says, also when Kafka lost
+/// its committed offsets (expired, or a crash between the checkpoint and
+/// the commit) and `auto_offset_reset` is `latest`.
+pub(crate) fn consumer(config: &Config, resume: &[(String, i32, i64)]) -> Result<StreamConsumer> {
     let k = &config.kafka;
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &k.brokers)
@@ -461,6 +474,16 @@ pub(crate) fn consumer(config: &Config) -> Result<StreamConsumer> {
         cc.set(key, v);
     }
     let c: StreamConsumer = cc.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, o) in resume {
+        // (A partition the checkpoint names can only be added once.)
+        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+    }
+    if tpl.count() > 0
+        && let Err(e) = c.commit(&tpl, CommitMode::Sync)
+    {
+        tracing::warn!(error = %e, "could not commit the checkpoint's offsets; records below them are skipped as read");
+    }
     let topics = [
         k.predictions_topic.as_str(),
         k.features_topic.as_str(),
@@ -469,4 +492,60 @@ pub(crate) fn consumer(config: &Config) -> Result<StreamConsumer> {
     ];
     c.subscribe(&topics)?;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
+
+    use super::*;
+
+    fn msg(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            None,
+            "mlwatch.predictions".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    /// Records below a partition's next offset are applied once: those the
+    /// checkpoint covers, and those a rebalance delivers again from the
+    /// last commit.
+    #[test]
+    fn records_handed_over_again_are_skipped() {
+        let cfg = Config::from_toml_str("").unwrap();
+        let mut k = KafkaPositions::new(&cfg, vec![("mlwatch.predictions".into(), 0, 2)]);
+        let mut c = Counters::default();
+        let first = [msg(0, 0), msg(0, 1), msg(0, 2), msg(0, 3), msg(1, 0)];
+        let got: Vec<(i32, i64)> = k
+            .admit(&first, &mut c)
+            .iter()
+            .map(|m| (m.partition(), m.offset()))
+            .collect();
+        assert_eq!(got, [(0, 2), (0, 3), (1, 0)]);
+        // A rebalance restarts both partitions from older offsets.
+        let again = [msg(0, 1), msg(0, 3), msg(0, 4), msg(1, 0), msg(1, 1)];
+        let got: Vec<(i32, i64)> = k
+            .admit(&again, &mut c)
+            .iter()
+            .map(|m| (m.partition(), m.offset()))
+            .collect();
+        assert_eq!(got, [(0, 4), (1, 1)]);
+        assert_eq!(c.skipped_replayed, 2 + 3);
+        assert_eq!(c.records, 5);
+        let mut next = k.offsets();
+        next.sort();
+        assert_eq!(
+            next,
+            [
+                ("mlwatch.predictions".to_string(), 0, 5),
+                ("mlwatch.predictions".to_string(), 1, 2)
+            ]
+        );
+    }
 }

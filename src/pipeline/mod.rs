@@ -88,7 +88,8 @@ const WEBHOOK_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 pub struct Counters {
     /// Records consumed (including dead letters).
     pub records: u64,
-    /// Records skipped because the checkpoint already covered them.
+    /// Records skipped as already applied: the checkpoint covered them, or
+    /// a rebalance delivered them again from the last commit.
     pub skipped_replayed: u64,
     /// Valid prediction and feature events applied to windows.
     pub events: u64,
@@ -508,7 +509,7 @@ pub async fn run(config: Config, mut control: RunControl) -> Result<RunSummary> 
     let poll_timeout = config.kafka.poll_timeout;
     let interval = config.checkpoint.interval;
     let mut pipeline = Pipeline::new(config.clone()).await?;
-    let consumer = kafka::consumer(&config)?;
+    let consumer = kafka::consumer(&config, &pipeline.positions.offsets())?;
     tracing::info!(brokers = %config.kafka.brokers, group = %config.kafka.group_id, "consuming");
     let mut last_ckpt = Instant::now();
     // Before the first record the idle clock also allows for a group join,

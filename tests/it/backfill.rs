@@ -351,6 +351,53 @@ async fn json_lines_are_backfilled_with_dead_letters() -> TestResult {
     Ok(())
 }
 
+/// JSON-lines files out of event-time order: the second file's events are
+/// behind the first's watermark, so they are late: dead letters (the
+/// stream never read them), and the window they alone would have filled
+/// keeps the stream's results instead of being emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_json_lines_are_dead_letters_and_their_window_is_kept() -> TestResult {
+    let (_tmp, data) = demo_output().await?;
+    let data = PathBuf::from(data);
+    let config = Config::from_toml_str(&demo_toml(&data))?;
+    let window0 = "SELECT feature, method, statistic, n_current FROM drift_results \
+                   WHERE window_start = '2026-01-01T00:00:00Z' ORDER BY version, feature";
+    let before = query_csv(&data, window0).await?;
+    assert!(before.lines().count() > 10, "{before}");
+    let export = data.join("export");
+    std::fs::create_dir_all(&export)?;
+    let mut generator = mlwatch::demo::Generator::new(9);
+    let mut file = |name: &str, from: u64, to: u64| -> std::io::Result<()> {
+        // A byte-order mark first, as Windows tools write it.
+        let mut text = String::from("\u{feff}");
+        for i in from..to {
+            let ts = 1_767_225_600_000 + i as i64 * 60;
+            text.push_str(&generator.event_json(i, ts, Default::default()));
+            text.push('\n');
+        }
+        std::fs::write(export.join(name), text)
+    };
+    file("a.jsonl", 1_000, 2_000)?; // window 1
+    file("b.jsonl", 0, 1_000)?; // window 0, read after a.jsonl
+    let args = BackfillArgs {
+        from: "2026-01-01T00:00:00Z".into(),
+        to: "2026-01-01T00:02:00Z".into(),
+        input: Some(format!("{}/*.jsonl", export.display())),
+        ..Default::default()
+    };
+    let s = backfill::run(&config, &args, Progress::Quiet).await?;
+    assert_eq!(s.records, 2_000, "{s:?}");
+    assert_eq!(s.events, 1_000, "{s:?}");
+    assert_eq!(s.dead_letters.get("late"), Some(&1_000), "{s:?}");
+    assert!(
+        s.dead_letters.get("bad_json").is_none(),
+        "the BOM is skipped: {s:?}"
+    );
+    assert_eq!(s.windows, 1, "{s:?}");
+    assert_eq!(query_csv(&data, window0).await?, before);
+    Ok(())
+}
+
 /// `mlwatch schedule` killed while its backfill runs: the restart marks the
 /// run interrupted and runs the missed backfill once; `jobs` has both, and
 /// the results are the stream's.
