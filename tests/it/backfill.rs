@@ -390,7 +390,7 @@ async fn late_json_lines_are_dead_letters_and_their_window_is_kept() -> TestResu
     assert_eq!(s.events, 1_000, "{s:?}");
     assert_eq!(s.dead_letters.get("late"), Some(&1_000), "{s:?}");
     assert!(
-        s.dead_letters.get("bad_json").is_none(),
+        !s.dead_letters.contains_key("bad_json"),
         "the BOM is skipped: {s:?}"
     );
     assert_eq!(s.windows, 1, "{s:?}");
