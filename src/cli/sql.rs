@@ -109,11 +109,22 @@ pub(super) async fn run(args: SqlArgs) -> anyhow::Result<()> {
 
 /// Writes `path` whole or not at all: into a file beside it, renamed over
 /// it once complete (a failed write leaves the previous file as it was).
+/// Anything but a new or regular file (`/dev/stdout`, a pipe, a symlink) is
+/// written in place.
 fn write_atomic(
     path: &std::path::Path,
     write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let named = |e: &dyn std::fmt::Display| anyhow::anyhow!("--out {}: {e}", path.display());
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| named(&e))?;
+        return write(&mut f);
+    }
     let name = path
         .file_name()
         .ok_or_else(|| named(&"not a file name"))?

@@ -440,10 +440,12 @@ pub const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
 ];
 
 /// Builds the Kafka consumer for `config` and subscribes to its topics,
-/// first committing the checkpoint's next offsets (`resume`) for its group:
-/// the group then starts where the checkpoint says, also when Kafka lost
-/// its committed offsets (expired, or a crash between the checkpoint and
-/// the commit) and `auto_offset_reset` is `latest`.
+/// first committing the checkpoint's next offsets (`resume`) for the
+/// partitions Kafka holds no commit for (expired, or a crash between the
+/// checkpoint and the first commit): the group then starts there, not at
+/// `auto_offset_reset` (with `latest`, records would be skipped). A commit
+/// Kafka holds is left alone (an operator's reset stands; records below
+/// the checkpoint's offsets are skipped as read).
 pub(crate) fn consumer(config: &Config, resume: &[(String, i32, i64)]) -> Result<StreamConsumer> {
     let k = &config.kafka;
     let mut cc = ClientConfig::new();
@@ -474,15 +476,33 @@ pub(crate) fn consumer(config: &Config, resume: &[(String, i32, i64)]) -> Result
         cc.set(key, v);
     }
     let c: StreamConsumer = cc.create()?;
-    let mut tpl = TopicPartitionList::new();
-    for (t, p, o) in resume {
-        // (A partition the checkpoint names can only be added once.)
-        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
-    }
-    if tpl.count() > 0
-        && let Err(e) = c.commit(&tpl, CommitMode::Sync)
-    {
-        tracing::warn!(error = %e, "could not commit the checkpoint's offsets; records below them are skipped as read");
+    if !resume.is_empty() {
+        let mut ask = TopicPartitionList::new();
+        for (t, p, _) in resume {
+            ask.add_partition(t, *p);
+        }
+        match c.committed_offsets(ask, k.session_timeout) {
+            Ok(held) => {
+                let mut tpl = TopicPartitionList::new();
+                for (t, p, o) in resume {
+                    let none = held
+                        .find_partition(t, *p)
+                        .is_none_or(|e| !matches!(e.offset(), Offset::Offset(_)));
+                    if none {
+                        // (A partition the checkpoint names can only be added once.)
+                        let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+                    }
+                }
+                if tpl.count() > 0
+                    && let Err(e) = c.commit(&tpl, CommitMode::Sync)
+                {
+                    tracing::warn!(error = %e, "could not commit the checkpoint's offsets for partitions Kafka holds none for");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the group's committed offsets; starting from them or auto_offset_reset");
+            }
+        }
     }
     let topics = [
         k.predictions_topic.as_str(),

@@ -153,6 +153,24 @@ fn sql_on_empty_storage_sees_empty_tables_and_functions() -> TestResult {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read_to_string(&out_file)?, "one\n1\n");
+    // A symlink (or /dev/stdout, a pipe) is written through, not replaced.
+    let target = dir.path().join("target.csv");
+    let link = dir.path().join("link.csv");
+    std::os::unix::fs::symlink(&target, &link)?;
+    let out = mlwatch()
+        .args(["sql", "--format", "csv", "--data"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&link)
+        .arg("SELECT 2 AS two")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::symlink_metadata(&link)?.file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&target)?, "two\n2\n");
     let leftovers = std::fs::read_dir(dir.path())?
         .filter(|e| {
             e.as_ref()

@@ -984,3 +984,28 @@ async fn a_drained_partition_does_not_keep_the_others_paused() -> TestResult {
     assert_eq!(c.windows_closed, 8, "{c:?}");
     Ok(())
 }
+
+/// A checkpoint Kafka holds no commit for (the commit expired, or the
+/// process died between saving the checkpoint and committing): with
+/// `auto_offset_reset = latest` the group starts at the checkpoint, not at
+/// the end of the log, so no record is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_without_a_kafka_commit_resumes_where_it_says() -> TestResult {
+    let s = setup()?;
+    let (_cluster, brokers) = cluster(1)?;
+    let all = events(4_000, 4);
+    produce(&brokers, &all[..2_000])?;
+    let data = s.root.join("data");
+    let first = run_until_idle(test_config(&brokers, &data, &s.reference, "g1")?).await?;
+    assert_eq!(first.counters.events, 2_000);
+    produce(&brokers, &all[2_000..])?;
+    // The same checkpoint under a group Kafka has never seen.
+    let ckpt = data.join("_checkpoints");
+    std::fs::copy(ckpt.join("g1.json"), ckpt.join("g2.json"))?;
+    let mut config = test_config(&brokers, &data, &s.reference, "g2")?;
+    config.kafka.auto_offset_reset = mlwatch::config::OffsetReset::Latest;
+    let second = run_until_idle(config).await?;
+    assert_eq!(second.counters.events, 4_000, "{:?}", second.counters);
+    assert_eq!(second.counters.skipped_replayed, 0);
+    Ok(())
+}
