@@ -37,6 +37,11 @@ pub(crate) struct Checkpoint {
     /// Evaluators' and sinks' state.
     #[serde(default)]
     pub parts: Parts,
+    /// This checkpoint's number (1, 2, ...; 0 in checkpoints written before
+    /// it was kept): the files of the interval it ends are named after it,
+    /// so a replay of that interval after a crash writes the same names.
+    #[serde(default)]
+    pub sequence: u64,
 }
 
 impl Checkpoint {
@@ -48,6 +53,7 @@ impl Checkpoint {
         tracking: TrackingSnapshot,
         counters: Counters,
         parts: Parts,
+        sequence: u64,
     ) -> Self {
         Self {
             format: FORMAT,
@@ -57,6 +63,7 @@ impl Checkpoint {
             tracking,
             counters,
             parts,
+            sequence,
         }
     }
 

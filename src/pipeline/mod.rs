@@ -186,6 +186,8 @@ struct Pipeline {
     webhook_failures: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The webhook task, waited on at a stop (its queue is delivered).
     webhook_drain: Option<crate::alerts::webhook::Drain>,
+    /// The number of the last checkpoint saved (or restored).
+    sequence: u64,
 }
 
 impl Pipeline {
@@ -201,6 +203,7 @@ impl Pipeline {
         let storage = Storage::open(&config.storage.url, &config.storage.options)?;
         let ckpt = Checkpoint::load(&storage, &config.kafka.group_id).await?;
         let mut step = Step::new(&config, catalog.clone());
+        let sequence = ckpt.as_ref().map_or(0, |c| c.sequence);
         let (offsets, counters, tracking, parts) = match ckpt {
             Some(c) => {
                 step.restore(c.windows, c.labels);
@@ -241,6 +244,7 @@ impl Pipeline {
             tracking,
             webhook_failures,
             webhook_drain,
+            sequence,
         })
     }
 
@@ -422,7 +426,10 @@ impl Pipeline {
         if let Some(f) = &self.webhook_failures {
             c.webhook_failures += f.swap(0, std::sync::atomic::Ordering::Relaxed);
         }
-        self.dead.write(&self.storage).await?;
+        let sequence = self.sequence + 1;
+        self.dead
+            .write_interval(&self.storage, &self.config.kafka.group_id, sequence)
+            .await?;
         if let Some(a) = &mut self.archive {
             a.write(&self.storage).await?;
         }
@@ -436,9 +443,11 @@ impl Pipeline {
             tracking,
             self.counters.clone(),
             flushed.parts,
+            sequence,
         )
         .save(&self.storage, &self.config.kafka.group_id)
         .await?;
+        self.sequence = sequence;
         let save_ms = t1.elapsed().as_secs_f64() * 1e3;
         if let Some(c) = consumer {
             self.positions.commit(c);

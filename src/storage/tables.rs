@@ -412,6 +412,18 @@ pub fn dead_letter_file(topic: &str, partition: i32, first_offset: i64) -> Strin
     format!("{DEAD_LETTERS}/topic={topic}/partition={partition}/{first_offset:020}.parquet")
 }
 
+/// Relative path of the dead letters of `partition` that consumer group
+/// `group` wrote in the checkpoint interval ending with checkpoint
+/// `sequence` (a replay of the interval writes the same path).
+pub fn dead_letter_interval_file(
+    topic: &str,
+    partition: i32,
+    group: &str,
+    sequence: u64,
+) -> String {
+    format!("{DEAD_LETTERS}/topic={topic}/partition={partition}/{group}-{sequence:020}.parquet")
+}
+
 /// Relative path of a consumer group's checkpoint.
 pub fn checkpoint_file(group_id: &str) -> String {
     format!("{CHECKPOINTS}/{group_id}.json")
